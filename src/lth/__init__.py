@@ -1,0 +1,17 @@
+"""lth: a laboratory for the Lottery Ticket Hypothesis.
+
+Find sparse trainable sub-networks ("winning tickets") by iterative magnitude pruning with
+rewinding, on the bundled models or any ``torch.nn.Module``.
+"""
+__version__ = "0.1.0"
+
+from lth.config import TicketConfig  # noqa: E402
+from lth.errors import LthError  # noqa: E402
+from lth.experiments import TicketResult, find_ticket  # noqa: E402
+from lth.masks import Mask  # noqa: E402
+from lth.pruning import prunable_parameters, prune  # noqa: E402
+
+__all__ = [
+    "LthError", "Mask", "TicketConfig", "TicketResult", "__version__", "find_ticket",
+    "prunable_parameters", "prune",
+]

@@ -1,0 +1,6 @@
+"""``python -m lth``."""
+import sys
+
+from lth.cli import main
+
+sys.exit(main())

@@ -1,0 +1,93 @@
+"""``lth find-ticket MODEL DATASET``: iterative magnitude pruning with rewinding."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+from click.core import ParameterSource
+
+from lth.cli.main import cli
+from lth.cli.show import print_table, run_json
+from lth.config import load_config_file, make_config
+
+# CLI options that map one-to-one onto TicketConfig keys (dashes become underscores).
+_CONFIG_OPTIONS = [
+    click.option("--data-dir", type=str, help="Directory holding the dataset files (else $LTH_DATA_DIR, cache, download)."),
+    click.option("--rounds", type=int, help="Pruning rounds after the dense round 0 [15]."),
+    click.option("--prune-rate", type=float, help="Fraction of the kept weights pruned per round, all groups."),
+    click.option("--prune-rate-fc", type=float, help="Rate for hidden fully connected layers (layerwise)."),
+    click.option("--prune-rate-conv", type=float, help="Rate for convolutional layers (layerwise)."),
+    click.option("--prune-rate-output", type=float, help="Rate for the output layer (layerwise)."),
+    click.option("--scope", type=str, help="layerwise or global pruning [model recipe]."),
+    click.option("--ignore-layers", type=str, help="Comma-separated layers to leave dense, e.g. fc1,fc3."),
+    click.option("--prune-biases", is_flag=True, default=None, help="Prune biases too."),
+    click.option("--criterion", type=str, help="Mask criterion [large_final]."),
+    click.option("--rewind", type=str, help="Rewind point: 0, 500it, 2ep or a fraction like 0.05 of the budget [0]."),
+    click.option("--iterations", type=int, help="Training budget per round in iterations."),
+    click.option("--epochs", type=float, help="Training budget per round in epochs."),
+    click.option("--batch-size", type=int, help="Mini-batch size."),
+    click.option("--optimizer", type=str, help="adam or sgd."),
+    click.option("--lr", type=float, help="Learning rate."),
+    click.option("--momentum", type=float, help="SGD momentum."),
+    click.option("--nesterov/--no-nesterov", default=None, help="Nesterov momentum."),
+    click.option("--weight-decay", type=float, help="L2 weight decay."),
+    click.option("--milestones", type=str, help="Comma-separated LR drops, e.g. 80ep,120ep."),
+    click.option("--gamma", type=float, help="LR factor at each milestone."),
+    click.option("--warmup", type=str, help="Linear LR warmup length, e.g. 10000it or 1ep."),
+    click.option("--seed", type=int, help="Seed of initialisation, data order and tie-breaking [0]."),
+    click.option("--eval-every", type=int, help="Evaluate validation and test every N iterations [100]."),
+    click.option("--device", type=str, help="auto, cpu or cuda [auto]."),
+    click.option("--name", type=str, help="Run name (default: MODEL-DATASET-TIMESTAMP)."),
+]
+CONFIG_KEYS = [option(lambda: None).__click_params__[0].name for option in _CONFIG_OPTIONS]
+
+
+def config_options(function: Any) -> Any:
+    for option in reversed(_CONFIG_OPTIONS):
+        function = option(function)
+    return function
+
+
+def gather_config(ctx: click.Context, model: str, dataset: str, config_file: Optional[str]) -> dict[str, Any]:
+    """Config file values, overridden by the flags given on the command line."""
+    values: dict[str, Any] = load_config_file(config_file) if config_file else {}
+    for key in CONFIG_KEYS:
+        if ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE:
+            values[key] = ctx.params[key]
+    values["model"], values["dataset"] = model, dataset
+    return values
+
+
+@cli.command("find-ticket")
+@click.argument("model")
+@click.argument("dataset")
+@config_options
+@click.option("--config", "config_file", type=str, help="YAML file with the same keys; flags override it.")
+@click.option("--out", type=str, help="Run directory [runs/NAME].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (as `lth show --json`).")
+@click.pass_context
+def find_ticket_command(
+    ctx: click.Context, model: str, dataset: str, config_file: Optional[str], out: Optional[str],
+    overwrite: bool, quiet: bool, as_json: bool, **_: Any,
+) -> None:
+    """Find a winning ticket of MODEL on DATASET by iterative magnitude pruning.
+
+    Example: lth find-ticket lenet-300-100 fashion-mnist --rounds 5
+    """
+    from lth.experiments import find_ticket
+
+    config = make_config(gather_config(ctx, model, dataset, config_file))
+    if config.name is None:
+        config.name = f"{model}-{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+    out_path = Path(out) if out else Path("runs") / config.name
+    result = find_ticket(config, out=out_path, overwrite=overwrite, progress=not quiet and not as_json)
+    if as_json:
+        click.echo(json.dumps(run_json(result.run_dir), indent=2))
+    elif not quiet:
+        print_table(result.run_dir)
+        click.echo(f"results and plots in {out_path}/")

@@ -1,0 +1,46 @@
+"""``lth show RUN_DIR``: the per-round table, or the run as JSON."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from tabulate import tabulate
+
+from lth.cli.main import cli
+from lth.store import RunDir
+
+
+def run_json(run: RunDir) -> dict[str, Any]:
+    """The documented JSON shape: {"config": {...}, "rounds": [...], "status": {...}}."""
+    return {"config": run.config(), "rounds": run.rounds(), "status": run.status()}
+
+
+def print_table(run: RunDir) -> None:
+    rows = [
+        [
+            r["round"],
+            f"{100 * r['weights_remaining']:.2f}%",
+            r["early_stop_iteration"],
+            f"{100 * r['val_accuracy_at_early_stop']:.2f}%",
+            f"{100 * r['test_accuracy_at_early_stop']:.2f}%",
+            f"{100 * r['final_test_accuracy']:.2f}%",
+        ]
+        for r in run.rounds()
+    ]
+    headers = ["round", "weights left", "early-stop it", "val acc @ES", "test acc @ES", "final test acc"]
+    config = run.config()
+    click.echo(f"{config['model']} on {config['dataset']} ({run.status().get('status', 'unknown')})")
+    click.echo(tabulate(rows, headers=headers, colalign=("right",) * len(headers)))
+
+
+@cli.command("show")
+@click.argument("run_dir", type=str)
+@click.option("--json", "as_json", is_flag=True, help="Print config and rounds as JSON.")
+def show_command(run_dir: str, as_json: bool) -> None:
+    """Print the per-round table of a run directory."""
+    run = RunDir.open(run_dir)
+    if as_json:
+        click.echo(json.dumps(run_json(run), indent=2))
+    else:
+        print_table(run)

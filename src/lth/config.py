@@ -1,0 +1,211 @@
+"""Typed, validated run configuration: defaults, duration parsing and YAML/CLI merging."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from lth.errors import LthError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(it|ep)?\s*$")
+
+
+def parse_duration(text: str | int | float, iterations_per_epoch: int, budget: int | None = None) -> int:
+    """Turn ``'500it'``, ``'2ep'``, ``500`` or a fraction like ``'0.05'`` (of ``budget``) into iterations."""
+    match = _DURATION.match(str(text))
+    if not match:
+        raise LthError(
+            f"cannot read duration {text!r}; write iterations ('500it'), epochs ('2ep') "
+            "or a fraction of the budget ('0.05')"
+        )
+    value, unit = float(match.group(1)), match.group(2)
+    if unit == "ep":
+        return int(round(value * iterations_per_epoch))
+    if unit == "it" or value >= 1 or value == 0:
+        if unit == "it" and not value.is_integer():
+            raise LthError(f"iteration count {text!r} must be a whole number")
+        return int(value)
+    if budget is None:
+        raise LthError(f"fraction {text!r} needs a training budget to be relative to")
+    return int(round(value * budget))
+
+
+class TicketConfig(BaseModel):
+    """Everything that defines a ticket search. ``None`` means: take the model's paper recipe."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    model: str
+    dataset: str
+    data_dir: Optional[str] = None
+    rounds: int = 15
+    prune_rate: Optional[float] = None
+    prune_rate_fc: Optional[float] = None
+    prune_rate_conv: Optional[float] = None
+    prune_rate_output: Optional[float] = None
+    scope: Optional[Literal["layerwise", "global"]] = None
+    ignore_layers: list[str] = []
+    prune_biases: bool = False
+    criterion: str = "large_final"
+    rewind: str = "0"
+    iterations: Optional[int] = None
+    epochs: Optional[float] = None
+    batch_size: Optional[int] = None
+    optimizer: Optional[Literal["adam", "sgd"]] = None
+    lr: Optional[float] = None
+    momentum: Optional[float] = None
+    nesterov: Optional[bool] = None
+    weight_decay: Optional[float] = None
+    milestones: Optional[list[str]] = None
+    gamma: Optional[float] = None
+    warmup: Optional[str] = None
+    seed: int = 0
+    eval_every: int = 100
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    name: Optional[str] = None
+
+    @field_validator("rounds")
+    @classmethod
+    def _rounds(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError(f"rounds must be >= 0, got {v}")
+        return v
+
+    @field_validator("prune_rate", "prune_rate_fc", "prune_rate_conv", "prune_rate_output")
+    @classmethod
+    def _rate(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and not 0.0 <= v < 1.0:
+            raise ValueError(f"a prune rate must lie in [0, 1), got {v}")
+        return v
+
+    @field_validator("iterations", "batch_size", "eval_every")
+    @classmethod
+    def _positive(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and v < 1:
+            raise ValueError(f"must be >= 1, got {v}")
+        return v
+
+    @field_validator("epochs", "lr")
+    @classmethod
+    def _positive_float(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and v <= 0:
+            raise ValueError(f"must be > 0, got {v}")
+        return v
+
+    @field_validator("milestones", mode="before")
+    @classmethod
+    def _split_milestones(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [part for part in v.replace(" ", "").split(",") if part]
+        return v
+
+    @field_validator("ignore_layers", mode="before")
+    @classmethod
+    def _split_layers(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [part for part in v.replace(" ", "").split(",") if part]
+        return v
+
+    @field_validator("rewind", "warmup", mode="before")
+    @classmethod
+    def _to_str(cls, v: Any) -> Any:
+        return None if v is None else str(v)
+
+    @model_validator(mode="after")
+    def _budget(self) -> "TicketConfig":
+        if self.iterations is not None and self.epochs is not None:
+            raise ValueError("give either iterations or epochs, not both")
+        return self
+
+    def with_recipe(self, recipe: Any) -> "TicketConfig":
+        """Fill every unset training/pruning field from a model's paper recipe."""
+        values = self.model_dump()
+        fill = {
+            "batch_size": recipe.batch_size,
+            "optimizer": recipe.optimizer,
+            "lr": recipe.lr,
+            "momentum": recipe.momentum,
+            "nesterov": recipe.nesterov,
+            "weight_decay": recipe.weight_decay,
+            "milestones": list(recipe.milestones),
+            "gamma": recipe.gamma,
+            "warmup": recipe.warmup,
+            "scope": recipe.scope,
+            "prune_rate": recipe.prune_rate,
+        }
+        explicit_group_rates = any(
+            values[k] is not None for k in ("prune_rate_fc", "prune_rate_conv", "prune_rate_output")
+        )
+        scope = values["scope"] or recipe.scope
+        if scope == "global" and explicit_group_rates:
+            raise LthError(
+                "per-group prune rates (--prune-rate-fc/-conv/-output) apply to --scope layerwise only; "
+                "with --scope global give --prune-rate"
+            )
+        if values["prune_rate"] is not None and not explicit_group_rates:
+            # One rate given: it applies to every group, as a user would expect.
+            for key in ("prune_rate_fc", "prune_rate_conv", "prune_rate_output"):
+                values[key] = values["prune_rate"]
+        fill.update(
+            prune_rate_fc=recipe.prune_rate_fc,
+            prune_rate_conv=recipe.prune_rate_conv,
+            prune_rate_output=recipe.prune_rate_output,
+        )
+        for key, default in fill.items():
+            if values[key] is None:
+                values[key] = default
+        if values["iterations"] is None and values["epochs"] is None:
+            amount, unit = _split_budget(recipe.budget)
+            values["iterations" if unit == "it" else "epochs"] = int(amount) if unit == "it" else amount
+        return TicketConfig(**values)
+
+    def budget_iterations(self, iterations_per_epoch: int) -> int:
+        if self.iterations is not None:
+            return self.iterations
+        if self.epochs is None:
+            raise LthError("no training budget: give --iterations or --epochs")
+        return max(1, int(round(self.epochs * iterations_per_epoch)))
+
+
+def _split_budget(budget: str) -> tuple[float, str]:
+    match = _DURATION.match(budget)
+    if not match:
+        raise ValueError(f"bad recipe budget {budget!r}")
+    return float(match.group(1)), match.group(2) or "it"
+
+
+def validation_message(error: ValidationError) -> str:
+    """One line naming the first bad field, its value and what is allowed."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "config"
+    if first["type"] == "extra_forbidden":
+        allowed = ", ".join(TicketConfig.model_fields)
+        return f"unknown config key {field!r}; allowed keys: {allowed}"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"bad value {first.get('input')!r} for {field}: {message}"
+
+
+def make_config(values: dict[str, Any]) -> TicketConfig:
+    try:
+        return TicketConfig(**values)
+    except ValidationError as error:
+        raise LthError(validation_message(error)) from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file (safe loader); keys use underscores or dashes."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise LthError(f"config file {str(path)!r} does not exist") from None
+    except yaml.YAMLError as error:
+        raise LthError(f"config file {str(path)!r} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LthError(f"config file {str(path)!r} must hold a mapping of keys to values")
+    return {str(key).replace("-", "_"): value for key, value in data.items()}

@@ -1,0 +1,39 @@
+"""scikit-learn's bundled 8x8 handwritten digits: tiny, offline, for fast smoke tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lth.data.registry import DATASETS, DatasetSource, RawSplits
+
+TOTAL = 1797
+TEST_SIZE = 397
+SPLIT_SEED = 0
+
+
+def _load(data_dir: Path | None, allow_download: bool) -> RawSplits:
+    """Ignore both arguments: the data ships with scikit-learn."""
+    from sklearn.datasets import load_digits  # lazy: sklearn is slow to import
+
+    digits = load_digits()
+    x = (digits.images.astype(np.float32) * (255.0 / 16.0))[:, None]  # (N, 1, 8, 8), 0..255
+    y = digits.target.astype(np.int64)
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(y))
+    test, train = np.sort(order[:TEST_SIZE]), np.sort(order[TEST_SIZE:])
+    return RawSplits(x[train], y[train], x[test], y[test])
+
+
+DATASETS.add(
+    "digits",
+    DatasetSource(
+        name="digits",
+        description="scikit-learn 8x8 digits (bundled, no download), 10 classes",
+        input_shape=(1, 8, 8),
+        num_classes=10,
+        train_size=TOTAL - TEST_SIZE,
+        test_size=TEST_SIZE,
+        load=_load,
+        val_size=300,
+    ),
+)

@@ -1,0 +1,152 @@
+"""Finding dataset files on disk and downloading them safely (checksummed, atomic)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from lth.errors import LthError
+
+ENV_VAR = "LTH_DATA_DIR"
+SYSTEM_DIR = Path("/usr/share/datasets")
+_CHUNK = 1 << 20
+_TIMEOUT_S = 60
+
+
+def cache_dir(name: str) -> Path:
+    """Where downloads of ``name`` go: ``$LTH_DATA_DIR/<name>`` or ``~/.cache/lth/datasets/<name>``."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser() / name
+    return Path.home() / ".cache" / "lth" / "datasets" / name
+
+
+def dataset_search_dirs(name: str, data_dir: str | Path | None = None) -> list[Path]:
+    """Directories searched for ``name``'s files, most specific first, without duplicates."""
+    dirs: list[Path] = []
+    if data_dir is not None:
+        base = Path(data_dir).expanduser()
+        dirs += [base, base / name]
+    env = os.environ.get(ENV_VAR)
+    if env:
+        base = Path(env).expanduser()
+        dirs += [base / name, base]
+    dirs += [Path.home() / ".cache" / "lth" / "datasets" / name, SYSTEM_DIR / name]
+    return list(dict.fromkeys(dirs))
+
+
+def existing_variant(directory: Path, filename: str) -> Path | None:
+    """``directory/filename`` if it exists, else its un-gzipped variant for a ``.gz`` name."""
+    candidates = [filename]
+    if filename.endswith(".gz"):
+        candidates.append(filename[: -len(".gz")])
+    for candidate in candidates:
+        path = directory / candidate
+        if path.is_file():
+            return path
+    return None
+
+
+def find_files(name: str, filenames: Sequence[str], data_dir: str | Path | None = None) -> Path | None:
+    """The first search directory holding all ``filenames`` (or their un-gzipped variants)."""
+    for directory in dataset_search_dirs(name, data_dir):
+        if all(existing_variant(directory, f) is not None for f in filenames):
+            return directory
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url: str, dest: str | Path, sha256: str | Sequence[str]) -> Path:
+    """Download ``url`` to ``dest`` atomically, accepting it only if its SHA-256 is one of ``sha256``."""
+    dest = Path(dest)
+    accepted = [sha256] if isinstance(sha256, str) else list(sha256)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    except OSError as exc:
+        raise LthError(f"cannot write to {dest.parent}: {exc.strerror or exc}") from None
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
+            for chunk in iter(lambda: response.read(_CHUNK), b""):
+                digest.update(chunk)
+                out.write(chunk)
+        actual = digest.hexdigest()
+        if actual not in accepted:
+            raise LthError(
+                f"checksum mismatch for {url}: expected SHA-256 {' or '.join(accepted)}, got {actual}"
+            )
+        os.replace(tmp, dest)
+    except LthError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except (OSError, ValueError) as exc:  # URLError/HTTPError/timeouts are OSErrors
+        tmp.unlink(missing_ok=True)
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise LthError(f"downloading {url} failed: {reason}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def obtain(
+    name: str,
+    files: Mapping[str, str | Sequence[str]],
+    mirrors: Sequence[str],
+    data_dir: str | Path | None = None,
+    allow_download: bool = True,
+    hint: str | None = None,
+) -> Path:
+    """Return a directory holding all ``files`` (name -> accepted SHA-256s), downloading if needed.
+
+    ``mirrors`` are base URLs ending in ``/``, tried in order for each file; ``hint`` replaces
+    the file list in the error message.
+    """
+    found = find_files(name, list(files), data_dir)
+    if found is not None:
+        return found
+    searched = dataset_search_dirs(name, data_dir)
+    if not allow_download:
+        reason = f"download from {mirrors[0]} failed (downloading is disabled)"
+    else:
+        failure = _download_all(name, files, mirrors)
+        if failure is None:
+            return cache_dir(name)
+        reason = failure
+    raise LthError(
+        f"{name} files not found in {', '.join(map(str, searched))}; {reason}; "
+        f"put {hint or ', '.join(files)} in one of those directories or pass --data-dir"
+    )
+
+
+def _download_all(name: str, files: Mapping[str, str | Sequence[str]], mirrors: Sequence[str]) -> str | None:
+    """Download missing files into the cache dir; return None on success or a failure description."""
+    dest_dir = cache_dir(name)
+    for filename, sha in files.items():
+        if existing_variant(dest_dir, filename) is not None:
+            continue
+        errors: list[str] = []
+        for base in mirrors:
+            url = base + filename
+            print(f"lth: downloading {url} to {dest_dir}", file=sys.stderr)
+            try:
+                download(url, dest_dir / filename, sha)
+                break
+            except LthError as exc:
+                errors.append(str(exc))
+        else:
+            return f"download from {mirrors[0]} failed ({'; '.join(errors)})"
+    return None

@@ -1,0 +1,72 @@
+"""Mask: a mapping {parameter name -> bool tensor}, 1 = kept."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lth.errors import LthError
+from lth.atomic import atomic_torch_save
+
+
+class Mask(dict[str, torch.Tensor]):
+    """Boolean keep-masks for some of a model's parameters (the prunable ones)."""
+
+    @classmethod
+    def ones(cls, params: Mapping[str, torch.Tensor]) -> "Mask":
+        return cls({name: torch.ones_like(p, dtype=torch.bool) for name, p in params.items()})
+
+    def kept(self) -> int:
+        return int(sum(int(m.sum()) for m in self.values()))
+
+    def size(self) -> int:
+        return int(sum(m.numel() for m in self.values()))
+
+    def density(self) -> float:
+        """Fraction of the masked parameters still kept (1.0 = dense)."""
+        size = self.size()
+        return self.kept() / size if size else 1.0
+
+    def layer_density(self) -> dict[str, float]:
+        return {name: float(m.sum()) / m.numel() for name, m in self.items()}
+
+    def to(self, device: torch.device | str) -> "Mask":
+        return Mask({name: m.to(device) for name, m in self.items()})
+
+    def cpu(self) -> "Mask":
+        return self.to("cpu")
+
+    @torch.no_grad()
+    def apply_(self, model: nn.Module) -> nn.Module:
+        """Zero the pruned entries of the model's parameters in place."""
+        params = dict(model.named_parameters())
+        for name, m in self.items():
+            params[name].mul_(m.to(params[name].device, params[name].dtype))
+        return model
+
+    def save(self, path: str | Path) -> None:
+        atomic_torch_save({name: m.detach().cpu() for name, m in self.items()}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Mask":
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise LthError(f"mask file {str(path)!r} does not exist") from None
+        except Exception as error:  # corrupt or not a torch file
+            raise LthError(f"cannot read mask file {str(path)!r}: {error}") from None
+        if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+            raise LthError(f"mask file {str(path)!r} must hold a mapping of parameter names to tensors")
+        return cls({str(k): v.bool() for k, v in data.items()})
+
+    def check_matches(self, params: Mapping[str, torch.Tensor], names: Iterable[str] | None = None) -> None:
+        """Raise LthError unless every mask entry names a parameter of the same shape."""
+        for name, m in self.items():
+            if name not in params:
+                raise LthError(f"mask names parameter {name!r}, which the model does not have")
+            if tuple(m.shape) != tuple(params[name].shape):
+                raise LthError(
+                    f"mask for {name!r} has shape {tuple(m.shape)}, the parameter {tuple(params[name].shape)}"
+                )

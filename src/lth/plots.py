@@ -1,0 +1,79 @@
+"""Figures of a run, drawn only from what the store wrote."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from lth.atomic import atomic_write_bytes  # noqa: E402
+from lth.store.run_dir import RunDir  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip("."), dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _percent(value: float, _pos: object = None) -> str:
+    return f"{100 * value:.3g}%"
+
+
+def plot_accuracy_vs_weights_remaining(run: RunDir, path: Path | None = None) -> Path:
+    """Test accuracy (early stop and end of training) against weights remaining, log x axis."""
+    rounds = run.rounds()
+    path = path or run.path / "accuracy_vs_weights_remaining.png"
+    x = [r["weights_remaining"] for r in rounds]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot(x, [r["test_accuracy_at_early_stop"] for r in rounds], "o-", label="at early stop")
+    ax.plot(x, [r["final_test_accuracy"] for r in rounds], "s--", alpha=0.7, label="end of training")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.xaxis.set_major_formatter(FuncFormatter(_percent))
+    ax.yaxis.set_major_formatter(FuncFormatter(_percent))
+    config = run.config()
+    ax.set_title(f"{config['model']} on {config['dataset']}: ticket accuracy")
+    ax.set_xlabel("weights remaining (log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+    return path
+
+
+def plot_learning_curves(run: RunDir, path: Path | None = None) -> Path:
+    """Test accuracy against training iteration, one line per round (as in Frankle & Carbin)."""
+    rounds = {r["round"]: r["weights_remaining"] for r in run.rounds()}
+    rows = [row for row in run.metrics() if row["split"] == "test"]
+    path = path or run.path / "learning_curves.png"
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    cmap = plt.get_cmap("viridis")
+    for index, (round_index, remaining) in enumerate(sorted(rounds.items())):
+        points = [row for row in rows if row["round"] == round_index]
+        ax.plot(
+            [row["iteration"] for row in points],
+            [row["accuracy"] for row in points],
+            color=cmap(index / max(1, len(rounds) - 1)),
+            label=f"{_percent(remaining)} kept",
+            linewidth=1.2,
+        )
+    config = run.config()
+    ax.set_title(f"{config['model']} on {config['dataset']}: learning curves")
+    ax.set_xlabel("training iteration")
+    ax.set_ylabel("test accuracy")
+    ax.yaxis.set_major_formatter(FuncFormatter(_percent))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", ncol=2 if len(rounds) > 8 else 1)
+    _save(fig, path)
+    return path
+
+
+def plot_run(run: RunDir) -> list[Path]:
+    """Every standard figure of a ticket-search run."""
+    return [plot_accuracy_vs_weights_remaining(run), plot_learning_curves(run)]

@@ -1,0 +1,129 @@
+"""The layout of one run directory; the only code that knows file names."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from lth.errors import LthError
+from lth.masks import Mask
+from lth.atomic import atomic_torch_save, atomic_write_text
+
+METRIC_FIELDS = ("round", "iteration", "split", "loss", "accuracy")
+
+
+class RunDir:
+    """A directory holding one run: config, metrics, per-round summary, masks, weights, plots.
+
+    Layout::
+
+        config.yaml            the resolved configuration
+        status.json            {"status": "running"|"complete", "started": ..., "finished": ...}
+        metrics.csv            round, iteration, split (train/val/test), loss, accuracy
+        rounds.json            per-round summary (what ``lth show`` prints)
+        masks/round_NN.pt      the mask trained in round NN ({param name: bool tensor})
+        weights/init.pt        the initial state dict (w_0)
+        weights/rewind.pt      the state dict at the rewind point (when rewinding to k > 0)
+        weights/final_round_NN.pt  the state dict at the end of round NN
+        *.png                  plots
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # -- creation ---------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, overwrite: bool = False) -> "RunDir":
+        """Make a fresh run directory; refuse an existing non-empty one unless ``overwrite``."""
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise LthError(f"output path {str(path)!r} exists and is not a directory")
+        if path.is_dir() and any(path.iterdir()):
+            if not overwrite:
+                raise LthError(f"run directory {str(path)!r} already exists; pass --overwrite to replace it")
+            shutil.rmtree(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as error:
+            raise LthError(f"cannot write to output directory {str(path)!r}: {error.strerror}") from None
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        run = cls(path)
+        if not (run.path / "config.yaml").is_file():
+            raise LthError(f"{str(path)!r} is not an lth run directory (no config.yaml)")
+        return run
+
+    # -- writing ----------------------------------------------------------------------
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+    def write_status(self, **fields: Any) -> None:
+        atomic_write_text(self.path / "status.json", json.dumps(fields, indent=2) + "\n")
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path / "metrics.csv", buffer.getvalue())
+
+    def write_rounds(self, rounds: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.path / "rounds.json", json.dumps(rounds, indent=2) + "\n")
+
+    def save_mask(self, round_index: int, mask: Mask) -> None:
+        mask.save(self.mask_path(round_index))
+
+    def save_weights(self, tag: str, state: dict[str, torch.Tensor]) -> None:
+        atomic_torch_save({k: v.detach().cpu() for k, v in state.items()}, self.path / "weights" / f"{tag}.pt")
+
+    # -- reading ----------------------------------------------------------------------
+    def mask_path(self, round_index: int) -> Path:
+        return self.path / "masks" / f"round_{round_index:02d}.pt"
+
+    def config(self) -> dict[str, Any]:
+        return yaml.safe_load((self.path / "config.yaml").read_text())
+
+    def status(self) -> dict[str, Any]:
+        path = self.path / "status.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def rounds(self) -> list[dict[str, Any]]:
+        path = self.path / "rounds.json"
+        return json.loads(path.read_text()) if path.is_file() else []
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.csv"
+        if not path.is_file():
+            return []
+        with path.open(newline="") as handle:
+            return [
+                {
+                    "round": int(row["round"]),
+                    "iteration": int(row["iteration"]),
+                    "split": row["split"],
+                    "loss": float(row["loss"]),
+                    "accuracy": float(row["accuracy"]),
+                }
+                for row in csv.DictReader(handle)
+            ]
+
+    def load_mask(self, round_index: int) -> Mask:
+        return Mask.load(self.mask_path(round_index))
+
+    def load_weights(self, tag: str) -> dict[str, torch.Tensor]:
+        return torch.load(self.path / "weights" / f"{tag}.pt", map_location="cpu", weights_only=True)
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)

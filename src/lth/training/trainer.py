@@ -1,0 +1,178 @@
+"""The masked trainer: one training round of a model under a fixed mask.
+
+It knows nothing of pruning rounds. Data stays on the device; batches come from the
+random-access :class:`~lth.data.Batcher`; pruned weights are exactly zero after every step
+(their gradients are masked before the optimizer step, so no optimizer state builds up for
+them, and the weights are masked again after it, whatever the optimizer did).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from lth.data import Batcher, DataBundle
+from lth.masks import Mask
+from lth.training.evaluate import evaluate
+from lth.training.optim import OptimizerSettings, build_optimizer, learning_rate
+
+
+@dataclass
+class RoundResult:
+    """Metrics of one training run: rows of (iteration, split, loss, accuracy) and the headline numbers."""
+
+    metrics: list[dict] = field(default_factory=list)
+    early_stop_iteration: int = 0
+    val_accuracy_at_early_stop: float = 0.0
+    test_accuracy_at_early_stop: float = 0.0
+    final_val_accuracy: float = 0.0
+    final_test_accuracy: float = 0.0
+    final_test_loss: float = 0.0
+
+    def summarise(self) -> None:
+        val = [row for row in self.metrics if row["split"] == "val"]
+        test = {row["iteration"]: row for row in self.metrics if row["split"] == "test"}
+        best = min(val, key=lambda row: (row["loss"], row["iteration"]))
+        self.early_stop_iteration = best["iteration"]
+        self.val_accuracy_at_early_stop = best["accuracy"]
+        self.test_accuracy_at_early_stop = test[best["iteration"]]["accuracy"]
+        self.final_val_accuracy = val[-1]["accuracy"]
+        self.final_test_accuracy = test[val[-1]["iteration"]]["accuracy"]
+        self.final_test_loss = test[val[-1]["iteration"]]["loss"]
+
+
+class MaskEnforcer:
+    """Keeps masked parameters at exactly zero with two fused multiplies per step."""
+
+    def __init__(self, model: nn.Module, mask: Optional[Mask]) -> None:
+        params = dict(model.named_parameters())
+        pairs = [
+            (params[name], m.to(params[name].device, params[name].dtype))
+            for name, m in (mask or {}).items()
+            if not bool(m.all())
+        ]
+        self.params = [p for p, _ in pairs]
+        self.masks = [m for _, m in pairs]
+
+    def mask_grads(self) -> None:
+        if self.params:
+            torch._foreach_mul_([p.grad for p in self.params], self.masks)
+
+    @torch.no_grad()
+    def mask_weights(self) -> None:
+        if self.params:
+            torch._foreach_mul_(self.params, self.masks)
+
+
+class Trainer:
+    """Trains a model on a :class:`DataBundle` with a fixed recipe; same seed, same run, bit for bit."""
+
+    def __init__(
+        self,
+        data: DataBundle,
+        batch_size: int,
+        optimizer: OptimizerSettings,
+        seed: int,
+        eval_every: int = 100,
+        progress: bool = True,
+    ) -> None:
+        self.data = data
+        self.optimizer = optimizer
+        self.eval_every = eval_every
+        self.progress = progress
+        self.batcher = Batcher(data.train_x, data.train_y, batch_size, seed=seed, augment=data.augment)
+
+    @property
+    def iterations_per_epoch(self) -> int:
+        return self.batcher.iterations_per_epoch
+
+    def evaluate(self, model: nn.Module) -> tuple[list[float], list[float]]:
+        """(loss, accuracy) on validation and test, with one host sync."""
+        both = torch.stack([
+            evaluate(model, self.data.val_x, self.data.val_y),
+            evaluate(model, self.data.test_x, self.data.test_y),
+        ]).tolist()
+        return both[0], both[1]
+
+    def train(
+        self,
+        model: nn.Module,
+        mask: Optional[Mask],
+        start: int,
+        stop: int,
+        capture: Iterable[int] = (),
+        on_capture: Optional[Callable[[int, nn.Module], None]] = None,
+        description: str = "",
+        postfix: Optional[dict] = None,
+    ) -> RoundResult:
+        """Train from iteration ``start`` to ``stop`` with a fresh optimizer.
+
+        ``on_capture(t, model)`` is called when ``t`` steps have been taken, for each ``t`` in ``capture``
+        (e.g. to save the rewind point). Evaluations happen at ``start``, every ``eval_every``
+        iterations and at ``stop``.
+        """
+        model.train()
+        enforcer = MaskEnforcer(model, mask)
+        enforcer.mask_weights()
+        optimizer = build_optimizer(model.parameters(), self.optimizer)
+        capture = set(capture)
+        result = RoundResult()
+        device = self.data.train_x.device
+        running = torch.zeros(2, device=device)  # loss sum, correct: summed on the device, no sync per step
+        seen = 0
+        current_lr = None
+        bar = tqdm(
+            total=stop - start, desc=description, disable=not self.progress, leave=True,
+            unit="it", dynamic_ncols=True, mininterval=0.5,
+        )
+
+        def record(t: int) -> None:
+            nonlocal seen
+            (val_loss, val_acc), (test_loss, test_acc) = self.evaluate(model)
+            rows = [
+                {"iteration": t, "split": "val", "loss": val_loss, "accuracy": val_acc},
+                {"iteration": t, "split": "test", "loss": test_loss, "accuracy": test_acc},
+            ]
+            if seen:
+                loss_sum, correct = running.tolist()
+                rows.insert(0, {"iteration": t, "split": "train", "loss": loss_sum / seen,
+                                "accuracy": correct / seen})
+            running.zero_()
+            seen = 0
+            result.metrics.extend(rows)
+            bar.set_postfix({**(postfix or {}), "loss": f"{rows[0]['loss']:.3f}", "val_acc": f"{val_acc:.4f}"})
+
+        record(start)
+        for t in range(start, stop):
+            if t in capture and on_capture is not None:
+                on_capture(t, model)
+            lr = learning_rate(self.optimizer, t)
+            if lr != current_lr:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                current_lr = lr
+            x, y = self.batcher.batch(t)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            enforcer.mask_grads()
+            optimizer.step()
+            enforcer.mask_weights()
+            with torch.no_grad():
+                running[0].add_(loss.detach(), alpha=y.shape[0])
+                running[1].add_((logits.argmax(1) == y).sum())
+            seen += y.shape[0]
+            done = t + 1
+            if done % self.eval_every == 0 or done == stop:
+                record(done)
+                bar.update(done - bar.n - start)
+        if stop in capture and on_capture is not None:
+            on_capture(stop, model)
+        bar.close()
+        result.summarise()
+        return result
