@@ -17,8 +17,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (z ^ (z >> 31)) & ((1 << 63) - 1)
 
 
-def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:
-    """Zero-pad ``x`` (B,C,H,W) by ``pad``, crop at per-sample ``offsets`` (B,2: dy,dx), flip where ``flips``."""
+def crop_flip(
+    x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int
+) -> torch.Tensor:
+    """Zero-pad ``x`` (B,C,H,W) by ``pad``, crop at ``offsets`` (B,2: dy,dx), flip if ``flips``."""
     b, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
     rows = offsets[:, 0, None] + torch.arange(h, device=x.device)  # (B, H)
@@ -33,7 +35,7 @@ def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: 
 
 
 class Batcher:
-    """Shuffled minibatches addressed by global iteration; the last partial batch of an epoch is dropped."""
+    """Shuffled minibatches addressed by global iteration; partial last batches are dropped."""
 
     def __init__(
         self,
@@ -48,7 +50,10 @@ class Batcher:
         if y.shape[0] != n:
             raise LthError(f"x has {n} examples but y has {y.shape[0]}; they must match")
         if not 1 <= batch_size <= n:
-            raise LthError(f"batch size {batch_size} is invalid; it must be between 1 and {n} (the training set size)")
+            raise LthError(
+                f"batch size {batch_size} is invalid; it must be between 1 and {n} "
+                "(the number of training examples)"
+            )
         if augment and x.dim() != 4:
             raise LthError(f"augmentation needs images shaped (N, C, H, W), got {tuple(x.shape)}")
         self.x, self.y = x, y
@@ -83,7 +88,7 @@ class Batcher:
         return self._perm[self._slot(iteration)]
 
     def augmentation(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Crop offsets (B,2) and flip flags (B,) of batch ``iteration``, or None without augmentation."""
+        """Crop offsets (B,2) and flip flags (B,) of batch ``iteration``; None if not augmenting."""
         if not self.augment:
             return None
         slot = self._slot(iteration)

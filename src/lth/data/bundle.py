@@ -45,7 +45,7 @@ def load_dataset(
     split_seed: int = 0,
     download: bool = True,
 ) -> DataBundle:
-    """Load ``name``, hold out ``val_size`` training examples, normalise per channel, move to ``device``."""
+    """Load a dataset, hold out validation examples, normalise per channel, move to ``device``."""
     source = DATASETS.get(name)
     dev = _device(device)
     raw = source.load(Path(data_dir).expanduser() if data_dir is not None else None, download)
@@ -55,7 +55,8 @@ def load_dataset(
         raise LthError(f"val_size {val_size} is invalid for {name}; it must be in 0..{n_train - 1}")
 
     perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(split_seed))
-    val_idx, train_idx = perm[:val_size].sort().values.numpy(), perm[val_size:].sort().values.numpy()
+    val_idx = perm[:val_size].sort().values.numpy()
+    train_idx = perm[val_size:].sort().values.numpy()
 
     def x_tensor(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(x)).to(torch.float32).div_(255.0)

@@ -1,6 +1,7 @@
 """Safe reader for the CIFAR-10 python version (restricted unpickling, safe tar extraction)."""
 from __future__ import annotations
 
+import codecs
 import importlib
 import pickle
 import shutil
@@ -29,6 +30,8 @@ for _mod in ("numpy.core.numeric", "numpy._core.numeric"):
     _ALLOWED[(_mod, "_frombuffer")] = ("numeric", "_frombuffer")
 _ALLOWED[("numpy", "ndarray")] = ("numpy", "ndarray")
 _ALLOWED[("numpy", "dtype")] = ("numpy", "dtype")
+# Python 3 writes bytes in protocol-2 pickles as _codecs.encode(str, "latin1").
+_ALLOWED[("_codecs", "encode")] = ("_codecs", "encode")
 
 
 class _Forbidden(Exception):
@@ -38,6 +41,8 @@ class _Forbidden(Exception):
 def _resolve(kind: str, attr: str) -> Any:
     if kind == "numpy":
         return getattr(np, attr)
+    if kind == "_codecs":
+        return codecs.encode
     try:  # numpy >= 2 moved numpy.core to numpy._core
         module = importlib.import_module(f"numpy._core.{kind}")
     except ImportError:
@@ -82,7 +87,8 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(batch, dict):
         raise LthError(f"CIFAR-10 file {path} holds a {type(batch).__name__}, expected a dict")
     data, labels = _get(batch, "data"), _get(batch, "labels")
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape != (rows, ROW_BYTES):
+    good = isinstance(data, np.ndarray) and data.dtype == np.uint8
+    if not good or data.shape != (rows, ROW_BYTES):
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise LthError(
             f"CIFAR-10 file {path} has bad 'data': expected uint8 ({rows}, {ROW_BYTES}), got {got}"
@@ -107,7 +113,7 @@ def find_batches_dir(directory: Path) -> Path | None:
 
 
 def read_cifar10(directory: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Read a CIFAR-10 batches directory (or its parent) into ``(train_x, train_y, test_x, test_y)``."""
+    """Read a CIFAR-10 batches dir (or its parent) into ``(train_x, train_y, test_x, test_y)``."""
     directory = Path(directory)
     found = find_batches_dir(directory)
     if found is None:
@@ -155,7 +161,9 @@ def extract_cifar_tarball(tar_path: str | Path, dest: str | Path | None = None) 
             raise LthError(f"CIFAR-10 archive {tar_path} cannot be extracted ({exc})") from None
         extracted = work / BATCHES_DIRNAME
         if find_batches_dir(extracted) != extracted:
-            raise LthError(f"CIFAR-10 archive {tar_path} does not contain {BATCHES_DIRNAME}/ with all batches")
+            raise LthError(
+                f"CIFAR-10 archive {tar_path} does not contain {BATCHES_DIRNAME}/ with all batches"
+            )
         if final.exists():
             shutil.rmtree(final)
         extracted.replace(final)

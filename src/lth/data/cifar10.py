@@ -3,7 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lth.data.cifar import BATCHES_DIRNAME, TARBALL, extract_cifar_tarball, find_batches_dir, read_cifar10
+from lth.data.cifar import (
+    BATCHES_DIRNAME,
+    TARBALL,
+    extract_cifar_tarball,
+    find_batches_dir,
+    read_cifar10,
+)
 from lth.data.download import cache_dir, dataset_search_dirs, obtain
 from lth.data.registry import DATASETS, DatasetSource, RawSplits
 from lth.errors import LthError
@@ -17,9 +23,8 @@ def _load(data_dir: Path | None, allow_download: bool) -> RawSplits:
         batches = find_batches_dir(directory)
         if batches is not None:
             return RawSplits(*read_cifar10(batches))
-    tarball = obtain(
-        "cifar10", SHA256, MIRRORS, data_dir, allow_download, hint=f"{TARBALL} (or its extracted {BATCHES_DIRNAME})"
-    ) / TARBALL
+    hint = f"{TARBALL} (or its extracted {BATCHES_DIRNAME})"
+    tarball = obtain("cifar10", SHA256, MIRRORS, data_dir, allow_download, hint) / TARBALL
     try:
         batches = extract_cifar_tarball(tarball)
     except LthError:

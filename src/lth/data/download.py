@@ -18,7 +18,7 @@ _TIMEOUT_S = 60
 
 
 def cache_dir(name: str) -> Path:
-    """Where downloads of ``name`` go: ``$LTH_DATA_DIR/<name>`` or ``~/.cache/lth/datasets/<name>``."""
+    """Download target: ``$LTH_DATA_DIR/<name>`` or else ``~/.cache/lth/datasets/<name>``."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser() / name
@@ -51,7 +51,9 @@ def existing_variant(directory: Path, filename: str) -> Path | None:
     return None
 
 
-def find_files(name: str, filenames: Sequence[str], data_dir: str | Path | None = None) -> Path | None:
+def find_files(
+    name: str, filenames: Sequence[str], data_dir: str | Path | None = None
+) -> Path | None:
     """The first search directory holding all ``filenames`` (or their un-gzipped variants)."""
     for directory in dataset_search_dirs(name, data_dir):
         if all(existing_variant(directory, f) is not None for f in filenames):
@@ -68,7 +70,7 @@ def _sha256(path: Path) -> str:
 
 
 def download(url: str, dest: str | Path, sha256: str | Sequence[str]) -> Path:
-    """Download ``url`` to ``dest`` atomically, accepting it only if its SHA-256 is one of ``sha256``."""
+    """Download ``url`` to ``dest`` atomically; accept it only if its SHA-256 is in ``sha256``."""
     dest = Path(dest)
     accepted = [sha256] if isinstance(sha256, str) else list(sha256)
     try:
@@ -79,14 +81,15 @@ def download(url: str, dest: str | Path, sha256: str | Sequence[str]) -> Path:
     tmp = Path(tmp_name)
     try:
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
-            for chunk in iter(lambda: response.read(_CHUNK), b""):
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp:
+            for chunk in iter(lambda: resp.read(_CHUNK), b""):
                 digest.update(chunk)
                 out.write(chunk)
         actual = digest.hexdigest()
         if actual not in accepted:
             raise LthError(
-                f"checksum mismatch for {url}: expected SHA-256 {' or '.join(accepted)}, got {actual}"
+                f"checksum mismatch for {url}: "
+                f"expected SHA-256 {' or '.join(accepted)}, got {actual}"
             )
         os.replace(tmp, dest)
     except LthError:
@@ -132,8 +135,10 @@ def obtain(
     )
 
 
-def _download_all(name: str, files: Mapping[str, str | Sequence[str]], mirrors: Sequence[str]) -> str | None:
-    """Download missing files into the cache dir; return None on success or a failure description."""
+def _download_all(
+    name: str, files: Mapping[str, str | Sequence[str]], mirrors: Sequence[str]
+) -> str | None:
+    """Download missing files into the cache dir; return None on success, else why it failed."""
     dest_dir = cache_dir(name)
     for filename, sha in files.items():
         if existing_variant(dest_dir, filename) is not None:

@@ -11,7 +11,7 @@ from lth.registry import Registry
 
 
 class RawSplits(NamedTuple):
-    """Raw arrays as read from disk: x is (N, C, H, W) with values in 0..255, y is integer labels."""
+    """Raw arrays as read from disk: x is (N, C, H, W) with values in 0..255, y integer labels."""
 
     train_x: np.ndarray
     train_y: np.ndarray

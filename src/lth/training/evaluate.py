@@ -14,7 +14,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     """
     was_training = model.training
     model.eval()
-    totals = torch.zeros(2, device=x.device)
+    totals = torch.zeros(2, dtype=torch.float64, device=x.device)  # exact counts, accurate sums
     for start in range(0, x.shape[0], batch_size):
         logits = model(x[start:start + batch_size])
         target = y[start:start + batch_size]

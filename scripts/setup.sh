@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Create .venv and install lth into it (idempotent). Sourced by quickstart.sh and test.sh.
+#   LTH_VENV   where the virtual environment goes (default: .venv in the repository)
+#   LTH_EXTRAS pip extras to install, e.g. "test" (default: none)
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${LTH_VENV:-$repo/.venv}"
+python="${PYTHON:-python3}"
+
+# Fashion-MNIST from Debian's package when we can install packages; elsewhere lth downloads it.
+if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; }) \
+    && echo "setup: installed Debian's dataset-fashion-mnist" \
+    || echo "setup: dataset-fashion-mnist not installable here; lth will download Fashion-MNIST"
+fi
+
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+spec="$repo"
+[ -n "${LTH_EXTRAS:-}" ] && spec="$repo[${LTH_EXTRAS}]"
+# constraints/ci.txt pins the torch build that this project's machines keep on disk; where it
+# cannot be had (another Python, another OS) install unpinned.
+"$venv/bin/pip" install -q --disable-pip-version-check -e "$spec" -c "$repo/constraints/ci.txt" 2>/dev/null \
+  || "$venv/bin/pip" install -q --disable-pip-version-check -e "$spec"
+echo "setup: lth installed in $venv"
