@@ -20,6 +20,7 @@ from datetime import date
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from lth.data import DATASETS, load_dataset
@@ -42,7 +43,8 @@ class PerSampleDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x = torch.from_numpy(self.images[i].astype(np.float32) / 255.0)  # ToTensor
+        image = Image.fromarray(self.images[i, 0], mode="L")  # as torchvision's MNIST returns it
+        x = torch.from_numpy(np.array(image, dtype=np.uint8)).float().div(255).unsqueeze(0)  # ToTensor
         return (x - self.mean) / self.std, int(self.labels[i])  # Normalize
 
 

@@ -25,8 +25,10 @@ def parse_duration(text: str | int | float, iterations_per_epoch: int, budget: i
     if unit == "ep":
         return int(round(value * iterations_per_epoch))
     if unit == "it" or value >= 1 or value == 0:
-        if unit == "it" and not value.is_integer():
-            raise LthError(f"iteration count {text!r} must be a whole number")
+        if not value.is_integer():
+            raise LthError(
+                f"duration {text!r} is neither a whole number of iterations nor a fraction below 1"
+            )
         return int(value)
     if budget is None:
         raise LthError(f"fraction {text!r} needs a training budget to be relative to")
@@ -95,6 +97,27 @@ class TicketConfig(BaseModel):
             raise ValueError(f"must be > 0, got {v}")
         return v
 
+    @field_validator("momentum")
+    @classmethod
+    def _momentum(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and not 0.0 <= v < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {v}")
+        return v
+
+    @field_validator("weight_decay")
+    @classmethod
+    def _weight_decay(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and v < 0:
+            raise ValueError(f"weight decay must be >= 0, got {v}")
+        return v
+
+    @field_validator("gamma")
+    @classmethod
+    def _gamma(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and v <= 0:
+            raise ValueError(f"gamma must be > 0, got {v}")
+        return v
+
     @field_validator("milestones", mode="before")
     @classmethod
     def _split_milestones(cls, v: Any) -> Any:
@@ -145,10 +168,11 @@ class TicketConfig(BaseModel):
                 "per-group prune rates (--prune-rate-fc/-conv/-output) apply to --scope layerwise only; "
                 "with --scope global give --prune-rate"
             )
-        if values["prune_rate"] is not None and not explicit_group_rates:
-            # One rate given: it applies to every group, as a user would expect.
+        if values["prune_rate"] is not None:
+            # --prune-rate applies to every group not given a rate of its own.
             for key in ("prune_rate_fc", "prune_rate_conv", "prune_rate_output"):
-                values[key] = values["prune_rate"]
+                if values[key] is None:
+                    values[key] = values["prune_rate"]
         fill.update(
             prune_rate_fc=recipe.prune_rate_fc,
             prune_rate_conv=recipe.prune_rate_conv,
@@ -202,6 +226,12 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise LthError(f"config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise LthError(f"config file {str(path)!r} is a directory, not a YAML file") from None
+    except UnicodeDecodeError:
+        raise LthError(f"config file {str(path)!r} is not a text (YAML) file") from None
+    except OSError as error:
+        raise LthError(f"cannot read config file {str(path)!r}: {error.strerror}") from None
     except yaml.YAMLError as error:
         raise LthError(f"config file {str(path)!r} is not valid YAML: {str(error).splitlines()[0]}") from None
     if data is None:

@@ -23,6 +23,7 @@ from lth.plots import plot_run
 from lth.pruning import layer_rates, prunable_parameters, prune
 from lth.store import RunDir
 from lth.training import OptimizerSettings, Trainer
+from lth.training.optim import check_settings
 
 
 @dataclass
@@ -66,8 +67,6 @@ def find_ticket(
     CRITERIA.get(config.criterion)
     config = config.with_recipe(spec.recipe)
     device = resolve_device(config.device)
-    run = RunDir.create(out, overwrite=overwrite) if out is not None else None
-
     data = load_dataset(config.dataset, data_dir=config.data_dir, device=device)
     torch.manual_seed(config.seed)
     model = build_model(config.model, data.input_shape, data.num_classes, seed=config.seed).to(device)
@@ -96,7 +95,10 @@ def find_ticket(
         gamma=config.gamma,
         warmup=parse_duration(config.warmup, ipe, budget),
     )
+    check_settings(settings)
     trainer = Trainer(data, config.batch_size, settings, config.seed, config.eval_every, progress)
+    # Everything is validated: only now touch the file system.
+    run = RunDir.create(out, overwrite=overwrite) if out is not None else None
 
     params = dict(model.named_parameters())
     init_state = _clone_state(model)

@@ -48,6 +48,10 @@ class RunDir:
         if path.is_dir() and any(path.iterdir()):
             if not overwrite:
                 raise LthError(f"run directory {str(path)!r} already exists; pass --overwrite to replace it")
+            if not (path / "config.yaml").is_file():
+                raise LthError(
+                    f"{str(path)!r} is not empty and not an lth run directory; --overwrite only replaces runs"
+                )
             shutil.rmtree(path)
         try:
             path.mkdir(parents=True, exist_ok=True)

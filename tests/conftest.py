@@ -1,0 +1,109 @@
+"""Shared fixtures: the digits data set (loaded once), tiny ticket-search runs, an offline environment."""
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+# The models in these tests are tiny: one thread is faster than several, and it keeps the
+# suite quick when the machine is shared (intra-op thread oversubscription slows torch 10x+).
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's bundled 8x8 digits as a DataBundle on the CPU (no download, instant)."""
+    from lth.data import load_dataset
+
+    return load_dataset("digits", device="cpu")
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    """An empty directory to hold run directories."""
+    path = tmp_path / "runs"
+    path.mkdir()
+    return path
+
+
+def _refuse_network(*args, **kwargs):
+    raise urllib.error.URLError("network access is disabled in the tests")
+
+
+@pytest.fixture
+def offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No dataset can be found anywhere and nothing can be downloaded.
+
+    HOME and $LTH_DATA_DIR point at empty directories, the system dataset directory at a
+    missing one, and ``urlopen`` fails at once. The working directory is a scratch directory
+    so that a default ``runs/`` output never lands in the repository.
+    """
+    from lth.data import download
+
+    home = tmp_path / "home"
+    home.mkdir()
+    data = tmp_path / "lth-data"
+    data.mkdir()
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("LTH_DATA_DIR", str(data))
+    monkeypatch.setattr(download, "SYSTEM_DIR", tmp_path / "no-system-datasets")
+    monkeypatch.setattr(urllib.request, "urlopen", _refuse_network)
+    monkeypatch.chdir(work)
+    return tmp_path
+
+
+# ------------------------------------------------------------------ ticket searches
+
+SEARCH = dict(model="lenet-300-100", dataset="digits", iterations=60, eval_every=20, rounds=2, device="cpu")
+
+
+def run_search(out: Path | None, plots: bool = False, **overrides):
+    """A small ticket search on digits; plots are skipped unless asked for (they are slow)."""
+    from lth import TicketConfig, find_ticket
+
+    config = TicketConfig(**{**SEARCH, **overrides})
+    with pytest.MonkeyPatch.context() as mp:
+        if not plots:
+            mp.setattr("lth.experiments.ticket_search.plot_run", lambda run: [])
+        return find_ticket(config, out=out, progress=False)
+
+
+@pytest.fixture(scope="session")
+def ticket_search():
+    """``ticket_search(out, **config overrides)``: run a small search (see ``run_search``)."""
+    return run_search
+
+
+@pytest.fixture(scope="session")
+def search_seed0(tmp_path_factory):
+    """lenet-300-100 on digits, 60 iterations, 2 pruning rounds, seed 0, rewind to 0, with plots."""
+    return run_search(tmp_path_factory.mktemp("search") / "seed0", plots=True, seed=0)
+
+
+@pytest.fixture(scope="session")
+def search_seed0_again(tmp_path_factory):
+    """The very same search as ``search_seed0``, in another directory."""
+    return run_search(tmp_path_factory.mktemp("search") / "seed0-again", seed=0)
+
+
+@pytest.fixture(scope="session")
+def search_seed1():
+    """As ``search_seed0`` with seed 1, kept in memory only."""
+    return run_search(None, seed=1)
+
+
+@pytest.fixture(scope="session")
+def search_rewind_fraction(tmp_path_factory):
+    """Rewinding to 0.25 of the 60-iteration budget (= iteration 15)."""
+    return run_search(tmp_path_factory.mktemp("search") / "rewind", rewind="0.25")
+
+
+@pytest.fixture(scope="session")
+def search_global(tmp_path_factory):
+    """Global magnitude pruning at 20% per round."""
+    return run_search(tmp_path_factory.mktemp("search") / "global", scope="global", prune_rate=0.2)
