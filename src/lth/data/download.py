@@ -82,6 +82,8 @@ def download(url: str, dest: str | Path, sha256: str | Sequence[str]) -> Path:
     try:
         digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp:
+            # Said only once the server answers, so that an offline failure stays one error line.
+            print(f"lth: downloading {url} to {dest.parent}", file=sys.stderr)
             for chunk in iter(lambda: resp.read(_CHUNK), b""):
                 digest.update(chunk)
                 out.write(chunk)
@@ -146,7 +148,6 @@ def _download_all(
         errors: list[str] = []
         for base in mirrors:
             url = base + filename
-            print(f"lth: downloading {url} to {dest_dir}", file=sys.stderr)
             try:
                 download(url, dest_dir / filename, sha)
                 break
