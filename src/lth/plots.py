@@ -8,7 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: E402
 
 from lth.atomic import atomic_write_bytes  # noqa: E402
 from lth.store.run_dir import RunDir  # noqa: E402
@@ -35,7 +35,10 @@ def plot_accuracy_vs_weights_remaining(run: RunDir, path: Path | None = None) ->
     ax.plot(x, [r["final_test_accuracy"] for r in rounds], "s--", alpha=0.7, label="end of training")
     ax.set_xscale("log")
     ax.invert_xaxis()
+    step = max(1, (len(x) + 7) // 8)  # at most ~8 labelled ticks, at the measured levels
+    ax.xaxis.set_major_locator(FixedLocator(x[::step]))
     ax.xaxis.set_major_formatter(FuncFormatter(_percent))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.yaxis.set_major_formatter(FuncFormatter(_percent))
     config = run.config()
     ax.set_title(f"{config['model']} on {config['dataset']}: ticket accuracy")
@@ -63,6 +66,10 @@ def plot_learning_curves(run: RunDir, path: Path | None = None) -> Path:
             label=f"{_percent(remaining)} kept",
             linewidth=1.2,
         )
+    # Zoom on where rounds differ: the first evaluations (near chance) would squash the rest.
+    late = [row["accuracy"] for row in rows if row["iteration"] >= 0.1 * max(row["iteration"] for row in rows)]
+    if late:
+        ax.set_ylim(bottom=max(0.0, min(late) - 0.02), top=min(1.0, max(late) + 0.01))
     config = run.config()
     ax.set_title(f"{config['model']} on {config['dataset']}: learning curves")
     ax.set_xlabel("training iteration")
