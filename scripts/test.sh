@@ -5,4 +5,4 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LTH_EXTRAS=test bash "$repo/scripts/setup.sh"
 cd "$repo"
-.venv/bin/python -m pytest -m "slow or not slow" "$@"
+.venv/bin/python -m pytest -m "slow or not slow" --durations=5 "$@"
