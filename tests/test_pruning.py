@@ -92,25 +92,29 @@ def test_unknown_scope():
 # ------------------------------------------------------------------ criteria
 
 
+def ones(tensors):
+    return {name: torch.ones_like(t, dtype=torch.bool) for name, t in tensors.items()}
+
+
 def test_large_final_scores_are_absolute_final_values():
     w_init = {"w": torch.tensor([9.0, 9.0, 9.0])}
     w_final = {"w": torch.tensor([-2.0, 0.5, 0.0])}
-    scores = compute_scores("large_final", w_init, w_final, gen())
+    scores = compute_scores("large_final", w_init, w_final, ones(w_final), gen())
     assert torch.equal(scores["w"], torch.tensor([2.0, 0.5, 0.0]))
 
 
 def test_random_scores_are_seeded():
     w = {"w": torch.zeros(50)}
-    first = compute_scores("random", w, w, gen(3))["w"]
-    assert torch.equal(first, compute_scores("random", w, w, gen(3))["w"])
-    assert not torch.equal(first, compute_scores("random", w, w, gen(4))["w"])
+    first = compute_scores("random", w, w, ones(w), gen(3))["w"]
+    assert torch.equal(first, compute_scores("random", w, w, ones(w), gen(3))["w"])
+    assert not torch.equal(first, compute_scores("random", w, w, ones(w), gen(4))["w"])
     assert bool(((first >= 0) & (first < 1)).all())
 
 
 def test_unknown_criterion_lists_criteria():
     w = {"w": torch.zeros(2)}
     with pytest.raises(LthError, match="large_final"):
-        compute_scores("biggest", w, w, gen())
+        compute_scores("biggest", w, w, ones(w), gen())
 
 
 # ------------------------------------------------------------------ global
@@ -335,7 +339,7 @@ def test_acceptance_lenet_300_100_density_schedule():
     densities = {}
     for round_index in range(1, 16):
         w_final = {name: torch.randn(params[name].shape, generator=generator) for name in prunable}
-        scores = compute_scores("large_final", w_final, w_final, generator)
+        scores = compute_scores("large_final", w_final, w_final, mask, generator)
         new = prune(scores, mask, rates, "layerwise", generator)
         assert not any(bool((new[n] & ~mask[n]).any()) for n in new)  # never resurrected
         mask = new

@@ -14,7 +14,8 @@ class ScoreInputs:
     """What a criterion may look at for one parameter tensor."""
 
     w_init: torch.Tensor  # value at the rewind point (w_0 or w_k)
-    w_final: torch.Tensor  # value at the end of the round
+    w_final: torch.Tensor  # value at the end of the round (or at the chosen evaluation step)
+    mask: torch.Tensor  # bool, the current mask (True = still kept); only kept entries compete
     generator: torch.Generator  # seeded, for random scores
     grad: Optional[torch.Tensor] = None  # loss gradient at the rewind point, for gradient criteria
 
@@ -39,11 +40,18 @@ def compute_scores(
     name: str,
     w_init: dict[str, torch.Tensor],
     w_final: dict[str, torch.Tensor],
+    mask: dict[str, torch.Tensor],
     generator: torch.Generator,
+    grads: Optional[dict[str, torch.Tensor]] = None,
 ) -> dict[str, torch.Tensor]:
-    """Scores for every parameter in ``w_final`` under the criterion ``name``."""
+    """Scores for every parameter in ``mask`` under the criterion ``name``."""
     criterion = CRITERIA.get(name)
     return {
-        key: criterion(ScoreInputs(w_init[key].float(), w_final[key].float(), generator))
-        for key in w_final
+        key: criterion(
+            ScoreInputs(
+                w_init[key].float(), w_final[key].float(), mask[key].bool(), generator,
+                None if grads is None else grads[key].float(),
+            )
+        )
+        for key in mask
     }

@@ -15,7 +15,7 @@ import torch
 
 from lth.config import TicketConfig, parse_duration
 from lth.criteria import CRITERIA, compute_scores
-from lth.data import DATASETS, load_dataset
+from lth.data import DATASETS, Batcher, load_dataset
 from lth.errors import LthError
 from lth.masks import Mask
 from lth.models import MODELS, build_model
@@ -76,8 +76,7 @@ def find_ticket(
     else:
         rates = {name: config.prune_rate for name in prunable}
 
-    probe = Trainer(data, config.batch_size, OptimizerSettings("sgd", 1.0), config.seed, progress=False)
-    ipe = probe.iterations_per_epoch
+    ipe = Batcher(data.train_x, data.train_y, config.batch_size, seed=config.seed).iterations_per_epoch
     budget = config.budget_iterations(ipe)
     rewind_at = parse_duration(config.rewind, ipe, budget)
     if rewind_at >= budget:
@@ -118,7 +117,7 @@ def find_ticket(
     for round_index in range(config.rounds + 1):
         if round_index > 0:
             w_init = {name: rewind_state[name] for name in prunable}
-            scores = compute_scores(config.criterion, w_init, w_final, generator)
+            scores = compute_scores(config.criterion, w_init, w_final, mask, generator)
             mask = prune(scores, mask, rates, config.scope, generator)
             model.load_state_dict(rewind_state)
         remaining = mask.density()
