@@ -43,8 +43,8 @@ def captured_optimizers(monkeypatch):
     """Every optimizer the Trainer builds, to inspect its state after training."""
     built: list[torch.optim.Optimizer] = []
 
-    def capture(params, settings):
-        optimizer = build_optimizer(params, settings)
+    def capture(params, settings, params_without_decay=()):
+        optimizer = build_optimizer(params, settings, params_without_decay)
         built.append(optimizer)
         return optimizer
 
@@ -102,12 +102,13 @@ def test_mask_enforcer_keeps_optimizer_state_zero(settings):
         "0.weight": torch.rand(5, 6, generator=torch.Generator().manual_seed(1)) < 0.5,
         "2.weight": torch.tensor([[True, False, True, True, False]] * 3),
     })
-    enforcer = MaskEnforcer(model, mask)
-    enforcer.mask_weights()
+    enforcer = MaskEnforcer(model, mask, settings.weight_decay)
+    enforcer.zero_pruned()
     params = dict(model.named_parameters())
     for name, m in mask.items():
         assert bool((params[name].detach()[~m] == 0).all())
-    optimizer = build_optimizer(model.parameters(), settings)
+    masked = {id(p) for p in enforcer.params}
+    optimizer = build_optimizer([p for p in model.parameters() if id(p) not in masked], settings, enforcer.params)
     x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
     for _ in range(12):
         optimizer.zero_grad(set_to_none=True)
@@ -337,3 +338,21 @@ def test_round_result_tie_takes_earliest_iteration():
     result.summarise()
     assert result.early_stop_iteration == 10
     assert result.test_accuracy_at_early_stop == 0.7
+
+
+@pytest.mark.parametrize("settings", [ADAM_WD, SGD_NESTEROV_WD], ids=["adam-wd", "sgd-nesterov-wd"])
+def test_frozen_nonzero_pruned_weights_are_bit_identical_after_50_steps(digits, settings):
+    """Mask-0 'freeze' semantics: pruned entries keep their (non-zero) start values exactly."""
+    model = build_model("lenet-300-100", digits.input_shape, digits.num_classes, seed=0)
+    params = dict(model.named_parameters())
+    generator = torch.Generator().manual_seed(5)
+    mask = Mask({name: torch.rand(params[name].shape, generator=generator) < 0.5
+                 for name in ("fc1.weight", "fc2.weight", "fc3.weight")})
+    before = {name: params[name].detach().clone() for name in mask}
+    trainer = Trainer(digits, 32, settings, seed=0, eval_every=1000, progress=False)
+    trainer.train(model, mask, 0, 50, zero_pruned=False)
+    for name, m in mask.items():
+        after = params[name].detach()
+        assert torch.equal(after[~m], before[name][~m])  # frozen, bit for bit, weight decay and all
+        assert bool((after[~m] != 0).any())  # and they really were non-zero
+        assert bool((after[m] != before[name][m]).all())  # kept weights all trained

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from lth.errors import LthError
 
+CONTROL_NAMES = ("reinit", "random-prune")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(it|ep)?\s*$")
 
 
@@ -52,6 +53,16 @@ class TicketConfig(BaseModel):
     ignore_layers: list[str] = []
     prune_biases: bool = False
     criterion: str = "large_final"
+    w_final: str = "end"
+    mask1: str = "rewind"
+    keep_sign: bool = False
+    rescale: bool = False
+    jitter_sd: float = 0.01
+    constant: Optional[float] = None
+    mask0: str = "zero"
+    one_shot: bool = False
+    keep: Optional[float] = None
+    controls: list[str] = []
     rewind: str = "0"
     iterations: Optional[int] = None
     epochs: Optional[float] = None
@@ -118,6 +129,42 @@ class TicketConfig(BaseModel):
             raise ValueError(f"gamma must be > 0, got {v}")
         return v
 
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and not 0.0 < v <= 1.0:
+            raise ValueError(f"the fraction kept must lie in (0, 1], got {v}")
+        return v
+
+    @field_validator("constant")
+    @classmethod
+    def _constant(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and v <= 0:
+            raise ValueError(f"the constant must be > 0, got {v}")
+        return v
+
+    @field_validator("jitter_sd")
+    @classmethod
+    def _jitter(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError(f"the jitter standard deviation must be >= 0, got {v}")
+        return v
+
+    @field_validator("controls", mode="before")
+    @classmethod
+    def _split_controls(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [part for part in v.replace(" ", "").split(",") if part]
+        return v
+
+    @field_validator("controls")
+    @classmethod
+    def _known_controls(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in CONTROL_NAMES:
+                raise ValueError(f"unknown control {name!r}; choose from {', '.join(CONTROL_NAMES)}")
+        return list(dict.fromkeys(v))
+
     @field_validator("milestones", mode="before")
     @classmethod
     def _split_milestones(cls, v: Any) -> Any:
@@ -141,6 +188,10 @@ class TicketConfig(BaseModel):
     def _budget(self) -> "TicketConfig":
         if self.iterations is not None and self.epochs is not None:
             raise ValueError("give either iterations or epochs, not both")
+        if self.one_shot and self.keep is None:
+            raise ValueError("one-shot pruning needs the fraction to keep (--keep F)")
+        if self.keep is not None and not self.one_shot:
+            raise ValueError("--keep sets the fraction kept by one-shot pruning; add --one-shot")
         return self
 
     def with_recipe(self, recipe: Any) -> "TicketConfig":
@@ -181,6 +232,12 @@ class TicketConfig(BaseModel):
         for key, default in fill.items():
             if values[key] is None:
                 values[key] = default
+        if values["one_shot"]:
+            # A single prune of the dense net to the fraction kept, in every pruned layer.
+            values["rounds"] = 1
+            rate = 1.0 - values["keep"]
+            for key in ("prune_rate", "prune_rate_fc", "prune_rate_conv", "prune_rate_output"):
+                values[key] = rate
         if values["iterations"] is None and values["epochs"] is None:
             amount, unit = _split_budget(recipe.budget)
             values["iterations" if unit == "it" else "epochs"] = int(amount) if unit == "it" else amount

@@ -1,4 +1,9 @@
-"""Mask criteria: pure functions of tensors giving scores where higher = kept."""
+"""Mask criteria: pure functions of tensors giving scores where higher = kept.
+
+Every criterion scores all entries of a parameter tensor; ``lth.pruning.prune`` only lets
+the entries still kept (``ScoreInputs.mask``) compete. Signs follow ``torch.sign``: an exact
+zero has sign 0, so it agrees only with another zero.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,6 +11,7 @@ from typing import Callable, Optional
 
 import torch
 
+from lth.errors import LthError
 from lth.registry import Registry
 
 
@@ -23,6 +29,38 @@ class ScoreInputs:
 Criterion = Callable[[ScoreInputs], torch.Tensor]
 CRITERIA: Registry[Criterion] = Registry("criterion")
 
+#: Short names, registered as separate entries pointing to the same function.
+ALIASES: dict[str, str] = {
+    "lf": "large_final",
+    "lilf": "large_init_large_final",
+    "mi": "magnitude_increase",
+    "mov": "movement",
+    "lfss": "large_final_same_sign",
+}
+_NEEDS_DATA = ("snip", "grad")
+
+
+def _same_sign(s: ScoreInputs) -> torch.Tensor:
+    return torch.sign(s.w_init) == torch.sign(s.w_final)
+
+
+def _kept_ranks(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Ranks of ``values`` among the kept entries, scaled to [0, 1] (ties share their average
+    rank); pruned entries get -1."""
+    kept = values[mask]
+    _, inverse, counts = torch.unique(kept, sorted=True, return_inverse=True, return_counts=True)
+    first = counts.cumsum(0) - counts
+    average = first.to(values.dtype) + (counts.to(values.dtype) - 1) / 2
+    scale = max(kept.numel() - 1, 1)
+    ranks = torch.full_like(values, -1.0)
+    ranks[mask] = average[inverse] / scale
+    return ranks
+
+
+def _both_top(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """min(rank of a, rank of b) among the kept entries; pruned entries score -1."""
+    return torch.minimum(_kept_ranks(a, mask), _kept_ranks(b, mask))
+
 
 @CRITERIA.register("large_final")
 def large_final(s: ScoreInputs) -> torch.Tensor:
@@ -30,10 +68,113 @@ def large_final(s: ScoreInputs) -> torch.Tensor:
     return s.w_final.abs()
 
 
+@CRITERIA.register("small_final")
+def small_final(s: ScoreInputs) -> torch.Tensor:
+    """-|w_f|."""
+    return -s.w_final.abs()
+
+
+@CRITERIA.register("large_init")
+def large_init(s: ScoreInputs) -> torch.Tensor:
+    """|w_i|."""
+    return s.w_init.abs()
+
+
+@CRITERIA.register("small_init")
+def small_init(s: ScoreInputs) -> torch.Tensor:
+    """-|w_i|."""
+    return -s.w_init.abs()
+
+
+@CRITERIA.register("large_init_large_final")
+def large_init_large_final(s: ScoreInputs) -> torch.Tensor:
+    """Keep the weights in the top of both |w_i| and |w_f| (Zhou et al.).
+
+    Score = min(rank of |w_i|, rank of |w_f|), ranks taken among the kept entries and scaled to
+    [0, 1]; pruned entries score -1. A weight scores >= t exactly when it is at or above the
+    t-percentile of both magnitudes, so keeping the top k scores *is* the rule "above one
+    percentile t in both", with t chosen so that exactly k are kept (``prune`` breaks ties at t
+    at random).
+    """
+    return _both_top(s.w_init.abs(), s.w_final.abs(), s.mask)
+
+
+@CRITERIA.register("small_init_small_final")
+def small_init_small_final(s: ScoreInputs) -> torch.Tensor:
+    """As ``large_init_large_final`` with -|w|: keep the weights small at both ends."""
+    return _both_top(-s.w_init.abs(), -s.w_final.abs(), s.mask)
+
+
+@CRITERIA.register("magnitude_increase")
+def magnitude_increase(s: ScoreInputs) -> torch.Tensor:
+    """|w_f| - |w_i|."""
+    return s.w_final.abs() - s.w_init.abs()
+
+
+@CRITERIA.register("movement")
+def movement(s: ScoreInputs) -> torch.Tensor:
+    """|w_f - w_i|."""
+    return (s.w_final - s.w_init).abs()
+
+
+@CRITERIA.register("large_final_same_sign")
+def large_final_same_sign(s: ScoreInputs) -> torch.Tensor:
+    """|w_f| where sign(w_i) = sign(w_f), else 0."""
+    return torch.where(_same_sign(s), s.w_final.abs(), torch.zeros_like(s.w_final))
+
+
+@CRITERIA.register("large_final_diff_sign")
+def large_final_diff_sign(s: ScoreInputs) -> torch.Tensor:
+    """|w_f| where sign(w_i) != sign(w_f), else 0."""
+    return torch.where(_same_sign(s), torch.zeros_like(s.w_final), s.w_final.abs())
+
+
+@CRITERIA.register("magnitude_increase_same_sign")
+def magnitude_increase_same_sign(s: ScoreInputs) -> torch.Tensor:
+    """|w_f| - |w_i| where the signs agree, else 0."""
+    return torch.where(_same_sign(s), magnitude_increase(s), torch.zeros_like(s.w_final))
+
+
+@CRITERIA.register("magnitude_increase_diff_sign")
+def magnitude_increase_diff_sign(s: ScoreInputs) -> torch.Tensor:
+    """|w_f| - |w_i| where the signs differ, else 0."""
+    return torch.where(_same_sign(s), torch.zeros_like(s.w_final), magnitude_increase(s))
+
+
 @CRITERIA.register("random")
 def random(s: ScoreInputs) -> torch.Tensor:
     """i.i.d. uniform scores from the run's seeded generator."""
     return torch.rand(s.w_final.shape, generator=s.generator).to(s.w_final.device)
+
+
+def _grad(s: ScoreInputs, name: str) -> torch.Tensor:
+    if s.grad is None:
+        raise LthError(
+            f"criterion {name!r} needs data: a loss gradient at the rewind point, and none was "
+            f"given; pass grads or choose a criterion that needs none: {', '.join(RANKED_CRITERIA + ['random'])}"
+        )
+    return s.grad
+
+
+@CRITERIA.register("snip")
+def snip(s: ScoreInputs) -> torch.Tensor:
+    """|w_i * g| (SNIP connection sensitivity), g the loss gradient at the rewind point."""
+    return (s.w_init * _grad(s, "snip")).abs()
+
+
+@CRITERIA.register("grad")
+def grad(s: ScoreInputs) -> torch.Tensor:
+    """|g|, g the loss gradient at the rewind point."""
+    return _grad(s, "grad").abs()
+
+
+#: Canonical criterion names (no aliases).
+CRITERION_NAMES: list[str] = CRITERIA.names()
+#: Criteria that rank weights by their values alone (no randomness, no data).
+RANKED_CRITERIA: list[str] = [n for n in CRITERION_NAMES if n not in ("random", *_NEEDS_DATA)]
+
+for _alias, _target in ALIASES.items():
+    CRITERIA.add(_alias, CRITERIA.get(_target))
 
 
 def compute_scores(
@@ -50,7 +191,7 @@ def compute_scores(
         key: criterion(
             ScoreInputs(
                 w_init[key].float(), w_final[key].float(), mask[key].bool(), generator,
-                None if grads is None else grads[key].float(),
+                None if grads is None or key not in grads else grads[key].float(),
             )
         )
         for key in mask

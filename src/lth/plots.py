@@ -33,6 +33,11 @@ def plot_accuracy_vs_weights_remaining(run: RunDir, path: Path | None = None) ->
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(x, [r["test_accuracy_at_early_stop"] for r in rounds], "o-", label="at early stop")
     ax.plot(x, [r["final_test_accuracy"] for r in rounds], "s--", alpha=0.7, label="end of training")
+    for (name, control), marker in zip(run.controls().items(), "^vDx"):
+        ax.plot(
+            [r["weights_remaining"] for r in control], [r["test_accuracy_at_early_stop"] for r in control],
+            marker + ":", label=f"{name} control (early stop)",
+        )
     ax.set_xscale("log")
     ax.invert_xaxis()
     step = max(1, (len(x) + 7) // 8)  # at most ~8 labelled ticks, at the measured levels

@@ -24,7 +24,20 @@ _CONFIG_OPTIONS = [
     click.option("--scope", type=str, help="layerwise or global pruning [model recipe]."),
     click.option("--ignore-layers", type=str, help="Comma-separated layers to leave dense, e.g. fc1,fc3."),
     click.option("--prune-biases", is_flag=True, default=None, help="Prune biases too."),
-    click.option("--criterion", type=str, help="Mask criterion [large_final]."),
+    click.option("--criterion", type=str, help="Mask criterion, e.g. large_final, movement, lfss [large_final]."),
+    click.option("--w-final", type=str, help="Which weights are w_f: end, early-stop, or a step like 2000it [end]."),
+    click.option("--mask1", type=str, help="Mask-1 action on kept weights: rewind, reinit, random_reinit, "
+                 "random_reshuffle, constant, jitter, signed_reinit, signed_reshuffle, signed_constant, "
+                 "rand_signed_constant [rewind]."),
+    click.option("--keep-sign", is_flag=True, default=None, help="Kept weights take the sign of w_i."),
+    click.option("--rescale", is_flag=True, default=None, help="Scale kept weights by layer size / kept count."),
+    click.option("--jitter-sd", type=float, help="Standard deviation of the jitter action [0.01]."),
+    click.option("--constant", type=float, help="Magnitude of the constant actions [std of the layer's init]."),
+    click.option("--mask0", type=str, help="Mask-0 action on pruned weights: zero, freeze_init, "
+                 "freeze_init_zero_mask, freeze_init_zero_all [zero]."),
+    click.option("--one-shot", is_flag=True, default=None, help="Prune once, to --keep, instead of iteratively."),
+    click.option("--keep", type=float, help="Fraction of the weights kept by --one-shot pruning, in (0, 1]."),
+    click.option("--controls", type=str, help="Comma-separated controls run beside the ticket: reinit,random-prune."),
     click.option("--rewind", type=str, help="Rewind point: 0, 500it, 2ep or a fraction like 0.05 of the budget [0]."),
     click.option("--iterations", type=int, help="Training budget per round in iterations."),
     click.option("--epochs", type=float, help="Training budget per round in epochs."),

@@ -12,8 +12,12 @@ from lth.store import RunDir
 
 
 def run_json(run: RunDir) -> dict[str, Any]:
-    """The documented JSON shape: {"config": {...}, "rounds": [...], "status": {...}}."""
-    return {"config": run.config(), "rounds": run.rounds(), "status": run.status()}
+    """The documented JSON shape: {"config": {...}, "rounds": [...], "controls": {...}, "status": {...}}."""
+    shown = {"config": run.config(), "rounds": run.rounds(), "status": run.status()}
+    controls = run.controls()
+    if controls:
+        shown["controls"] = controls
+    return shown
 
 
 def print_table(run: RunDir) -> None:
@@ -29,6 +33,13 @@ def print_table(run: RunDir) -> None:
         for r in run.rounds()
     ]
     headers = ["round", "weights left", "early-stop it", "val acc @ES", "test acc @ES", "final test acc"]
+    controls = run.controls()
+    for name, control_rounds in controls.items():
+        by_round = {r["round"]: r for r in control_rounds}
+        headers.append(f"{name} test acc @ES")
+        for row in rows:
+            r = by_round.get(row[0])
+            row.append(f"{100 * r['test_accuracy_at_early_stop']:.2f}%" if r else "")
     config = run.config()
     click.echo(f"{config['model']} on {config['dataset']} ({run.status().get('status', 'unknown')})")
     click.echo(tabulate(rows, headers=headers, colalign=("right",) * len(headers)))

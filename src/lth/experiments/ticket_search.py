@@ -1,39 +1,48 @@
-"""Iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Frankle et al. 2019).
+"""Iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Frankle et al. 2019),
+generalised as in Zhou et al. 2019: any mask criterion, mask-1 and mask-0 actions, controls.
 
-One round, as data: weights at the rewind point -> train under the mask -> w_f ->
-criterion scores -> prune the lowest fraction of the kept weights -> rewind -> next round.
+One round, as data: starting weights -> train under the mask -> w_f -> criterion scores ->
+prune the lowest fraction of the kept weights -> mask-1 action on the kept weights, mask-0
+action on the pruned ones -> next round.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
+from lth.actions import LayerState, Mask1Options, round_start_values, validate_actions
 from lth.config import TicketConfig, parse_duration
 from lth.criteria import CRITERIA, compute_scores
-from lth.data import DATASETS, Batcher, load_dataset
+from lth.data import DATASETS, Batcher, DataBundle, load_dataset
 from lth.errors import LthError
+from lth.experiments.controls import control_generator, prepare_control
 from lth.masks import Mask
 from lth.models import MODELS, build_model
 from lth.plots import plot_run
 from lth.pruning import layer_rates, prunable_parameters, prune
 from lth.store import RunDir
-from lth.training import OptimizerSettings, Trainer
+from lth.training import OptimizerSettings, RoundResult, Trainer
 from lth.training.optim import check_settings
+
+GRADIENT_CRITERIA = ("snip", "grad")
 
 
 @dataclass
 class TicketResult:
-    """The rounds' summaries (as in ``rounds.json``) and where they were written."""
+    """The rounds' summaries (as in ``rounds.json``), the controls' and where they were written."""
 
     config: TicketConfig
     rounds: list[dict]
     masks: list[Mask]
     run_dir: Optional[RunDir]
+    controls: dict[str, list[dict]] = field(default_factory=dict)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,8 +60,53 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _summary(round_index: int, mask: Mask, result: RoundResult, seconds: float) -> dict:
+    return {
+        "round": round_index,
+        "weights_remaining": mask.density(),
+        "kept_weights": mask.kept(),
+        "total_weights": mask.size(),
+        "layers": mask.layer_density(),
+        "early_stop_iteration": result.early_stop_iteration,
+        "val_accuracy_at_early_stop": result.val_accuracy_at_early_stop,
+        "test_accuracy_at_early_stop": result.test_accuracy_at_early_stop,
+        "final_val_accuracy": result.final_val_accuracy,
+        "final_test_accuracy": result.final_test_accuracy,
+        "final_test_loss": result.final_test_loss,
+        "seconds": round(seconds, 3),
+    }
+
+
+def _gradients(model: nn.Module, data: DataBundle, batcher: Batcher, names: list[str]) -> dict[str, torch.Tensor]:
+    """Loss gradients of ``names`` on the first training batch, for the snip/grad criteria."""
+    x, y = batcher.batch(0)
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    params = dict(model.named_parameters())
+    grads = {name: params[name].grad.detach().clone() for name in names}
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+class _Progress:
+    """Accumulates one line of results (ticket or control) and writes it to the run directory."""
+
+    def __init__(self, run: Optional[RunDir]) -> None:
+        self.run = run
+        self.rounds: list[dict] = []
+        self.metrics: list[dict] = []
+
+    def add(self, round_index: int, mask: Mask, result: RoundResult, seconds: float) -> None:
+        self.rounds.append(_summary(round_index, mask, result, seconds))
+        self.metrics.extend({"round": round_index, **row} for row in result.metrics)
+        if self.run is not None:
+            self.run.save_mask(round_index, mask)
+            self.run.write_metrics(self.metrics)
+            self.run.write_rounds(self.rounds)
 
 
 def find_ticket(
@@ -61,22 +115,32 @@ def find_ticket(
     overwrite: bool = False,
     progress: bool = True,
 ) -> TicketResult:
-    """Run a ticket search; write it to ``out`` (a run directory) when given."""
+    """Run a ticket search (with its controls); write it to ``out`` (a run directory) when given."""
     spec = MODELS.get(config.model)
     DATASETS.get(config.dataset)
     CRITERIA.get(config.criterion)
+    options = Mask1Options(
+        keep_sign=config.keep_sign, rescale=config.rescale, jitter_sd=config.jitter_sd, constant=config.constant
+    )
+    validate_actions(config.mask1, config.mask0, options)
     config = config.with_recipe(spec.recipe)
     device = resolve_device(config.device)
     data = load_dataset(config.dataset, data_dir=config.data_dir, device=device)
     torch.manual_seed(config.seed)
+
+    def fresh_state(seed: int) -> dict[str, torch.Tensor]:
+        return build_model(config.model, data.input_shape, data.num_classes, seed=seed).to(device).state_dict()
+
     model = build_model(config.model, data.input_shape, data.num_classes, seed=config.seed).to(device)
-    prunable = prunable_parameters(model, config.prune_biases, config.ignore_layers)
+    groups = prunable_parameters(model, config.prune_biases, config.ignore_layers)
+    prunable = list(groups)
     if config.scope == "layerwise":
-        rates = layer_rates(prunable, config.prune_rate_fc, config.prune_rate_conv, config.prune_rate_output)
+        rates = layer_rates(groups, config.prune_rate_fc, config.prune_rate_conv, config.prune_rate_output)
     else:
         rates = {name: config.prune_rate for name in prunable}
 
-    ipe = Batcher(data.train_x, data.train_y, config.batch_size, seed=config.seed).iterations_per_epoch
+    batcher = Batcher(data.train_x, data.train_y, config.batch_size, seed=config.seed)
+    ipe = batcher.iterations_per_epoch
     budget = config.budget_iterations(ipe)
     rewind_at = parse_duration(config.rewind, ipe, budget)
     if rewind_at >= budget:
@@ -84,6 +148,16 @@ def find_ticket(
             f"rewind point {config.rewind!r} = iteration {rewind_at} is not before the end of training "
             f"(budget {budget} iterations)"
         )
+    final_at: Optional[int] = None  # None: end of round; -1: early-stopping iteration
+    if config.w_final == "early-stop":
+        final_at = -1
+    elif config.w_final != "end":
+        final_at = parse_duration(config.w_final, ipe, budget)
+        if not rewind_at <= final_at <= budget:
+            raise LthError(
+                f"w_final point {config.w_final!r} = iteration {final_at} must lie within the retraining "
+                f"window {rewind_at}..{budget}; or use 'end' or 'early-stop'"
+            )
     settings = OptimizerSettings(
         name=config.optimizer,
         lr=config.lr,
@@ -110,59 +184,70 @@ def find_ticket(
         run.write_status(status="running", started=started, device=str(device))
         run.save_weights("init", init_state)
 
-    rounds: list[dict] = []
+    ticket = _Progress(run)
+    controls = {name: _Progress(run.control(name) if run else None) for name in config.controls}
     masks: list[Mask] = []
-    metrics: list[dict] = []
     w_final: dict[str, torch.Tensor] = {}
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+
+    def capture(t: int, m: nn.Module) -> None:
+        snapshots[t] = _clone_state(m)
+
+    def train(round_index: int, label: str, round_mask: Mask, keep_best: bool = False) -> tuple[RoundResult, float]:
+        first = round_index == 0
+        points = ([rewind_at] if first and rewind_at > 0 else []) + ([final_at] if final_at and final_at > 0 else [])
+        tic = time.perf_counter()
+        result = trainer.train(
+            model, round_mask, start=0 if first else rewind_at, stop=budget,
+            capture=points, on_capture=capture, description=f"{label} {round_index}/{config.rounds}",
+            postfix={"kept": f"{round_mask.density():.4f}"}, zero_pruned=False, keep_best=keep_best,
+        )
+        return result, time.perf_counter() - tic
+
     for round_index in range(config.rounds + 1):
         if round_index > 0:
             w_init = {name: rewind_state[name] for name in prunable}
-            scores = compute_scores(config.criterion, w_init, w_final, mask, generator)
-            mask = prune(scores, mask, rates, config.scope, generator)
             model.load_state_dict(rewind_state)
-        remaining = mask.density()
-
-        def keep_rewind_point(t: int, m: torch.nn.Module) -> None:
-            nonlocal rewind_state
-            rewind_state = _clone_state(m)
-
-        tic = time.perf_counter()
-        result = trainer.train(
-            model,
-            mask,
-            start=0 if round_index == 0 else rewind_at,
-            stop=budget,
-            capture=[rewind_at] if round_index == 0 and rewind_at > 0 else [],
-            on_capture=keep_rewind_point,
-            description=f"round {round_index}/{config.rounds}",
-            postfix={"kept": f"{remaining:.4f}"},
-        )
-        w_final = {name: params[name].detach().clone() for name in prunable}
-        summary = {
-            "round": round_index,
-            "weights_remaining": remaining,
-            "kept_weights": mask.kept(),
-            "total_weights": mask.size(),
-            "layers": mask.layer_density(),
-            "early_stop_iteration": result.early_stop_iteration,
-            "val_accuracy_at_early_stop": result.val_accuracy_at_early_stop,
-            "test_accuracy_at_early_stop": result.test_accuracy_at_early_stop,
-            "final_val_accuracy": result.final_val_accuracy,
-            "final_test_accuracy": result.final_test_accuracy,
-            "final_test_loss": result.final_test_loss,
-            "seconds": round(time.perf_counter() - tic, 3),
-        }
-        rounds.append(summary)
+            grads = None
+            if config.criterion in GRADIENT_CRITERIA:
+                Mask({n: mask[n] for n in prunable}).apply_(model)
+                grads = _gradients(model, data, batcher, prunable)
+                model.load_state_dict(rewind_state)
+            scores = compute_scores(config.criterion, w_init, w_final, mask, generator, grads)
+            mask = prune(scores, mask, rates, config.scope, generator)
+            fresh = fresh_state(int(torch.randint(0, 2**62, (1,), generator=generator))) if "reinit" in config.mask1 else None
+            with torch.no_grad():
+                for name in prunable:
+                    state = LayerState(
+                        w_init=w_init[name], w_final=w_final[name], mask=mask[name], generator=generator,
+                        fresh=(lambda n=name: fresh[n]) if fresh is not None else None,
+                    )
+                    params[name].copy_(round_start_values(config.mask1, config.mask0, state, options))
+        snapshots.clear()
+        result, seconds = train(round_index, "round", mask, keep_best=final_at == -1)
+        if round_index == 0 and rewind_at > 0:
+            rewind_state = snapshots[rewind_at]
+        if final_at is None:
+            w_final = {name: params[name].detach().clone() for name in prunable}
+        else:
+            source = result.best_state if final_at == -1 else snapshots[final_at]
+            w_final = {name: source[name].clone() for name in prunable}
+        ticket.add(round_index, mask, result, seconds)
         masks.append(mask.cpu())
-        metrics.extend({"round": round_index, **row} for row in result.metrics)
         if run is not None:
             if round_index == 0 and rewind_at > 0:
                 run.save_weights("rewind", rewind_state)
-            run.save_mask(round_index, mask)
             run.save_weights(f"final_round_{round_index:02d}", model.state_dict())
-            run.write_metrics(metrics)
-            run.write_rounds(rounds)
+        if round_index > 0:
+            for name, line in controls.items():
+                control_mask = prepare_control(
+                    name, model, mask, rewind_state, fresh_state, control_generator(config.seed, name, round_index)
+                )
+                control_mask.apply_(model)
+                result, seconds = train(round_index, name, control_mask)
+                line.add(round_index, control_mask, result, seconds)
+        if run is not None:
             plot_run(run)
     if run is not None:
         run.write_status(status="complete", started=started, finished=_now(), device=str(device))
-    return TicketResult(config, rounds, masks, run)
+    return TicketResult(config, ticket.rounds, masks, run, {name: line.rounds for name, line in controls.items()})

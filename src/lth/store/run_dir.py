@@ -32,6 +32,7 @@ class RunDir:
         weights/init.pt        the initial state dict (w_0)
         weights/rewind.pt      the state dict at the rewind point (when rewinding to k > 0)
         weights/final_round_NN.pt  the state dict at the end of round NN
+        controls/NAME/         each control (reinit, random-prune): its metrics.csv, rounds.json, masks/
         *.png                  plots
     """
 
@@ -92,7 +93,18 @@ class RunDir:
     def save_weights(self, tag: str, state: dict[str, torch.Tensor]) -> None:
         atomic_torch_save({k: v.detach().cpu() for k, v in state.items()}, self.path / "weights" / f"{tag}.pt")
 
+    def control(self, name: str) -> "RunDir":
+        """The sub-directory holding one control's results (same layout as the ticket's)."""
+        return RunDir(self.path / "controls" / name)
+
     # -- reading ----------------------------------------------------------------------
+    def controls(self) -> dict[str, list[dict[str, Any]]]:
+        """Per-round summaries of every control run beside the ticket."""
+        root = self.path / "controls"
+        if not root.is_dir():
+            return {}
+        return {path.name: RunDir(path).rounds() for path in sorted(root.iterdir()) if path.is_dir()}
+
     def mask_path(self, round_index: int) -> Path:
         return self.path / "masks" / f"round_{round_index:02d}.pt"
 

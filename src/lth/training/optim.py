@@ -30,10 +30,19 @@ def learning_rate(settings: OptimizerSettings, iteration: int) -> float:
     return lr
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], settings: OptimizerSettings) -> torch.optim.Optimizer:
-    """A fresh optimizer; the fastest implementation available for the parameters' device."""
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter],
+    settings: OptimizerSettings,
+    params_without_decay: Iterable[torch.nn.Parameter] = (),
+) -> torch.optim.Optimizer:
+    """A fresh optimizer; the fastest implementation available for the parameters' device.
+
+    ``params_without_decay`` get no weight decay from the optimizer (the mask enforcer applies
+    it to their kept entries only).
+    """
     check_settings(settings)
-    params = list(params)
+    groups = [{"params": list(params)}, {"params": list(params_without_decay), "weight_decay": 0.0}]
+    groups = [group for group in groups if group["params"]]
     if settings.name == "adam":
         kind, options = torch.optim.Adam, {"weight_decay": settings.weight_decay}
     else:
@@ -42,9 +51,9 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], settings: OptimizerSet
     try:
         # The fused kernels make one pass over memory per step (CPU and CUDA): about 3x faster
         # than the per-tensor loop for LeNet-300-100 on a 2-core CPU.
-        return kind(params, lr=settings.lr, fused=True, **options)
+        return kind(groups, lr=settings.lr, fused=True, **options)
     except (RuntimeError, TypeError, ValueError):  # older torch or an unsupported device
-        return kind(params, lr=settings.lr, **options)
+        return kind(groups, lr=settings.lr, **options)
 
 
 def check_settings(settings: OptimizerSettings) -> None:

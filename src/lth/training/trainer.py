@@ -1,10 +1,11 @@
 """The masked trainer: one training round of a model under a fixed mask.
 
 It knows nothing of pruning rounds. Data stays on the device; batches come from the
-random-access :class:`~lth.data.Batcher`; pruned weights are exactly zero after every step.
-Their gradients are masked before each optimizer step, so their Adam moments and SGD momentum
-stay exactly 0 and the update (including L2 weight decay of a zero weight) is exactly 0: one
-fused multiply per step is enough to keep them at 0 with Adam or SGD (tests check this).
+random-access :class:`~lth.data.Batcher`. Pruned weights are frozen exactly: their gradients
+are masked before each optimizer step and weight decay is applied to kept weights only (added
+to the masked gradient), so their Adam moments and SGD momentum stay exactly 0, their update
+is exactly 0, and they keep their starting value (0, or e.g. their initial value for the
+``freeze_init`` mask-0 actions) bit for bit with Adam or SGD (tests check this).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class RoundResult:
     final_val_accuracy: float = 0.0
     final_test_accuracy: float = 0.0
     final_test_loss: float = 0.0
+    best_state: Optional[dict] = None  # state at the early-stopping evaluation, when asked for
 
     def summarise(self) -> None:
         val = [row for row in self.metrics if row["split"] == "val"]
@@ -47,9 +49,13 @@ class RoundResult:
 
 
 class MaskEnforcer:
-    """Keeps masked parameters at exactly zero: masks the weights once, then the gradients every step."""
+    """Freezes the pruned entries of masked parameters: masks their gradients every step.
 
-    def __init__(self, model: nn.Module, mask: Optional[Mask]) -> None:
+    Weight decay of masked parameters is done here (on kept entries only) instead of in the
+    optimizer, which would otherwise move frozen non-zero weights.
+    """
+
+    def __init__(self, model: nn.Module, mask: Optional[Mask], weight_decay: float = 0.0) -> None:
         params = dict(model.named_parameters())
         pairs = [
             (params[name], m.to(params[name].device, params[name].dtype))
@@ -58,13 +64,17 @@ class MaskEnforcer:
         ]
         self.params = [p for p, _ in pairs]
         self.masks = [m for _, m in pairs]
+        self.weight_decay = weight_decay
 
     def mask_grads(self) -> None:
         if self.params:
-            torch._foreach_mul_([p.grad for p in self.params], self.masks)
+            grads = [p.grad for p in self.params]
+            torch._foreach_mul_(grads, self.masks)
+            if self.weight_decay:
+                torch._foreach_addcmul_(grads, [p.detach() for p in self.params], self.masks, value=self.weight_decay)
 
     @torch.no_grad()
-    def mask_weights(self) -> None:
+    def zero_pruned(self) -> None:
         if self.params:
             torch._foreach_mul_(self.params, self.masks)
 
@@ -109,17 +119,25 @@ class Trainer:
         on_capture: Optional[Callable[[int, nn.Module], None]] = None,
         description: str = "",
         postfix: Optional[dict] = None,
+        zero_pruned: bool = True,
+        keep_best: bool = False,
     ) -> RoundResult:
         """Train from iteration ``start`` to ``stop`` with a fresh optimizer.
 
         ``on_capture(t, model)`` is called when ``t`` steps have been taken, for each ``t`` in ``capture``
         (e.g. to save the rewind point). Evaluations happen at ``start``, every ``eval_every``
-        iterations and at ``stop``.
+        iterations and at ``stop``. Pruned entries are set to 0 first when ``zero_pruned``, else
+        they stay frozen at their current values. ``keep_best`` keeps a copy of the parameters at
+        the evaluation of minimum validation loss (``result.best_state``).
         """
         model.train()
-        enforcer = MaskEnforcer(model, mask)
-        enforcer.mask_weights()
-        optimizer = build_optimizer(model.parameters(), self.optimizer)
+        enforcer = MaskEnforcer(model, mask, self.optimizer.weight_decay)
+        if zero_pruned:
+            enforcer.zero_pruned()
+        masked = {id(p) for p in enforcer.params}
+        optimizer = build_optimizer(
+            [p for p in model.parameters() if id(p) not in masked], self.optimizer, enforcer.params
+        )
         capture = set(capture)
         result = RoundResult()
         device = self.data.train_x.device
@@ -145,8 +163,12 @@ class Trainer:
             running.zero_()
             seen = 0
             result.metrics.extend(rows)
+            if keep_best and (result.best_state is None or val_loss < best_loss[0]):
+                best_loss[0] = val_loss
+                result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             bar.set_postfix({**(postfix or {}), "loss": f"{rows[0]['loss']:.3f}", "val_acc": f"{val_acc:.4f}"})
 
+        best_loss = [float("inf")]
         record(start)
         for t in range(start, stop):
             if t in capture and on_capture is not None:
@@ -171,7 +193,6 @@ class Trainer:
             if done % self.eval_every == 0 or done == stop:
                 record(done)
                 bar.update(done - bar.n - start)
-        enforcer.mask_weights()  # a no-op for Adam and SGD; guards any other optimizer
         if stop in capture and on_capture is not None:
             on_capture(stop, model)
         bar.close()
