@@ -146,7 +146,7 @@ def test_random_criterion_is_seeded():
 ])
 def test_bad_arguments(kwargs, fragment):
     state = tiny_state()
-    with pytest.raises(LthError, match="") as info:
+    with pytest.raises(LthError) as info:
         compute_mask(state, state, **kwargs)
     assert fragment in str(info.value)
     assert "\n" not in str(info.value)
@@ -210,6 +210,7 @@ def test_large_final_matches_torch_prune_over_rounds(scope):
                 key = {net[0]: "0", net[2]: "2", net[4]: "4"}[module] + ".weight"
                 target = module.weight_orig if hasattr(module, "weight_orig") else module.weight
                 target.copy_(final[key])
+            net(torch.zeros(1, 2, 4, 4))  # torch recomputes `weight` = weight_orig * weight_mask on forward
         if scope == "layerwise":
             for module, name in layers:
                 P.l1_unstructured(module, name, amount=rate)

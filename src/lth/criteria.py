@@ -149,9 +149,10 @@ def random(s: ScoreInputs) -> torch.Tensor:
 
 def _grad(s: ScoreInputs, name: str) -> torch.Tensor:
     if s.grad is None:
+        others = ", ".join(RANKED_CRITERIA + ["random"])
         raise LthError(
             f"criterion {name!r} needs data: a loss gradient at the rewind point, and none was "
-            f"given; pass grads or choose a criterion that needs none: {', '.join(RANKED_CRITERIA + ['random'])}"
+            f"given; pass grads or choose a criterion that needs none: {others}"
         )
     return s.grad
 
