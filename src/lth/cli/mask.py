@@ -13,16 +13,16 @@ from lth.masks import Mask
 
 
 @cli.command("mask")
-@click.option("--init", "init_path", type=str, required=True, help="State dict at the rewind point (torch.save(model.state_dict())).")
-@click.option("--final", "final_path", type=str, required=True, help="State dict after training.")
-@click.option("--criterion", type=str, default="large_final", show_default=True, help="Mask criterion.")
+@click.option("--init", "init_path", type=str, required=True, metavar="INIT.pt", help="State dict at the rewind point (torch.save(model.state_dict())).")
+@click.option("--final", "final_path", type=str, required=True, metavar="FINAL.pt", help="State dict after training.")
+@click.option("--criterion", type=str, metavar="NAME", default="large_final", show_default=True, help="Mask criterion.")
 @click.option("--keep", type=float, help="Fraction of the (still kept) weights to keep, in (0, 1].")
 @click.option("--prune-rate", type=float, help="Fraction of the (still kept) weights to remove, in [0, 1).")
-@click.option("--scope", type=str, default="layerwise", show_default=True, help="layerwise or global.")
-@click.option("--prev-mask", "prev_mask_path", type=str, help="Mask of the previous round; pruned weights stay pruned.")
+@click.option("--scope", type=str, metavar="layerwise|global", default="layerwise", show_default=True, help="layerwise or global.")
+@click.option("--prev-mask", "prev_mask_path", type=str, metavar="MASK.pt", help="Mask of the previous round; pruned weights stay pruned.")
 @click.option("--prune-biases", is_flag=True, help="Prune the biases of Linear/Conv layers too.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for tie-breaking and random criteria.")
-@click.option("--out", "out_path", type=str, required=True, help="Where to write the mask (torch.save of bool tensors).")
+@click.option("--out", "out_path", type=str, required=True, metavar="MASK.pt", help="Where to write the mask (torch.save of bool tensors).")
 @click.option("--quiet", "-q", is_flag=True, help="Summary without the per-layer densities.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"kept", "total", "density", "layers"} as JSON.')
 def mask_command(
