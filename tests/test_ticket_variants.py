@@ -130,3 +130,65 @@ def test_bad_variant_options_give_one_line(capsys, tmp_path, flags, fragment):
     assert rc == 2 and len(err) == 1 and err[0].startswith("lth: error:"), err
     assert fragment in err[0]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("criterion", ["snip", "grad", "lilf", "movement", "lfss", "magnitude_increase_diff_sign"])
+def test_every_kind_of_criterion_drives_a_search(criterion):
+    result = run_search(None, rounds=1, iterations=20, criterion=criterion)
+    assert result.rounds[1]["kept_weights"] == 15360 + 24000 + 900  # exact counts whatever the scores
+
+
+@pytest.fixture
+def round_starts(monkeypatch):
+    """The fc3 weight at the start of every training the search runs."""
+    from lth.training import trainer as trainer_module
+
+    starts: list[torch.Tensor] = []
+    original = trainer_module.Trainer.train
+
+    def train(self, model, mask, *args, **kwargs):
+        starts.append(dict(model.named_parameters())["fc3.weight"].detach().clone())
+        return original(self, model, mask, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.Trainer, "train", train)
+    return starts
+
+
+def _check_start(mask1: str, start: torch.Tensor, init: torch.Tensor, kept: torch.Tensor) -> None:
+    values, w_i = start[kept], init[kept]
+    size, count = init.numel(), int(kept.sum())
+    std = init.std(correction=0)
+    if mask1 == "signed_constant":
+        assert torch.equal(values, 0.05 * w_i.sign())
+    elif mask1 == "rand_signed_constant":
+        assert torch.allclose(values.abs(), std.expand_as(values))
+        assert 0 < int((values.sign() != w_i.sign()).sum()) < count  # signs are random, not w_i's
+    elif mask1 == "signed_reshuffle":
+        assert torch.equal(values.abs().sort().values, w_i.abs().sort().values)
+        assert torch.equal(values.sign(), w_i.sign())
+        assert not torch.equal(values.abs(), w_i.abs())
+    elif mask1 == "random_reinit":
+        assert bool(torch.isin(values, init.flatten()).all()) and not torch.equal(values, w_i)
+    elif mask1 in ("reinit", "signed_reinit"):
+        assert not bool(torch.isin(values, init.flatten()).any())
+        if mask1 == "signed_reinit":
+            assert torch.equal(values.sign(), w_i.sign())
+    elif mask1 == "jitter":
+        assert abs(float((values - w_i).std()) - 0.1) < 0.01
+    elif mask1 == "rewind":  # with --keep-sign --rescale
+        assert torch.allclose(values, w_i * size / count)
+    assert bool((start[~kept] == 0).all())
+
+
+@pytest.mark.parametrize("mask1,extra", [
+    ("reinit", {}), ("signed_reinit", {}), ("random_reinit", {}), ("signed_reshuffle", {}),
+    ("signed_constant", {"constant": 0.05}), ("rand_signed_constant", {}), ("jitter", {"jitter_sd": 0.1}),
+    ("rewind", {"keep_sign": True, "rescale": True}),
+])
+def test_mask1_actions_set_the_starting_weights(tmp_path, round_starts, mask1, extra):
+    out = tmp_path / mask1
+    run_search(out, rounds=1, iterations=20, eval_every=20, mask1=mask1, **extra)
+    run = RunDir(out)
+    init, kept = run.load_weights("init")["fc3.weight"], run.load_mask(1)["fc3.weight"]
+    assert len(round_starts) == 2 and torch.equal(round_starts[0], init)
+    _check_start(mask1, round_starts[1], init, kept)
