@@ -20,7 +20,7 @@ from torch import nn
 from lth.actions import LayerState, Mask1Options, round_start_values, validate_actions
 from lth.config import TicketConfig, parse_duration
 from lth.criteria import CRITERIA, compute_scores
-from lth.data import DATASETS, Batcher, DataBundle, load_dataset
+from lth.data import DATASETS, Batcher, load_dataset
 from lth.errors import LthError
 from lth.experiments.controls import control_generator, prepare_control
 from lth.masks import Mask
@@ -81,7 +81,7 @@ def _summary(round_index: int, mask: Mask, result: RoundResult, seconds: float) 
     }
 
 
-def _gradients(model: nn.Module, data: DataBundle, batcher: Batcher, names: list[str]) -> dict[str, torch.Tensor]:
+def _gradients(model: nn.Module, batcher: Batcher, names: list[str]) -> dict[str, torch.Tensor]:
     """Loss gradients of ``names`` on the first training batch, for the snip/grad criteria."""
     x, y = batcher.batch(0)
     model.zero_grad(set_to_none=True)
@@ -90,6 +90,26 @@ def _gradients(model: nn.Module, data: DataBundle, batcher: Batcher, names: list
     grads = {name: params[name].grad.detach().clone() for name in names}
     model.zero_grad(set_to_none=True)
     return grads
+
+
+@torch.no_grad()
+def _start_round(
+    params: dict[str, nn.Parameter],
+    mask: Mask,
+    w_init: dict[str, torch.Tensor],
+    w_final: dict[str, torch.Tensor],
+    fresh: Optional[dict[str, torch.Tensor]],
+    generator: torch.Generator,
+    config: TicketConfig,
+    options: Mask1Options,
+) -> None:
+    """Give every prunable tensor its next-round start: mask-1 action on kept, mask-0 on pruned."""
+    for name, m in mask.items():
+        state = LayerState(
+            w_init=w_init[name], w_final=w_final[name], mask=m, generator=generator,
+            fresh=(lambda n=name: fresh[n]) if fresh is not None else None,
+        )
+        params[name].copy_(round_start_values(config.mask1, config.mask0, state, options))
 
 
 class _Progress:
@@ -193,12 +213,10 @@ def find_ticket(
     def capture(t: int, m: nn.Module) -> None:
         snapshots[t] = _clone_state(m)
 
-    def train(round_index: int, label: str, round_mask: Mask, keep_best: bool = False) -> tuple[RoundResult, float]:
-        first = round_index == 0
-        points = ([rewind_at] if first and rewind_at > 0 else []) + ([final_at] if final_at and final_at > 0 else [])
+    def train(round_index: int, label: str, round_mask: Mask, points: list[int], keep_best: bool) -> tuple[RoundResult, float]:
         tic = time.perf_counter()
         result = trainer.train(
-            model, round_mask, start=0 if first else rewind_at, stop=budget,
+            model, round_mask, start=0 if round_index == 0 else rewind_at, stop=budget,
             capture=points, on_capture=capture, description=f"{label} {round_index}/{config.rounds}",
             postfix={"kept": f"{round_mask.density():.4f}"}, zero_pruned=False, keep_best=keep_best,
         )
@@ -210,21 +228,18 @@ def find_ticket(
             model.load_state_dict(rewind_state)
             grads = None
             if config.criterion in GRADIENT_CRITERIA:
-                Mask({n: mask[n] for n in prunable}).apply_(model)
-                grads = _gradients(model, data, batcher, prunable)
+                mask.apply_(model)
+                grads = _gradients(model, batcher, prunable)
                 model.load_state_dict(rewind_state)
             scores = compute_scores(config.criterion, w_init, w_final, mask, generator, grads)
             mask = prune(scores, mask, rates, config.scope, generator)
-            fresh = fresh_state(int(torch.randint(0, 2**62, (1,), generator=generator))) if "reinit" in config.mask1 else None
-            with torch.no_grad():
-                for name in prunable:
-                    state = LayerState(
-                        w_init=w_init[name], w_final=w_final[name], mask=mask[name], generator=generator,
-                        fresh=(lambda n=name: fresh[n]) if fresh is not None else None,
-                    )
-                    params[name].copy_(round_start_values(config.mask1, config.mask0, state, options))
+            fresh = None
+            if "reinit" in config.mask1:
+                fresh = fresh_state(int(torch.randint(0, 2**62, (1,), generator=generator)))
+            _start_round(params, mask, w_init, w_final, fresh, generator, config, options)
         snapshots.clear()
-        result, seconds = train(round_index, "round", mask, keep_best=final_at == -1)
+        points = ([rewind_at] if round_index == 0 and rewind_at > 0 else []) + ([final_at] if final_at else [])
+        result, seconds = train(round_index, "round", mask, [p for p in points if p > 0], final_at == -1)
         if round_index == 0 and rewind_at > 0:
             rewind_state = snapshots[rewind_at]
         if final_at is None:
@@ -244,7 +259,7 @@ def find_ticket(
                     name, model, mask, rewind_state, fresh_state, control_generator(config.seed, name, round_index)
                 )
                 control_mask.apply_(model)
-                result, seconds = train(round_index, name, control_mask)
+                result, seconds = train(round_index, name, control_mask, [], False)
                 line.add(round_index, control_mask, result, seconds)
         if run is not None:
             plot_run(run)
