@@ -50,7 +50,8 @@ def plot_accuracy_vs_weights_remaining(run: RunDir, path: Path | None = None) ->
     ax.set_xlabel("weights remaining (log scale)")
     ax.set_ylabel("test accuracy")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    # Below the axes: with controls, four lines cross the whole plot and any inner corner hides data.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize="small", frameon=False)
     _save(fig, path)
     return path
 
