@@ -90,24 +90,34 @@ def test_mask0_pruned_weights_stay_at_their_start_values(tmp_path, mask0):
         assert torch.equal(final1[name][pruned], expected[pruned])  # frozen for the whole round
 
 
-def test_w_final_at_a_fixed_iteration_scores_the_weights_of_that_step(tmp_path):
-    result = run_search(None, rounds=1, w_final="40it", seed=2)
+def _expected_first_mask(steps: int, seed: int, lr: float) -> Mask:
+    """The round-1 mask large_final gives when w_f is the weights after ``steps`` plain steps."""
     data = load_dataset("digits")
-    model = build_model("lenet-300-100", data.input_shape, data.num_classes, seed=2)
-    trainer = Trainer(data, 60, OptimizerSettings("adam", 1.2e-3), seed=2, eval_every=20, progress=False)
-    trainer.train(model, None, 0, 40)
+    model = build_model("lenet-300-100", data.input_shape, data.num_classes, seed=seed)
+    trainer = Trainer(data, 60, OptimizerSettings("adam", lr), seed=seed, eval_every=20, progress=False)
+    trainer.train(model, None, 0, steps)
     params = dict(model.named_parameters())
     groups = prunable_parameters(model)
     w = {n: params[n].detach() for n in groups}
     mask = Mask.ones(w)
-    scores = compute_scores("large_final", w, w, mask, torch.Generator().manual_seed(2))
-    expected = prune(scores, mask, layer_rates(groups, 0.2, 0.1, 0.1), "layerwise", torch.Generator().manual_seed(2))
+    scores = compute_scores("large_final", w, w, mask, torch.Generator().manual_seed(seed))
+    return prune(scores, mask, layer_rates(groups, 0.2, 0.1, 0.1), "layerwise", torch.Generator().manual_seed(seed))
+
+
+def test_w_final_at_a_fixed_iteration_scores_the_weights_of_that_step():
+    result = run_search(None, rounds=1, w_final="40it", seed=2)
+    expected = _expected_first_mask(40, seed=2, lr=1.2e-3)
     assert all(torch.equal(result.masks[1][n], expected[n]) for n in LAYERS)
 
 
-def test_w_final_at_early_stop_runs_and_records_the_rounds(tmp_path):
-    result = run_search(None, rounds=1, w_final="early-stop")
-    assert len(result.rounds) == 2 and result.rounds[1]["weights_remaining"] < 1
+def test_w_final_at_early_stop_scores_the_weights_of_minimum_validation_loss():
+    result = run_search(None, rounds=1, iterations=200, eval_every=20, lr=1e-2, w_final="early-stop")
+    stop = result.rounds[0]["early_stop_iteration"]
+    assert stop == 140  # before the end of training, so the choice of w_f matters
+    expected = _expected_first_mask(stop, seed=0, lr=1e-2)
+    assert all(torch.equal(result.masks[1][n], expected[n]) for n in LAYERS)
+    at_end = run_search(None, rounds=1, iterations=200, eval_every=20, lr=1e-2)
+    assert not all(torch.equal(at_end.masks[1][n], expected[n]) for n in LAYERS)
 
 
 @pytest.mark.parametrize("flags,fragment", [
