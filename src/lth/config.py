@@ -3,14 +3,26 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lth.errors import LthError
 
 CONTROL_NAMES = ("reinit", "random-prune")
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]  # prune rates and momentum: [0, 1)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(it|ep)?\s*$")
 
 
@@ -44,11 +56,11 @@ class TicketConfig(BaseModel):
     model: str
     dataset: str
     data_dir: Optional[str] = None
-    rounds: int = 15
-    prune_rate: Optional[float] = None
-    prune_rate_fc: Optional[float] = None
-    prune_rate_conv: Optional[float] = None
-    prune_rate_output: Optional[float] = None
+    rounds: NonNegativeInt = 15
+    prune_rate: Optional[Rate] = None
+    prune_rate_fc: Optional[Rate] = None
+    prune_rate_conv: Optional[Rate] = None
+    prune_rate_output: Optional[Rate] = None
     scope: Optional[Literal["layerwise", "global"]] = None
     ignore_layers: list[str] = []
     prune_biases: bool = False
@@ -57,98 +69,28 @@ class TicketConfig(BaseModel):
     mask1: str = "rewind"
     keep_sign: bool = False
     rescale: bool = False
-    jitter_sd: float = 0.01
-    constant: Optional[float] = None
+    jitter_sd: NonNegativeFloat = 0.01
+    constant: Optional[PositiveFloat] = None
     mask0: str = "zero"
     one_shot: bool = False
-    keep: Optional[float] = None
+    keep: Optional[Annotated[float, Field(gt=0.0, le=1.0)]] = None
     controls: list[str] = []
     rewind: str = "0"
-    iterations: Optional[int] = None
-    epochs: Optional[float] = None
-    batch_size: Optional[int] = None
+    iterations: Optional[PositiveInt] = None
+    epochs: Optional[PositiveFloat] = None
+    batch_size: Optional[PositiveInt] = None
     optimizer: Optional[Literal["adam", "sgd"]] = None
-    lr: Optional[float] = None
-    momentum: Optional[float] = None
+    lr: Optional[PositiveFloat] = None
+    momentum: Optional[Rate] = None
     nesterov: Optional[bool] = None
-    weight_decay: Optional[float] = None
+    weight_decay: Optional[NonNegativeFloat] = None
     milestones: Optional[list[str]] = None
-    gamma: Optional[float] = None
+    gamma: Optional[PositiveFloat] = None
     warmup: Optional[str] = None
     seed: int = 0
-    eval_every: int = 100
+    eval_every: PositiveInt = 100
     device: Literal["auto", "cpu", "cuda"] = "auto"
     name: Optional[str] = None
-
-    @field_validator("rounds")
-    @classmethod
-    def _rounds(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError(f"rounds must be >= 0, got {v}")
-        return v
-
-    @field_validator("prune_rate", "prune_rate_fc", "prune_rate_conv", "prune_rate_output")
-    @classmethod
-    def _rate(cls, v: Optional[float]) -> Optional[float]:
-        if v is not None and not 0.0 <= v < 1.0:
-            raise ValueError(f"a prune rate must lie in [0, 1), got {v}")
-        return v
-
-    @field_validator("iterations", "batch_size", "eval_every")
-    @classmethod
-    def _positive(cls, v: Optional[int]) -> Optional[int]:
-        if v is not None and v < 1:
-            raise ValueError(f"must be >= 1, got {v}")
-        return v
-
-    @field_validator("epochs", "lr")
-    @classmethod
-    def _positive_float(cls, v: Optional[float]) -> Optional[float]:
-        if v is not None and v <= 0:
-            raise ValueError(f"must be > 0, got {v}")
-        return v
-
-    @field_validator("momentum")
-    @classmethod
-    def _momentum(cls, v: Optional[float]) -> Optional[float]:
-        if v is not None and not 0.0 <= v < 1.0:
-            raise ValueError(f"momentum must lie in [0, 1), got {v}")
-        return v
-
-    @field_validator("weight_decay")
-    @classmethod
-    def _weight_decay(cls, v: Optional[float]) -> Optional[float]:
-        if v is not None and v < 0:
-            raise ValueError(f"weight decay must be >= 0, got {v}")
-        return v
-
-    @field_validator("gamma")
-    @classmethod
-    def _gamma(cls, v: Optional[float]) -> Optional[float]:
-        if v is not None and v <= 0:
-            raise ValueError(f"gamma must be > 0, got {v}")
-        return v
-
-    @field_validator("keep")
-    @classmethod
-    def _keep(cls, v: Optional[float]) -> Optional[float]:
-        if v is not None and not 0.0 < v <= 1.0:
-            raise ValueError(f"the fraction kept must lie in (0, 1], got {v}")
-        return v
-
-    @field_validator("constant")
-    @classmethod
-    def _constant(cls, v: Optional[float]) -> Optional[float]:
-        if v is not None and v <= 0:
-            raise ValueError(f"the constant must be > 0, got {v}")
-        return v
-
-    @field_validator("jitter_sd")
-    @classmethod
-    def _jitter(cls, v: float) -> float:
-        if v < 0:
-            raise ValueError(f"the jitter standard deviation must be >= 0, got {v}")
-        return v
 
     @field_validator("controls", mode="before")
     @classmethod
