@@ -149,8 +149,10 @@ class Trainer:
             unit="it", dynamic_ncols=True, mininterval=0.5,
         )
 
+        best_loss = float("inf")
+
         def record(t: int) -> None:
-            nonlocal seen
+            nonlocal seen, best_loss
             (val_loss, val_acc), (test_loss, test_acc) = self.evaluate(model)
             rows = [
                 {"iteration": t, "split": "val", "loss": val_loss, "accuracy": val_acc},
@@ -163,12 +165,11 @@ class Trainer:
             running.zero_()
             seen = 0
             result.metrics.extend(rows)
-            if keep_best and (result.best_state is None or val_loss < best_loss[0]):
-                best_loss[0] = val_loss
+            if keep_best and (result.best_state is None or val_loss < best_loss):
+                best_loss = val_loss
                 result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             bar.set_postfix({**(postfix or {}), "loss": f"{rows[0]['loss']:.3f}", "val_acc": f"{val_acc:.4f}"})
 
-        best_loss = [float("inf")]
         record(start)
         for t in range(start, stop):
             if t in capture and on_capture is not None:
