@@ -202,3 +202,26 @@ def test_mask1_actions_set_the_starting_weights(tmp_path, round_starts, mask1, e
     init, kept = run.load_weights("init")["fc3.weight"], run.load_mask(1)["fc3.weight"]
     assert len(round_starts) == 2 and torch.equal(round_starts[0], init)
     _check_start(mask1, round_starts[1], init, kept)
+
+
+def test_init_mask_prunes_from_round_0(tmp_path):
+    first = run_search(tmp_path / "a", rounds=1)
+    mask_file = tmp_path / "a" / "masks" / "round_01.pt"
+    second = run_search(tmp_path / "b", rounds=1, init_mask=str(mask_file))
+    assert second.rounds[0]["weights_remaining"] == first.rounds[1]["weights_remaining"]
+    assert all(torch.equal(second.masks[0][n], first.masks[1][n]) for n in LAYERS)
+    final = RunDir(tmp_path / "b").load_weights("final_round_00")
+    assert all(bool((final[n][~second.masks[0][n]] == 0).all()) for n in LAYERS)
+
+
+def test_init_mask_that_does_not_match_the_model_is_one_line(capsys, tmp_path):
+    bad = tmp_path / "bad.pt"
+    Mask({"fc1.weight": torch.ones(3, 3, dtype=torch.bool)}).save(bad)
+    unknown = tmp_path / "unknown.pt"
+    Mask({"conv9.weight": torch.ones(3, 3, dtype=torch.bool)}).save(unknown)
+    for path, fragment in ((bad, "shape"), (unknown, "conv9.weight"), (tmp_path / "missing.pt", "does not exist")):
+        rc = main(["find-ticket", "lenet-300-100", "digits", "--iterations", "20", "--quiet", "--device", "cpu",
+                   "--init-mask", str(path), "--out", str(tmp_path / "run")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and fragment in err[0], err
+        assert not (tmp_path / "run").exists()

@@ -75,6 +75,7 @@ class TicketConfig(BaseModel):
     one_shot: bool = False
     keep: Optional[Annotated[float, Field(gt=0.0, le=1.0)]] = None
     controls: list[str] = []
+    init_mask: Optional[str] = None
     rewind: str = "0"
     iterations: Optional[PositiveInt] = None
     epochs: Optional[PositiveFloat] = None

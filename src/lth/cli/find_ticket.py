@@ -37,6 +37,7 @@ _CONFIG_OPTIONS = [
                  "freeze_init_zero_mask, freeze_init_zero_all [zero]."),
     click.option("--one-shot", is_flag=True, default=None, help="Prune once, to --keep, instead of iteratively."),
     click.option("--keep", type=float, help="Fraction of the weights kept by --one-shot pruning, in (0, 1]."),
+    click.option("--init-mask", type=str, help="Start from this mask (lth mask file, e.g. from `lth mask` or a supermask)."),
     click.option("--controls", type=str, help="Comma-separated controls run beside the ticket: reinit,random-prune."),
     click.option("--rewind", type=str, help="Rewind point: 0, 500it, 2ep or a fraction like 0.05 of the budget [0]."),
     click.option("--iterations", type=int, help="Training budget per round in iterations."),

@@ -92,6 +92,19 @@ def _gradients(model: nn.Module, batcher: Batcher, names: list[str]) -> dict[str
     return grads
 
 
+def _initial_mask(path: str, dense: Mask, params: dict[str, nn.Parameter]) -> Mask:
+    """The round-0 mask from a mask file; it may cover only some of the prunable tensors."""
+    loaded = Mask.load(path)
+    loaded.check_matches(params)
+    extra = [name for name in loaded if name not in dense]
+    if extra:
+        raise LthError(
+            f"mask file {path!r} masks {extra[0]!r}, which this run does not prune; "
+            f"prunable here: {', '.join(dense)}"
+        )
+    return Mask({name: loaded[name].to(m.device) if name in loaded else m for name, m in dense.items()})
+
+
 @torch.no_grad()
 def _start_round(
     params: dict[str, nn.Parameter],
@@ -190,13 +203,15 @@ def find_ticket(
     )
     check_settings(settings)
     trainer = Trainer(data, config.batch_size, settings, config.seed, config.eval_every, progress)
+    params = dict(model.named_parameters())
+    mask = Mask.ones({name: params[name] for name in prunable})
+    if config.init_mask is not None:
+        mask = _initial_mask(config.init_mask, mask, params)
     # Everything is validated: only now touch the file system.
     run = RunDir.create(out, overwrite=overwrite) if out is not None else None
 
-    params = dict(model.named_parameters())
     init_state = _clone_state(model)
     rewind_state = init_state if rewind_at == 0 else None
-    mask = Mask.ones({name: params[name] for name in prunable})
     generator = torch.Generator().manual_seed(config.seed)
     started = _now()
     if run is not None:
@@ -204,6 +219,7 @@ def find_ticket(
         run.write_status(status="running", started=started, device=str(device))
         run.save_weights("init", init_state)
 
+    mask.apply_(model)  # an --init-mask prunes from round 0 on
     ticket = _Progress(run)
     controls = {name: _Progress(run.control(name) if run else None) for name in config.controls}
     masks: list[Mask] = []
