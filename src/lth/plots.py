@@ -90,3 +90,99 @@ def plot_learning_curves(run: RunDir, path: Path | None = None) -> Path:
 def plot_run(run: RunDir) -> list[Path]:
     """Every standard figure of a ticket-search run."""
     return [plot_accuracy_vs_weights_remaining(run), plot_learning_curves(run)]
+
+
+# ------------------------------------------------------------------ supermasks at initialisation
+
+
+def _supermask_rows(run: RunDir) -> tuple[list[dict], list[str], list[str], list[float]]:
+    """The rows of a supermask-eval run and its criteria, transforms and keeps (in first-seen order)."""
+    from lth.supermasks.evaluate import read_rows  # lazy: that module imports this one
+
+    rows = read_rows(run)
+    criteria = list(dict.fromkeys(r["criterion"] for r in rows))
+    transforms = list(dict.fromkeys(r["weights"] for r in rows))
+    keeps = sorted({r["keep"] for r in rows}, reverse=True)
+    return rows, criteria, transforms, keeps
+
+
+def plot_supermask_accuracy_vs_kept(run: RunDir, path: Path | None = None) -> Path:
+    """Untrained test accuracy against the fraction kept (log x), one line per criterion, one
+    panel per weights transform."""
+    rows, criteria, transforms, keeps = _supermask_rows(run)
+    path = path or run.path / "supermask_accuracy_vs_kept.png"
+    panels = max(1, len(transforms))
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.2), sharey=True, squeeze=False)
+    cmap = plt.get_cmap("tab20" if len(criteria) > 10 else "tab10")
+    markers = "osD^v<>phX*"
+    for ax, transform in zip(axes[0], transforms or [""]):
+        for index, criterion in enumerate(criteria):
+            points = sorted(
+                ((r["keep"], r["test_accuracy"]) for r in rows
+                 if r["criterion"] == criterion and r["weights"] == transform),
+                reverse=True,
+            )
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=markers[index % len(markers)],
+                    markersize=3.5, linewidth=1.2, color=cmap(index % cmap.N), label=criterion)
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        if keeps:
+            step = max(1, (len(keeps) + 5) // 6)
+            ax.xaxis.set_major_locator(FixedLocator(keeps[::step]))
+        ax.xaxis.set_major_formatter(FuncFormatter(_percent))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(FuncFormatter(_percent))
+        ax.set_title(f"weights: {transform}", fontsize="medium")
+        ax.set_xlabel("fraction of weights kept (log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy, untrained")
+    config = run.config()
+    fig.suptitle(f"{config['model']} on {config['dataset']}: supermasks at initialisation")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=min(4, len(labels)), fontsize="small", frameon=False)
+    _save(fig, path)
+    return path
+
+
+def plot_supermask_heatmap(run: RunDir, path: Path | None = None) -> Path:
+    """Criterion x fraction kept, colour = untrained test accuracy (annotated, in %); one heatmap
+    per weights transform."""
+    rows, criteria, transforms, keeps = _supermask_rows(run)
+    path = path or run.path / "supermask_heatmap.png"
+    panels = max(1, len(transforms))
+    width = max(6.0, 1.6 + 0.5 * len(keeps))
+    height = 0.8 + 0.34 * max(1, len(criteria))
+    fig, axes = plt.subplots(panels, 1, figsize=(width, height * panels + 0.8), squeeze=False, layout="constrained")
+    column = {keep: j for j, keep in enumerate(keeps)}
+    line = {criterion: i for i, criterion in enumerate(criteria)}
+    image = None
+    for ax, transform in zip(axes[:, 0], transforms or [""]):
+        grid = [[float("nan")] * len(keeps) for _ in criteria]
+        for r in rows:
+            if r["weights"] == transform:
+                grid[line[r["criterion"]]][column[r["keep"]]] = r["test_accuracy"]
+        image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+        for i, values in enumerate(grid):
+            for j, value in enumerate(values):
+                if value == value:  # not NaN
+                    ax.text(j, i, f"{100 * value:.0f}", ha="center", va="center", fontsize=6.5,
+                            color="black" if value > 0.6 else "white")
+        ax.set_xticks(range(len(keeps)))
+        ax.tick_params(axis="x", labelbottom=ax is axes[-1, 0])
+        ax.set_yticks(range(len(criteria)), criteria, fontsize=7)
+        ax.set_title(f"weights: {transform}", fontsize="medium")
+    axes[-1, 0].set_xticklabels([_percent(k) for k in keeps], rotation=60, fontsize=7)
+    axes[-1, 0].set_xlabel("fraction of weights kept")
+    config = run.config()
+    fig.suptitle(f"{config['model']} on {config['dataset']}: untrained test accuracy (%) of supermasks")
+    if image is not None:
+        fig.colorbar(image, ax=list(axes[:, 0]), fraction=0.03, pad=0.01, format=FuncFormatter(_percent))
+    _save(fig, path)
+    return path
+
+
+def plot_supermask_run(run: RunDir) -> list[Path]:
+    """Every figure of a supermask-eval run."""
+    return [plot_supermask_accuracy_vs_kept(run), plot_supermask_heatmap(run)]

@@ -10,9 +10,16 @@ from tabulate import tabulate
 from lth.cli.main import cli
 from lth.store import RunDir
 
+SUPERMASK_KIND = "supermask-eval"  # the ``kind`` in config.yaml of ``lth supermask eval`` runs
+
 
 def run_json(run: RunDir) -> dict[str, Any]:
-    """The documented JSON shape: {"config": {...}, "rounds": [...], "controls": {...}, "status": {...}}."""
+    """The documented JSON shape: {"config": {...}, "rounds": [...], "controls": {...}, "status": {...}};
+    for a supermask-eval run {"config": {...}, "supermask_eval": [rows...], "status": {...}}."""
+    if run.config().get("kind") == SUPERMASK_KIND:
+        from lth.supermasks.evaluate import read_rows
+
+        return {"config": run.config(), "supermask_eval": read_rows(run), "status": run.status()}
     shown = {"config": run.config(), "rounds": run.rounds(), "status": run.status()}
     controls = run.controls()
     if controls:
@@ -20,7 +27,31 @@ def run_json(run: RunDir) -> dict[str, Any]:
     return shown
 
 
+def print_supermask_table(run: RunDir) -> None:
+    """One line per (criterion, weights transform, fraction kept) cell of a supermask-eval run."""
+    from lth.supermasks.evaluate import read_rows
+
+    rows = [
+        [
+            r["criterion"], r["weights"], f"{100 * r['keep']:.3g}%", f"{100 * r['weights_remaining']:.2f}%",
+            f"{100 * r['test_accuracy']:.2f}%", f"{100 * r['train_accuracy']:.2f}%",
+            r["test_loss"], r["train_loss"],
+        ]
+        for r in read_rows(run)
+    ]
+    headers = ["criterion", "weights", "keep", "weights left", "test acc", "train acc", "test loss", "train loss"]
+    config = run.config()
+    click.echo(
+        f"{config['model']} on {config['dataset']}: supermasks at initialisation, untrained "
+        f"({run.status().get('status', 'unknown')})"
+    )
+    click.echo(tabulate(rows, headers=headers, floatfmt=".4f", colalign=("left", "left") + ("right",) * 6))
+
+
 def print_table(run: RunDir) -> None:
+    if run.config().get("kind") == SUPERMASK_KIND:
+        print_supermask_table(run)
+        return
     rows = [
         [
             r["round"],
@@ -49,7 +80,7 @@ def print_table(run: RunDir) -> None:
 @click.argument("run_dir", type=str)
 @click.option("--json", "as_json", is_flag=True, help="Print config and rounds as JSON.")
 def show_command(run_dir: str, as_json: bool) -> None:
-    """Print the per-round table of a run directory."""
+    """Print the per-round table of a run directory (or the grid of a supermask-eval run)."""
     run = RunDir.open(run_dir)
     if as_json:
         click.echo(json.dumps(run_json(run), indent=2))
