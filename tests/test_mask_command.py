@@ -10,24 +10,11 @@ import torch
 
 from lth.cli import main
 from lth.criteria import CRITERIA
+from cli_helpers import cli, one_line_error
 
 pytestmark = pytest.mark.usefixtures("offline_env")
 
 
-def cli(capsys, *args) -> tuple[int, str, str]:
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line_error(rc: int, err: str) -> str:
-    """Exit code 2 and exactly one stderr line 'lth: error: ...' (no traceback)."""
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert rc == 2, err
-    assert len(lines) == 1, err
-    assert lines[0].startswith("lth: error: "), err
-    return lines[0]
 
 
 def state(seed: int) -> dict[str, torch.Tensor]:

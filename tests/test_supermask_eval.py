@@ -14,6 +14,7 @@ from lth.models import build_model
 from lth.supermasks import DEFAULT_KEEPS, SupermaskGrid, evaluate_supermasks
 from lth.supermasks.evaluate import ROW_FIELDS
 from lth.training.evaluate import evaluate
+from cli_helpers import cli, one_line_error
 
 MODEL = "lenet-300-100"
 LAYERS = ("fc1.weight", "fc2.weight", "fc3.weight")
@@ -23,19 +24,6 @@ GRID = ["--criteria", "lf,lfss", "--keep", "1.0,0.5,0.2", "--weights", "init,sig
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def cli(capsys, *args) -> tuple[int, str, str]:
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line_error(rc: int, err: str) -> str:
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert rc == 2, err
-    assert len(lines) == 1, err
-    assert lines[0].startswith("lth: error: "), err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from lth.supermasks.learned import SupermaskNet, scale_factor
 from lth.supermasks.train import run_supermask_training, train_supermask
 from lth.training.evaluate import evaluate
 from lth.training.optim import OptimizerSettings
+from cli_helpers import cli, one_line_error
 
 
 def tiny_layer() -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
@@ -191,19 +192,6 @@ def test_edge_popup_conv2_saves_a_valid_mask(tmp_path):
 # ------------------------------------------------------------------ CLI
 
 
-def cli(capsys, *args) -> tuple[int, str, str]:
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line_error(rc: int, err: str) -> str:
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert rc == 2, err
-    assert len(lines) == 1, err
-    assert lines[0].startswith("lth: error: "), err
-    return lines[0]
 
 
 FAST = ["--iterations", "20", "--eval-every", "10", "--device", "cpu"]
