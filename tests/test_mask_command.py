@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from lth.cli import main
 from lth.criteria import CRITERIA
 from cli_helpers import cli, one_line_error
 

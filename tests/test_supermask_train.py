@@ -9,7 +9,6 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from lth.cli import main
 from lth.models import build_model
 from lth.pruning import prunable_parameters
 from lth.supermasks.learned import SupermaskNet, scale_factor
