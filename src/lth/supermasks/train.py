@@ -1,9 +1,8 @@
 """Training a learned supermask: only the scores move, the weights never change.
 
-The loop mirrors :class:`lth.training.Trainer`: random-access batches from
-:class:`~lth.data.Batcher`, the fused optimizer of :func:`build_optimizer` over the scores only,
-the LR schedule of :func:`learning_rate`, train loss/accuracy summed on the device (no host sync
-per step) and one host sync per evaluation.
+Training is :class:`lth.training.Trainer` itself: a :class:`SupermaskNet`'s only trainable
+parameters are its scores, so the trainer's optimizer, schedule, batches and metrics apply as
+they are.
 
 Evaluations (every ``eval_every`` iterations, at the start and at the end) use the
 deterministic mask: the thresholded expected mask ``sigmoid(s) > 0.5`` (bernoulli) or the top-k
@@ -21,17 +20,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from lth.atomic import atomic_write_text
-from lth.data import Batcher, DataBundle
+from lth.data import DataBundle
 from lth.errors import LthError
 from lth.masks import Mask
 from lth.store import RunDir
 from lth.supermasks.learned import SupermaskNet, check_keep, check_method, check_weights
 from lth.training.evaluate import evaluate
-from lth.training.optim import OptimizerSettings, build_optimizer, check_settings, learning_rate
+from lth.training import Trainer
+from lth.training.optim import OptimizerSettings, check_settings
 
 
 @dataclass
@@ -103,54 +101,11 @@ def train_supermask(
     if eval_every < 1:
         raise LthError(f"eval_every {eval_every} is invalid; it must be >= 1")
     started = time.perf_counter()
-    batcher = Batcher(data.train_x, data.train_y, batch_size, seed=seed, augment=data.augment)
-    optimizer = build_optimizer(net.scores.parameters(), settings)
+    trainer = Trainer(data, batch_size, settings, seed, eval_every, progress)
     device = data.train_x.device
     result = SupermaskResult(method=net.method, iterations=iterations)
-    running = torch.zeros(2, device=device)  # loss sum, correct: summed on the device
-    seen = 0
-    current_lr: float | None = None
-    bar = tqdm(total=iterations, desc=description, disable=not progress, leave=True,
-               unit="it", dynamic_ncols=True, mininterval=0.5)
-
-    def record(t: int) -> None:
-        nonlocal seen
-        (val_loss, val_acc), (test_loss, test_acc) = torch.stack([
-            evaluate(net, data.val_x, data.val_y), evaluate(net, data.test_x, data.test_y),
-        ]).tolist()
-        rows = [{"iteration": t, "split": "val", "loss": val_loss, "accuracy": val_acc},
-                {"iteration": t, "split": "test", "loss": test_loss, "accuracy": test_acc}]
-        if seen:
-            loss_sum, correct = running.tolist()
-            rows.insert(0, {"iteration": t, "split": "train", "loss": loss_sum / seen, "accuracy": correct / seen})
-        running.zero_()
-        seen = 0
-        result.metrics.extend(rows)
-        bar.set_postfix({"loss": f"{rows[0]['loss']:.3f}", "val_acc": f"{val_acc:.4f}"})
-
-    net.train()
-    record(0)
-    for t in range(iterations):
-        lr = learning_rate(settings, t)
-        if lr != current_lr:
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            current_lr = lr
-        x, y = batcher.batch(t)
-        logits = net(x)
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            running[0].add_(loss.detach(), alpha=y.shape[0])
-            running[1].add_((logits.argmax(1) == y).sum())
-        seen += y.shape[0]
-        done = t + 1
-        if done % eval_every == 0 or done == iterations:
-            record(done)
-            bar.update(done - bar.n)
-    bar.close()
+    # Only the scores are trainable parameters; the masked weights are frozen buffers.
+    result.metrics = trainer.train(net, None, 0, iterations, description=description).metrics
     net.eval()
 
     last = {row["split"]: row for row in result.metrics if row["iteration"] == iterations}
