@@ -90,6 +90,7 @@ class TicketConfig(BaseModel):
     warmup: Optional[str] = None
     seed: int = 0
     eval_every: PositiveInt = 100
+    checkpoint_every: NonNegativeInt = 1000  # iterations between in-round checkpoints (0: rounds only)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     name: Optional[str] = None
 

@@ -12,6 +12,7 @@ from click.core import ParameterSource
 from lth.cli.main import cli
 from lth.cli.show import print_table, run_json
 from lth.config import load_config_file, make_config
+from lth.errors import LthError
 
 # CLI options that map one-to-one onto TicketConfig keys (dashes become underscores).
 _CONFIG_OPTIONS = [
@@ -53,6 +54,8 @@ _CONFIG_OPTIONS = [
     click.option("--warmup", type=str, help="Linear LR warmup length, e.g. 10000it or 1ep."),
     click.option("--seed", type=int, help="Seed of initialisation, data order and tie-breaking [0]."),
     click.option("--eval-every", type=int, help="Evaluate validation and test every N iterations [100]."),
+    click.option("--checkpoint-every", type=int, help="Iterations between checkpoints inside a round; "
+                 "0 checkpoints at round boundaries only [1000]."),
     click.option("--device", type=str, help="auto, cpu or cuda [auto]."),
     click.option("--name", type=str, help="Run name (default: MODEL-DATASET-TIMESTAMP)."),
 ]
@@ -82,12 +85,13 @@ def gather_config(ctx: click.Context, model: str, dataset: str, config_file: Opt
 @click.option("--config", "config_file", type=str, help="YAML file with the same keys; flags override it.")
 @click.option("--out", type=str, help="Run directory [runs/NAME].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@click.option("--resume", is_flag=True, help="Continue the unfinished run in --out (same config) instead of refusing it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (as `lth show --json`).")
 @click.pass_context
 def find_ticket_command(
     ctx: click.Context, model: str, dataset: str, config_file: Optional[str], out: Optional[str],
-    overwrite: bool, quiet: bool, as_json: bool, **_: Any,
+    overwrite: bool, resume: bool, quiet: bool, as_json: bool, **_: Any,
 ) -> None:
     """Find a winning ticket of MODEL on DATASET by iterative magnitude pruning.
 
@@ -96,12 +100,21 @@ def find_ticket_command(
     from lth.experiments import find_ticket
 
     config = make_config(gather_config(ctx, model, dataset, config_file))
+    if resume and overwrite:
+        raise LthError("--resume continues a run and --overwrite replaces it; give one of them")
+    if resume and out is None:
+        raise LthError("--resume needs --out DIR, the run directory to continue")
     if config.name is None:
         config.name = f"{model}-{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
     out_path = Path(out) if out else Path("runs") / config.name
-    result = find_ticket(config, out=out_path, overwrite=overwrite, progress=not quiet and not as_json)
+    result = find_ticket(config, out=out_path, overwrite=overwrite, progress=not quiet and not as_json, resume=resume)
+    report(result.run_dir, quiet, as_json)
+
+
+def report(run_dir: Any, quiet: bool, as_json: bool) -> None:
+    """Print a finished run as a table (or JSON)."""
     if as_json:
-        click.echo(json.dumps(run_json(result.run_dir), indent=2))
+        click.echo(json.dumps(run_json(run_dir), indent=2))
     elif not quiet:
-        print_table(result.run_dir)
-        click.echo(f"results and plots in {out_path}/")
+        print_table(run_dir)
+        click.echo(f"results and plots in {run_dir.path}/")

@@ -4,6 +4,10 @@ generalised as in Zhou et al. 2019: any mask criterion, mask-1 and mask-0 action
 One round, as data: starting weights -> train under the mask -> w_f -> criterion scores ->
 prune the lowest fraction of the kept weights -> mask-1 action on the kept weights, mask-0
 action on the pruned ones -> next round.
+
+A search is resumable: with a run directory it writes a checkpoint (the whole loop state,
+see :class:`_Search`) at every stage boundary and every ``checkpoint_every`` iterations, and
+:func:`resume_ticket` continues from it with results bit-identical to an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lth.actions import LayerState, Mask1Options, round_start_values, validate_actions
-from lth.config import TicketConfig, parse_duration
+from lth.config import TicketConfig, make_config, parse_duration
 from lth.criteria import CRITERIA, compute_scores
 from lth.data import DATASETS, Batcher, load_dataset
 from lth.errors import LthError
@@ -28,7 +32,7 @@ from lth.models import MODELS, build_model
 from lth.plots import plot_run
 from lth.pruning import layer_rates, prunable_parameters, prune
 from lth.store import RunDir
-from lth.training import OptimizerSettings, RoundResult, Trainer
+from lth.training import OptimizerSettings, RoundResult, Trainer, TrainProgress
 from lth.training.optim import check_settings
 
 GRADIENT_CRITERIA = ("snip", "grad")
@@ -64,7 +68,7 @@ def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _summary(round_index: int, mask: Mask, result: RoundResult, seconds: float) -> dict:
+def _summary(round_index: int, mask: Mask, result: RoundResult) -> dict:
     return {
         "round": round_index,
         "weights_remaining": mask.density(),
@@ -77,7 +81,7 @@ def _summary(round_index: int, mask: Mask, result: RoundResult, seconds: float) 
         "final_val_accuracy": result.final_val_accuracy,
         "final_test_accuracy": result.final_test_accuracy,
         "final_test_loss": result.final_test_loss,
-        "seconds": round(seconds, 3),
+        "seconds": round(result.seconds, 3),
     }
 
 
@@ -133,13 +137,278 @@ class _Progress:
         self.rounds: list[dict] = []
         self.metrics: list[dict] = []
 
-    def add(self, round_index: int, mask: Mask, result: RoundResult, seconds: float) -> None:
-        self.rounds.append(_summary(round_index, mask, result, seconds))
+    def add(self, round_index: int, mask: Mask, result: RoundResult) -> None:
+        self.rounds.append(_summary(round_index, mask, result))
         self.metrics.extend({"round": round_index, **row} for row in result.metrics)
         if self.run is not None:
             self.run.save_mask(round_index, mask)
             self.run.write_metrics(self.metrics)
             self.run.write_rounds(self.rounds)
+
+    def state(self) -> dict:
+        return {"rounds": self.rounds, "metrics": self.metrics}
+
+    def restore(self, state: dict) -> None:
+        self.rounds, self.metrics = list(state["rounds"]), list(state["metrics"])
+
+
+_IGNORED_ON_RESUME = ("name", "device", "data_dir", "checkpoint_every")
+CHECKPOINT_FORMAT = 1
+
+
+class _Search:
+    """One ticket search as an explicit state machine, so that it can stop and resume anywhere.
+
+    The loop position is (``round``, ``stage``): stage ``start`` prunes and resets the weights
+    for the round, ``ticket`` trains the ticket, then one stage per control. Everything that
+    changes from step to step lives in the attributes saved by :meth:`checkpoint`; everything
+    else is rebuilt from the config, deterministically.
+    """
+
+    def __init__(self, config: TicketConfig, run: Optional[RunDir], progress: bool) -> None:
+        spec = MODELS.get(config.model)
+        DATASETS.get(config.dataset)
+        CRITERIA.get(config.criterion)
+        self.options = Mask1Options(
+            keep_sign=config.keep_sign, rescale=config.rescale, jitter_sd=config.jitter_sd, constant=config.constant
+        )
+        validate_actions(config.mask1, config.mask0, self.options)
+        self.config = config = config.with_recipe(spec.recipe)
+        self.device = device = resolve_device(config.device)
+        self.data = data = load_dataset(config.dataset, data_dir=config.data_dir, device=device)
+        torch.manual_seed(config.seed)
+        self.model = build_model(config.model, data.input_shape, data.num_classes, seed=config.seed).to(device)
+        groups = prunable_parameters(self.model, config.prune_biases, config.ignore_layers)
+        self.prunable = list(groups)
+        if config.scope == "layerwise":
+            self.rates = layer_rates(groups, config.prune_rate_fc, config.prune_rate_conv, config.prune_rate_output)
+        else:
+            self.rates = {name: config.prune_rate for name in self.prunable}
+
+        self.batcher = Batcher(data.train_x, data.train_y, config.batch_size, seed=config.seed)
+        ipe = self.batcher.iterations_per_epoch
+        self.budget = budget = config.budget_iterations(ipe)
+        self.rewind_at = parse_duration(config.rewind, ipe, budget)
+        if self.rewind_at >= budget:
+            raise LthError(
+                f"rewind point {config.rewind!r} = iteration {self.rewind_at} is not before the end of training "
+                f"(budget {budget} iterations)"
+            )
+        self.final_at: Optional[int] = None  # None: end of round; -1: early-stopping iteration
+        if config.w_final == "early-stop":
+            self.final_at = -1
+        elif config.w_final != "end":
+            self.final_at = parse_duration(config.w_final, ipe, budget)
+            if not self.rewind_at <= self.final_at <= budget:
+                raise LthError(
+                    f"w_final point {config.w_final!r} = iteration {self.final_at} must lie within the retraining "
+                    f"window {self.rewind_at}..{budget}; or use 'end' or 'early-stop'"
+                )
+        settings = OptimizerSettings(
+            name=config.optimizer,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
+            milestones=tuple(parse_duration(m, ipe, budget) for m in config.milestones),
+            gamma=config.gamma,
+            warmup=parse_duration(config.warmup, ipe, budget),
+        )
+        check_settings(settings)
+        self.trainer = Trainer(data, config.batch_size, settings, config.seed, config.eval_every, progress)
+        self.params = dict(self.model.named_parameters())
+        mask = Mask.ones({name: self.params[name] for name in self.prunable})
+        if config.init_mask is not None:
+            mask = _initial_mask(config.init_mask, mask, self.params)
+        self.run = run
+
+        # The loop state: all of it goes into a checkpoint.
+        self.round, self.stage = 0, "start"
+        self.mask = mask
+        self.control_mask: Optional[Mask] = None
+        self.init_state = _clone_state(self.model)
+        self.rewind_state = self.init_state if self.rewind_at == 0 else None
+        self.w_final: dict[str, torch.Tensor] = {}
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
+        self.pending: Optional[TrainProgress] = None  # an interrupted training of the current stage
+        self.masks: list[Mask] = []
+        self.ticket = _Progress(run)
+        self.controls = {name: _Progress(run.control(name) if run else None) for name in config.controls}
+        self.started = _now()
+        self.resumed = 0
+
+    # -- fresh weights -----------------------------------------------------------------
+    def fresh_state(self, seed: int) -> dict[str, torch.Tensor]:
+        data = self.data
+        return build_model(self.config.model, data.input_shape, data.num_classes, seed=seed).to(self.device).state_dict()
+
+    # -- checkpoints -------------------------------------------------------------------
+    def checkpoint(self, training: Optional[TrainProgress] = None) -> None:
+        """Write the resume point (nothing without a run directory)."""
+        if self.run is None:
+            return
+        cpu = _to_cpu
+        self.run.write_checkpoint({
+            "format": CHECKPOINT_FORMAT,
+            "round": self.round,
+            "stage": self.stage,
+            "mask": cpu(self.mask),
+            "control_mask": cpu(self.control_mask),
+            "w_final": cpu(self.w_final),
+            "rewind_state": cpu(self.rewind_state),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "snapshots": {t: cpu(state) for t, state in self.snapshots.items()},
+            "masks": [dict(m) for m in self.masks],
+            "ticket": self.ticket.state(),
+            "controls": {name: line.state() for name, line in self.controls.items()},
+            "training": None if training is None else {
+                **training.as_dict(),
+                "model": cpu(training.model),
+                "best_state": cpu(training.best_state),
+            },
+            "started": self.started,
+            "resumed": self.resumed,
+        })
+
+    def restore(self, state: dict) -> None:
+        """Put the loop back where :meth:`checkpoint` left it."""
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise LthError(f"checkpoint format {state.get('format')!r} is not supported (expected {CHECKPOINT_FORMAT})")
+        dev = self.device
+        self.round, self.stage = state["round"], state["stage"]
+        self.mask = Mask(_to(state["mask"], dev))
+        self.control_mask = Mask(_to(state["control_mask"], dev)) if state["control_mask"] is not None else None
+        self.w_final = _to(state["w_final"], dev)
+        self.rewind_state = _to(state["rewind_state"], dev)
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.snapshots = {t: _to(s, dev) for t, s in state["snapshots"].items()}
+        self.masks = [Mask(m) for m in state["masks"]]
+        self.ticket.restore(state["ticket"])
+        for name, line in self.controls.items():
+            line.restore(state["controls"][name])
+        training = state["training"]
+        if training is not None:
+            training = TrainProgress.from_dict({
+                **training,
+                "model": _to(training["model"], dev),
+                "best_state": _to(training["best_state"], dev),
+                "running": training["running"].to(dev),
+            })
+        self.pending = training
+        self.started = state["started"]
+        self.resumed = state["resumed"] + 1
+
+    # -- the loop ----------------------------------------------------------------------
+    def run_all(self) -> TicketResult:
+        config, run = self.config, self.run
+        if run is not None:
+            run.write_config(config.model_dump())
+            run.write_status(status="running", started=self.started, device=str(self.device), resumed=self.resumed)
+            run.save_weights("init", self.init_state)
+        if self.round == 0 and self.stage == "start":
+            self.mask.apply_(self.model)  # an --init-mask prunes from round 0 on
+            self.checkpoint()
+        stages = ["ticket", *config.controls]
+        while self.round <= config.rounds:
+            if self.stage == "start":
+                if self.round > 0:
+                    self.prepare_round()
+                self.stage, self.snapshots = "ticket", {}
+            if self.stage == "ticket":
+                self.train_ticket()
+                self.advance(stages)
+            while self.stage in config.controls:
+                self.train_control(self.stage)
+                self.advance(stages)
+        if run is not None:
+            run.write_status(status="complete", started=self.started, finished=_now(),
+                             device=str(self.device), resumed=self.resumed)
+            run.remove_checkpoint()
+        return TicketResult(config, self.ticket.rounds, self.masks, run,
+                            {name: line.rounds for name, line in self.controls.items()})
+
+    def advance(self, stages: list[str]) -> None:
+        """Move to the next stage (a control, or the next round) and checkpoint there."""
+        following = stages[stages.index(self.stage) + 1:] if self.round > 0 else []
+        if following:
+            self.stage = following[0]
+        else:
+            self.round, self.stage = self.round + 1, "start"
+            if self.run is not None:
+                plot_run(self.run)
+        self.control_mask = None
+        self.checkpoint()
+
+    def prepare_round(self) -> None:
+        """Prune by the criterion, then give kept and pruned weights their next-round start."""
+        config, prunable = self.config, self.prunable
+        w_init = {name: self.rewind_state[name] for name in prunable}
+        self.model.load_state_dict(self.rewind_state)
+        grads = None
+        if config.criterion in GRADIENT_CRITERIA:
+            self.mask.apply_(self.model)
+            grads = _gradients(self.model, self.batcher, prunable)
+            self.model.load_state_dict(self.rewind_state)
+        scores = compute_scores(config.criterion, w_init, self.w_final, self.mask, self.generator, grads)
+        self.mask = prune(scores, self.mask, self.rates, config.scope, self.generator)
+        fresh = None
+        if "reinit" in config.mask1:
+            fresh = self.fresh_state(int(torch.randint(0, 2**62, (1,), generator=self.generator)))
+        _start_round(self.params, self.mask, w_init, self.w_final, fresh, self.generator, config, self.options)
+
+    def train(self, label: str, mask: Mask, points: list[int], keep_best: bool) -> RoundResult:
+        pending, self.pending = self.pending, None
+
+        def capture(t: int, m: nn.Module) -> None:
+            self.snapshots[t] = _clone_state(m)
+
+        return self.trainer.train(
+            self.model, mask, start=0 if self.round == 0 else self.rewind_at, stop=self.budget,
+            capture=points, on_capture=capture, description=f"{label} {self.round}/{self.config.rounds}",
+            postfix={"kept": f"{mask.density():.4f}"}, zero_pruned=False, keep_best=keep_best,
+            checkpoint_every=self.config.checkpoint_every if self.run is not None else 0,
+            on_checkpoint=self.checkpoint, resume=pending,
+        )
+
+    def train_ticket(self) -> None:
+        r, rewind_at, final_at, run = self.round, self.rewind_at, self.final_at, self.run
+        points = ([rewind_at] if r == 0 and rewind_at > 0 else []) + ([final_at] if final_at else [])
+        result = self.train("round", self.mask, [p for p in points if p > 0], final_at == -1)
+        if r == 0 and rewind_at > 0:
+            self.rewind_state = self.snapshots[rewind_at]
+        if final_at is None:
+            self.w_final = {name: self.params[name].detach().clone() for name in self.prunable}
+        else:
+            source = result.best_state if final_at == -1 else self.snapshots[final_at]
+            self.w_final = {name: source[name].clone() for name in self.prunable}
+        self.snapshots = {}
+        self.ticket.add(r, self.mask, result)
+        self.masks.append(self.mask.cpu())
+        if run is not None:
+            if r == 0 and rewind_at > 0:
+                run.save_weights("rewind", self.rewind_state)
+            run.save_weights(f"final_round_{r:02d}", self.model.state_dict())
+
+    def train_control(self, name: str) -> None:
+        if self.pending is None:
+            self.control_mask = prepare_control(
+                name, self.model, self.mask, self.rewind_state, self.fresh_state,
+                control_generator(self.config.seed, name, self.round),
+            )
+            self.control_mask.apply_(self.model)
+        result = self.train(name, self.control_mask, [], False)
+        self.controls[name].add(self.round, self.control_mask, result)
+
+
+def _to_cpu(state: Optional[dict[str, torch.Tensor]]) -> Optional[dict[str, torch.Tensor]]:
+    return None if state is None else {k: v.detach().cpu() for k, v in state.items()}
+
+
+def _to(state: Optional[dict[str, torch.Tensor]], device: torch.device) -> Optional[dict[str, torch.Tensor]]:
+    return None if state is None else {k: v.to(device) for k, v in state.items()}
 
 
 def find_ticket(
@@ -147,138 +416,59 @@ def find_ticket(
     out: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    resume: bool = False,
 ) -> TicketResult:
-    """Run a ticket search (with its controls); write it to ``out`` (a run directory) when given."""
-    spec = MODELS.get(config.model)
-    DATASETS.get(config.dataset)
-    CRITERIA.get(config.criterion)
-    options = Mask1Options(
-        keep_sign=config.keep_sign, rescale=config.rescale, jitter_sd=config.jitter_sd, constant=config.constant
+    """Run a ticket search (with its controls); write it to ``out`` (a run directory) when given.
+
+    With ``resume`` and an unfinished run of the same config in ``out``, continue it from its
+    last checkpoint; a finished one is returned as it is; an absent one starts afresh.
+    """
+    if resume and out is not None and (Path(out) / "config.yaml").is_file():
+        run = RunDir.open(out)
+        stored = make_config(run.config())
+        wanted = config.with_recipe(MODELS.get(config.model).recipe)
+        _check_same_config(stored, wanted, run)
+        if run.status().get("status") == "complete":
+            return load_ticket_result(run)
+        return resume_ticket(run.path, progress=progress)
+    search = _Search(config, None, progress)  # validates everything before touching the disk
+    if out is not None:
+        search.run = RunDir.create(out, overwrite=overwrite)
+        search.ticket.run = search.run
+        for name, line in search.controls.items():
+            line.run = search.run.control(name)
+    return search.run_all()
+
+
+def resume_ticket(path: str | Path, progress: bool = True) -> TicketResult:
+    """Continue an unfinished run directory from its last checkpoint."""
+    run = RunDir.open(path)
+    status = run.status().get("status")
+    if status == "complete":
+        raise LthError(f"run {str(path)!r} is already complete; nothing to resume")
+    state = run.load_checkpoint()
+    if state is None:
+        raise LthError(f"run {str(path)!r} has no checkpoint to resume from")
+    config = make_config(run.config())
+    search = _Search(config, run, progress)
+    search.restore(state)
+    for debris in run.path.glob(".*.tmp"):  # temp files of writes a kill interrupted
+        debris.unlink(missing_ok=True)
+    return search.run_all()
+
+
+def load_ticket_result(run: RunDir) -> TicketResult:
+    """The result of a finished run, read back from its directory."""
+    rounds = run.rounds()
+    return TicketResult(
+        make_config(run.config()), rounds, [run.load_mask(r["round"]) for r in rounds], run, run.controls()
     )
-    validate_actions(config.mask1, config.mask0, options)
-    config = config.with_recipe(spec.recipe)
-    device = resolve_device(config.device)
-    data = load_dataset(config.dataset, data_dir=config.data_dir, device=device)
-    torch.manual_seed(config.seed)
 
-    def fresh_state(seed: int) -> dict[str, torch.Tensor]:
-        return build_model(config.model, data.input_shape, data.num_classes, seed=seed).to(device).state_dict()
 
-    model = build_model(config.model, data.input_shape, data.num_classes, seed=config.seed).to(device)
-    groups = prunable_parameters(model, config.prune_biases, config.ignore_layers)
-    prunable = list(groups)
-    if config.scope == "layerwise":
-        rates = layer_rates(groups, config.prune_rate_fc, config.prune_rate_conv, config.prune_rate_output)
-    else:
-        rates = {name: config.prune_rate for name in prunable}
-
-    batcher = Batcher(data.train_x, data.train_y, config.batch_size, seed=config.seed)
-    ipe = batcher.iterations_per_epoch
-    budget = config.budget_iterations(ipe)
-    rewind_at = parse_duration(config.rewind, ipe, budget)
-    if rewind_at >= budget:
-        raise LthError(
-            f"rewind point {config.rewind!r} = iteration {rewind_at} is not before the end of training "
-            f"(budget {budget} iterations)"
-        )
-    final_at: Optional[int] = None  # None: end of round; -1: early-stopping iteration
-    if config.w_final == "early-stop":
-        final_at = -1
-    elif config.w_final != "end":
-        final_at = parse_duration(config.w_final, ipe, budget)
-        if not rewind_at <= final_at <= budget:
+def _check_same_config(stored: TicketConfig, wanted: TicketConfig, run: RunDir) -> None:
+    a, b = stored.model_dump(), wanted.model_dump()
+    for key in a:
+        if key not in _IGNORED_ON_RESUME and a[key] != b[key]:
             raise LthError(
-                f"w_final point {config.w_final!r} = iteration {final_at} must lie within the retraining "
-                f"window {rewind_at}..{budget}; or use 'end' or 'early-stop'"
+                f"cannot resume {str(run.path)!r}: its {key} is {a[key]!r} but this command asks for {b[key]!r}"
             )
-    settings = OptimizerSettings(
-        name=config.optimizer,
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-        weight_decay=config.weight_decay,
-        milestones=tuple(parse_duration(m, ipe, budget) for m in config.milestones),
-        gamma=config.gamma,
-        warmup=parse_duration(config.warmup, ipe, budget),
-    )
-    check_settings(settings)
-    trainer = Trainer(data, config.batch_size, settings, config.seed, config.eval_every, progress)
-    params = dict(model.named_parameters())
-    mask = Mask.ones({name: params[name] for name in prunable})
-    if config.init_mask is not None:
-        mask = _initial_mask(config.init_mask, mask, params)
-    # Everything is validated: only now touch the file system.
-    run = RunDir.create(out, overwrite=overwrite) if out is not None else None
-
-    init_state = _clone_state(model)
-    rewind_state = init_state if rewind_at == 0 else None
-    generator = torch.Generator().manual_seed(config.seed)
-    started = _now()
-    if run is not None:
-        run.write_config(config.model_dump())
-        run.write_status(status="running", started=started, device=str(device))
-        run.save_weights("init", init_state)
-
-    mask.apply_(model)  # an --init-mask prunes from round 0 on
-    ticket = _Progress(run)
-    controls = {name: _Progress(run.control(name) if run else None) for name in config.controls}
-    masks: list[Mask] = []
-    w_final: dict[str, torch.Tensor] = {}
-    snapshots: dict[int, dict[str, torch.Tensor]] = {}
-
-    def capture(t: int, m: nn.Module) -> None:
-        snapshots[t] = _clone_state(m)
-
-    def train(round_index: int, label: str, round_mask: Mask, points: list[int], keep_best: bool) -> tuple[RoundResult, float]:
-        tic = time.perf_counter()
-        result = trainer.train(
-            model, round_mask, start=0 if round_index == 0 else rewind_at, stop=budget,
-            capture=points, on_capture=capture, description=f"{label} {round_index}/{config.rounds}",
-            postfix={"kept": f"{round_mask.density():.4f}"}, zero_pruned=False, keep_best=keep_best,
-        )
-        return result, time.perf_counter() - tic
-
-    for round_index in range(config.rounds + 1):
-        if round_index > 0:
-            w_init = {name: rewind_state[name] for name in prunable}
-            model.load_state_dict(rewind_state)
-            grads = None
-            if config.criterion in GRADIENT_CRITERIA:
-                mask.apply_(model)
-                grads = _gradients(model, batcher, prunable)
-                model.load_state_dict(rewind_state)
-            scores = compute_scores(config.criterion, w_init, w_final, mask, generator, grads)
-            mask = prune(scores, mask, rates, config.scope, generator)
-            fresh = None
-            if "reinit" in config.mask1:
-                fresh = fresh_state(int(torch.randint(0, 2**62, (1,), generator=generator)))
-            _start_round(params, mask, w_init, w_final, fresh, generator, config, options)
-        snapshots.clear()
-        points = ([rewind_at] if round_index == 0 and rewind_at > 0 else []) + ([final_at] if final_at else [])
-        result, seconds = train(round_index, "round", mask, [p for p in points if p > 0], final_at == -1)
-        if round_index == 0 and rewind_at > 0:
-            rewind_state = snapshots[rewind_at]
-        if final_at is None:
-            w_final = {name: params[name].detach().clone() for name in prunable}
-        else:
-            source = result.best_state if final_at == -1 else snapshots[final_at]
-            w_final = {name: source[name].clone() for name in prunable}
-        ticket.add(round_index, mask, result, seconds)
-        masks.append(mask.cpu())
-        if run is not None:
-            if round_index == 0 and rewind_at > 0:
-                run.save_weights("rewind", rewind_state)
-            run.save_weights(f"final_round_{round_index:02d}", model.state_dict())
-        if round_index > 0:
-            for name, line in controls.items():
-                control_mask = prepare_control(
-                    name, model, mask, rewind_state, fresh_state, control_generator(config.seed, name, round_index)
-                )
-                control_mask.apply_(model)
-                result, seconds = train(round_index, name, control_mask, [], False)
-                line.add(round_index, control_mask, result, seconds)
-        if run is not None:
-            plot_run(run)
-    if run is not None:
-        run.write_status(status="complete", started=started, finished=_now(), device=str(device))
-    return TicketResult(config, ticket.rounds, masks, run, {name: line.rounds for name, line in controls.items()})

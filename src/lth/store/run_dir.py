@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import yaml
@@ -33,6 +33,7 @@ class RunDir:
         weights/rewind.pt      the state dict at the rewind point (when rewinding to k > 0)
         weights/final_round_NN.pt  the state dict at the end of round NN
         controls/NAME/         each control (reinit, random-prune): its metrics.csv, rounds.json, masks/
+        checkpoint.pt          the latest resume point (while the run is unfinished)
         *.png                  plots
     """
 
@@ -93,6 +94,13 @@ class RunDir:
     def save_weights(self, tag: str, state: dict[str, torch.Tensor]) -> None:
         atomic_torch_save({k: v.detach().cpu() for k, v in state.items()}, self.path / "weights" / f"{tag}.pt")
 
+    def write_checkpoint(self, state: dict[str, Any]) -> None:
+        """Replace the resume point atomically: a kill at any moment leaves the old or the new one."""
+        atomic_torch_save(state, self.checkpoint_path)
+
+    def remove_checkpoint(self) -> None:
+        self.checkpoint_path.unlink(missing_ok=True)
+
     def control(self, name: str) -> "RunDir":
         """The sub-directory holding one control's results (same layout as the ticket's)."""
         return RunDir(self.path / "controls" / name)
@@ -104,6 +112,20 @@ class RunDir:
         if not root.is_dir():
             return {}
         return {path.name: RunDir(path).rounds() for path in sorted(root.iterdir()) if path.is_dir()}
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    def load_checkpoint(self) -> Optional[dict[str, Any]]:
+        """The latest resume point, or None if the run never wrote one."""
+        if not self.checkpoint_path.is_file():
+            return None
+        try:
+            return torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a checkpoint is only ever replaced atomically; this is foreign damage
+            raise LthError(f"checkpoint {str(self.checkpoint_path)!r} cannot be read ({type(error).__name__}); "
+                           "the run cannot be resumed") from None
 
     def mask_path(self, round_index: int) -> Path:
         return self.path / "masks" / f"round_{round_index:02d}.pt"

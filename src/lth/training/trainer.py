@@ -9,8 +9,9 @@ is exactly 0, and they keep their starting value (0, or e.g. their initial value
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,7 @@ class RoundResult:
     final_test_accuracy: float = 0.0
     final_test_loss: float = 0.0
     best_state: Optional[dict] = None  # state at the early-stopping evaluation, when asked for
+    seconds: float = 0.0  # training time, summed over interruptions
 
     def summarise(self) -> None:
         val = [row for row in self.metrics if row["split"] == "val"]
@@ -46,6 +48,32 @@ class RoundResult:
         self.final_val_accuracy = val[-1]["accuracy"]
         self.final_test_accuracy = test[val[-1]["iteration"]]["accuracy"]
         self.final_test_loss = test[val[-1]["iteration"]]["loss"]
+
+
+@dataclass
+class TrainProgress:
+    """Everything needed to continue an interrupted :meth:`Trainer.train` call bit for bit.
+
+    ``as_dict``/``from_dict`` use plain containers and tensors only, so a checkpoint holding
+    it loads with ``torch.load(..., weights_only=True)``.
+    """
+
+    iteration: int  # steps taken so far (the next step is at this iteration)
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    metrics: list[dict]
+    running: torch.Tensor  # (loss sum, correct) since the last evaluation
+    seen: int
+    best_loss: float
+    best_state: Optional[dict[str, torch.Tensor]]
+    seconds: float  # training time spent before the interruption
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainProgress":
+        return cls(**values)
 
 
 class MaskEnforcer:
@@ -121,6 +149,9 @@ class Trainer:
         postfix: Optional[dict] = None,
         zero_pruned: bool = True,
         keep_best: bool = False,
+        checkpoint_every: int = 0,
+        on_checkpoint: Optional[Callable[[TrainProgress], None]] = None,
+        resume: Optional[TrainProgress] = None,
     ) -> RoundResult:
         """Train from iteration ``start`` to ``stop`` with a fresh optimizer.
 
@@ -129,10 +160,18 @@ class Trainer:
         iterations and at ``stop``. Pruned entries are set to 0 first when ``zero_pruned``, else
         they stay frozen at their current values. ``keep_best`` keeps a copy of the parameters at
         the evaluation of minimum validation loss (``result.best_state``).
+
+        Every ``checkpoint_every`` steps (0: never) ``on_checkpoint`` receives a
+        :class:`TrainProgress`; passing it back as ``resume`` (with the same arguments otherwise)
+        continues the run exactly where it was taken, so the result is bit-identical to an
+        uninterrupted call.
         """
+        tic = time.perf_counter()
         model.train()
+        if resume is not None:
+            model.load_state_dict(resume.model)
         enforcer = MaskEnforcer(model, mask, self.optimizer.weight_decay)
-        if zero_pruned:
+        if zero_pruned and resume is None:
             enforcer.zero_pruned()
         masked = {id(p) for p in enforcer.params}
         optimizer = build_optimizer(
@@ -143,13 +182,19 @@ class Trainer:
         device = self.data.train_x.device
         running = torch.zeros(2, device=device)  # loss sum, correct: summed on the device, no sync per step
         seen = 0
+        best_loss = float("inf")
+        first, spent = start, 0.0
+        if resume is not None:
+            optimizer.load_state_dict(resume.optimizer)
+            result.metrics = list(resume.metrics)
+            result.best_state = resume.best_state
+            running.copy_(resume.running)
+            seen, best_loss, first, spent = resume.seen, resume.best_loss, resume.iteration, resume.seconds
         current_lr = None
         bar = tqdm(
-            total=stop - start, desc=description, disable=not self.progress, leave=True,
-            unit="it", dynamic_ncols=True, mininterval=0.5,
+            total=stop - start, initial=first - start, desc=description, disable=not self.progress,
+            leave=True, unit="it", dynamic_ncols=True, mininterval=0.5,
         )
-
-        best_loss = float("inf")
 
         def record(t: int) -> None:
             nonlocal seen, best_loss
@@ -170,8 +215,16 @@ class Trainer:
                 result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             bar.set_postfix({**(postfix or {}), "loss": f"{rows[0]['loss']:.3f}", "val_acc": f"{val_acc:.4f}"})
 
-        record(start)
-        for t in range(start, stop):
+        def progress_now(done: int) -> TrainProgress:
+            return TrainProgress(
+                iteration=done, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                metrics=result.metrics, running=running, seen=seen, best_loss=best_loss,
+                best_state=result.best_state, seconds=spent + time.perf_counter() - tic,
+            )
+
+        if resume is None:
+            record(start)
+        for t in range(first, stop):
             if t in capture and on_capture is not None:
                 on_capture(t, model)
             lr = learning_rate(self.optimizer, t)
@@ -194,8 +247,11 @@ class Trainer:
             if done % self.eval_every == 0 or done == stop:
                 record(done)
                 bar.update(done - bar.n - start)
+            if checkpoint_every and on_checkpoint is not None and done % checkpoint_every == 0 and done != stop:
+                on_checkpoint(progress_now(done))
         if stop in capture and on_capture is not None:
             on_capture(stop, model)
         bar.close()
         result.summarise()
+        result.seconds = spent + time.perf_counter() - tic
         return result

@@ -1,0 +1,24 @@
+"""``lth resume RUN_DIR``: continue an interrupted run from its last checkpoint."""
+from __future__ import annotations
+
+import click
+
+from lth.cli.find_ticket import report
+from lth.cli.main import cli
+
+
+@cli.command("resume")
+@click.argument("run_dir")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (as `lth show --json`).")
+def resume_command(run_dir: str, quiet: bool, as_json: bool) -> None:
+    """Continue the unfinished run in RUN_DIR (killed or interrupted) where its checkpoint left it.
+
+    The results are bit-identical (on CPU) to those of the same run never interrupted.
+
+    Example: lth resume runs/lenet-300-100-mnist-20260101-120000
+    """
+    from lth.experiments.ticket_search import resume_ticket
+
+    result = resume_ticket(run_dir, progress=not quiet and not as_json)
+    report(result.run_dir, quiet, as_json)
