@@ -5,6 +5,7 @@ import click
 
 from lth.cli.find_ticket import report
 from lth.cli.main import cli
+from lth.errors import LthError
 
 
 @cli.command("resume")
@@ -14,11 +15,23 @@ from lth.cli.main import cli
 def resume_command(run_dir: str, quiet: bool, as_json: bool) -> None:
     """Continue the unfinished run in RUN_DIR (killed or interrupted) where its checkpoint left it.
 
+    RUN_DIR may be a find-ticket run or a robust/session study (only its unfinished trials run).
+
     The results are bit-identical (on CPU) to those of the same run never interrupted.
 
     Example: lth resume runs/lenet-300-100-mnist-20260101-120000
     """
+    from lth.store.study_dir import StudyDir
+
+    progress = not quiet and not as_json
+    if StudyDir.is_study(run_dir):
+        from lth.cli.study import report_study
+        from lth.experiments.study import continue_study
+
+        if StudyDir(run_dir).status().get("status") == "complete":
+            raise LthError(f"study {run_dir!r} is already complete; nothing to resume")
+        report_study(continue_study(run_dir, progress=progress).study_dir, quiet, as_json)
+        return
     from lth.experiments.ticket_search import resume_ticket
 
-    result = resume_ticket(run_dir, progress=not quiet and not as_json)
-    report(result.run_dir, quiet, as_json)
+    report(resume_ticket(run_dir, progress=progress).run_dir, quiet, as_json)

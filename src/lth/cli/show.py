@@ -80,7 +80,15 @@ def print_table(run: RunDir) -> None:
 @click.argument("run_dir", type=str)
 @click.option("--json", "as_json", is_flag=True, help="Print config and rounds as JSON.")
 def show_command(run_dir: str, as_json: bool) -> None:
-    """Print the per-round table of a run directory (or the grid of a supermask-eval run)."""
+    """Print the per-round table of a run directory (or the grid of a supermask-eval run, or the
+    statistics of a robust/session study; their --json adds a "summary" list)."""
+    from lth.store.study_dir import StudyDir
+
+    if StudyDir.is_study(run_dir):
+        from lth.cli.study import report_study
+
+        report_study(StudyDir(run_dir), quiet=False, as_json=as_json)
+        return
     run = RunDir.open(run_dir)
     if as_json:
         click.echo(json.dumps(run_json(run), indent=2))

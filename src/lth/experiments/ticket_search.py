@@ -129,6 +129,22 @@ def _start_round(
         params[name].copy_(round_start_values(config.mask1, config.mask0, state, options))
 
 
+def _mask1_options(config: TicketConfig) -> Mask1Options:
+    return Mask1Options(
+        keep_sign=config.keep_sign, rescale=config.rescale, jitter_sd=config.jitter_sd, constant=config.constant
+    )
+
+
+def check_config(config: TicketConfig) -> TicketConfig:
+    """The checks that need no data (names in the registries, valid actions); the config with
+    the model's recipe filled in. Raises LthError for the first problem."""
+    spec = MODELS.get(config.model)
+    DATASETS.get(config.dataset)
+    CRITERIA.get(config.criterion)
+    validate_actions(config.mask1, config.mask0, _mask1_options(config))
+    return config.with_recipe(spec.recipe)
+
+
 class _Progress:
     """Accumulates one line of results (ticket or control) and writes it to the run directory."""
 
@@ -165,15 +181,9 @@ class _Search:
     else is rebuilt from the config, deterministically.
     """
 
-    def __init__(self, config: TicketConfig, run: Optional[RunDir], progress: bool) -> None:
-        spec = MODELS.get(config.model)
-        DATASETS.get(config.dataset)
-        CRITERIA.get(config.criterion)
-        self.options = Mask1Options(
-            keep_sign=config.keep_sign, rescale=config.rescale, jitter_sd=config.jitter_sd, constant=config.constant
-        )
-        validate_actions(config.mask1, config.mask0, self.options)
-        self.config = config = config.with_recipe(spec.recipe)
+    def __init__(self, config: TicketConfig, run: Optional[RunDir], progress: bool, leave: bool = True) -> None:
+        self.config = config = check_config(config)
+        self.options = _mask1_options(config)
         self.device = device = resolve_device(config.device)
         self.data = data = load_dataset(config.dataset, data_dir=config.data_dir, device=device)
         torch.manual_seed(config.seed)
@@ -215,7 +225,7 @@ class _Search:
             warmup=parse_duration(config.warmup, ipe, budget),
         )
         check_settings(settings)
-        self.trainer = Trainer(data, config.batch_size, settings, config.seed, config.eval_every, progress)
+        self.trainer = Trainer(data, config.batch_size, settings, config.seed, config.eval_every, progress, leave)
         self.params = dict(self.model.named_parameters())
         mask = Mask.ones({name: self.params[name] for name in self.prunable})
         if config.init_mask is not None:
@@ -417,9 +427,11 @@ def find_ticket(
     overwrite: bool = False,
     progress: bool = True,
     resume: bool = False,
+    leave: bool = True,
 ) -> TicketResult:
     """Run a ticket search (with its controls); write it to ``out`` (a run directory) when given.
 
+    ``leave=False`` clears each progress bar when its training ends (for runs inside a study).
     With ``resume`` and an unfinished run of the same config in ``out``, continue it from its
     last checkpoint; a finished one is returned as it is; an absent one starts afresh.
     """
@@ -430,8 +442,8 @@ def find_ticket(
         _check_same_config(stored, wanted, run)
         if run.status().get("status") == "complete":
             return load_ticket_result(run)
-        return resume_ticket(run.path, progress=progress)
-    search = _Search(config, None, progress)  # validates everything before touching the disk
+        return resume_ticket(run.path, progress=progress, leave=leave)
+    search = _Search(config, None, progress, leave)  # validates everything before touching the disk
     if out is not None:
         search.run = RunDir.create(out, overwrite=overwrite)
         search.ticket.run = search.run
@@ -440,7 +452,7 @@ def find_ticket(
     return search.run_all()
 
 
-def resume_ticket(path: str | Path, progress: bool = True) -> TicketResult:
+def resume_ticket(path: str | Path, progress: bool = True, leave: bool = True) -> TicketResult:
     """Continue an unfinished run directory from its last checkpoint."""
     run = RunDir.open(path)
     status = run.status().get("status")
@@ -450,7 +462,7 @@ def resume_ticket(path: str | Path, progress: bool = True) -> TicketResult:
     if state is None:
         raise LthError(f"run {str(path)!r} has no checkpoint to resume from")
     config = make_config(run.config())
-    search = _Search(config, run, progress)
+    search = _Search(config, run, progress, leave)
     search.restore(state)
     for debris in run.path.glob(".*.tmp"):  # temp files of writes a kill interrupted
         debris.unlink(missing_ok=True)

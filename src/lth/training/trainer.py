@@ -118,8 +118,10 @@ class Trainer:
         seed: int,
         eval_every: int = 100,
         progress: bool = True,
+        leave: bool = True,
     ) -> None:
         self.data = data
+        self.leave = leave  # keep each finished progress bar on screen
         self.optimizer = optimizer
         self.eval_every = eval_every
         self.progress = progress
@@ -193,7 +195,7 @@ class Trainer:
         current_lr = None
         bar = tqdm(
             total=stop - start, initial=first - start, desc=description, disable=not self.progress,
-            leave=True, unit="it", dynamic_ncols=True, mininterval=0.5,
+            leave=self.leave, unit="it", dynamic_ncols=True, mininterval=0.5,
         )
 
         def record(t: int) -> None:

@@ -1,0 +1,142 @@
+"""``lth robust`` (one experiment over many seeds) and ``lth session`` (a grid of experiments)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from lth.cli.find_ticket import config_options, gather_config
+from lth.cli.main import cli
+from lth.config import make_config
+from lth.errors import LthError
+
+
+def _check_flags(resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise LthError("--resume continues a study and --overwrite replaces it; give one of them")
+
+
+@cli.command("robust")
+@click.argument("model")
+@click.argument("dataset")
+@click.option("--trials", type=int, default=5, show_default=True, help="Repetitions; trial i uses seed SEED + i.")
+@config_options
+@click.option("--config", "config_file", type=str, help="YAML file with find-ticket keys; flags override it.")
+@click.option("--out", type=str, help="Study directory [runs/robust-MODEL-DATASET-TIMESTAMP].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing study directory.")
+@click.option("--resume", is_flag=True, help="Continue the study in --out: only unfinished trials run.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
+@click.option("--json", "as_json", is_flag=True, help="Print the study as JSON (as `lth show --json`).")
+@click.pass_context
+def robust_command(
+    ctx: click.Context, model: str, dataset: str, trials: int, config_file: Optional[str], out: Optional[str],
+    overwrite: bool, resume: bool, quiet: bool, as_json: bool, **_: Any,
+) -> None:
+    """Repeat a ticket search of MODEL on DATASET over --trials seeds; report mean, spread and 95% CI per level.
+
+    Takes every find-ticket option. Example: lth robust lenet-300-100 mnist --trials 5 --rounds 10
+    """
+    from lth.experiments.study import robust_experiment, run_study
+
+    _check_flags(resume, overwrite)
+    values = gather_config(ctx, model, dataset, config_file)
+    config = make_config(values)
+    experiment = robust_experiment(config, trials)
+    name = config.name or f"robust-{model}-{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+    if resume and out is None:
+        raise LthError("--resume needs --out DIR, the study directory to continue")
+    out_path = Path(out) if out else Path("runs") / name
+    spec = {"base": {k: v for k, v in values.items() if v is not None}, "trials": trials}
+    result = run_study("robust", [experiment], out_path, spec, name=name, overwrite=overwrite, resume=resume,
+                       progress=not quiet and not as_json)
+    report_study(result.study_dir, quiet, as_json)
+
+
+@cli.command("session")
+@click.argument("spec_file", metavar="SESSION.yaml")
+@click.option("--out", type=str, help="Study directory [runs/session-NAME-TIMESTAMP].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing study directory.")
+@click.option("--resume", is_flag=True, help="Continue the session in --out: only unfinished trials run.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
+@click.option("--json", "as_json", is_flag=True, help="Print the session as JSON (as `lth show --json`).")
+def session_command(spec_file: str, out: Optional[str], overwrite: bool, resume: bool, quiet: bool, as_json: bool) -> None:
+    """Run the grid of experiments described in SESSION.yaml (base config x grid x trials).
+
+    \b
+    Example file:
+      name: criteria-vs-actions
+      base: {model: lenet-300-100, dataset: mnist, rounds: 10}
+      grid: {criterion: [large_final, movement], mask1: [rewind, signed_constant]}
+      trials: 3
+    """
+    from lth.experiments.session_spec import load_session_spec
+    from lth.experiments.study import run_study
+
+    _check_flags(resume, overwrite)
+    spec = load_session_spec(spec_file)
+    experiments = spec.experiments()
+    name = spec.name or Path(spec_file).stem
+    if resume and out is None:
+        raise LthError("--resume needs --out DIR, the study directory to continue")
+    out_path = Path(out) if out else Path("runs") / f"session-{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    result = run_study("session", experiments, out_path, spec.model_dump(), name=name, overwrite=overwrite,
+                       resume=resume, progress=not quiet and not as_json)
+    report_study(result.study_dir, quiet, as_json)
+
+
+def study_json(study: Any) -> dict[str, Any]:
+    """{"kind", "name", "status", "experiments": [{"name", "settings", "runs": [{"trial", "path", "status",
+    "rounds"}]}], "summary": [per experiment, round and metric statistics]}."""
+    description = study.study()
+    experiments = []
+    for experiment in description["experiments"]:
+        runs = []
+        for entry in experiment["runs"]:
+            run = study.run(entry["path"])
+            runs.append({"trial": entry["trial"], "path": entry["path"], "seed": entry["config"]["seed"],
+                         "status": run.status().get("status", "not started"), "rounds": run.rounds()})
+        experiments.append({"name": experiment["name"], "settings": experiment["settings"], "runs": runs})
+    return {"kind": description["kind"], "name": description.get("name"), "status": study.status(),
+            "experiments": experiments, "summary": study.summary()}
+
+
+def print_study(study: Any) -> None:
+    """Per experiment and level: test accuracy at early stop, mean ± CI half-width [min, max]."""
+    from tabulate import tabulate
+
+    description, status = study.study(), study.status()
+    click.echo(f"{description['kind']} {description.get('name') or study.path.name}: "
+               f"{status.get('runs_complete', 0)}/{status.get('runs_total', '?')} runs complete ({status.get('status')})")
+    rows = study.summary()
+    by_key = {(r["experiment"], r["round"], r["metric"]): r for r in rows}
+    table = []
+    for (experiment, round_index, metric), r in by_key.items():
+        if metric != "test_accuracy_at_early_stop":
+            continue
+        final = by_key.get((experiment, round_index, "final_test_accuracy"))
+        es = by_key.get((experiment, round_index, "early_stop_iteration"))
+        table.append([
+            experiment, round_index, f"{100 * r['weights_remaining']:.2f}%", r["trials"],
+            _mean_ci(r), f"[{100 * r['min']:.2f}, {100 * r['max']:.2f}]",
+            _mean_ci(final) if final else "", f"{es['mean']:.0f}" if es else "",
+        ])
+    headers = ["experiment", "round", "weights left", "trials", "test acc @ES (mean ± 95% CI)", "[min, max]",
+               "final test acc", "early-stop it"]
+    click.echo(tabulate(table, headers=headers, colalign=("left",) + ("right",) * 7))
+
+
+def _mean_ci(row: dict[str, Any]) -> str:
+    if row["ci95_high"] is None:
+        return f"{100 * row['mean']:.2f}%"
+    return f"{100 * row['mean']:.2f} ± {100 * (row['ci95_high'] - row['mean']):.2f}%"
+
+
+def report_study(study: Any, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(study_json(study), indent=2))
+    elif not quiet:
+        print_study(study)
+        click.echo(f"results and plots in {study.path}/")

@@ -1,0 +1,170 @@
+"""Robust and session studies: statistics over trials, grids from YAML, resume after a kill."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from scipy.stats import t as student_t
+
+from lth.store import RunDir
+from lth.store.study_dir import StudyDir
+
+from cli_helpers import cli, one_line_error
+
+SMALL = ["--rounds", "2", "--iterations", "40", "--eval-every", "20", "--device", "cpu", "-q"]
+SESSION = {
+    "name": "grid",
+    "base": {"model": "lenet-300-100", "dataset": "digits", "rounds": 2, "iterations": 40, "eval_every": 20,
+             "device": "cpu", "checkpoint_every": 10},
+    "grid": {"criterion": ["large_final", "movement"], "mask1": ["rewind", "signed_constant"]},
+    "trials": 2,
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_plots(monkeypatch):
+    monkeypatch.setattr("lth.experiments.ticket_search.plot_run", lambda run: [])
+
+
+def write_spec(path: Path, **changes) -> Path:
+    path.write_text(yaml.safe_dump({**SESSION, **changes}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def robust_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("robust") / "study"
+    from lth.cli import main
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("lth.experiments.ticket_search.plot_run", lambda run: [])
+        assert main(["robust", "lenet-300-100", "digits", "--trials", "3", *SMALL, "--out", str(out)]) == 0
+    return out
+
+
+def test_robust_summary_equals_statistics_by_hand(robust_dir):
+    study = StudyDir(robust_dir)
+    runs = [RunDir(robust_dir / f"trial_{i:02d}") for i in range(3)]
+    assert [r.config()["seed"] for r in runs] == [0, 1, 2]
+    tables = [r.rounds() for r in runs]
+    assert tables[0] != tables[1]  # different seeds, different results
+    summary = {(row["round"], row["metric"]): row for row in study.summary()}
+    assert len(summary) == 3 * 6
+    for round_index in range(3):
+        for metric in ("test_accuracy_at_early_stop", "final_test_accuracy", "early_stop_iteration"):
+            values = [t[round_index][metric] for t in tables]
+            mean = sum(values) / 3
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+            half = student_t.ppf(0.975, 2) * std / math.sqrt(3)
+            row = summary[(round_index, metric)]
+            assert row["trials"] == 3 and row["experiment"] == "ticket"
+            assert row["mean"] == pytest.approx(mean, abs=1e-12)
+            assert row["std"] == pytest.approx(std, abs=1e-12)
+            assert row["ci95_low"] == pytest.approx(mean - half, abs=1e-12)
+            assert row["ci95_high"] == pytest.approx(mean + half, abs=1e-12)
+            assert (row["min"], row["max"]) == (min(values), max(values))
+            assert row["median"] == sorted(values)[1]
+    assert (robust_dir / "summary.csv").read_text().startswith("experiment,round,weights_remaining,metric")
+    assert (robust_dir / "accuracy_vs_weights_remaining.png").stat().st_size > 10_000
+    assert study.status()["status"] == "complete" and study.status()["runs_complete"] == 3
+
+
+def test_show_json_of_a_study(robust_dir, capsys):
+    rc, out, _ = cli(capsys, "show", robust_dir, "--json")
+    shown = json.loads(out)
+    assert rc == 0 and shown["kind"] == "robust"
+    assert shown["summary"] == StudyDir(robust_dir).summary()
+    assert [run["seed"] for run in shown["experiments"][0]["runs"]] == [0, 1, 2]
+    assert all(run["status"] == "complete" and len(run["rounds"]) == 3 for run in shown["experiments"][0]["runs"])
+    rc, out, _ = cli(capsys, "show", robust_dir)
+    assert rc == 0 and "3/3 runs complete" in out and "80.20%" in out
+
+
+def test_resuming_a_finished_study_is_refused_but_resume_flag_is_a_no_op(robust_dir, capsys):
+    assert "already complete" in one_line_error(*cli(capsys, "resume", robust_dir)[::2])
+    before = StudyDir(robust_dir).summary()
+    rc, _, _ = cli(capsys, "robust", "lenet-300-100", "digits", "--trials", "3", *SMALL, "--out", robust_dir, "--resume")
+    assert rc == 0 and StudyDir(robust_dir).summary() == before
+    msg = one_line_error(*cli(capsys, "robust", "lenet-300-100", "digits", "--trials", "4", *SMALL,
+                              "--out", robust_dir, "--resume")[::2])
+    assert "holds a different study" in msg
+
+
+def test_session_grid_and_names(tmp_path):
+    from lth.experiments.session_spec import load_session_spec
+
+    experiments = load_session_spec(write_spec(tmp_path / "s.yaml")).experiments()
+    assert [e.name for e in experiments] == [
+        "criterion=large_final, mask1=rewind", "criterion=large_final, mask1=signed_constant",
+        "criterion=movement, mask1=rewind", "criterion=movement, mask1=signed_constant",
+    ]
+    assert experiments[1].slug == "01-large_final-signed_constant"
+    assert [c.seed for c in experiments[3].trials] == [0, 1]
+    assert experiments[3].trials[1].criterion == "movement" and experiments[3].trials[1].mask1 == "signed_constant"
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_session_resumes_after_a_kill(tmp_path):
+    spec = write_spec(tmp_path / "session.yaml")
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    lth = [sys.executable, "-m", "lth"]
+    subprocess.run([*lth, "session", str(spec), "--out", str(reference), "-q"], env=_env(), check=True, timeout=600)
+    process = subprocess.Popen([*lth, "session", str(spec), "--out", str(killed), "-q"], env=_env())
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once 3 trials are done and the 4th has begun
+        status = StudyDir(killed).status() if (killed / "status.json").is_file() else {}
+        if status.get("runs_complete", 0) >= 3 and (killed / "01-large_final-signed_constant/trial_01/checkpoint.pt").is_file():
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    assert StudyDir(killed).status()["status"] == "running"
+    done = subprocess.run([*lth, "resume", str(killed), "--json"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["status"]["runs_complete"] == 8 and len(shown["experiments"]) == 4
+    for experiment in StudyDir(reference).study()["experiments"]:
+        for entry in experiment["runs"]:
+            a, b = reference / entry["path"], killed / entry["path"]
+            assert (a / "metrics.csv").read_bytes() == (b / "metrics.csv").read_bytes(), entry["path"]
+            for r in range(3):
+                ma, mb = RunDir(a).load_mask(r), RunDir(b).load_mask(r)
+                assert ma.keys() == mb.keys() and all(ma[k].equal(mb[k]) for k in ma)
+    assert StudyDir(reference).summary() == StudyDir(killed).summary()
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"base": {**SESSION["base"], "learning_rate": 0.1}}, "unknown config key 'learning_rate' in the session's base"),
+    ({"grid": {"critrion": ["large_final"]}}, "unknown config key 'critrion' in the session's grid"),
+    ({"grid": {}}, "the session's grid is empty"),
+    ({"grid": {"criterion": []}}, "grid key 'criterion' has no values"),
+    ({"grid": {"criterion": "large_final"}}, "grid key 'criterion' must hold a list"),
+    ({"trials": 0}, "bad value 0 for session key trials"),
+    ({"repeats": 3}, "unknown session key 'repeats'"),
+    ({"grid": {"criterion": ["large_final", "no_such"]}}, "unknown criterion 'no_such'"),
+    ({"grid": {"prune_rate": [0.2, 1.5]}}, "experiment 'prune_rate=1.5': bad value 1.5 for prune_rate"),
+])
+def test_bad_session_files(tmp_path, capsys, changes, expected):
+    spec = write_spec(tmp_path / "s.yaml", **changes)
+    msg = one_line_error(*cli(capsys, "session", spec, "--out", tmp_path / "out", "-q")[::2])
+    assert expected in msg
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_robust_input(tmp_path, capsys):
+    msg = one_line_error(*cli(capsys, "robust", "lenet-300-100", "digits", "--trials", "0", *SMALL,
+                              "--out", tmp_path / "out")[::2])
+    assert "trials must be at least 1, got 0" in msg
+    assert "not an lth run directory" in one_line_error(*cli(capsys, "resume", tmp_path)[::2])
+    assert "--resume needs --out" in one_line_error(*cli(capsys, "robust", "lenet-300-100", "digits", "--resume")[::2])
