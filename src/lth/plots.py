@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: E402
 
 from lth.atomic import atomic_write_bytes  # noqa: E402
 from lth.store.run_dir import RunDir  # noqa: E402
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -186,3 +192,125 @@ def plot_supermask_heatmap(run: RunDir, path: Path | None = None) -> Path:
 def plot_supermask_run(run: RunDir) -> list[Path]:
     """Every figure of a supermask-eval run."""
     return [plot_supermask_accuracy_vs_kept(run), plot_supermask_heatmap(run)]
+
+
+# ------------------------------------------------------------------ figures from rows (Python API)
+
+
+def _axes(ax: "Axes | None") -> "Axes":
+    """The given axes, or the axes of a new figure that pyplot does not track (nothing leaks)."""
+    if ax is not None:
+        return ax
+    return Figure(figsize=(6.4, 4.2)).subplots()
+
+
+def _remaining_axis(ax: "Axes", levels: Sequence[float]) -> None:
+    """Weights remaining on a log x axis, decreasing to the right, ticks at the measured levels."""
+    levels = sorted({float(v) for v in levels if v and v > 0}, reverse=True)
+    ax.set_xscale("log")
+    if levels:
+        step = max(1, (len(levels) + 7) // 8)
+        ax.xaxis.set_major_locator(FixedLocator(levels[::step]))
+        if len(levels) == 1:
+            ax.set_xlim(levels[0] * 1.25, levels[0] / 1.25)
+    if not ax.xaxis_inverted():
+        ax.invert_xaxis()
+    ax.xaxis.set_major_formatter(FuncFormatter(_percent))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(FuncFormatter(_percent))
+    ax.set_xlabel("weights remaining (log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def draw_accuracy(
+    lines: Mapping[str, Sequence[Mapping[str, Any]]], ax: "Axes | None" = None, title: str | None = None
+) -> "Figure":
+    """Test accuracy at early stop (solid) and at the end of training (dashed) against weights
+    remaining (log x), one colour per line of per-round rows; returns the figure."""
+    ax = _axes(ax)
+    levels: list[float] = []
+    for index, (label, rows) in enumerate(lines.items()):
+        rows = sorted(rows, key=lambda r: r["round"])
+        x = [r["weights_remaining"] for r in rows]
+        levels.extend(x)
+        colour = f"C{index % 10}"
+        ax.plot(x, [r["test_accuracy_at_early_stop"] for r in rows], "o-", color=colour, label=f"{label} (early stop)")
+        ax.plot(x, [r["final_test_accuracy"] for r in rows], "s--", color=colour, alpha=0.6, label=f"{label} (end)")
+    _remaining_axis(ax, levels)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title or "test accuracy of the pruned networks")
+    ax.legend(fontsize="small")
+    return ax.figure
+
+
+def draw_learning_curves(
+    rounds: Sequence[Mapping[str, Any]],
+    metrics: Sequence[Mapping[str, Any]],
+    ax: "Axes | None" = None,
+    split: str = "test",
+    title: str | None = None,
+) -> "Figure":
+    """Accuracy on ``split`` against training iteration, one line per round (metrics rows hold
+    round, iteration, split, accuracy); returns the figure."""
+    ax = _axes(ax)
+    remaining = {r["round"]: r["weights_remaining"] for r in rounds}
+    cmap = plt.get_cmap("viridis")
+    for index, round_index in enumerate(sorted(remaining)):
+        points = [m for m in metrics if m["round"] == round_index and m["split"] == split]
+        ax.plot([m["iteration"] for m in points], [m["accuracy"] for m in points], linewidth=1.2,
+                color=cmap(index / max(1, len(remaining) - 1)), label=f"{_percent(remaining[round_index])} kept")
+    ax.set_xlabel("training iteration")
+    ax.set_ylabel(f"{split} accuracy")
+    ax.yaxis.set_major_formatter(FuncFormatter(_percent))
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title or "learning curves")
+    if remaining:
+        ax.legend(fontsize="small", ncol=2 if len(remaining) > 8 else 1)
+    return ax.figure
+
+
+def draw_trials_accuracy(
+    summary: Sequence[Mapping[str, Any]],
+    metric: str = "test_accuracy_at_early_stop",
+    ax: "Axes | None" = None,
+    label: str | None = None,
+    title: str | None = None,
+) -> "Figure":
+    """Mean of ``metric`` over trials against weights remaining, with its 95% CI band and a
+    lighter min-max band; ``summary`` holds ``summarise_trials`` rows. Returns the figure."""
+    ax = _axes(ax)
+    rows = sorted((r for r in summary if r["metric"] == metric), key=lambda r: r["round"])
+    x = [r["weights_remaining"] for r in rows]
+    line = ax.plot(x, [r["mean"] for r in rows], "o-", label=f"{label or metric} (mean)")[0]
+    colour = line.get_color()
+    ax.fill_between(x, [r["min"] for r in rows], [r["max"] for r in rows], color=colour, alpha=0.12,
+                    linewidth=0, label="min-max")
+    if all(r["ci95_low"] is not None for r in rows):
+        ax.fill_between(x, [r["ci95_low"] for r in rows], [r["ci95_high"] for r in rows], color=colour,
+                        alpha=0.3, linewidth=0, label="95% CI")
+    _remaining_axis(ax, x)
+    ax.set_ylabel(metric.replace("_", " "))
+    trials = rows[0]["trials"] if rows else 0
+    ax.set_title(title or f"mean over {trials} trials")
+    ax.legend(fontsize="small")
+    return ax.figure
+
+
+def plot_study(study: Any) -> list[Path]:
+    """A study's figure: mean test accuracy at early stop of every experiment with 95% CI and
+    min-max bands over its trials, against weights remaining (``accuracy_vs_weights_remaining.png``)."""
+    rows = study.summary()
+    if not rows:
+        return []
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.subplots()
+    experiments = list(dict.fromkeys(r["experiment"] for r in rows))
+    for name in experiments:
+        draw_trials_accuracy([r for r in rows if r["experiment"] == name], ax=ax,
+                             label=name if len(experiments) > 1 else "ticket")
+    trials = max(r["trials"] for r in rows)
+    kind = study.study().get("kind", "study")
+    ax.set_title(f"{kind}: test accuracy at early stop, mean over {trials} trials (bands: 95% CI, min-max)")
+    path = study.path / "accuracy_vs_weights_remaining.png"
+    _save(fig, path)
+    return [path]

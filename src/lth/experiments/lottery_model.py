@@ -1,0 +1,875 @@
+"""LotteryModel: one Lottery Ticket experiment on the user's own ``torch.nn.Module`` and data.
+
+The PyTorch-native counterpart of the Keras ``LotteryModel``: train, prune, re-initialise,
+train again, with lth's trainer, criteria, pruning and mask actions doing the work::
+
+    ticket = LotteryModel(my_net, ((x_train, y_train), (x_test, y_test)), iterations=2000)
+    ticket.iterative_pruning(rounds=5, rate=0.2)      # a pandas DataFrame, one row per round
+    ticket.plot_accuracy()
+
+A round is: start weights -> :meth:`LotteryModel.train` under the mask -> ``w_final`` ->
+:meth:`LotteryModel.prune` (criterion scores, lowest fraction of the kept weights removed) ->
+:meth:`LotteryModel.reinit` (mask-1 action on kept, mask-0 action on pruned weights) -> next round.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lth.actions import LayerState, Mask1Options, round_start_values, validate_actions
+from lth.atomic import atomic_torch_save, atomic_write_text
+from lth.criteria import CRITERIA, compute_scores
+from lth.data import DataBundle
+from lth.data.batcher import epoch_seed
+from lth.data.user_data import as_bundle, resolve_device
+from lth.errors import LthError
+from lth.masks import Mask
+from lth.models.init import INITIALIZERS
+from lth.pruning import GROUPS, prunable_parameters, prune
+from lth.training import OptimizerSettings, RoundResult, Trainer
+from lth.training.optim import check_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+#: Training budget when neither ``iterations`` nor ``epochs`` is given.
+DEFAULT_ITERATIONS = 1000
+#: Prune rate of :meth:`LotteryModel.prune` when neither ``rate``, ``keep`` nor ``rates`` is given.
+DEFAULT_RATE = 0.2
+GRADIENT_CRITERIA = ("snip", "grad")
+ROW_KEYS = (
+    "round", "weights_remaining", "kept_weights", "total_weights", "layers", "early_stop_iteration",
+    "val_accuracy_at_early_stop", "test_accuracy_at_early_stop", "final_val_accuracy",
+    "final_test_accuracy", "final_test_loss", "seconds",
+)
+METRIC_KEYS = ("round", "iteration", "split", "loss", "accuracy")
+SAVE_FORMAT = 1
+
+Initializer = Union[str, Callable[[nn.Module], None], None]
+
+
+@dataclass(frozen=True)
+class LotterySettings:
+    """Everything that defines a :class:`LotteryModel` besides the module and the data."""
+
+    optimizer: str = "adam"
+    lr: float = 1.2e-3
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup: int = 0
+    batch_size: int = 60
+    iterations: Optional[int] = None
+    epochs: Optional[float] = None
+    eval_every: int = 100
+    prunable: Optional[tuple[str, ...]] = None
+    prune_biases: bool = False
+    ignore_layers: tuple[str, ...] = ()
+    rewind_iteration: int = 0
+    initializer: Initializer = None
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    data_dir: Optional[str] = None
+    val_size: Optional[int] = None
+
+    def optimizer_settings(self) -> OptimizerSettings:
+        return OptimizerSettings(
+            name=self.optimizer, lr=self.lr, momentum=self.momentum if self.optimizer == "sgd" else 0.0,
+            nesterov=self.nesterov, weight_decay=self.weight_decay, milestones=self.milestones,
+            gamma=self.gamma, warmup=self.warmup,
+        )
+
+
+#: The keyword settings LotteryModel, LotterySession and LotteryRobust accept.
+SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(LotterySettings))
+
+
+def check_setting_names(names: Sequence[str]) -> None:
+    """LthError for a keyword that is not a LotteryModel setting."""
+    for name in names:
+        if name not in SETTING_NAMES:
+            raise LthError(f"unknown LotteryModel setting {name!r}; choose from: {', '.join(SETTING_NAMES)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise LthError(message)
+
+
+def make_settings(**values: Any) -> LotterySettings:
+    """Validated :class:`LotterySettings` (LthError naming the first bad value)."""
+    check_setting_names(list(values))
+    for key in ("milestones", "prunable", "ignore_layers"):
+        if isinstance(values.get(key), str):
+            values[key] = [values[key]]
+        if values.get(key) is not None:
+            values[key] = tuple(values[key])
+    if values.get("data_dir") is not None:
+        values["data_dir"] = str(values["data_dir"])
+    s = LotterySettings(**values)
+    _require(s.optimizer in ("adam", "sgd"), f"unknown optimizer {s.optimizer!r}; choose adam or sgd")
+    _require(_is_number(s.lr) and s.lr > 0, f"lr must be a positive number, got {s.lr!r}")
+    _require(_is_number(s.momentum) and 0 <= s.momentum < 1, f"momentum must be in [0, 1), got {s.momentum!r}")
+    _require(_is_number(s.weight_decay) and s.weight_decay >= 0, f"weight_decay must be >= 0, got {s.weight_decay!r}")
+    _require(_is_number(s.gamma) and s.gamma > 0, f"gamma must be a positive number, got {s.gamma!r}")
+    _require(_is_int(s.warmup) and s.warmup >= 0, f"warmup must be a whole number of iterations >= 0, got {s.warmup!r}")
+    _require(all(_is_int(m) and m >= 0 for m in s.milestones),
+             f"milestones must be iterations (integers >= 0), got {list(s.milestones)!r}")
+    _require(_is_int(s.batch_size) and s.batch_size >= 1, f"batch_size must be an integer >= 1, got {s.batch_size!r}")
+    _require(s.iterations is None or (_is_int(s.iterations) and s.iterations >= 1),
+             f"iterations must be an integer >= 1, got {s.iterations!r}")
+    _require(s.epochs is None or (_is_number(s.epochs) and s.epochs > 0),
+             f"epochs must be a number > 0, got {s.epochs!r}")
+    _require(s.iterations is None or s.epochs is None, "give either iterations or epochs, not both")
+    _require(_is_int(s.eval_every) and s.eval_every >= 1, f"eval_every must be an integer >= 1, got {s.eval_every!r}")
+    _require(_is_int(s.rewind_iteration) and s.rewind_iteration >= 0,
+             f"rewind_iteration must be an integer >= 0, got {s.rewind_iteration!r}")
+    _require(_is_int(s.seed), f"seed must be an integer, got {s.seed!r}")
+    _require(s.val_size is None or _is_int(s.val_size), f"val_size must be an integer, got {s.val_size!r}")
+    _require(s.prunable is None or (len(s.prunable) > 0 and all(isinstance(n, str) for n in s.prunable)),
+             f"prunable must be a non-empty list of parameter names, got {s.prunable!r}")
+    _require(s.prunable is None or not s.ignore_layers,
+             "give prunable=[...] or ignore_layers=[...], not both: ignore_layers only filters the inferred layers")
+    _require(s.prunable is None or not s.prune_biases,
+             "prune_biases only applies when prunable is inferred; list the bias names in prunable instead")
+    if isinstance(s.initializer, str):
+        INITIALIZERS.get(s.initializer)
+    _require(s.initializer is None or isinstance(s.initializer, str) or callable(s.initializer),
+             f"initializer must be None, an lth initializer name or a callable(module), got {s.initializer!r}")
+    if not isinstance(s.device, (str, torch.device)):
+        raise LthError(f"device must be 'auto', 'cpu', 'cuda' or a torch.device, got {s.device!r}")
+    check_settings(s.optimizer_settings())
+    return replace(s, device=str(s.device))
+
+
+# ------------------------------------------------------------------ fresh initialisations
+
+
+def _owner(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name else ""
+
+
+def check_resettable(module: nn.Module, names: Sequence[str]) -> None:
+    """LthError unless every parameter in ``names`` belongs to a module with ``reset_parameters()``."""
+    modules = dict(module.named_modules())
+    for name in names:
+        owner = modules[_owner(name)]
+        if not callable(getattr(owner, "reset_parameters", None)):
+            where = f"module {_owner(name)!r}" if _owner(name) else "the root module"
+            raise LthError(
+                f"parameter {name!r} belongs to {where} ({type(owner).__name__}), which has no reset_parameters() "
+                "to draw fresh weights; pass initializer=callable(module) (or a model factory)"
+            )
+
+
+def fresh_initialisation(module: nn.Module, seed: int, initializer: Initializer = None) -> nn.Module:
+    """A deep copy of ``module`` with freshly drawn weights; ``module`` itself is untouched.
+
+    The draws use ``initializer`` (an lth initializer name such as ``"glorot_normal"``, or a
+    callable taking the module) or, by default, ``reset_parameters()`` of every submodule that
+    has one. They happen on a CPU copy under a forked RNG seeded with ``seed``, so the result
+    depends only on ``seed`` and the global RNG state is left alone.
+    """
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    fresh = copy.deepcopy(module).cpu()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            if initializer is None:
+                for sub in fresh.modules():
+                    if callable(getattr(sub, "reset_parameters", None)):
+                        sub.reset_parameters()
+            elif isinstance(initializer, str):
+                INITIALIZERS.get(initializer)(fresh)
+            else:
+                initializer(fresh)
+    return fresh.to(device)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _clone(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+def _to(state: Mapping[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to(device) for k, v in state.items()}
+
+
+def _mask_copy(mask: Mask) -> Mask:
+    return Mask({name: m.detach().cpu().clone() for name, m in mask.items()})
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _listing(names: Sequence[str], limit: int = 30) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _check_output(module: nn.Module, data: DataBundle) -> None:
+    """LthError unless the module maps a batch of the data to (batch, C) logits with C >= classes."""
+    x = data.train_x[:2]
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = module(x)
+    except Exception as error:  # any failure means model and data do not fit together
+        raise LthError(
+            f"the model fails on a batch of the data's inputs shaped {tuple(x.shape)}: {_short(error)}"
+        ) from error
+    finally:
+        module.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise LthError(
+            f"the model must output logits shaped (batch, classes); on a batch of {x.shape[0]} it gave {got}"
+        )
+    if out.shape[1] < data.num_classes:
+        raise LthError(
+            f"labels go up to {data.num_classes - 1} but the model outputs {out.shape[1]} classes; "
+            f"it needs at least {data.num_classes} outputs"
+        )
+
+
+def _row(round_index: int, mask: Mask, result: RoundResult, seconds: float) -> dict:
+    return {
+        "round": round_index,
+        "weights_remaining": mask.density(),
+        "kept_weights": mask.kept(),
+        "total_weights": mask.size(),
+        "layers": mask.layer_density(),
+        "early_stop_iteration": result.early_stop_iteration,
+        "val_accuracy_at_early_stop": result.val_accuracy_at_early_stop,
+        "test_accuracy_at_early_stop": result.test_accuracy_at_early_stop,
+        "final_val_accuracy": result.final_val_accuracy,
+        "final_test_accuracy": result.final_test_accuracy,
+        "final_test_loss": result.final_test_loss,
+        "seconds": round(seconds, 3),
+    }
+
+
+# ------------------------------------------------------------------ the experiment
+
+
+class LotteryModel:
+    """One Lottery Ticket experiment on any ``nn.Module`` (classification, cross-entropy loss).
+
+    ``model`` is deep-copied: the user's object is never modified; its current parameters are
+    ``w_0``. ``data`` is anything :func:`lth.data.user_data.as_bundle` accepts (a dataset name,
+    a DataBundle, tensors or DataLoaders, with or without a validation split). The model must
+    map a batch of inputs to ``(batch, C)`` logits with ``C`` > the largest label.
+
+    Training: ``optimizer`` adam or sgd (``momentum``/``nesterov`` for sgd only), ``lr``,
+    ``weight_decay`` (kept weights only), ``milestones``/``gamma`` (step LR schedule, in
+    iterations), ``warmup`` (iterations), ``batch_size``; budget ``iterations`` or ``epochs``
+    (default 1000 iterations); evaluation on validation and test every ``eval_every`` iterations.
+    Pruning: ``prunable`` parameter names (default: the weights of every Linear/Conv layer, plus
+    their biases with ``prune_biases``, minus ``ignore_layers``). ``rewind_iteration`` k > 0
+    rewinds to the weights after k iterations of the first training (late resetting) instead of
+    ``w_0``. ``initializer`` draws fresh weights for the ``reinit`` mask-1 action (default:
+    ``reset_parameters()`` of each submodule). ``seed`` fixes data order and every random choice
+    (training runs on a forked, seeded global RNG, so dropout is reproducible too and the
+    caller's RNG is untouched): same seed, same results. ``device``: auto, cpu, cuda. The
+    validation hold-out (when the data has none) uses a fixed seed, the same for every ``seed``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Any,
+        *,
+        optimizer: str = "adam",
+        lr: float = 1.2e-3,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        milestones: Sequence[int] = (),
+        gamma: float = 0.1,
+        warmup: int = 0,
+        batch_size: int = 60,
+        iterations: int | None = None,
+        epochs: float | None = None,
+        eval_every: int = 100,
+        prunable: Sequence[str] | None = None,
+        prune_biases: bool = False,
+        ignore_layers: Sequence[str] = (),
+        rewind_iteration: int = 0,
+        initializer: Initializer = None,
+        seed: int = 0,
+        device: str | torch.device = "auto",
+        progress: bool = True,
+        data_dir: str | Path | None = None,
+        val_size: int | None = None,
+    ) -> None:
+        settings = make_settings(
+            optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+            milestones=milestones, gamma=gamma, warmup=warmup, batch_size=batch_size, iterations=iterations,
+            epochs=epochs, eval_every=eval_every, prunable=prunable, prune_biases=prune_biases,
+            ignore_layers=ignore_layers, rewind_iteration=rewind_iteration, initializer=initializer, seed=seed,
+            device=device, progress=progress, data_dir=data_dir, val_size=val_size,
+        )
+        if not isinstance(model, nn.Module):
+            raise LthError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        bundle = as_bundle(data, resolve_device(settings.device), val_size=settings.val_size,
+                           data_dir=settings.data_dir)
+        self._setup(model, bundle, settings, data if isinstance(data, str) else None)
+
+    def _setup(self, model: nn.Module, data: DataBundle | None, settings: LotterySettings,
+               dataset: str | None) -> None:
+        self._settings = settings
+        self._dataset = dataset  # the lth dataset name, when data was given as one (saved for load)
+        self._device = resolve_device(settings.device)
+        self._module = copy.deepcopy(model).to(self._device)
+        self._module.train()
+        self._groups = self._resolve_prunable()
+        self._data = data
+        self._trainer: Trainer | None = None
+        self._budget: int | None = None
+        if data is not None:
+            _check_output(self._module, data)
+            self._trainer = Trainer(data, settings.batch_size, settings.optimizer_settings(), settings.seed,
+                                    settings.eval_every, settings.progress)
+            ipe = self._trainer.iterations_per_epoch
+            self._budget = settings.iterations or (
+                max(1, round(settings.epochs * ipe)) if settings.epochs else DEFAULT_ITERATIONS
+            )
+            if settings.rewind_iteration >= self._budget:
+                raise LthError(
+                    f"rewind_iteration {settings.rewind_iteration} is not before the end of training "
+                    f"(budget {self._budget} iterations)"
+                )
+        params = dict(self._module.named_parameters())
+        self._init_state = _clone(self._module.state_dict())
+        self._rewind_state: dict[str, torch.Tensor] | None = (
+            self._init_state if settings.rewind_iteration == 0 else None
+        )
+        self._start_state = self._init_state
+        self._mask = Mask.ones({name: params[name] for name in self._groups})
+        self._w_final: dict[str, torch.Tensor] | None = None
+        self._round = 0
+        self._trained = False  # the current round (mask) has been trained
+        self._needs_start = False  # pruned since the last training, start weights not yet chosen
+        self._rows: list[dict] = []
+        self._metrics: list[dict] = []
+        self._masks: dict[int, Mask] = {}
+        self._generator = torch.Generator().manual_seed(settings.seed)
+
+    def _resolve_prunable(self) -> dict[str, str]:
+        """{parameter name: pruning group} of the parameters to prune."""
+        s = self._settings
+        if s.prunable is None:
+            found = prunable_parameters(self._module, s.prune_biases, s.ignore_layers)
+            if not found:
+                raise LthError(
+                    "the model has no Linear or Conv layer weights to prune; name the parameters with prunable=[...]"
+                )
+            return {name: p.group for name, p in found.items()}
+        params = dict(self._module.named_parameters())
+        groups = {name: p.group for name, p in prunable_parameters(self._module, True).items()}
+        for name in s.prunable:
+            if name not in params:
+                raise LthError(
+                    f"unknown prunable parameter {name!r}; the model's parameters are: {_listing(list(params))}"
+                )
+            if not params[name].is_floating_point():
+                raise LthError(
+                    f"prunable parameter {name!r} has dtype {params[name].dtype}; only float tensors can be pruned"
+                )
+        return {name: groups.get(name, "other") for name in dict.fromkeys(s.prunable)}
+
+    # -- state -------------------------------------------------------------------------
+    @property
+    def settings(self) -> LotterySettings:
+        """The experiment's settings."""
+        return self._settings
+
+    @property
+    def data(self) -> DataBundle | None:
+        """The data as a DataBundle (None after :meth:`load` without data)."""
+        return self._data
+
+    @property
+    def round(self) -> int:
+        """Index of the current round: the number of prunes so far."""
+        return self._round
+
+    @property
+    def mask(self) -> Mask:
+        """The current mask (a CPU copy; 1 = kept)."""
+        return _mask_copy(self._mask)
+
+    @property
+    def masks(self) -> dict[int, Mask]:
+        """The mask each trained round was trained under, by round (CPU copies)."""
+        return {r: _mask_copy(mask) for r, mask in sorted(self._masks.items())}
+
+    @property
+    def prunable(self) -> list[str]:
+        """Names of the pruned parameters."""
+        return list(self._groups)
+
+    @property
+    def model(self) -> nn.Module:
+        """A copy of the module as last trained: pruned weights hold what the mask-0 action left (0 by default)."""
+        return copy.deepcopy(self._module)
+
+    @property
+    def initial_state(self) -> dict[str, torch.Tensor]:
+        """A copy of ``w_0``: the module's state dict at construction."""
+        return _clone(self._init_state)
+
+    @property
+    def rows(self) -> list[dict]:
+        """One summary row per trained round (as in a run's ``rounds.json``)."""
+        return [dict(row, layers=dict(row["layers"])) for row in self._rows]
+
+    def __repr__(self) -> str:
+        return (f"LotteryModel(round={self._round}, weights_remaining={self._mask.density():.4f}, "
+                f"trained_rounds={len(self._rows)})")
+
+    # -- one round ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _seeded_rng(self, salt: int) -> Iterator[None]:
+        """Run on a forked global RNG seeded from (seed, salt): dropout and other random layers are
+        reproducible, and the caller's RNG state is left alone."""
+        devices = [self._device.index or 0] if self._device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(epoch_seed(self._settings.seed, salt))
+            yield
+
+    def _require_data(self, what: str) -> Trainer:
+        if self._trainer is None:
+            raise LthError(f"{what} needs data, and this experiment was loaded without any; pass data to load()")
+        return self._trainer
+
+    def train(self, iterations: int | None = None) -> dict:
+        """Train the current round from its start weights under the current mask; return its row.
+
+        A fresh optimizer; the first round runs from iteration 0, later rounds from the rewind
+        iteration to ``iterations`` (default: the budget). If :meth:`prune` was called without
+        :meth:`reinit`, the default re-initialisation (rewind kept weights, zero pruned ones) is
+        applied first. Training a round again replaces its row.
+        """
+        trainer = self._require_data("train()")
+        stop = self._budget if iterations is None else iterations
+        start = 0 if self._round == 0 else self._settings.rewind_iteration
+        if not _is_int(stop) or stop <= start:
+            raise LthError(f"iterations must be an integer above the round's start iteration {start}, got {stop!r}")
+        capture = self._round == 0 and self._settings.rewind_iteration > 0
+        if capture and self._settings.rewind_iteration >= stop:
+            raise LthError(
+                f"rewind_iteration {self._settings.rewind_iteration} must be before the end of the first "
+                f"training ({stop} iterations)"
+            )
+        if self._needs_start:
+            self.reinit()
+        self._module.load_state_dict(self._start_state)
+        snapshots: dict[int, dict[str, torch.Tensor]] = {}
+        tic = time.perf_counter()
+        with self._seeded_rng(2 * self._round):
+            result = trainer.train(
+                self._module, self._mask, start=start, stop=stop,
+                capture=[self._settings.rewind_iteration] if capture else [],
+                on_capture=lambda t, m: snapshots.__setitem__(t, _clone(m.state_dict())),
+                description=f"round {self._round}", postfix={"kept": f"{self._mask.density():.4f}"},
+                zero_pruned=False,
+            )
+        seconds = time.perf_counter() - tic
+        if capture:
+            self._rewind_state = snapshots[self._settings.rewind_iteration]
+        params = dict(self._module.named_parameters())
+        self._w_final = {name: params[name].detach().clone() for name in self._groups}
+        row = _row(self._round, self._mask, result, seconds)
+        self._rows = [r for r in self._rows if r["round"] != self._round] + [row]
+        self._metrics = [m for m in self._metrics if m["round"] != self._round]
+        self._metrics.extend({"round": self._round, **m} for m in result.metrics)
+        self._masks[self._round] = _mask_copy(self._mask)
+        self._trained = True
+        return dict(row, layers=dict(row["layers"]))
+
+    def _rates(self, rate: float | None, keep: float | None, scope: str,
+               rates: Mapping[str, float] | None) -> dict[str, float]:
+        """Per-parameter prune rates (fractions of the kept weights removed)."""
+        if scope not in ("layerwise", "global"):
+            raise LthError(f"unknown scope {scope!r}; choose layerwise or global")
+        if keep is not None and (rate is not None or rates is not None):
+            raise LthError(
+                "give keep (fraction of all weights kept) or rate/rates (fraction of the kept weights removed), "
+                "not both"
+            )
+        if keep is not None:
+            if not _is_number(keep) or not 0 < keep <= 1:
+                raise LthError(f"keep must be a fraction in (0, 1], got {keep!r}")
+            units = [[n] for n in self._mask] if scope == "layerwise" else [list(self._mask)]
+            out: dict[str, float] = {}
+            for names in units:
+                kept = sum(int(self._mask[n].sum()) for n in names)
+                size = sum(self._mask[n].numel() for n in names)
+                target = keep * size
+                if target > kept + 1e-9:
+                    where = f"parameter {names[0]!r}" if scope == "layerwise" else "the prunable weights"
+                    raise LthError(
+                        f"keep={keep} is more than the fraction {kept / size:.4g} of {where} still kept; "
+                        "pruned weights never come back"
+                    )
+                out.update({n: (1.0 - target / kept) if kept else 0.0 for n in names})
+            return out
+        rate = DEFAULT_RATE if rate is None else rate
+        out = {name: rate for name in self._mask}
+        for key, value in (rates or {}).items():
+            if key in self._mask:
+                targets = [key]
+            elif key in GROUPS or key == "other":
+                targets = [n for n, g in self._groups.items() if g == key]
+            else:
+                targets = [n for n in self._mask if _owner(n) == key]
+            if not targets:
+                raise LthError(
+                    f"rates key {key!r} is neither a pruned parameter, its layer, nor a group (fc, conv, output) "
+                    f"with pruned parameters; pruned parameters: {_listing(list(self._mask))}"
+                )
+            for name in targets:
+                out[name] = value
+        for name, value in out.items():
+            if not _is_number(value) or not 0 <= value < 1:
+                raise LthError(f"prune rate for {name!r} must be a fraction in [0, 1), got {value!r}")
+        if scope == "global" and len(set(out.values())) > 1:
+            raise LthError(f"global pruning needs one rate for all layers, got {sorted(set(out.values()))}")
+        return out
+
+    def _gradients(self) -> dict[str, torch.Tensor]:
+        """Loss gradients at the rewind point (current mask applied), on the first training batch."""
+        trainer = self._require_data("a gradient criterion")
+        scratch = copy.deepcopy(self._module)
+        scratch.load_state_dict(self._rewind_state)
+        self._mask.apply_(scratch)
+        scratch.train()
+        x, y = trainer.batcher.batch(0)
+        with self._seeded_rng(2 * self._round + 1):
+            F.cross_entropy(scratch(x), y).backward()
+        params = dict(scratch.named_parameters())
+        return {name: params[name].grad.detach().clone() for name in self._groups if params[name].grad is not None}
+
+    def prune(
+        self,
+        criterion: str = "large_final",
+        rate: float | None = None,
+        keep: float | None = None,
+        scope: str = "layerwise",
+        rates: Mapping[str, float] | None = None,
+    ) -> Mask:
+        """Prune the trained round: remove the lowest-scoring weights still kept; return the new mask.
+
+        ``rate``: fraction of the currently kept weights removed (default 0.2), per parameter
+        (``layerwise``) or over all of them (``global``); ``rates`` overrides it per parameter
+        name, layer (module) name or group (``fc``, ``conv``, ``output``). ``keep``: instead, the
+        fraction of ALL prunable weights left kept (relative to dense). Scores come from
+        ``lth.criteria`` (``criterion`` compares w_init = the rewind point with w_final); ties are
+        broken with the seeded generator. Needs :meth:`train` first.
+        """
+        CRITERIA.get(criterion)
+        per_param = self._rates(rate, keep, scope, rates)
+        if not self._trained or self._w_final is None:
+            raise LthError("prune() needs a trained network for the current mask; call train() first")
+        w_init = {name: self._rewind_state[name] for name in self._groups}
+        grads = self._gradients() if criterion in GRADIENT_CRITERIA else None
+        scores = compute_scores(criterion, w_init, self._w_final, self._mask, self._generator, grads)
+        self._mask = prune(scores, self._mask, per_param, scope, self._generator)
+        self._round += 1
+        self._trained = False
+        self._needs_start = True
+        return self.mask
+
+    def reinit(
+        self,
+        mask1: str = "rewind",
+        mask0: str = "zero",
+        keep_sign: bool = False,
+        rescale: bool = False,
+        jitter_sd: float = 0.01,
+        constant: float | None = None,
+    ) -> None:
+        """Choose the next round's start weights: ``mask1`` action on kept, ``mask0`` on pruned weights.
+
+        Mask-1 actions (values relative to the rewind point w_0 or w_k): rewind, reinit (a fresh
+        draw from ``initializer``/``reset_parameters()`` under a seed from the experiment's
+        generator; the global RNG is untouched), random_reinit, random_reshuffle, constant, jitter
+        and the named combinations (signed_reinit, signed_reshuffle, signed_constant,
+        rand_signed_constant); ``keep_sign``, ``rescale``, ``jitter_sd``, ``constant`` modify
+        them. Mask-0 actions: zero, freeze_init, freeze_init_zero_mask, freeze_init_zero_all.
+        Non-prunable parameters and buffers are rewound.
+        """
+        options = Mask1Options(keep_sign=keep_sign, rescale=rescale, jitter_sd=jitter_sd, constant=constant)
+        validate_actions(mask1, mask0, options)
+        if self._w_final is None or self._rewind_state is None:
+            raise LthError("reinit() needs the weights of a trained round; call train() (and prune()) first")
+        fresh: dict[str, torch.Tensor] | None = None
+        if "reinit" in mask1:
+            if self._settings.initializer is None:
+                check_resettable(self._module, list(self._groups))
+            seed = int(torch.randint(0, 2**62, (1,), generator=self._generator))
+            drawn = fresh_initialisation(self._module, seed, self._settings.initializer)
+            fresh = {name: p.detach().to(self._device) for name, p in drawn.named_parameters()}
+        state = _clone(self._rewind_state)
+        for name, m in self._mask.items():
+            layer = LayerState(
+                w_init=self._rewind_state[name], w_final=self._w_final[name], mask=m, generator=self._generator,
+                fresh=(lambda n=name: fresh[n]) if fresh is not None else None,
+            )
+            state[name] = round_start_values(mask1, mask0, layer, options)
+        self._start_state = state
+        self._needs_start = False
+
+    # -- whole procedures ----------------------------------------------------------------
+    def _check_procedure(self, criterion: str, scope: str, mask1: str, mask0: str, options: Mask1Options) -> None:
+        CRITERIA.get(criterion)
+        if scope not in ("layerwise", "global"):
+            raise LthError(f"unknown scope {scope!r}; choose layerwise or global")
+        validate_actions(mask1, mask0, options)
+        self._require_data("a ticket search")
+
+    def _train_current(self, mask1: str, mask0: str, options: Mask1Options) -> None:
+        if self._needs_start:
+            self.reinit(mask1, mask0, options.keep_sign, options.rescale, options.jitter_sd, options.constant)
+        if not self._trained:
+            self.train()
+
+    def iterative_pruning(
+        self,
+        rounds: int = 5,
+        criterion: str = "large_final",
+        rate: float = DEFAULT_RATE,
+        scope: str = "layerwise",
+        mask1: str = "rewind",
+        mask0: str = "zero",
+        *,
+        rates: Mapping[str, float] | None = None,
+        keep_sign: bool = False,
+        rescale: bool = False,
+        jitter_sd: float = 0.01,
+        constant: float | None = None,
+    ) -> "pd.DataFrame":
+        """Iterative magnitude pruning: train (dense, if not yet), then ``rounds`` x (prune, reinit, train).
+
+        Continues from the current state when called again. Returns :meth:`summary`.
+        """
+        options = Mask1Options(keep_sign=keep_sign, rescale=rescale, jitter_sd=jitter_sd, constant=constant)
+        self._check_procedure(criterion, scope, mask1, mask0, options)
+        if not _is_int(rounds) or rounds < 0:
+            raise LthError(f"rounds must be an integer >= 0, got {rounds!r}")
+        self._rates(rate, None, scope, rates)  # validate before any training
+        self._train_current(mask1, mask0, options)
+        for _ in range(rounds):
+            self.prune(criterion, rate=rate, scope=scope, rates=rates)
+            self.reinit(mask1, mask0, keep_sign, rescale, jitter_sd, constant)
+            self.train()
+        return self.summary()
+
+    def one_shot(
+        self,
+        keep: float,
+        criterion: str = "large_final",
+        scope: str = "layerwise",
+        mask1: str = "rewind",
+        mask0: str = "zero",
+        *,
+        keep_sign: bool = False,
+        rescale: bool = False,
+        jitter_sd: float = 0.01,
+        constant: float | None = None,
+    ) -> "pd.DataFrame":
+        """One-shot pruning: train (dense, if not yet), prune once to ``keep`` of all weights, reinit, train."""
+        options = Mask1Options(keep_sign=keep_sign, rescale=rescale, jitter_sd=jitter_sd, constant=constant)
+        self._check_procedure(criterion, scope, mask1, mask0, options)
+        if not _is_number(keep) or not 0 < keep <= 1:
+            raise LthError(f"keep must be a fraction in (0, 1], got {keep!r}")
+        self._train_current(mask1, mask0, options)
+        self.prune(criterion, keep=keep, scope=scope)
+        self.reinit(mask1, mask0, keep_sign, rescale, jitter_sd, constant)
+        self.train()
+        return self.summary()
+
+    # -- results -------------------------------------------------------------------------
+    def summary(self) -> "pd.DataFrame":
+        """One row per trained round: weights remaining, kept counts, per-layer density, accuracies."""
+        import pandas as pd
+
+        return pd.DataFrame(sorted(self.rows, key=lambda r: r["round"]), columns=list(ROW_KEYS))
+
+    def metrics(self) -> "pd.DataFrame":
+        """Learning curves: round, iteration, split (train/val/test), loss, accuracy."""
+        import pandas as pd
+
+        return pd.DataFrame([dict(m) for m in self._metrics], columns=list(METRIC_KEYS))
+
+    def plot_accuracy(self, ax: "Axes | None" = None) -> "Figure":
+        """Test accuracy at early stop and at the end against weights remaining (log x)."""
+        from lth.plots import draw_accuracy
+
+        return draw_accuracy({"ticket": self.rows}, ax=ax)
+
+    def plot_learning_curves(self, ax: "Axes | None" = None) -> "Figure":
+        """Test accuracy against training iteration, one line per round."""
+        from lth.plots import draw_learning_curves
+
+        return draw_learning_curves(self.rows, self._metrics, ax=ax)
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the experiment to directory ``path`` (every file atomically); see :meth:`load`.
+
+        Layout: ``settings.json``, ``rounds.json``, ``metrics.csv``, ``masks/round_NN.pt``
+        (mask of each trained round) and ``masks/current.pt``, ``weights/{init,rewind,start,
+        final,current}.pt``, ``generator.pt``. The data is not saved (only its lth dataset
+        name, when given as one); a callable initializer is not saved.
+        """
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise LthError(f"cannot save to {str(path)!r}: it exists and is not a directory")
+        settings = asdict(self._settings)
+        settings["initializer"] = self._settings.initializer if isinstance(self._settings.initializer, str) else None
+        meta = {
+            "format": SAVE_FORMAT,
+            "settings": settings,
+            "callable_initializer": callable(self._settings.initializer),
+            "dataset": self._dataset,
+            "round": self._round,
+            "trained": self._trained,
+            "needs_start": self._needs_start,
+            "has_rewind": self._rewind_state is not None,
+        }
+        try:
+            atomic_write_text(path / "settings.json", json.dumps(meta, indent=2) + "\n")
+        except OSError as error:
+            raise LthError(f"cannot write to {str(path)!r}: {error.strerror}") from None
+        atomic_write_text(path / "rounds.json", json.dumps(self._rows, indent=2) + "\n")
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=METRIC_KEYS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self._metrics)
+        atomic_write_text(path / "metrics.csv", buffer.getvalue())
+        for stale in (path / "masks").glob("round_*.pt"):  # rounds of an earlier save, now gone
+            index = stale.stem.removeprefix("round_")
+            if index.isdigit() and int(index) not in self._masks:
+                stale.unlink()
+        for r, mask in self._masks.items():
+            mask.save(path / "masks" / f"round_{r:02d}.pt")
+        self._mask.save(path / "masks" / "current.pt")
+        states = {"init": self._init_state, "start": self._start_state, "current": self._module.state_dict()}
+        if self._rewind_state is not None:
+            states["rewind"] = self._rewind_state
+        if self._w_final is not None:
+            states["final"] = self._w_final
+        for tag, state in states.items():
+            atomic_torch_save(_to(state, "cpu"), path / "weights" / f"{tag}.pt")
+        atomic_torch_save({"state": self._generator.get_state()}, path / "generator.pt")
+        return path
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        model: nn.Module,
+        data: Any = None,
+        *,
+        device: str | torch.device | None = None,
+        progress: bool | None = None,
+        initializer: Initializer = None,
+    ) -> "LotteryModel":
+        """Restore a saved experiment into ``model``, an instance of the same module class.
+
+        Summary, masks and the model are available at once; further rounds need ``data`` (the
+        same data as before), unless it was saved as an lth dataset name. Tensors are read with
+        ``torch.load(..., weights_only=True)``.
+        """
+        path = Path(path)
+        try:
+            meta = json.loads((path / "settings.json").read_text())
+        except FileNotFoundError:
+            raise LthError(f"{str(path)!r} is not a saved LotteryModel (no settings.json)") from None
+        except (OSError, ValueError) as error:
+            raise LthError(f"cannot read {str(path / 'settings.json')!r}: {_short(error)}") from None
+        if not isinstance(meta, dict) or meta.get("format") != SAVE_FORMAT:
+            raise LthError(f"{str(path)!r} holds an unknown save format; expected format {SAVE_FORMAT}")
+        if not isinstance(model, nn.Module):
+            raise LthError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        values = dict(meta["settings"])
+        if device is not None:
+            values["device"] = device
+        if progress is not None:
+            values["progress"] = progress
+        if initializer is not None:
+            values["initializer"] = initializer
+        settings = make_settings(**values)
+        source = data if data is not None else meta.get("dataset")
+        bundle = None
+        if source is not None:
+            bundle = as_bundle(source, resolve_device(settings.device), val_size=settings.val_size,
+                               data_dir=settings.data_dir)
+        obj = cls.__new__(cls)
+        obj._setup(model, bundle, settings, source if isinstance(source, str) else None)
+        dev = obj._device
+
+        def weights(tag: str) -> dict[str, torch.Tensor]:
+            try:
+                return _to(torch.load(path / "weights" / f"{tag}.pt", map_location="cpu", weights_only=True), dev)
+            except FileNotFoundError:
+                raise LthError(f"saved experiment {str(path)!r} lacks weights/{tag}.pt") from None
+
+        try:
+            obj._module.load_state_dict(weights("current"))
+        except RuntimeError as error:
+            raise LthError(f"the model does not match the saved experiment: {_short(error)}") from None
+        obj._init_state = weights("init")
+        obj._start_state = weights("start")
+        obj._rewind_state = weights("rewind") if meta["has_rewind"] else None
+        obj._w_final = weights("final") if (path / "weights" / "final.pt").is_file() else None
+        current = Mask.load(path / "masks" / "current.pt")
+        current.check_matches(dict(obj._module.named_parameters()))
+        if list(current) != list(obj._groups):
+            raise LthError(f"the saved mask covers {_listing(list(current))}, but the model's prunable parameters "
+                           f"are {_listing(list(obj._groups))}")
+        obj._mask = current.to(dev)
+        obj._rows = json.loads((path / "rounds.json").read_text())
+        with (path / "metrics.csv").open(newline="") as handle:
+            obj._metrics = [
+                {"round": int(m["round"]), "iteration": int(m["iteration"]), "split": m["split"],
+                 "loss": float(m["loss"]), "accuracy": float(m["accuracy"])}
+                for m in csv.DictReader(handle)
+            ]
+        obj._masks = {row["round"]: Mask.load(path / "masks" / f"round_{row['round']:02d}.pt") for row in obj._rows}
+        obj._round, obj._trained, obj._needs_start = meta["round"], meta["trained"], meta["needs_start"]
+        obj._generator.set_state(torch.load(path / "generator.pt", weights_only=True)["state"])
+        return obj

@@ -1,0 +1,114 @@
+"""LotteryRobust: the same experiment repeated over seeds, summarised with confidence intervals.
+
+Trial ``i`` uses seed ``seed + i`` for everything: its initialisation, its data order and its
+random choices. Per round, :meth:`LotteryRobust.summary` gives the mean, median, min, max,
+sample std and Student-t 95% CI of every metric over the trials::
+
+    robust = LotteryRobust(my_net, data, trials=5, iterations=2000)
+    robust.run("iterative_pruning", rounds=4)
+    robust.summary(); robust.plot_accuracy()
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Union
+
+from torch import nn
+from tqdm.auto import tqdm
+
+from lth.data.user_data import as_bundle, resolve_device
+from lth.errors import LthError
+from lth.experiments.lottery_model import (
+    LotteryModel,
+    check_resettable,
+    check_setting_names,
+    fresh_initialisation,
+    make_settings,
+)
+from lth.experiments.statistics import summarise_trials, summary_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+ModelSource = Union[nn.Module, Callable[[int], nn.Module]]
+#: The LotteryModel procedures :meth:`LotteryRobust.run` can repeat.
+METHODS = ("iterative_pruning", "one_shot")
+
+
+class LotteryRobust:
+    """``trials`` independent :class:`LotteryModel` experiments on the same data.
+
+    ``model`` is either a module, re-initialised for every trial ``i`` (all of them, trial 0
+    included) on a deep copy under seed ``seed + i`` with the ``initializer`` setting or
+    ``reset_parameters()`` of every submodule, or a factory ``factory(seed) -> nn.Module``
+    called with ``seed + i``. ``settings`` are :class:`LotteryModel` keyword settings.
+    """
+
+    def __init__(self, model: ModelSource, data: Any, trials: int = 3, seed: int = 0, **settings: Any) -> None:
+        if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+            raise LthError(f"trials must be an integer >= 1, got {trials!r}")
+        check_setting_names(list(settings))
+        checked = make_settings(seed=seed, **settings)
+        if isinstance(model, nn.Module):
+            if checked.initializer is None:
+                check_resettable(model, [name for name, _ in model.named_parameters()])
+            def factory(s: int) -> nn.Module:
+                return fresh_initialisation(model, s, checked.initializer)
+        elif callable(model):
+            factory = model
+        else:
+            raise LthError(f"model must be a torch.nn.Module or a factory(seed) -> Module, got {type(model).__name__}")
+        bundle = as_bundle(data, resolve_device(checked.device), val_size=checked.val_size, data_dir=checked.data_dir)
+        self.seed = seed
+        self.progress = checked.progress
+        self.models: list[LotteryModel] = []
+        for i in range(trials):
+            net = factory(seed + i)
+            if not isinstance(net, nn.Module):
+                raise LthError(
+                    f"the model factory returned a {type(net).__name__} for seed {seed + i}; "
+                    "it must return a torch.nn.Module"
+                )
+            trial = LotteryModel(net, bundle, seed=seed + i, **settings)
+            trial._dataset = data if isinstance(data, str) else None
+            self.models.append(trial)
+
+    @property
+    def trials(self) -> int:
+        """The number of trials."""
+        return len(self.models)
+
+    def run(self, method: str = "iterative_pruning", **kwargs: Any) -> "pd.DataFrame":
+        """Call ``method`` (iterative_pruning or one_shot) with ``kwargs`` on every trial; return :meth:`summary`."""
+        if method not in METHODS:
+            raise LthError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+        try:
+            inspect.signature(getattr(LotteryModel, method)).bind(None, **kwargs)
+        except TypeError as error:
+            raise LthError(f"bad arguments for {method}(): {error}") from None
+        for trial in tqdm(self.models, desc=method, unit="trial", disable=not self.progress):
+            getattr(trial, method)(**kwargs)
+        return self.summary()
+
+    def trial_summaries(self) -> list[list[dict]]:
+        """Each trial's per-round rows (as in ``rounds.json``)."""
+        return [trial.rows for trial in self.models]
+
+    def summary(self, metrics: Sequence[str] | None = None) -> "pd.DataFrame":
+        """Per round and metric over the trials: mean, median, min, max, std (ddof=1), 95% CI.
+
+        Rounds not reached by every trial are left out; see :func:`summarise_trials`.
+        """
+        if not any(self.trial_summaries()):
+            raise LthError("no trial has been trained yet; call run() first")
+        return summary_frame(summarise_trials(self.trial_summaries(), metrics))
+
+    def plot_accuracy(self, ax: "Axes | None" = None, metric: str = "test_accuracy_at_early_stop") -> "Figure":
+        """The mean of ``metric`` against weights remaining with its 95% CI band (and a lighter min-max band)."""
+        from lth.plots import draw_trials_accuracy
+
+        rows = summarise_trials(self.trial_summaries(), [metric])
+        return draw_trials_accuracy(rows, metric=metric, ax=ax, title=f"mean over {self.trials} trials, 95% CI")

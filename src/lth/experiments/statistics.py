@@ -1,0 +1,130 @@
+"""Statistics over repeated trials: per pruning round, the mean, spread and a Student-t 95% CI.
+
+A trial is the list of per-round rows of one ticket search (as in ``rounds.json``). Rows are
+grouped by ``"round"``; only rounds that every trial reached are summarised.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from scipy.stats import t as student_t
+
+from lth.errors import LthError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: The metrics summarised when none are asked for (those present in the rows).
+DEFAULT_METRICS: tuple[str, ...] = (
+    "test_accuracy_at_early_stop",
+    "final_test_accuracy",
+    "val_accuracy_at_early_stop",
+    "final_val_accuracy",
+    "early_stop_iteration",
+    "final_test_loss",
+)
+
+#: The columns of every summary row, in order.
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "round", "weights_remaining", "metric", "trials", "mean", "median", "min", "max", "std",
+    "ci95_low", "ci95_high",
+)
+
+
+def _by_round(trial: Sequence[Mapping[str, Any]], index: int) -> dict[int, Mapping[str, Any]]:
+    rounds: dict[int, Mapping[str, Any]] = {}
+    for row in trial:
+        if not isinstance(row, Mapping) or "round" not in row:
+            raise LthError(f"trial {index} holds a row without a 'round' key; every row must be a mapping with one")
+        if row["round"] in rounds:
+            raise LthError(f"trial {index} has round {row['round']} twice; each round may appear once per trial")
+        rounds[row["round"]] = row
+    return rounds
+
+
+def _number(value: Any, metric: str, round_index: Any, trial: int) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise LthError(
+            f"metric {metric!r} of round {round_index} in trial {trial} is {value!r}; it must be a finite number"
+        )
+    return float(value)
+
+
+def describe(values: Sequence[float]) -> dict[str, float | None]:
+    """Mean, median, min, max, sample std (ddof=1) and the Student-t 95% CI of ``values``.
+
+    With one value the std and the CI are None (undefined), not NaN.
+    """
+    n = len(values)
+    if n == 0:
+        raise LthError("cannot describe an empty list of values; give at least one")
+    mean = math.fsum(values) / n
+    out: dict[str, float | None] = {
+        "mean": mean, "median": float(statistics.median(values)), "min": float(min(values)),
+        "max": float(max(values)), "std": None, "ci95_low": None, "ci95_high": None,
+    }
+    if n > 1:
+        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+        half = float(student_t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+        out.update(std=std, ci95_low=mean - half, ci95_high=mean + half)
+    return out
+
+
+def summarise_trials(
+    trials: Sequence[Sequence[Mapping[str, Any]]], metrics: Sequence[str] | None = None
+) -> list[dict]:
+    """One flat row per (round, metric) over the trials, sorted by round then metric order.
+
+    Each row holds ``round``, ``weights_remaining`` (mean over trials), ``metric``, ``trials``
+    (n), ``mean``, ``median``, ``min``, ``max``, ``std`` (ddof=1) and ``ci95_low``/``ci95_high``
+    = mean ± t(0.975, n-1)·std/sqrt(n); for n = 1 the last three are None. Rounds missing from
+    any trial are left out. ``metrics`` defaults to those of :data:`DEFAULT_METRICS` present in
+    the rows; a metric asked for explicitly must be present in every summarised row.
+    """
+    if isinstance(trials, (str, bytes)) or not isinstance(trials, Sequence) or len(trials) == 0:
+        raise LthError("summarise_trials needs at least one trial (a list of per-round rows)")
+    if metrics is not None and (isinstance(metrics, str) or len(metrics) == 0):
+        raise LthError(f"metrics must be a non-empty list of metric names, got {metrics!r}")
+    per_trial = [_by_round(trial, i) for i, trial in enumerate(trials)]
+    common = set(per_trial[0]).intersection(*per_trial[1:])
+    rounds = sorted(common)
+    if metrics is None:
+        present = lambda name: all(name in t[r] for t in per_trial for r in rounds)  # noqa: E731
+        metrics = [name for name in DEFAULT_METRICS if present(name)]
+    else:
+        metrics = list(dict.fromkeys(metrics))
+        for name in metrics:
+            for i, trial in enumerate(per_trial):
+                missing = [r for r in rounds if name not in trial[r]]
+                if missing:
+                    known = sorted(k for k, v in trial[missing[0]].items() if isinstance(v, (int, float)))
+                    raise LthError(
+                        f"unknown metric {name!r}: round {missing[0]} of trial {i} has no such key; "
+                        f"numeric keys there: {', '.join(known)}"
+                    )
+    out: list[dict] = []
+    for r in rounds:
+        remaining = None
+        if all("weights_remaining" in t[r] for t in per_trial):
+            levels = [_number(t[r]["weights_remaining"], "weights_remaining", r, i) for i, t in enumerate(per_trial)]
+            remaining = math.fsum(levels) / len(levels)
+        for name in metrics:
+            values = [_number(t[r][name], name, r, i) for i, t in enumerate(per_trial)]
+            out.append({
+                "round": r,
+                "weights_remaining": remaining,
+                "metric": name,
+                "trials": len(values),
+                **describe(values),
+            })
+    return out
+
+
+def summary_frame(rows: Sequence[Mapping[str, Any]]) -> "pd.DataFrame":
+    """``summarise_trials`` rows as a pandas DataFrame (columns in :data:`SUMMARY_COLUMNS` order)."""
+    import pandas as pd
+
+    return pd.DataFrame(list(rows), columns=list(SUMMARY_COLUMNS))
