@@ -13,6 +13,7 @@ from lth.cli.main import cli
 from lth.cli.show import print_table, run_json
 from lth.config import load_config_file, make_config
 from lth.errors import LthError
+from lth.store import default_run_dir
 
 # CLI options that map one-to-one onto TicketConfig keys (dashes become underscores).
 _CONFIG_OPTIONS = [
@@ -104,10 +105,13 @@ def find_ticket_command(
         raise LthError("--resume continues a run and --overwrite replaces it; give one of them")
     if resume and out is None:
         raise LthError("--resume needs --out DIR, the run directory to continue")
-    if config.name is None:
-        config.name = f"{model}-{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
-    out_path = Path(out) if out else Path("runs") / config.name
-    result = find_ticket(config, out=out_path, overwrite=overwrite, progress=not quiet and not as_json, resume=resume)
+    progress = not quiet and not as_json
+    if out is not None:
+        result = find_ticket(config, out=Path(out), overwrite=overwrite, progress=progress, resume=resume)
+    else:
+        with default_run_dir(config.name or f"{model}-{dataset}-{datetime.now():%Y%m%d-%H%M%S}") as path:
+            config.name = path.name
+            result = find_ticket(config, out=path, progress=progress)
     report(result.run_dir, quiet, as_json)
 
 

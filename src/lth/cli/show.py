@@ -76,21 +76,36 @@ def print_table(run: RunDir) -> None:
     click.echo(tabulate(rows, headers=headers, colalign=("right",) * len(headers)))
 
 
+def run_or_study_json(path: Any) -> dict[str, Any]:
+    """``lth show --json`` of a run or a study directory."""
+    from lth.store.study_dir import StudyDir
+
+    if StudyDir.is_study(path):
+        from lth.cli.study import study_json
+
+        return study_json(StudyDir(path))
+    return run_json(RunDir.open(path))
+
+
+def print_run(path: Any) -> None:
+    """``lth show`` of a run or a study directory."""
+    from lth.store.study_dir import StudyDir
+
+    if StudyDir.is_study(path):
+        from lth.cli.study import print_study
+
+        print_study(StudyDir(path))
+        return
+    print_table(RunDir.open(path))
+
+
 @cli.command("show")
 @click.argument("run_dir", type=str)
 @click.option("--json", "as_json", is_flag=True, help="Print config and rounds as JSON.")
 def show_command(run_dir: str, as_json: bool) -> None:
     """Print the per-round table of a run directory (or the grid of a supermask-eval run, or the
     statistics of a robust/session study; their --json adds a "summary" list)."""
-    from lth.store.study_dir import StudyDir
-
-    if StudyDir.is_study(run_dir):
-        from lth.cli.study import report_study
-
-        report_study(StudyDir(run_dir), quiet=False, as_json=as_json)
-        return
-    run = RunDir.open(run_dir)
     if as_json:
-        click.echo(json.dumps(run_json(run), indent=2))
+        click.echo(json.dumps(run_or_study_json(run_dir), indent=2))
     else:
-        print_table(run)
+        print_run(run_dir)

@@ -12,6 +12,7 @@ from lth.cli.find_ticket import config_options, gather_config
 from lth.cli.main import cli
 from lth.config import make_config
 from lth.errors import LthError
+from lth.store import output_dir
 
 
 def _check_flags(resume: bool, overwrite: bool) -> None:
@@ -48,10 +49,10 @@ def robust_command(
     name = config.name or f"robust-{model}-{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
     if resume and out is None:
         raise LthError("--resume needs --out DIR, the study directory to continue")
-    out_path = Path(out) if out else Path("runs") / name
     spec = {"base": {k: v for k, v in values.items() if v is not None}, "trials": trials}
-    result = run_study("robust", [experiment], out_path, spec, name=name, overwrite=overwrite, resume=resume,
-                       progress=not quiet and not as_json)
+    with output_dir(out, name) as out_path:
+        result = run_study("robust", [experiment], out_path, spec, name=name, overwrite=overwrite, resume=resume,
+                           progress=not quiet and not as_json)
     report_study(result.study_dir, quiet, as_json)
 
 
@@ -81,9 +82,9 @@ def session_command(spec_file: str, out: Optional[str], overwrite: bool, resume:
     name = spec.name or Path(spec_file).stem
     if resume and out is None:
         raise LthError("--resume needs --out DIR, the study directory to continue")
-    out_path = Path(out) if out else Path("runs") / f"session-{name}-{datetime.now():%Y%m%d-%H%M%S}"
-    result = run_study("session", experiments, out_path, spec.model_dump(), name=name, overwrite=overwrite,
-                       resume=resume, progress=not quiet and not as_json)
+    with output_dir(out, f"session-{name}-{datetime.now():%Y%m%d-%H%M%S}") as out_path:
+        result = run_study("session", experiments, out_path, spec.model_dump(), name=name, overwrite=overwrite,
+                           resume=resume, progress=not quiet and not as_json)
     report_study(result.study_dir, quiet, as_json)
 
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import click
 
 from lth.cli.find_ticket import config_options, gather_config
 from lth.cli.main import cli
+from lth.store import output_dir
 from lth.cli.show import print_table, run_json
 from lth.config import TicketConfig, make_config
 from lth.errors import LthError
@@ -124,12 +124,12 @@ def eval_command(
         config = make_config({**values, "rounds": 0})
     if config.name is None:
         config.name = f"{config.model}-{config.dataset}-supermask-{datetime.now():%Y%m%d-%H%M%S}"
-    out_path = Path(out) if out else Path("runs") / config.name
-    result = run_supermask_eval(
-        config, criteria=_split(criteria), keeps=_keeps(keep_text), weights=_split(weights_text), scope=scope,
-        seed=seed, options=options, from_run=from_run, out=out_path, overwrite=overwrite,
-        progress=not quiet and not as_json,
-    )
+    with output_dir(out, config.name) as out_path:
+        result = run_supermask_eval(
+            config, criteria=_split(criteria), keeps=_keeps(keep_text), weights=_split(weights_text), scope=scope,
+            seed=seed, options=options, from_run=from_run, out=out_path, overwrite=overwrite,
+            progress=not quiet and not as_json,
+        )
     if as_json:
         click.echo(json.dumps(run_json(result.run_dir), indent=2))
     elif not quiet:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from pathlib import Path
 from typing import Optional
 
 import click
 
 from lth.cli.supermask import supermask
+from lth.store import output_dir
 
 
 @supermask.command("train")
@@ -51,13 +51,13 @@ def supermask_train_command(
     """
     from lth.supermasks.train import SUMMARY_FILE, run_supermask_training
 
-    out_path = Path(out) if out else Path("runs") / f"supermask-{method}-{model}-{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
-    run = run_supermask_training(
-        model, dataset, method, weights=weights, score_init=score_init, dynamic_scaling=dynamic_scaling,
-        keep=keep, iterations=iterations, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
-        momentum=momentum, seed=seed, eval_every=eval_every, device=device, data_dir=data_dir,
-        out=out_path, overwrite=overwrite, progress=not quiet and not as_json,
-    )
+    with output_dir(out, f"supermask-{method}-{model}-{dataset}-{datetime.now():%Y%m%d-%H%M%S}") as out_path:
+        run = run_supermask_training(
+            model, dataset, method, weights=weights, score_init=score_init, dynamic_scaling=dynamic_scaling,
+            keep=keep, iterations=iterations, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+            momentum=momentum, seed=seed, eval_every=eval_every, device=device, data_dir=data_dir,
+            out=out_path, overwrite=overwrite, progress=not quiet and not as_json,
+        )
     result = run.result
     if as_json:
         click.echo(json.dumps({**result.summary(), "run_dir": str(out_path)}, indent=2))

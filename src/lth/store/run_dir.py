@@ -7,7 +7,8 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 import torch
 import yaml
@@ -76,7 +77,11 @@ class RunDir:
         atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
     def write_status(self, **fields: Any) -> None:
+        """Write ``status.json`` and update the runs root's results index."""
+        from lth.store.index import index_run
+
         atomic_write_text(self.path / "status.json", json.dumps(fields, indent=2) + "\n")
+        index_run(self.path)
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         buffer = io.StringIO()
@@ -165,3 +170,40 @@ class RunDir:
 
     def __fspath__(self) -> str:
         return os.fspath(self.path)
+
+
+@contextmanager
+def default_run_dir(name: str, root: str | Path = "runs") -> Iterator[Path]:
+    """Reserve ``root/name`` (or ``name-2``, ``name-3``, ... if taken) for a new run, atomically.
+
+    Two processes started in the same second get different directories. If the body fails
+    before writing anything, the empty reservation is removed again.
+    """
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LthError(f"cannot create the runs directory {str(root)!r}: {error.strerror}") from None
+    for attempt in range(1, 10_000):
+        path = root / (name if attempt == 1 else f"{name}-{attempt}")
+        try:
+            path.mkdir()
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield path
+    except BaseException:
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        raise
+
+
+@contextmanager
+def output_dir(out: str | Path | None, default_name: str) -> Iterator[Path]:
+    """``out`` as given, or a fresh reservation ``runs/default_name[-N]`` (see :func:`default_run_dir`)."""
+    if out is not None:
+        yield Path(out)
+        return
+    with default_run_dir(default_name) as path:
+        yield path

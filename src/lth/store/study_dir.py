@@ -61,7 +61,11 @@ class StudyDir:
         return yaml.safe_load((self.path / STUDY_FILE).read_text())
 
     def write_status(self, **fields: Any) -> None:
+        """Write ``status.json`` and update the runs root's results index."""
+        from lth.store.index import index_run
+
         atomic_write_text(self.path / "status.json", json.dumps(fields, indent=2) + "\n")
+        index_run(self.path)
 
     def status(self) -> dict[str, Any]:
         path = self.path / "status.json"

@@ -1,0 +1,191 @@
+"""``lth runs``: list, show, compare, remove and reindex the runs of a runs root."""
+from __future__ import annotations
+
+import json
+import operator
+import os
+import sys
+from typing import Any, Callable
+
+import click
+import yaml
+from tabulate import tabulate
+
+from lth.cli.main import cli
+from lth.errors import LthError
+
+_ROOT = click.option("--root", type=str, default=lambda: os.environ.get("LTH_RUNS_ROOT", "runs"),
+                     show_default="$LTH_RUNS_ROOT or runs", help="The runs root (the directory holding the runs).")
+_OPERATORS: list[tuple[str, Callable[[Any, Any], bool]]] = [
+    (">=", operator.ge), ("<=", operator.le), ("!=", operator.ne), ("=", operator.eq), (">", operator.gt), ("<", operator.lt),
+]
+_LIST_COLUMNS = ("id", "kind", "name", "model", "dataset", "status", "weights_remaining", "test_accuracy",
+                 "started", "duration")
+
+
+def _index(root: str):
+    from lth.store.index import RunIndex
+
+    if not os.path.isdir(root):
+        raise LthError(f"runs root {root!r} does not exist; give --root DIR or set $LTH_RUNS_ROOT")
+    return RunIndex(root)
+
+
+def _value(row: dict[str, Any], key: str) -> Any:
+    if key in row and key not in ("config", "metrics"):
+        return row[key]
+    if key in row["config"]:
+        return row["config"][key]
+    return row["metrics"].get(key)
+
+
+def _keys(rows: list[dict[str, Any]]) -> set[str]:
+    keys = {k for k in _LIST_COLUMNS} | {"path", "finished"}
+    for row in rows:
+        keys |= set(row["config"]) | set(row["metrics"])
+    return keys
+
+
+def _filter(rows: list[dict[str, Any]], conditions: tuple[str, ...]) -> list[dict[str, Any]]:
+    known = _keys(rows)
+    for condition in conditions:
+        for symbol, compare in _OPERATORS:
+            if symbol in condition:
+                key, _, text = condition.partition(symbol)
+                break
+        else:
+            raise LthError(f"cannot read filter {condition!r}; write KEY=VALUE (or !=, <, <=, >, >=)")
+        key = key.strip().replace("-", "_")
+        if key not in known:
+            raise LthError(f"unknown key {key!r} in --where; known keys: {', '.join(sorted(known))}")
+        wanted = yaml.safe_load(text.strip()) if text.strip() else None
+
+        def keep(row: dict[str, Any], key: str = key, wanted: Any = wanted, compare: Callable = compare) -> bool:
+            value = _value(row, key)
+            if compare in (operator.eq, operator.ne):
+                same = value == wanted or str(value) == str(wanted)
+                return same if compare is operator.eq else not same
+            try:
+                return value is not None and compare(value, wanted)
+            except TypeError:
+                return False
+
+        rows = [row for row in rows if keep(row)]
+    return rows
+
+
+def _percent(value: Any) -> str:
+    return "" if value is None else f"{100 * value:.2f}%"
+
+
+@cli.group("runs")
+def runs() -> None:
+    """Find, compare and remove runs through the results index of a runs root."""
+
+
+@runs.command("list")
+@_ROOT
+@click.option("--where", "conditions", multiple=True, help="Filter KEY=VALUE (or !=, <, <=, >, >=) on a column, "
+              "config key or metric; repeatable.")
+@click.option("--sort", type=str, default="started", show_default=True, help="Sort key; prefix - for descending.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def list_command(root: str, conditions: tuple[str, ...], sort: str, as_json: bool) -> None:
+    """List the runs in the runs root (find-ticket, robust, session, supermask).
+
+    Example: lth runs list --where criterion=movement --where rounds>=10 --sort -test_accuracy
+    """
+    rows = _index(root).all()
+    rows = _filter(rows, conditions)
+    key, reverse = sort.lstrip("-").replace("-", "_"), sort.startswith("-")
+    if rows and key not in _keys(rows):
+        raise LthError(f"unknown sort key {key!r}; known keys: {', '.join(sorted(_keys(rows)))}")
+    rows.sort(key=lambda r: (_value(r, key) is None, _value(r, key) if _value(r, key) is not None else 0), reverse=reverse)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = [[r["id"], r["kind"], r["name"] or r["path"], r["model"], r["dataset"], r["status"],
+              _percent(r["weights_remaining"]), _percent(r["test_accuracy"]), (r["started"] or "")[:19],
+              "" if r["duration"] is None else f"{r['duration']:.0f}s"] for r in rows]
+    click.echo(tabulate(table, headers=["id", "kind", "name", "model", "dataset", "status", "weights left",
+                                        "test acc", "started", "duration"]))
+
+
+@runs.command("show")
+@click.argument("run_id")
+@_ROOT
+@click.option("--json", "as_json", is_flag=True, help="Print the index row and the run as JSON.")
+def show_command(run_id: str, root: str, as_json: bool) -> None:
+    """Show one run by id (or id prefix, name or path): its index entry and its results."""
+    from lth.cli.show import print_run, run_or_study_json
+
+    index = _index(root)
+    row = index.get(run_id)
+    path = index.root / row["path"]
+    if as_json:
+        click.echo(json.dumps({"index": row, **run_or_study_json(path)}, indent=2, default=str))
+        return
+    click.echo(f"{row['id']}  {row['path']}  ({row['kind']}, {row['status']})")
+    print_run(path)
+
+
+@runs.command("compare")
+@click.argument("run_ids", nargs=-1, required=True)
+@_ROOT
+@click.option("--metric", type=str, default="test_accuracy_at_early_stop", show_default=True,
+              help="Per-level metric to put side by side.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def compare_command(run_ids: tuple[str, ...], root: str, metric: str, as_json: bool) -> None:
+    """Compare runs side by side: the config keys that differ, then the metric per weights-remaining level."""
+    from lth.store.compare import compare_runs
+
+    if len(run_ids) < 2:
+        raise LthError("compare needs at least two run ids")
+    index = _index(root)
+    rows = [index.get(identifier) for identifier in run_ids]
+    result = compare_runs(index.root, rows, metric)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    labels = [row["id"] for row in rows]
+    if result["config_differences"]:
+        click.echo("config differences:")
+        click.echo(tabulate([[key, *[_short(v) for v in values]] for key, values in result["config_differences"].items()],
+                            headers=["key", *labels]))
+    else:
+        click.echo("config differences: none")
+    click.echo("")
+    click.echo(f"{metric} per level:")
+    headers = ["round", *[f"{label} weights left" for label in result["columns"]], *result["columns"]]
+    table = [[level["round"], *[_percent(w) for w in level["weights_remaining"]], *[_percent(v) for v in level["values"]]]
+             for level in result["levels"]]
+    click.echo(tabulate(table, headers=headers))
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+@runs.command("rm")
+@click.argument("run_ids", nargs=-1, required=True)
+@_ROOT
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def rm_command(run_ids: tuple[str, ...], root: str, yes: bool) -> None:
+    """Delete runs: their directories and their index entries."""
+    index = _index(root)
+    rows = [index.get(identifier) for identifier in run_ids]
+    if not yes:
+        if not sys.stdin.isatty():
+            raise LthError("lth runs rm deletes run directories; pass --yes to confirm when not at a terminal")
+        click.confirm(f"delete {', '.join(r['path'] for r in rows)}?", abort=True)
+    for row in rows:
+        index.remove(row["id"])
+        click.echo(f"removed {row['id']} ({row['path']})")
+
+
+@runs.command("reindex")
+@_ROOT
+def reindex_command(root: str) -> None:
+    """Rebuild the index from the run directories (also repairs a corrupt index)."""
+    count = _index(root).reindex()
+    click.echo(f"indexed {count} runs in {root}")

@@ -1,0 +1,265 @@
+"""The results index: one SQLite file per runs root listing every run directory in it.
+
+The run directories stay the source of truth; the index is a cache of what they say (kind,
+config, status, times, headline metrics) that makes listing, filtering and comparing hundreds
+of runs instant. It is updated whenever a run writes its status (start, resume, end), and
+``lth runs reindex`` rebuilds it from the directories. Several processes may write into one
+runs root at once: SQLite serialises the writes (WAL journal, generous busy timeout), and a
+run's row is written only by that run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+from contextlib import closing
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import yaml
+
+from lth.errors import LthError
+
+INDEX_FILE = "lth-index.sqlite"
+SCHEMA_VERSION = 1
+_COLUMNS = ("id", "path", "kind", "name", "model", "dataset", "status", "started", "finished", "duration",
+            "weights_remaining", "test_accuracy", "config", "metrics")
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    path TEXT UNIQUE NOT NULL,          -- relative to the runs root
+    kind TEXT NOT NULL,                 -- find-ticket | robust | session | supermask-eval | supermask-train
+    name TEXT, model TEXT, dataset TEXT,
+    status TEXT, started TEXT, finished TEXT,
+    duration REAL,                      -- seconds from start to finish
+    weights_remaining REAL,             -- of the last finished round (find-ticket, studies)
+    test_accuracy REAL,                 -- headline: at early stop, last round (studies: mean)
+    config TEXT NOT NULL,               -- JSON
+    metrics TEXT NOT NULL               -- JSON: headline metrics of this kind
+);
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+
+def run_id(relative_path: str) -> str:
+    """A short id that depends only on where the run lives, so ``reindex`` keeps ids stable."""
+    return hashlib.sha1(relative_path.encode()).hexdigest()[:8]
+
+
+def describe_run(path: Path) -> Optional[dict[str, Any]]:
+    """The index row of a run or study directory, read from its files; None if it is neither."""
+    from lth.store.run_dir import RunDir
+    from lth.store.study_dir import StudyDir
+
+    if StudyDir.is_study(path):
+        study = StudyDir(path)
+        description, status = study.study(), study.status()
+        first = description["experiments"][0]["runs"][0]["config"] if description["experiments"] else {}
+        config = {"kind": description["kind"], "name": description.get("name"), **description.get("spec", {})}
+        summary = [r for r in study.summary() if r["metric"] == "test_accuracy_at_early_stop"]
+        last = max((r["round"] for r in summary), default=None)
+        best = [r for r in summary if r["round"] == last]
+        metrics = {"runs_total": status.get("runs_total"), "runs_complete": status.get("runs_complete"),
+                   "experiments": len(description["experiments"])}
+        row = dict(kind=description["kind"], name=description.get("name"), model=first.get("model"),
+                   dataset=first.get("dataset"), config=config, metrics=metrics,
+                   weights_remaining=best[0]["weights_remaining"] if best else None,
+                   test_accuracy=max(r["mean"] for r in best) if best else None)
+    elif (path / "config.yaml").is_file():
+        run = RunDir(path)
+        try:
+            config = run.config()
+        except yaml.YAMLError:
+            return None
+        if not isinstance(config, dict):
+            return None
+        status = run.status()
+        kind = config.get("kind", "find-ticket")
+        metrics: dict[str, Any] = {}
+        weights_remaining = test_accuracy = None
+        if kind == "find-ticket":
+            rounds = run.rounds()
+            if rounds:
+                last = rounds[-1]
+                weights_remaining, test_accuracy = last["weights_remaining"], last["test_accuracy_at_early_stop"]
+                metrics = {"rounds": len(rounds), "final_test_accuracy": last["final_test_accuracy"],
+                           "early_stop_iteration": last["early_stop_iteration"],
+                           "dense_test_accuracy": rounds[0]["test_accuracy_at_early_stop"]}
+        elif kind == "supermask-train":
+            summary_path = path / "supermask_train.json"
+            if summary_path.is_file():
+                summary = json.loads(summary_path.read_text())
+                weights_remaining, test_accuracy = summary.get("density"), summary.get("test_accuracy_expected")
+                metrics = {k: summary.get(k) for k in ("test_accuracy_sampled_mean", "test_accuracy_sampled_std")}
+        elif kind == "supermask-eval":
+            from lth.supermasks.evaluate import read_rows
+
+            rows = read_rows(run) if (path / "supermask_eval.json").is_file() else []
+            if rows:
+                best = max(rows, key=lambda r: r["test_accuracy"])
+                test_accuracy, weights_remaining = best["test_accuracy"], best["weights_remaining"]
+                metrics = {"best": {k: best[k] for k in ("criterion", "keep", "weights")}, "cells": len(rows)}
+        row = dict(kind=kind, name=config.get("name"), model=config.get("model"), dataset=config.get("dataset"),
+                   config=config, metrics=metrics, weights_remaining=weights_remaining, test_accuracy=test_accuracy)
+    else:
+        return None
+    started, finished = status.get("started"), status.get("finished")
+    duration = None
+    if started and finished:
+        duration = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    return {**row, "status": status.get("status", "unknown"), "started": started, "finished": finished,
+            "duration": duration}
+
+
+class RunIndex:
+    """The index of one runs root (the directory holding the run directories)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.path = self.root / INDEX_FILE
+
+    # -- connection -----------------------------------------------------------------
+    def _connect(self, path: Optional[Path] = None) -> sqlite3.Connection:
+        connection = sqlite3.connect(path or self.path, timeout=60, isolation_level=None)
+        try:
+            connection.execute("PRAGMA busy_timeout = 60000")
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.executescript(_SCHEMA)
+        except sqlite3.DatabaseError:
+            connection.close()
+            raise LthError(f"results index {str(path or self.path)!r} is corrupt or not an lth index; "
+                           f"rebuild it with `lth runs reindex --root {self.root}`") from None
+        return connection
+
+    def _rows(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        with closing(self._connect()) as connection:
+            try:
+                cursor = connection.execute(sql, params)
+            except sqlite3.DatabaseError:
+                raise LthError(f"results index {str(self.path)!r} is corrupt; rebuild it with "
+                               f"`lth runs reindex --root {self.root}`") from None
+            names = [c[0] for c in cursor.description]
+            rows = [dict(zip(names, values)) for values in cursor.fetchall()]
+        for row in rows:
+            row["config"], row["metrics"] = json.loads(row["config"]), json.loads(row["metrics"])
+        return rows
+
+    # -- writing ----------------------------------------------------------------------
+    def register(self, run_path: str | Path) -> Optional[str]:
+        """Insert or update the row of the run at ``run_path`` (inside this root); return its id."""
+        run_path = Path(run_path)
+        row = describe_run(run_path)
+        if row is None:
+            return None
+        relative = os.path.relpath(run_path.resolve(), self.root.resolve())
+        self.root.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as connection:
+            self._upsert(connection, relative, row)
+        return run_id(relative)
+
+    @staticmethod
+    def _upsert(connection: sqlite3.Connection, relative: str, row: dict[str, Any]) -> None:
+        values = {**row, "id": run_id(relative), "path": relative,
+                  "config": json.dumps(row["config"], default=str), "metrics": json.dumps(row["metrics"], default=str)}
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "id")
+        connection.execute(
+            f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({placeholders}) ON CONFLICT(id) DO UPDATE SET {updates}",
+            tuple(values[c] for c in _COLUMNS),
+        )
+
+    def reindex(self) -> int:
+        """Rebuild the index from the run directories (a corrupt index file is replaced); return the count."""
+        if not self.root.is_dir():
+            raise LthError(f"runs root {str(self.root)!r} does not exist")
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{INDEX_FILE}.", suffix=".tmp")
+        os.close(fd)
+        count = 0
+        try:
+            with closing(sqlite3.connect(tmp, isolation_level=None)) as connection:
+                connection.executescript(_SCHEMA)
+                connection.execute("BEGIN")
+                for path in _run_dirs(self.root):
+                    row = describe_run(path)
+                    if row is not None:
+                        self._upsert(connection, os.path.relpath(path, self.root), row)
+                        count += 1
+                connection.execute("COMMIT")
+            for suffix in ("-wal", "-shm"):
+                Path(str(self.path) + suffix).unlink(missing_ok=True)
+            os.replace(tmp, self.path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return count
+
+    def remove(self, identifier: str) -> dict[str, Any]:
+        """Delete a run: its directory and its row."""
+        import shutil
+
+        row = self.get(identifier)
+        target = self.root / row["path"]
+        if target.is_dir():
+            shutil.rmtree(target)
+        with closing(self._connect()) as connection:
+            connection.execute("DELETE FROM runs WHERE id = ?", (row["id"],))
+        return row
+
+    # -- reading ----------------------------------------------------------------------
+    def all(self) -> list[dict[str, Any]]:
+        """Every row, with the status of unfinished runs refreshed from their directories."""
+        rows = self._rows("SELECT * FROM runs ORDER BY started, path")
+        for row in rows:
+            if row["status"] not in ("complete",):
+                fresh = describe_run(self.root / row["path"])
+                if fresh is None:
+                    row["status"] = "missing"
+                elif fresh["status"] != row["status"]:
+                    self.register(self.root / row["path"])
+                    row.update({**fresh, "id": row["id"], "path": row["path"]})
+        return rows
+
+    def get(self, identifier: str) -> dict[str, Any]:
+        """The row whose id, id prefix, path or name is ``identifier``."""
+        rows = self.all()
+        exact = [r for r in rows if identifier in (r["id"], r["path"], r["name"])]
+        matches = exact or [r for r in rows if r["id"].startswith(identifier)]
+        if not matches:
+            raise LthError(f"no run {identifier!r} in the index of {str(self.root)!r}; "
+                           "`lth runs list` shows the ids (or `lth runs reindex` if runs are missing)")
+        if len(matches) > 1:
+            raise LthError(f"run id {identifier!r} is ambiguous: it matches {', '.join(r['id'] for r in matches)}")
+        return matches[0]
+
+
+def _run_dirs(root: Path) -> Iterator[Path]:
+    """Run and study directories directly inside ``root`` (a study's trials belong to the study)."""
+    for path in sorted(root.iterdir()):
+        if path.is_dir() and ((path / "config.yaml").is_file() or (path / "study.yaml").is_file()):
+            yield path
+
+
+def inside_study(path: Path) -> bool:
+    from lth.store.study_dir import StudyDir
+
+    return any(StudyDir.is_study(parent) for parent in list(path.resolve().parents)[:2])
+
+
+def index_run(path: str | Path) -> None:
+    """Keep the index of ``path``'s runs root in step (called on every status write).
+
+    Runs inside a study are indexed through the study. A broken index never stops a run: it
+    gets a warning, and ``lth runs reindex`` repairs it.
+    """
+    path = Path(path)
+    if os.environ.get("LTH_NO_INDEX") or inside_study(path):
+        return
+    try:
+        RunIndex(path.resolve().parent).register(path)
+    except (LthError, sqlite3.Error, OSError) as error:
+        print(f"lth: warning: run not indexed ({error})", file=sys.stderr)
