@@ -85,7 +85,8 @@ class Batcher:
 
     def indices(self, iteration: int) -> torch.Tensor:
         """Example indices of batch ``iteration`` (on the data's device)."""
-        return self._perm[self._slot(iteration)]
+        slot = self._slot(iteration)  # first: it may load the epoch's permutation
+        return self._perm[slot]
 
     def augmentation(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Crop offsets (B,2) and flip flags (B,) of batch ``iteration``; None if not augmenting."""
