@@ -92,6 +92,7 @@ class TicketConfig(BaseModel):
     eval_every: PositiveInt = 100
     checkpoint_every: NonNegativeInt = 1000  # iterations between in-round checkpoints (0: rounds only)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    log: list[str] = []  # loggers mirroring metrics and config: tensorboard, mlflow (optional extras)
     name: Optional[str] = None
 
     @field_validator("controls", mode="before")
@@ -107,6 +108,23 @@ class TicketConfig(BaseModel):
         for name in v:
             if name not in CONTROL_NAMES:
                 raise ValueError(f"unknown control {name!r}; choose from {', '.join(CONTROL_NAMES)}")
+        return list(dict.fromkeys(v))
+
+    @field_validator("log", mode="before")
+    @classmethod
+    def _split_log(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [part for part in v.replace(" ", "").split(",") if part]
+        return v
+
+    @field_validator("log")
+    @classmethod
+    def _known_loggers(cls, v: list[str]) -> list[str]:
+        from lth.loggers import LOGGER_NAMES
+
+        for name in v:
+            if name not in LOGGER_NAMES:
+                raise ValueError(f"unknown logger {name!r}; choose from {', '.join(LOGGER_NAMES)}")
         return list(dict.fromkeys(v))
 
     @field_validator("milestones", mode="before")

@@ -58,6 +58,8 @@ _CONFIG_OPTIONS = [
     click.option("--checkpoint-every", type=int, help="Iterations between checkpoints inside a round; "
                  "0 checkpoints at round boundaries only [1000]."),
     click.option("--device", type=str, help="auto, cpu or cuda [auto]."),
+    click.option("--log", type=str, help="Mirror metrics to tensorboard and/or mlflow (comma-separated; "
+                 "needs pip install 'lth[tensorboard]' / 'lth[mlflow]')."),
     click.option("--name", type=str, help="Run name (default: MODEL-DATASET-TIMESTAMP)."),
 ]
 CONFIG_KEYS = [option(lambda: None).__click_params__[0].name for option in _CONFIG_OPTIONS]

@@ -27,6 +27,7 @@ from lth.criteria import CRITERIA, compute_scores
 from lth.data import DATASETS, Batcher, load_dataset
 from lth.errors import LthError
 from lth.experiments.controls import control_generator, prepare_control
+from lth.loggers import TICKET, Logger, check_loggers, close_loggers, make_loggers
 from lth.masks import Mask
 from lth.models import MODELS, build_model
 from lth.plots import plot_run
@@ -146,20 +147,35 @@ def check_config(config: TicketConfig) -> TicketConfig:
 
 
 class _Progress:
-    """Accumulates one line of results (ticket or control) and writes it to the run directory."""
+    """Accumulates one line of results (ticket or control), writes it to the run directory and
+    hands each round to the loggers (see :mod:`lth.loggers`)."""
 
-    def __init__(self, run: Optional[RunDir]) -> None:
+    def __init__(self, run: Optional[RunDir], name: str = TICKET) -> None:
         self.run = run
+        self.name = name
         self.rounds: list[dict] = []
         self.metrics: list[dict] = []
+        self.loggers: list[Logger] = []
 
     def add(self, round_index: int, mask: Mask, result: RoundResult) -> None:
-        self.rounds.append(_summary(round_index, mask, result))
-        self.metrics.extend({"round": round_index, **row} for row in result.metrics)
+        summary = _summary(round_index, mask, result)
+        rows = [{"round": round_index, **row} for row in result.metrics]
+        self.rounds.append(summary)
+        self.metrics.extend(rows)
         if self.run is not None:
             self.run.save_mask(round_index, mask)
             self.run.write_metrics(self.metrics)
             self.run.write_rounds(self.rounds)
+        for logger in self.loggers:
+            logger.log_round(self.name, summary, rows)
+
+    def attach(self, loggers: list[Logger]) -> None:
+        """Log from now on to ``loggers``; replay the rounds recorded so far into fresh ones."""
+        self.loggers = loggers
+        for logger in loggers:
+            if logger.fresh:
+                for summary in self.rounds:
+                    logger.log_round(self.name, summary, [m for m in self.metrics if m["round"] == summary["round"]])
 
     def state(self) -> dict:
         return {"rounds": self.rounds, "metrics": self.metrics}
@@ -183,6 +199,7 @@ class _Search:
 
     def __init__(self, config: TicketConfig, run: Optional[RunDir], progress: bool, leave: bool = True) -> None:
         self.config = config = check_config(config)
+        check_loggers(config.log)  # a missing package fails here, before any data or training
         self.options = _mask1_options(config)
         self.device = device = resolve_device(config.device)
         self.data = data = load_dataset(config.dataset, data_dir=config.data_dir, device=device)
@@ -244,7 +261,7 @@ class _Search:
         self.pending: Optional[TrainProgress] = None  # an interrupted training of the current stage
         self.masks: list[Mask] = []
         self.ticket = _Progress(run)
-        self.controls = {name: _Progress(run.control(name) if run else None) for name in config.controls}
+        self.controls = {name: _Progress(run.control(name) if run else None, name) for name in config.controls}
         self.started = _now()
         self.resumed = 0
 
@@ -318,25 +335,33 @@ class _Search:
             run.write_config(config.model_dump())
             run.write_status(status="running", started=self.started, device=str(self.device), resumed=self.resumed)
             run.save_weights("init", self.init_state)
+        loggers = make_loggers(config.log, run, config.model_dump())  # opened (or reopened) here: run is known
+        for line in (self.ticket, *self.controls.values()):
+            line.attach(loggers)
         if self.round == 0 and self.stage == "start":
             self.mask.apply_(self.model)  # an --init-mask prunes from round 0 on
             self.checkpoint()
         stages = ["ticket", *config.controls]
-        while self.round <= config.rounds:
-            if self.stage == "start":
-                if self.round > 0:
-                    self.prepare_round()
-                self.stage, self.snapshots = "ticket", {}
-            if self.stage == "ticket":
-                self.train_ticket()
-                self.advance(stages)
-            while self.stage in config.controls:
-                self.train_control(self.stage)
-                self.advance(stages)
+        try:
+            while self.round <= config.rounds:
+                if self.stage == "start":
+                    if self.round > 0:
+                        self.prepare_round()
+                    self.stage, self.snapshots = "ticket", {}
+                if self.stage == "ticket":
+                    self.train_ticket()
+                    self.advance(stages)
+                while self.stage in config.controls:
+                    self.train_control(self.stage)
+                    self.advance(stages)
+        except BaseException as error:
+            close_loggers(loggers, "killed" if isinstance(error, KeyboardInterrupt) else "failed")
+            raise
         if run is not None:
             run.write_status(status="complete", started=self.started, finished=_now(),
                              device=str(self.device), resumed=self.resumed)
             run.remove_checkpoint()
+        close_loggers(loggers)
         return TicketResult(config, self.ticket.rounds, self.masks, run,
                             {name: line.rounds for name, line in self.controls.items()})
 
