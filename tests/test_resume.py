@@ -193,6 +193,7 @@ def cli_reference(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_sigkill_inside_a_round_then_resume(cli_reference, tmp_path):
     """Kill a real `lth find-ticket` with SIGKILL at a random point inside a round; resume; compare."""
     out = tmp_path / "run"
@@ -240,6 +241,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the file being written via /proc")
 @pytest.mark.parametrize("kill_at", [6, 17])
 def test_sigkill_while_writing_a_checkpoint(cli_reference, tmp_path, kill_at):

@@ -115,12 +115,14 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 def test_session_resumes_after_a_kill(tmp_path):
     spec = write_spec(tmp_path / "session.yaml")
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     lth = [sys.executable, "-m", "lth"]
-    subprocess.run([*lth, "session", str(spec), "--out", str(reference), "-q"], env=_env(), check=True, timeout=600)
-    process = subprocess.Popen([*lth, "session", str(spec), "--out", str(killed), "-q"], env=_env())
+    subprocess.run([*lth, "session", str(spec), "--out", str(reference), "-q", "--vectorize", "off"], env=_env(),
+                   check=True, timeout=600)
+    process = subprocess.Popen([*lth, "session", str(spec), "--out", str(killed), "-q", "--vectorize", "off"], env=_env())
     deadline = time.time() + 300
     while time.time() < deadline:  # kill once 3 trials are done and the 4th has begun
         status = StudyDir(killed).status() if (killed / "status.json").is_file() else {}
@@ -166,5 +168,62 @@ def test_bad_robust_input(tmp_path, capsys):
     msg = one_line_error(*cli(capsys, "robust", "lenet-300-100", "digits", "--trials", "0", *SMALL,
                               "--out", tmp_path / "out")[::2])
     assert "trials must be at least 1, got 0" in msg
+    msg = one_line_error(*cli(capsys, "robust", "lenet-300-100", "digits", "--vectorize", "many", *SMALL,
+                              "--out", tmp_path / "out")[::2])
+    assert "--vectorize must be a number of networks, auto or off; got 'many'" in msg
     assert "not an lth run directory" in one_line_error(*cli(capsys, "resume", tmp_path)[::2])
     assert "--resume needs --out" in one_line_error(*cli(capsys, "robust", "lenet-300-100", "digits", "--resume")[::2])
+
+
+def _same_up_to_rounding(a: Path, b: Path) -> None:
+    """Identical masks; accuracies within 1e-4 (vectorised products sum in another order)."""
+    for sub in ["", *(["controls/reinit"] if (a / "controls").is_dir() else [])]:
+        ra, rb = RunDir(a / sub).rounds(), RunDir(b / sub).rounds()
+        assert [r["round"] for r in ra] == [r["round"] for r in rb] and ra
+        for x, y in zip(ra, rb):
+            assert x["kept_weights"] == y["kept_weights"]
+            for key in ("test_accuracy_at_early_stop", "final_test_accuracy", "val_accuracy_at_early_stop"):
+                assert abs(x[key] - y[key]) <= 1e-4, (a, sub, x["round"], key)
+            ma, mb = RunDir(a / sub).load_mask(x["round"]), RunDir(b / sub).load_mask(x["round"])
+            assert ma.keys() == mb.keys() and all(ma[k].equal(mb[k]) for k in ma)
+
+
+def test_vectorised_robust_equals_sequential(tmp_path, capsys):
+    """Trials trained side by side (with a control, late rewinding and w_f at early stop)."""
+    args = ["robust", "lenet-300-100", "digits", "--trials", "3", "--rounds", "2", "--iterations", "40",
+            "--eval-every", "10", "--controls", "reinit", "--rewind", "10it", "--w-final", "early-stop",
+            "--device", "cpu", "-q"]
+    assert cli(capsys, *args, "--out", tmp_path / "alone", "--vectorize", "off")[0] == 0
+    assert cli(capsys, *args, "--out", tmp_path / "together", "--vectorize", "3")[0] == 0
+    assert StudyDir(tmp_path / "together").status()["vectorize"] == 3
+    assert StudyDir(tmp_path / "alone").status()["vectorize"] == 1
+    for i in range(3):
+        _same_up_to_rounding(tmp_path / "alone" / f"trial_{i:02d}", tmp_path / "together" / f"trial_{i:02d}")
+
+
+@pytest.mark.slow
+def test_vectorised_session_resumes_after_a_kill(tmp_path):
+    """Experiments with different criteria train side by side; a kill resumes from round boundaries."""
+    spec = write_spec(tmp_path / "session.yaml", base={**SESSION["base"], "iterations": 200, "rounds": 3})
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    lth = [sys.executable, "-m", "lth"]
+    subprocess.run([*lth, "session", str(spec), "--out", str(reference), "-q", "--vectorize", "off"], env=_env(),
+                   check=True, timeout=600)
+    process = subprocess.Popen([*lth, "session", str(spec), "--out", str(killed), "-q", "--vectorize", "8"], env=_env())
+    deadline = time.time() + 300
+    first = killed / "00-large_final-rewind" / "trial_00" / "rounds.json"
+    while time.time() < deadline:  # kill once round 1 of the trials is done
+        try:
+            if first.is_file() and len(json.loads(first.read_text())) >= 2:
+                break
+        except json.JSONDecodeError:  # pragma: no cover - written atomically
+            pytest.fail("rounds.json was read half-written")
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    assert StudyDir(killed).status()["status"] == "running"
+    done = subprocess.run([*lth, "resume", str(killed), "-q"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    for experiment in StudyDir(reference).study()["experiments"]:
+        for entry in experiment["runs"]:
+            _same_up_to_rounding(reference / entry["path"], killed / entry["path"])

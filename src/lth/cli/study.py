@@ -28,13 +28,16 @@ def _check_flags(resume: bool, overwrite: bool) -> None:
 @click.option("--config", "config_file", type=str, help="YAML file with find-ticket keys; flags override it.")
 @click.option("--out", type=str, help="Study directory [runs/robust-MODEL-DATASET-TIMESTAMP].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing study directory.")
+@click.option("--vectorize", type=str, default="auto", show_default=True,
+              help="How many trials train side by side in one vectorised step: a number, auto (up to 8; "
+              "models without batch norm) or off.")
 @click.option("--resume", is_flag=True, help="Continue the study in --out: only unfinished trials run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
 @click.option("--json", "as_json", is_flag=True, help="Print the study as JSON (as `lth show --json`).")
 @click.pass_context
 def robust_command(
     ctx: click.Context, model: str, dataset: str, trials: int, config_file: Optional[str], out: Optional[str],
-    overwrite: bool, resume: bool, quiet: bool, as_json: bool, **_: Any,
+    overwrite: bool, vectorize: str, resume: bool, quiet: bool, as_json: bool, **_: Any,
 ) -> None:
     """Repeat a ticket search of MODEL on DATASET over --trials seeds; report mean, spread and 95% CI per level.
 
@@ -52,7 +55,7 @@ def robust_command(
     spec = {"base": {k: v for k, v in values.items() if v is not None}, "trials": trials}
     with output_dir(out, name) as out_path:
         result = run_study("robust", [experiment], out_path, spec, name=name, overwrite=overwrite, resume=resume,
-                           progress=not quiet and not as_json)
+                           progress=not quiet and not as_json, vectorize=vectorize)
     report_study(result.study_dir, quiet, as_json)
 
 
@@ -60,10 +63,14 @@ def robust_command(
 @click.argument("spec_file", metavar="SESSION.yaml")
 @click.option("--out", type=str, help="Study directory [runs/session-NAME-TIMESTAMP].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing study directory.")
+@click.option("--vectorize", type=str, default="auto", show_default=True,
+              help="How many trials train side by side in one vectorised step: a number, auto (up to 8; "
+              "models without batch norm) or off.")
 @click.option("--resume", is_flag=True, help="Continue the session in --out: only unfinished trials run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
 @click.option("--json", "as_json", is_flag=True, help="Print the session as JSON (as `lth show --json`).")
-def session_command(spec_file: str, out: Optional[str], overwrite: bool, resume: bool, quiet: bool, as_json: bool) -> None:
+def session_command(spec_file: str, out: Optional[str], overwrite: bool, vectorize: str, resume: bool, quiet: bool,
+                    as_json: bool) -> None:
     """Run the grid of experiments described in SESSION.yaml (base config x grid x trials).
 
     \b
@@ -84,7 +91,7 @@ def session_command(spec_file: str, out: Optional[str], overwrite: bool, resume:
         raise LthError("--resume needs --out DIR, the study directory to continue")
     with output_dir(out, f"session-{name}-{datetime.now():%Y%m%d-%H%M%S}") as out_path:
         result = run_study("session", experiments, out_path, spec.model_dump(), name=name, overwrite=overwrite,
-                           resume=resume, progress=not quiet and not as_json)
+                           resume=resume, progress=not quiet and not as_json, vectorize=vectorize)
     report_study(result.study_dir, quiet, as_json)
 
 

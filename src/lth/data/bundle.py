@@ -1,6 +1,8 @@
 """Loading a dataset into normalised tensors with a fixed train/validation split."""
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,29 @@ def _device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LthError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
     return dev
+
+
+_SHARED: dict[tuple, DataBundle] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_dataset(name: str, data_dir: str | Path | None = None, device: str | torch.device = "cpu") -> DataBundle:
+    """:func:`load_dataset`, loaded once per process and shared (read-only!) by every caller.
+
+    Ticket searches use it, so that the trials of a study hold one copy of the data and can be
+    trained side by side (:mod:`lth.training.lockstep`). The last two datasets are kept.
+    """
+    from lth.data import download
+
+    # Everything that decides which files are read is part of the key.
+    key = (name, str(data_dir), str(_device(device)), os.environ.get("LTH_DATA_DIR"), os.environ.get("HOME"),
+           str(download.SYSTEM_DIR))
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            if len(_SHARED) >= 2:
+                _SHARED.pop(next(iter(_SHARED)))
+            _SHARED[key] = load_dataset(name, data_dir=data_dir, device=device)
+        return _SHARED[key]
 
 
 def load_dataset(

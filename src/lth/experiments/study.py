@@ -7,11 +7,14 @@ checkpoint, the rest start.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
+
+import torch
 
 from tqdm.auto import tqdm
 
@@ -21,6 +24,8 @@ from lth.experiments.session_spec import Experiment
 from lth.experiments.statistics import summarise_trials
 from lth.experiments.ticket_search import check_config, find_ticket, resume_ticket
 from lth.store import RunDir
+from lth.training.lockstep import Lockstep
+from lth.training.vectorized import check_vectorizable
 from lth.store.study_dir import StudyDir
 
 
@@ -72,6 +77,7 @@ def run_study(
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
+    vectorize: int | str = "auto",
 ) -> StudyResult:
     """Run (or, with ``resume``, continue) every trial of every experiment into ``out``."""
     wanted = _describe(kind, name, experiments, spec)
@@ -79,14 +85,21 @@ def run_study(
         study = StudyDir.open(out)
         if study.study()["experiments"] != wanted["experiments"]:
             raise LthError(f"cannot resume {str(out)!r}: it holds a different study (its experiments or configs differ)")
-        return continue_study(out, progress)
+        return continue_study(out, progress, vectorize)
     study = StudyDir.create(out, overwrite=overwrite)
-    study.write_study(wanted)
-    return continue_study(out, progress)
+    study.write_study({**wanted, "vectorize": vectorize})
+    return continue_study(out, progress, vectorize)
 
 
-def continue_study(path: str | Path, progress: bool = True) -> StudyResult:
-    """Run what is unfinished in a study directory, then write its statistics and plots."""
+def continue_study(path: str | Path, progress: bool = True, vectorize: int | str | None = None) -> StudyResult:
+    """Run what is unfinished in a study directory, then write its statistics and plots.
+
+    ``vectorize``: how many searches run side by side with their trainings vectorised
+    (:mod:`lth.training.lockstep`); ``auto`` picks up to 8 when the model allows it, ``off`` or 1
+    runs them one after another. Inside a vectorised training no checkpoints are taken: a
+    killed study resumes those searches from their last round boundary. None: the setting the
+    study was started with.
+    """
     study = StudyDir.open(path)
     description = study.study()
     runs = [(e["name"], r) for e in description["experiments"] for r in e["runs"]]
@@ -96,23 +109,44 @@ def continue_study(path: str | Path, progress: bool = True) -> StudyResult:
     bar = tqdm(total=len(runs), initial=done, desc=f"{description['kind']} {study.path.name}", unit="run",
                disable=not progress, dynamic_ncols=True)
     tic = time.perf_counter()
-    for experiment, entry in runs:
-        run = study.run(entry["path"])
-        if _complete(run):
-            continue
-        bar.set_postfix_str(f"{experiment} trial {entry['trial']}")
-        if run.load_checkpoint() is not None:
-            result = resume_ticket(run.path, progress=progress, leave=False)
-        else:  # never started, or killed before its first checkpoint
-            result = find_ticket(make_config(entry["config"]), out=run.path, overwrite=True,
-                                 progress=progress, leave=False)
-        done += 1
-        last = result.rounds[-1]
-        bar.update(1)
-        if progress:
-            bar.write(f"{experiment} trial {entry['trial']}: {100 * last['weights_remaining']:.2f}% of weights left, "
-                      f"test accuracy {100 * last['test_accuracy_at_early_stop']:.2f}% at early stop")
-        study.write_status(status="running", started=started, runs_total=len(runs), runs_complete=done)
+    pending = [(experiment, entry) for experiment, entry in runs if not _complete(study.run(entry["path"]))]
+    if vectorize is None:
+        vectorize = description.get("vectorize", "auto")
+    group = vector_size(vectorize, [make_config(entry["config"]) for _, entry in pending])
+    lock = threading.Lock()
+
+    def program(experiment: str, entry: dict[str, Any], trainer_factory: Any = None) -> Callable[[], None]:
+        def run_one() -> None:
+            nonlocal done
+            run = study.run(entry["path"])
+            inner = progress and trainer_factory is None
+            if run.load_checkpoint() is not None:
+                result = resume_ticket(run.path, progress=inner, leave=False, trainer_factory=trainer_factory)
+            else:  # never started, or killed before its first checkpoint
+                result = find_ticket(make_config(entry["config"]), out=run.path, overwrite=True,
+                                     progress=inner, leave=False, trainer_factory=trainer_factory)
+            last = result.rounds[-1]
+            with lock:
+                done += 1
+                bar.update(1)
+                if progress:
+                    bar.write(f"{experiment} trial {entry['trial']}: {100 * last['weights_remaining']:.2f}% of "
+                              f"weights left, test accuracy {100 * last['test_accuracy_at_early_stop']:.2f}% at early stop")
+                study.write_status(status="running", started=started, runs_total=len(runs), runs_complete=done,
+                                   vectorize=group)
+        return run_one
+
+    if group <= 1:
+        for experiment, entry in pending:
+            bar.set_postfix_str(f"{experiment} trial {entry['trial']}")
+            program(experiment, entry)()
+    else:  # `group` searches at a time, their trainings vectorised
+        for start in range(0, len(pending), group):
+            chunk = pending[start:start + group]
+            lockstep = Lockstep(group, progress=progress)
+            factory = lockstep.trainer_factory()
+            bar.set_postfix_str(f"{len(chunk)} trials side by side")
+            lockstep.run([program(experiment, entry, factory) for experiment, entry in chunk])
     bar.close()
     summary = study_summary(study)
     study.write_summary(summary)
@@ -120,8 +154,39 @@ def continue_study(path: str | Path, progress: bool = True) -> StudyResult:
 
     plot_study(study)
     study.write_status(status="complete", started=started, finished=_now(), runs_total=len(runs),
-                       runs_complete=done, seconds_this_session=round(time.perf_counter() - tic, 3))
+                       runs_complete=done, vectorize=group, seconds_this_session=round(time.perf_counter() - tic, 3))
     return StudyResult(study, summary)
+
+
+def vector_size(vectorize: int | str, configs: list[TicketConfig]) -> int:
+    """How many searches to run side by side: ``off`` = 1, a number, or ``auto``."""
+    if not configs:
+        return 1
+    if isinstance(vectorize, str):
+        text = vectorize.strip().lower()
+        if text in ("off", "no", "false"):
+            return 1
+        if text != "auto":
+            try:
+                vectorize = int(text)
+            except ValueError:
+                raise LthError(f"--vectorize must be a number of networks, auto or off; got {vectorize!r}") from None
+    if isinstance(vectorize, int):
+        if vectorize < 1:
+            raise LthError(f"--vectorize must be at least 1, got {vectorize}")
+        return min(vectorize, len(configs))
+    # auto: side by side when the models can be (no batch norm); at most 8 on a CPU, 16 on a GPU
+    from lth.data import DATASETS
+    from lth.models import build_model
+
+    for name in {c.model for c in configs}:
+        shape, classes = DATASETS.get(configs[0].dataset).input_shape, DATASETS.get(configs[0].dataset).num_classes
+        try:
+            check_vectorizable(build_model(name, shape, classes, seed=0))
+        except LthError:
+            return 1
+    limit = 16 if torch.cuda.is_available() and configs[0].device != "cpu" else 8
+    return min(limit, len(configs))
 
 
 def study_summary(study: StudyDir) -> list[dict[str, Any]]:

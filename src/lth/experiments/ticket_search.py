@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ from torch import nn
 from lth.actions import LayerState, Mask1Options, round_start_values, validate_actions
 from lth.config import TicketConfig, make_config, parse_duration
 from lth.criteria import CRITERIA, compute_scores
-from lth.data import DATASETS, Batcher, load_dataset
+from lth.data import DATASETS, Batcher, shared_dataset
 from lth.errors import LthError
 from lth.experiments.controls import control_generator, prepare_control
 from lth.loggers import TICKET, Logger, check_loggers, close_loggers, make_loggers
@@ -197,12 +197,13 @@ class _Search:
     else is rebuilt from the config, deterministically.
     """
 
-    def __init__(self, config: TicketConfig, run: Optional[RunDir], progress: bool, leave: bool = True) -> None:
+    def __init__(self, config: TicketConfig, run: Optional[RunDir], progress: bool, leave: bool = True,
+                 trainer_factory: Optional[Callable[..., Trainer]] = None) -> None:
         self.config = config = check_config(config)
         check_loggers(config.log)  # a missing package fails here, before any data or training
         self.options = _mask1_options(config)
         self.device = device = resolve_device(config.device)
-        self.data = data = load_dataset(config.dataset, data_dir=config.data_dir, device=device)
+        self.data = data = shared_dataset(config.dataset, data_dir=config.data_dir, device=device)
         torch.manual_seed(config.seed)
         self.model = build_model(config.model, data.input_shape, data.num_classes, seed=config.seed).to(device)
         groups = prunable_parameters(self.model, config.prune_biases, config.ignore_layers)
@@ -242,7 +243,9 @@ class _Search:
             warmup=parse_duration(config.warmup, ipe, budget),
         )
         check_settings(settings)
-        self.trainer = Trainer(data, config.batch_size, settings, config.seed, config.eval_every, progress, leave)
+        self.trainer = (trainer_factory or Trainer)(
+            data, config.batch_size, settings, config.seed, config.eval_every, progress, leave
+        )
         self.params = dict(self.model.named_parameters())
         mask = Mask.ones({name: self.params[name] for name in self.prunable})
         if config.init_mask is not None:
@@ -453,10 +456,13 @@ def find_ticket(
     progress: bool = True,
     resume: bool = False,
     leave: bool = True,
+    trainer_factory: Optional[Callable[..., Trainer]] = None,
 ) -> TicketResult:
     """Run a ticket search (with its controls); write it to ``out`` (a run directory) when given.
 
     ``leave=False`` clears each progress bar when its training ends (for runs inside a study).
+    ``trainer_factory`` replaces :class:`Trainer` (same arguments), e.g. by a
+    :class:`~lth.training.lockstep.LockstepTrainer` that trains several searches side by side.
     With ``resume`` and an unfinished run of the same config in ``out``, continue it from its
     last checkpoint; a finished one is returned as it is; an absent one starts afresh.
     """
@@ -467,8 +473,8 @@ def find_ticket(
         _check_same_config(stored, wanted, run)
         if run.status().get("status") == "complete":
             return load_ticket_result(run)
-        return resume_ticket(run.path, progress=progress, leave=leave)
-    search = _Search(config, None, progress, leave)  # validates everything before touching the disk
+        return resume_ticket(run.path, progress=progress, leave=leave, trainer_factory=trainer_factory)
+    search = _Search(config, None, progress, leave, trainer_factory)  # validates everything before touching the disk
     if out is not None:
         search.run = RunDir.create(out, overwrite=overwrite)
         search.ticket.run = search.run
@@ -477,7 +483,9 @@ def find_ticket(
     return search.run_all()
 
 
-def resume_ticket(path: str | Path, progress: bool = True, leave: bool = True) -> TicketResult:
+def resume_ticket(
+    path: str | Path, progress: bool = True, leave: bool = True, trainer_factory: Optional[Callable[..., Trainer]] = None
+) -> TicketResult:
     """Continue an unfinished run directory from its last checkpoint."""
     run = RunDir.open(path)
     status = run.status().get("status")
@@ -487,7 +495,7 @@ def resume_ticket(path: str | Path, progress: bool = True, leave: bool = True) -
     if state is None:
         raise LthError(f"run {str(path)!r} has no checkpoint to resume from")
     config = make_config(run.config())
-    search = _Search(config, run, progress, leave)
+    search = _Search(config, run, progress, leave, trainer_factory)
     search.restore(state)
     for debris in run.path.glob(".*.tmp"):  # temp files of writes a kill interrupted
         debris.unlink(missing_ok=True)

@@ -1,6 +1,7 @@
 """The model registry: name -> builder + the paper's recipe."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -56,6 +57,9 @@ def _check_shape(name: str, input_shape: object) -> InputShape:
     return shape  # type: ignore[return-value]
 
 
+_GLOBAL_RNG = threading.Lock()
+
+
 def build_model(name: str, input_shape: InputShape, num_classes: int, seed: int) -> nn.Module:
     """Build model ``name``, initialise it under ``seed`` and check it fits ``input_shape``.
 
@@ -75,15 +79,16 @@ def build_model(name: str, input_shape: InputShape, num_classes: int, seed: int)
             f"model {name!r} does not fit input shape {shape} of the dataset: {reason}"
         )
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        try:
-            model = spec.build(shape, num_classes)
-        except LthError as e:
-            raise unfit(str(e)) from e
-        except Exception as e:  # any failure means the model does not fit
-            raise unfit(_short(e)) from e
-    initialize(model, spec.recipe.initializer, generator_seed=seed)
+    with _GLOBAL_RNG:  # the draws below use the global RNG (forked): one thread at a time
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            try:
+                model = spec.build(shape, num_classes)
+            except LthError as e:
+                raise unfit(str(e)) from e
+            except Exception as e:  # any failure means the model does not fit
+                raise unfit(_short(e)) from e
+        initialize(model, spec.recipe.initializer, generator_seed=seed)
 
     model.eval()
     try:

@@ -1,0 +1,242 @@
+"""Throughput of K networks trained side by side against the machine's limits, in one run.
+
+Prints, measured now on this machine:
+  - sgemm GFLOP/s (a 2048x2048 matrix product: the practical peak of the matrix units) and
+    copy GB/s (a 256 MiB memory copy: the practical memory bandwidth);
+  - LeNet-300-100 (Fashion-MNIST, batch 60, Adam): the conventional Dataset+DataLoader loop,
+    lth's single-network trainer, and K = 1, 4, 8, 16 networks trained by lth's vectorised
+    trainer against the same K networks trained one after another; for each, samples/s,
+    the matrix products' achieved GFLOP/s (analytic FLOP count) and the speed-up;
+  - where the time of one vectorised step goes (batch gathering, forward+backward, masking,
+    optimizer), the optimizer's achieved bytes/s against the copy bandwidth;
+  - the same for Conv-4 on CIFAR-shaped data (random tensors: the speed does not depend on values).
+
+Step times are taken by differencing two training lengths, so set-up and the evaluations at the
+start and end of train() cancel out. Every figure is the best of --repeats (on a shared machine
+the least disturbed run).
+
+Usage: python benchmarks/bench_vectorized.py [--repeats 3] [--data-dir DIR] [--skip-conv]
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_training import conventional  # noqa: E402
+
+from lth.data import DATASETS, DataBundle, load_dataset  # noqa: E402
+from lth.masks import Mask  # noqa: E402
+from lth.models import build_model  # noqa: E402
+from lth.training import OptimizerSettings, Trainer  # noqa: E402
+from lth.training.vectorized import VectorTrainer  # noqa: E402
+
+BATCH = 60
+ADAM = OptimizerSettings("adam", 1.2e-3)
+ADAM_BYTES_PER_PARAM = 7 * 4  # fused Adam reads param, grad, exp_avg, exp_avg_sq; writes three
+
+
+def best_of(repeats: int, measure) -> float:
+    return min(measure() for _ in range(repeats))
+
+
+def sgemm_gflops() -> float:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+
+    def once() -> float:
+        tic = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        return (time.perf_counter() - tic) / 5
+
+    return 2 * 2048 ** 3 / best_of(3, once) / 1e9
+
+
+def copy_gbs() -> float:
+    src = torch.randn(64 * 2 ** 20)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+
+    def once() -> float:
+        tic = time.perf_counter()
+        for _ in range(5):
+            dst.copy_(src)
+        return (time.perf_counter() - tic) / 5
+
+    return 2 * src.numel() * 4 / best_of(3, once) / 1e9
+
+
+def matmul_flops(model: torch.nn.Module, input_shape: tuple[int, ...], batch: int) -> float:
+    """FLOPs of one training step's matrix products and convolutions (forward, input and weight grads)."""
+    total = 0.0
+    hooks = []
+    counts: list[float] = []
+
+    def hook(module, inputs, output):
+        weight = module.weight
+        if isinstance(module, torch.nn.Linear):
+            macs = output.shape[0] * weight.shape[0] * weight.shape[1]
+        else:  # each output position of each image: one kernel (weight.numel() / out_channels) per channel
+            macs = output.shape[0] * output.shape[2] * output.shape[3] * weight.numel()
+        counts.append(2.0 * macs)
+
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            hooks.append(module.register_forward_hook(hook))
+    with torch.no_grad():
+        model(torch.zeros(batch, *input_shape))
+    for h in hooks:
+        h.remove()
+    for i, forward in enumerate(counts):
+        total += forward * (2 if i == 0 else 3)  # forward, weight grad, input grad (not for the first layer)
+    return total
+
+
+def models_for(name: str, data: DataBundle, k: int) -> list[torch.nn.Module]:
+    return [build_model(name, data.input_shape, data.num_classes, seed=s) for s in range(k)]
+
+
+def single_step_seconds(name: str, data: DataBundle, lengths: tuple[int, int], repeats: int) -> float:
+    def once() -> float:
+        times = []
+        for n in lengths:
+            net = models_for(name, data, 1)[0]
+            trainer = Trainer(data, BATCH, ADAM, seed=0, eval_every=10 ** 9, progress=False)
+            tic = time.perf_counter()
+            trainer.train(net, None, 0, n)
+            times.append(time.perf_counter() - tic)
+        return (times[1] - times[0]) / (lengths[1] - lengths[0])
+
+    return best_of(repeats, once)
+
+
+def vector_step_seconds(name: str, data: DataBundle, k: int, lengths: tuple[int, int], repeats: int,
+                        masks: bool = False) -> float:
+    def once() -> float:
+        times = []
+        for n in lengths:
+            nets = models_for(name, data, k)
+            mask_list = [_half_mask(net) if masks else None for net in nets]
+            trainer = VectorTrainer(data, BATCH, ADAM, list(range(k)), eval_every=10 ** 9, progress=False)
+            tic = time.perf_counter()
+            trainer.train(nets, mask_list, 0, n)
+            times.append(time.perf_counter() - tic)
+        return (times[1] - times[0]) / (lengths[1] - lengths[0])
+
+    return best_of(repeats, once)
+
+
+def _half_mask(net: torch.nn.Module) -> Mask:
+    g = torch.Generator().manual_seed(0)
+    return Mask({n: torch.rand(p.shape, generator=g) < 0.5 for n, p in net.named_parameters() if n.endswith("weight")})
+
+
+def step_breakdown(name: str, data: DataBundle, k: int, steps: int = 100) -> dict[str, float]:
+    """Seconds per step of each part of a vectorised step with masks (forward+backward, mask, optimizer, batch)."""
+    from torch.func import functional_call
+
+    from lth.training.optim import build_optimizer
+
+    nets = models_for(name, data, k)
+    template = nets[0]
+    params = {n: torch.stack([m.state_dict()[n] for m in nets]).requires_grad_() for n, _ in template.named_parameters()}
+    masks = {n: (torch.rand(p.shape) < 0.5).float() for n, p in params.items() if n.endswith("weight")}
+    optimizer = build_optimizer([p for n, p in params.items() if n not in masks], ADAM, [params[n] for n in masks])
+    trainer = VectorTrainer(data, BATCH, ADAM, list(range(k)), progress=False)
+    forward = torch.vmap(lambda p, x: functional_call(template, p, (x,)))
+    parts = dict.fromkeys(("batch gathering", "forward + backward", "masking gradients", "optimizer step"), 0.0)
+    for t in range(steps + 10):
+        t0 = time.perf_counter()
+        x, y = trainer.batch(t)
+        t1 = time.perf_counter()
+        logits = forward(params, x)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(k, -1).mean(1).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t2 = time.perf_counter()
+        torch._foreach_mul_([params[n].grad for n in masks], list(masks.values()))
+        t3 = time.perf_counter()
+        optimizer.step()
+        t4 = time.perf_counter()
+        if t >= 10:
+            for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                parts[key] += dt / steps
+    return parts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--skip-conv", action="store_true")
+    args = parser.parse_args()
+    threads = torch.get_num_threads()
+    print(f"# {date.today()}; {platform.processor() or platform.machine()}, {threads} threads, torch {torch.__version__}")
+    peak, bandwidth = sgemm_gflops(), copy_gbs()
+    print(f"machine: sgemm {peak:.0f} GFLOP/s, copy {bandwidth:.1f} GB/s")
+
+    data = load_dataset("fashion-mnist", data_dir=args.data_dir)
+    raw = DATASETS.get("fashion-mnist").load(args.data_dir, True)
+    flops = matmul_flops(models_for("lenet-300-100", data, 1)[0], data.input_shape, BATCH)
+    conventional_its = max(conventional(raw, 600) for _ in range(args.repeats))
+    single = single_step_seconds("lenet-300-100", data, (200, 1000), args.repeats)
+    print(f"\nLeNet-300-100, batch {BATCH}, Adam ({flops / 1e6:.1f} MFLOP of matrix products per step)")
+    header = f"{'pipeline':44s} {'samples/s':>10s} {'GFLOP/s':>8s} {'% sgemm':>8s} {'vs K alone':>10s} {'vs conventional':>15s}"
+    print(header)
+
+    def row(label: str, seconds_per_step: float, k: int, alone: float | None) -> None:
+        samples = k * BATCH / seconds_per_step
+        gflops = k * flops / seconds_per_step / 1e9
+        versus = f"{k * alone / seconds_per_step:9.2f}x" if alone else f"{'':>10s}"
+        print(f"{label:44s} {samples:10.0f} {gflops:8.1f} {100 * gflops / peak:7.0f}% {versus} "
+              f"{samples / (conventional_its * BATCH):14.2f}x")
+
+    print(f"{'conventional Dataset+DataLoader, 1 net':44s} {conventional_its * BATCH:10.0f} "
+          f"{conventional_its * flops / 1e9:8.1f} {100 * conventional_its * flops / 1e9 / peak:7.0f}%")
+    row("lth trainer, 1 net", single, 1, None)
+    for k in (1, 4, 8, 16):
+        row(f"lth vectorised, K={k}", vector_step_seconds("lenet-300-100", data, k, (100, 400), args.repeats), k, single)
+    k = 8
+    row(f"lth vectorised, K={k}, 50% masks", vector_step_seconds("lenet-300-100", data, k, (100, 400), args.repeats, True), k, single)
+
+    parts = step_breakdown("lenet-300-100", data, k)
+    total = sum(parts.values())
+    n_params = sum(p.numel() for p in models_for("lenet-300-100", data, 1)[0].parameters())
+    print(f"\nwhere a K={k} step with masks goes ({1e3 * total:.2f} ms):")
+    for part, seconds in parts.items():
+        extra = ""
+        if part == "forward + backward":
+            extra = f"  {k * flops / seconds / 1e9:.0f} GFLOP/s = {100 * k * flops / seconds / 1e9 / peak:.0f}% of sgemm"
+        if part == "optimizer step":
+            gbs = k * n_params * ADAM_BYTES_PER_PARAM / seconds / 1e9
+            extra = f"  {gbs:.1f} GB/s = {100 * gbs / bandwidth:.0f}% of copy bandwidth"
+        print(f"  {part:20s} {1e3 * seconds:7.3f} ms {100 * seconds / total:5.1f}%{extra}")
+
+    if args.skip_conv:
+        return
+    cifar = DataBundle(
+        name="cifar-shaped", train_x=torch.randn(5000, 3, 32, 32), train_y=torch.randint(0, 10, (5000,)),
+        val_x=torch.randn(60, 3, 32, 32), val_y=torch.randint(0, 10, (60,)),  # evaluation is not measured
+        test_x=torch.randn(60, 3, 32, 32), test_y=torch.randint(0, 10, (60,)),
+        input_shape=(3, 32, 32), num_classes=10, augment=False,
+    )
+    flops = matmul_flops(models_for("conv-4", cifar, 1)[0], cifar.input_shape, BATCH)
+    single = single_step_seconds("conv-4", cifar, (2, 10), args.repeats)
+    print(f"\nConv-4, CIFAR-shaped 3x32x32, batch {BATCH}, Adam ({flops / 1e9:.2f} GFLOP per step)")
+    print(header)
+    row("lth trainer, 1 net", single, 1, None)
+    for k in (4, 8):
+        row(f"lth vectorised, K={k}", vector_step_seconds("conv-4", cifar, k, (1, 4), args.repeats), k, single)
+
+
+if __name__ == "__main__":
+    main()
