@@ -26,6 +26,7 @@ from cli_helpers import cli, one_line_error
 CONFIG = dict(
     model="lenet-300-100", dataset="digits", iterations=90, eval_every=20, rounds=2, device="cpu",
     rewind="10it", w_final="early-stop", controls=["reinit"], checkpoint_every=25, mask1="jitter",
+    vectorize="off",  # the control trains after the ticket, with checkpoints of its own
 )
 
 
@@ -174,6 +175,7 @@ def test_corrupt_checkpoint_is_a_clear_error(reference, tmp_path, capsys):
 CLI_ARGS = [
     "find-ticket", "lenet-300-100", "digits", "--iterations", "300", "--eval-every", "20", "--rounds", "3",
     "--checkpoint-every", "30", "--controls", "reinit", "--rewind", "20it", "--device", "cpu", "-q",
+    "--vectorize", "off",
 ]
 
 
@@ -259,3 +261,33 @@ def test_sigkill_while_writing_a_checkpoint(cli_reference, tmp_path, kill_at):
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(cli_reference, out)
     assert not list(out.glob(".*.tmp"))  # resume clears the debris
+
+
+def test_resume_with_controls_side_by_side(tmp_path, monkeypatch):
+    """Ticket and control trained in one vectorised step: checkpoints at round boundaries only."""
+    _no_plots(monkeypatch)
+    config = TicketConfig(**{**CONFIG, "vectorize": "auto"})
+    reference = find_ticket(config, out=tmp_path / "reference", progress=False)
+    original = RunDir.write_checkpoint
+    calls, stages = [], []
+
+    def crashing(self, state):
+        original(self, state)
+        calls.append(1)
+        stages.append((state["round"], state["stage"], state["training"] is not None))
+        if len(calls) == 6:
+            raise Crash
+
+    monkeypatch.setattr(RunDir, "write_checkpoint", crashing)
+    with pytest.raises(Crash):
+        find_ticket(config, out=tmp_path / "run", progress=False)
+    # start, 3 inside round 0, after round 0; round 1 trains ticket and control at once: no checkpoint inside
+    assert stages == [(0, "start", False), (0, "ticket", True), (0, "ticket", True), (0, "ticket", True),
+                      (1, "start", False), (2, "start", False)]
+    monkeypatch.setattr(RunDir, "write_checkpoint", original)
+    resume_ticket(tmp_path / "run", progress=False)
+    assert_same_run(tmp_path / "reference", tmp_path / "run")
+    sequential = find_ticket(TicketConfig(**{**CONFIG, "vectorize": "off"}), out=tmp_path / "sequential", progress=False)
+    for a, b in zip(reference.controls["reinit"], sequential.controls["reinit"]):
+        assert a["kept_weights"] == b["kept_weights"]
+        assert abs(a["test_accuracy_at_early_stop"] - b["test_accuracy_at_early_stop"]) <= 1e-4

@@ -91,6 +91,7 @@ class TicketConfig(BaseModel):
     seed: int = 0
     eval_every: PositiveInt = 100
     checkpoint_every: NonNegativeInt = 1000  # iterations between in-round checkpoints (0: rounds only)
+    vectorize: Literal["auto", "off"] = "auto"  # train the controls beside the ticket, vectorised
     device: Literal["auto", "cpu", "cuda"] = "auto"
     log: list[str] = []  # loggers mirroring metrics and config: tensorboard, mlflow (optional extras)
     name: Optional[str] = None

@@ -11,6 +11,7 @@ see :class:`_Search`) at every stage boundary and every ``checkpoint_every`` ite
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,7 +35,9 @@ from lth.plots import plot_run
 from lth.pruning import layer_rates, prunable_parameters, prune
 from lth.store import RunDir
 from lth.training import OptimizerSettings, RoundResult, Trainer, TrainProgress
+from lth.training.lockstep import Lockstep
 from lth.training.optim import check_settings
+from lth.training.vectorized import check_vectorizable
 
 GRADIENT_CRITERIA = ("snip", "grad")
 
@@ -184,7 +187,7 @@ class _Progress:
         self.rounds, self.metrics = list(state["rounds"]), list(state["metrics"])
 
 
-_IGNORED_ON_RESUME = ("name", "device", "data_dir", "checkpoint_every")
+_IGNORED_ON_RESUME = ("name", "device", "data_dir", "checkpoint_every", "vectorize")
 CHECKPOINT_FORMAT = 1
 
 
@@ -243,6 +246,7 @@ class _Search:
             warmup=parse_duration(config.warmup, ipe, budget),
         )
         check_settings(settings)
+        self.vectorizable = _vectorizable(self.model)
         self.trainer = (trainer_factory or Trainer)(
             data, config.batch_size, settings, config.seed, config.eval_every, progress, leave
         )
@@ -351,6 +355,10 @@ class _Search:
                     if self.round > 0:
                         self.prepare_round()
                     self.stage, self.snapshots = "ticket", {}
+                if self.stage == "ticket" and self.controls_side_by_side():
+                    self.train_round_side_by_side()
+                    self.stage = stages[-1]
+                    self.advance(stages)
                 if self.stage == "ticket":
                     self.train_ticket()
                     self.advance(stages)
@@ -412,9 +420,16 @@ class _Search:
         )
 
     def train_ticket(self) -> None:
+        self.finish_ticket(self.train("round", self.mask, self.ticket_points(), self.final_at == -1))
+
+    def ticket_points(self) -> list[int]:
+        """Iterations whose weights the ticket's training must capture (rewind point, w_f point)."""
+        points = ([self.rewind_at] if self.round == 0 and self.rewind_at > 0 else []) + \
+            ([self.final_at] if self.final_at else [])
+        return [p for p in points if p > 0]
+
+    def finish_ticket(self, result: RoundResult) -> None:
         r, rewind_at, final_at, run = self.round, self.rewind_at, self.final_at, self.run
-        points = ([rewind_at] if r == 0 and rewind_at > 0 else []) + ([final_at] if final_at else [])
-        result = self.train("round", self.mask, [p for p in points if p > 0], final_at == -1)
         if r == 0 and rewind_at > 0:
             self.rewind_state = self.snapshots[rewind_at]
         if final_at is None:
@@ -432,13 +447,53 @@ class _Search:
 
     def train_control(self, name: str) -> None:
         if self.pending is None:
-            self.control_mask = prepare_control(
-                name, self.model, self.mask, self.rewind_state, self.fresh_state,
-                control_generator(self.config.seed, name, self.round),
-            )
-            self.control_mask.apply_(self.model)
+            self.control_mask = self.prepare_control(name, self.model)
         result = self.train(name, self.control_mask, [], False)
         self.controls[name].add(self.round, self.control_mask, result)
+
+    def prepare_control(self, name: str, model: nn.Module) -> Mask:
+        """Load the control's starting weights into ``model``; return its mask."""
+        mask = prepare_control(name, model, self.mask, self.rewind_state, self.fresh_state,
+                               control_generator(self.config.seed, name, self.round))
+        mask.apply_(model)
+        return mask
+
+    def controls_side_by_side(self) -> bool:
+        """Train this round's ticket and controls in one vectorised training?"""
+        return (self.round > 0 and bool(self.config.controls) and self.pending is None
+                and self.config.vectorize != "off" and type(self.trainer) is Trainer and self.vectorizable)
+
+    def train_round_side_by_side(self) -> None:
+        """The ticket and every control of this round trained at once (:mod:`lth.training.lockstep`)."""
+        names = list(self.config.controls)
+        models = {name: copy.deepcopy(self.model) for name in names}
+        masks = {name: self.prepare_control(name, models[name]) for name in names}
+        lockstep = Lockstep(1 + len(names), progress=self.trainer.progress)
+        t = self.trainer
+        trainer = lockstep.trainer_factory()(t.data, t.batcher.batch_size, t.optimizer, self.config.seed, t.eval_every)
+        start = self.rewind_at
+
+        def job(model: nn.Module, mask: Mask, label: str, points: list[int], keep_best: bool) -> Callable[[], RoundResult]:
+            def capture(step: int, m: nn.Module) -> None:
+                self.snapshots[step] = _clone_state(m)
+
+            return lambda: trainer.train(
+                model, mask, start=start, stop=self.budget, capture=points, on_capture=capture,
+                description=f"{label} {self.round}/{self.config.rounds}", zero_pruned=False, keep_best=keep_best)
+
+        results = lockstep.run([job(self.model, self.mask, "round+controls", self.ticket_points(), self.final_at == -1)]
+                               + [job(models[name], masks[name], name, [], False) for name in names])
+        self.finish_ticket(results[0])
+        for name, result in zip(names, results[1:]):
+            self.controls[name].add(self.round, masks[name], result)
+
+
+def _vectorizable(model: nn.Module) -> bool:
+    try:
+        check_vectorizable(model)
+        return True
+    except LthError:
+        return False
 
 
 def _to_cpu(state: Optional[dict[str, torch.Tensor]]) -> Optional[dict[str, torch.Tensor]]:
