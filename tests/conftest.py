@@ -107,3 +107,32 @@ def search_rewind_fraction(tmp_path_factory):
 def search_global(tmp_path_factory):
     """Global magnitude pruning at 20% per round."""
     return run_search(tmp_path_factory.mktemp("search") / "global", scope="global", prune_rate=0.2)
+
+
+# ------------------------------------------------------------------ results to draw and report
+
+
+@pytest.fixture(scope="session")
+def result_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Small finished directories of every kind that ``lth plot`` and ``lth report`` draw, built once:
+    ticket (2 rounds, reinit control), rewound (rewind 10it, seed 1), conv (conv-2, 1 round),
+    study (robust, 2 trials of 1 round), sm_eval (supermask eval --from ticket), sm_train (20 iterations)."""
+    from lth.cli import main
+    from lth.config import make_config
+    from lth.experiments.study import robust_experiment, run_study
+    from lth.supermasks.train import run_supermask_training
+
+    root = tmp_path_factory.mktemp("results")
+    dirs = {name: root / name for name in ("ticket", "rewound", "conv", "study", "sm_eval", "sm_train")}
+    run_search(dirs["ticket"], controls=["reinit"])
+    run_search(dirs["rewound"], controls=["reinit"], rewind="10it", seed=1)
+    run_search(dirs["conv"], model="conv-2", rounds=1, iterations=20)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("lth.experiments.ticket_search.plot_run", lambda run: [])
+        config = make_config({**SEARCH, "rounds": 1, "iterations": 40})
+        run_study("robust", [robust_experiment(config, 2)], dirs["study"], {"trials": 2}, name="tiny", progress=False)
+    assert main(["supermask", "eval", "--from", str(dirs["ticket"]), "--criteria", "lf,random", "--keep", "1.0,0.5,0.2",
+                 "--weights", "init,signed_constant", "--out", str(dirs["sm_eval"]), "--quiet"]) == 0
+    run_supermask_training("lenet-300-100", "digits", iterations=20, eval_every=10, device="cpu",
+                           out=dirs["sm_train"], progress=False)
+    return dirs

@@ -232,7 +232,7 @@ def test_unknown_logger_on_the_command_line(capsys, tmp_path):
 def test_missing_tensorboard_is_one_line_with_the_install_hint(capsys, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     calls = []
-    monkeypatch.setattr("lth.experiments.ticket_search.load_dataset", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr("lth.experiments.ticket_search.shared_dataset", lambda *a, **k: calls.append(1))
     with pytest.raises(LthError) as error:
         run_search(tmp_path / "api", log=["tensorboard"])
     assert str(error.value) == TB_HINT

@@ -132,7 +132,12 @@ def test_robust_trials_differ_and_each_is_reproducible(robust, digits):
     assert not equal_states(first.initial_state, second.initial_state)
     alone = LotteryModel(lenet(1), digits, seed=1, **FAST)
     alone.iterative_pruning(rounds=1)
-    assert alone.summary().drop(columns="seconds").equals(second.summary().drop(columns="seconds"))
+    # the trials trained side by side (vectorised): equal up to float rounding, masks identical
+    a, b = alone.summary().drop(columns="seconds"), second.summary().drop(columns="seconds")
+    assert a["kept_weights"].tolist() == b["kept_weights"].tolist()
+    for column in ("test_accuracy_at_early_stop", "final_test_accuracy", "val_accuracy_at_early_stop"):
+        assert (a[column] - b[column]).abs().max() <= 1e-4
+    assert all(torch.equal(alone.mask[k], second.mask[k]) for k in alone.mask)
     fig = robust.plot_accuracy()
     assert fig.axes[0].get_xscale() == "log"
 

@@ -170,7 +170,7 @@ def test_bad_robust_input(tmp_path, capsys):
     assert "trials must be at least 1, got 0" in msg
     msg = one_line_error(*cli(capsys, "robust", "lenet-300-100", "digits", "--vectorize", "many", *SMALL,
                               "--out", tmp_path / "out")[::2])
-    assert "--vectorize must be a number of networks, auto or off; got 'many'" in msg
+    assert "bad value 'many' for vectorize: use auto, off or a number of networks >= 1" in msg
     assert "not an lth run directory" in one_line_error(*cli(capsys, "resume", tmp_path)[::2])
     assert "--resume needs --out" in one_line_error(*cli(capsys, "robust", "lenet-300-100", "digits", "--resume")[::2])
 

@@ -91,7 +91,7 @@ class TicketConfig(BaseModel):
     seed: int = 0
     eval_every: PositiveInt = 100
     checkpoint_every: NonNegativeInt = 1000  # iterations between in-round checkpoints (0: rounds only)
-    vectorize: Literal["auto", "off"] = "auto"  # train the controls beside the ticket, vectorised
+    vectorize: str = "auto"  # auto | off | K: train controls (and a study's trials) side by side, vectorised
     device: Literal["auto", "cpu", "cuda"] = "auto"
     log: list[str] = []  # loggers mirroring metrics and config: tensorboard, mlflow (optional extras)
     name: Optional[str] = None
@@ -127,6 +127,14 @@ class TicketConfig(BaseModel):
             if name not in LOGGER_NAMES:
                 raise ValueError(f"unknown logger {name!r}; choose from {', '.join(LOGGER_NAMES)}")
         return list(dict.fromkeys(v))
+
+    @field_validator("vectorize", mode="before")
+    @classmethod
+    def _vectorize(cls, v: Any) -> Any:
+        text = str(v).strip().lower()
+        if text in ("auto", "off") or (text.isdigit() and int(text) >= 1):
+            return text
+        raise ValueError("use auto, off or a number of networks >= 1")
 
     @field_validator("milestones", mode="before")
     @classmethod

@@ -57,8 +57,9 @@ _CONFIG_OPTIONS = [
     click.option("--eval-every", type=int, help="Evaluate validation and test every N iterations [100]."),
     click.option("--checkpoint-every", type=int, help="Iterations between checkpoints inside a round; "
                  "0 checkpoints at round boundaries only [1000]."),
-    click.option("--vectorize", type=str, help="auto: train the controls beside the ticket in one vectorised "
-                 "step (models without batch norm); off: one after another [auto]."),
+    click.option("--vectorize", type=str, help="Train networks side by side in one vectorised step: the controls "
+                 "beside the ticket, and with `lth robust` up to K trials: auto (up to 8; models without batch "
+                 "norm or dropout), off, or K [auto]."),
     click.option("--device", type=str, help="auto, cpu or cuda [auto]."),
     click.option("--log", type=str, help="Mirror metrics to tensorboard and/or mlflow (comma-separated; "
                  "needs pip install 'lth[tensorboard]' / 'lth[mlflow]')."),

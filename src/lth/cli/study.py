@@ -28,16 +28,13 @@ def _check_flags(resume: bool, overwrite: bool) -> None:
 @click.option("--config", "config_file", type=str, help="YAML file with find-ticket keys; flags override it.")
 @click.option("--out", type=str, help="Study directory [runs/robust-MODEL-DATASET-TIMESTAMP].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing study directory.")
-@click.option("--vectorize", type=str, default="auto", show_default=True,
-              help="How many trials train side by side in one vectorised step: a number, auto (up to 8; "
-              "models without batch norm) or off.")
 @click.option("--resume", is_flag=True, help="Continue the study in --out: only unfinished trials run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
 @click.option("--json", "as_json", is_flag=True, help="Print the study as JSON (as `lth show --json`).")
 @click.pass_context
 def robust_command(
     ctx: click.Context, model: str, dataset: str, trials: int, config_file: Optional[str], out: Optional[str],
-    overwrite: bool, vectorize: str, resume: bool, quiet: bool, as_json: bool, **_: Any,
+    overwrite: bool, resume: bool, quiet: bool, as_json: bool, **_: Any,
 ) -> None:
     """Repeat a ticket search of MODEL on DATASET over --trials seeds; report mean, spread and 95% CI per level.
 
@@ -48,6 +45,7 @@ def robust_command(
     _check_flags(resume, overwrite)
     values = gather_config(ctx, model, dataset, config_file)
     config = make_config(values)
+    vectorize = config.vectorize  # trials side by side (and each trial's controls beside its ticket)
     experiment = robust_experiment(config, trials)
     name = config.name or f"robust-{model}-{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
     if resume and out is None:

@@ -39,6 +39,7 @@ from lth.errors import LthError
 from lth.masks import Mask
 from lth.models.init import INITIALIZERS
 from lth.pruning import GROUPS, prunable_parameters, prune
+from lth.models.registry import GLOBAL_RNG_LOCK
 from lth.training import OptimizerSettings, RoundResult, Trainer
 from lth.training.optim import check_settings
 
@@ -198,7 +199,7 @@ def fresh_initialisation(module: nn.Module, seed: int, initializer: Initializer 
     """
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     fresh = copy.deepcopy(module).cpu()
-    with torch.random.fork_rng(devices=[]):
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):  # one thread at a time on the global RNG
         torch.manual_seed(seed)
         with torch.no_grad():
             if initializer is None:
@@ -356,6 +357,7 @@ class LotteryModel:
         self._groups = self._resolve_prunable()
         self._data = data
         self._trainer: Trainer | None = None
+        self._lockstep = False  # trained side by side with other trials (LotteryRobust)
         self._budget: int | None = None
         if data is not None:
             _check_output(self._module, data)
@@ -463,7 +465,11 @@ class LotteryModel:
     @contextlib.contextmanager
     def _seeded_rng(self, salt: int) -> Iterator[None]:
         """Run on a forked global RNG seeded from (seed, salt): dropout and other random layers are
-        reproducible, and the caller's RNG state is left alone."""
+        reproducible, and the caller's RNG state is left alone. Not inside a vectorised (lockstep)
+        training: its models have no random layers, and its threads share the global RNG."""
+        if self._lockstep:
+            yield
+            return
         devices = [self._device.index or 0] if self._device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(epoch_seed(self._settings.seed, salt))

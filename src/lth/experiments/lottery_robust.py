@@ -27,6 +27,8 @@ from lth.experiments.lottery_model import (
     make_settings,
 )
 from lth.experiments.statistics import summarise_trials, summary_frame
+from lth.training.lockstep import Lockstep
+from lth.training.vectorized import check_vectorizable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,7 +49,8 @@ class LotteryRobust:
     called with ``seed + i``. ``settings`` are :class:`LotteryModel` keyword settings.
     """
 
-    def __init__(self, model: ModelSource, data: Any, trials: int = 3, seed: int = 0, **settings: Any) -> None:
+    def __init__(self, model: ModelSource, data: Any, trials: int = 3, seed: int = 0,
+                 vectorize: int | str = "auto", **settings: Any) -> None:
         if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
             raise LthError(f"trials must be an integer >= 1, got {trials!r}")
         check_setting_names(list(settings))
@@ -64,6 +67,7 @@ class LotteryRobust:
         bundle = as_bundle(data, resolve_device(checked.device), val_size=checked.val_size, data_dir=checked.data_dir)
         self.seed = seed
         self.progress = checked.progress
+        self.vectorize = vectorize
         self.models: list[LotteryModel] = []
         for i in range(trials):
             net = factory(seed + i)
@@ -89,9 +93,51 @@ class LotteryRobust:
             inspect.signature(getattr(LotteryModel, method)).bind(None, **kwargs)
         except TypeError as error:
             raise LthError(f"bad arguments for {method}(): {error}") from None
-        for trial in tqdm(self.models, desc=method, unit="trial", disable=not self.progress):
-            getattr(trial, method)(**kwargs)
+        group = self._group_size()
+        if group <= 1:
+            for trial in tqdm(self.models, desc=method, unit="trial", disable=not self.progress):
+                getattr(trial, method)(**kwargs)
+            return self.summary()
+        for start in range(0, len(self.models), group):  # trials side by side, trainings vectorised
+            chunk = self.models[start:start + group]
+            lockstep = Lockstep(len(chunk), progress=self.progress)
+            originals = [trial._trainer for trial in chunk]
+            try:
+                for trial, alone in zip(chunk, originals):
+                    assert alone is not None
+                    trial._trainer = lockstep.trainer_factory()(alone.data, alone.batcher.batch_size, alone.optimizer,
+                                                                alone.batcher.seed, alone.eval_every)
+                    trial._lockstep = True
+                lockstep.run([lambda trial=trial: getattr(trial, method)(**kwargs) for trial in chunk])
+            finally:
+                for trial, alone in zip(chunk, originals):
+                    trial._trainer, trial._lockstep = alone, False
         return self.summary()
+
+    def _group_size(self) -> int:
+        """How many trials train side by side: ``vectorize`` = a number, ``auto`` (up to 8) or ``off``."""
+        text = str(self.vectorize).strip().lower()
+        if text in ("off", "1") or len(self.models) < 2:
+            return 1
+        if text != "auto":
+            try:
+                size = int(text)
+            except ValueError:
+                raise LthError(f"vectorize must be a number of trials, auto or off; got {self.vectorize!r}") from None
+            if size < 1:
+                raise LthError(f"vectorize must be at least 1, got {size}")
+        else:
+            size = 8
+        first = self.models[0]
+        if first._trainer is None or any(m._trainer is None for m in self.models):
+            return 1
+        try:
+            check_vectorizable(first._module)
+        except LthError:
+            if text != "auto":
+                raise
+            return 1
+        return min(size, len(self.models))
 
     def trial_summaries(self) -> list[list[dict]]:
         """Each trial's per-round rows (as in ``rounds.json``)."""

@@ -57,7 +57,8 @@ def _check_shape(name: str, input_shape: object) -> InputShape:
     return shape  # type: ignore[return-value]
 
 
-_GLOBAL_RNG = threading.Lock()
+GLOBAL_RNG_LOCK = threading.RLock()  # held while a forked global RNG is seeded and drawn from
+_GLOBAL_RNG = GLOBAL_RNG_LOCK
 
 
 def build_model(name: str, input_shape: InputShape, num_classes: int, seed: int) -> nn.Module:

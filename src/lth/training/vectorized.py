@@ -40,6 +40,11 @@ def check_vectorizable(model: nn.Module) -> None:
                 f"vectorised training needs models without running batch statistics; {name or 'the model'} "
                 f"is a {type(module).__name__} (use --vectorize off)"
             )
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+            raise LthError(
+                f"vectorised training needs models without random layers; {name or 'the model'} is a "
+                f"{type(module).__name__} (use --vectorize off)"
+            )
 
 
 def same_architecture(models: Sequence[nn.Module]) -> bool:

@@ -1,0 +1,142 @@
+"""Test accuracy (or any per-round metric) against weights remaining: runs overlaid with their
+controls, studies as a mean with 95% CI and min-max bands over trials."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
+
+from lth.plots.common import (
+    FORMATS, STUDY, TICKET, Source, axes_or_new, legend_below, lighter, new_figure, percent_axis, remaining_axis, save,
+    subject,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+CONTROL_MARKERS = "^vDPX"
+ACCURACY_FILE = "accuracy_vs_weights_remaining"
+
+
+def band(ax: "Axes", rows: Sequence[Mapping[str, Any]], metric: str, colour: Any, label: str) -> list[float]:
+    """The mean of ``metric`` over trials (``summarise_trials`` rows) as a line, its 95% CI as a band
+    and the min and max as dotted lines, all in ``colour``; returns the x values."""
+    rows = sorted((r for r in rows if r["metric"] == metric), key=lambda r: r["round"])
+    x = [r["weights_remaining"] for r in rows]
+    # A t interval over few trials can pass 100%; an accuracy cannot.
+    clip = (lambda v: min(1.0, max(0.0, v))) if "accuracy" in metric else (lambda v: v)
+    if rows and all(r["ci95_low"] is not None for r in rows):
+        ax.fill_between(x, [clip(r["ci95_low"]) for r in rows], [clip(r["ci95_high"]) for r in rows], color=colour,
+                        alpha=0.25, linewidth=0)
+    # Min and max as thin lines, not a second fill: with few trials the t interval is the wider one.
+    for key in ("min", "max"):
+        ax.plot(x, [r[key] for r in rows], linestyle=":", linewidth=1.0, color=colour)
+    trials = max((r["trials"] for r in rows), default=0)
+    ax.plot(x, [r["mean"] for r in rows], "o-", color=colour, markersize=4, label=f"{label} (mean of {trials})")
+    return x
+
+
+def draw_metric(
+    ax: "Axes", sources: Sequence[Source], metric: str, end_metric: str | None = None,
+) -> None:
+    """``metric`` of every source against weights remaining on ``ax``: each run in its colour with
+    its controls dashed (a lighter shade when several runs share the axes), each study experiment
+    as a band. ``end_metric`` adds the ticket's end-of-training value (dotted) for a single run."""
+    levels: list[float] = []
+    colour_index = 0
+    bands = False
+    single = len(sources) == 1 and sources[0].kind == TICKET
+    for source in sources:
+        if source.kind == STUDY:
+            rows = source.study.summary()
+            experiments = list(dict.fromkeys(r["experiment"] for r in rows))
+            for name in experiments:
+                if len(sources) == 1:
+                    label = name
+                else:
+                    label = source.label if len(experiments) == 1 else f"{source.label}: {name}"
+                colour = f"C{colour_index % 10}"
+                levels += band(ax, [r for r in rows if r["experiment"] == name], metric, colour, label)
+                colour_index, bands = colour_index + 1, True
+            continue
+        colour = f"C{colour_index % 10}"
+        colour_index += 1
+        rounds = sorted(source.rounds, key=lambda r: r["round"])
+        x = [r["weights_remaining"] for r in rounds]
+        levels += x
+        ax.plot(x, [r[metric] for r in rounds], "o-", color=colour, markersize=4.5,
+                label="ticket" if single else source.label)
+        if single and end_metric:
+            ax.plot(x, [r[end_metric] for r in rounds], "s:", color=colour, alpha=0.6, markersize=3.5,
+                    label="ticket, end of training")
+        for index, (name, control) in enumerate(source.controls.items()):
+            control = sorted(control, key=lambda r: r["round"])
+            shade = f"C{(colour_index + index) % 10}" if single else lighter(colour)
+            ax.plot([r["weights_remaining"] for r in control], [r[metric] for r in control],
+                    linestyle="--", marker=CONTROL_MARKERS[index % len(CONTROL_MARKERS)], markersize=4,
+                    color=shade, label=f"{name} control" if single else f"{source.label}: {name} control")
+    remaining_axis(ax, levels)
+    extra = []
+    if bands:  # one key for the bands of every study
+        extra = [(Patch(color="0.45", alpha=0.35, linewidth=0), "95% CI of the mean"),
+                 (Line2D([], [], color="0.45", linestyle=":", linewidth=1.0), "min and max over trials")]
+    legend_below(ax, ncol=2, extra=extra)
+
+
+def _figure(sources: Sequence[Source], metric: str, end_metric: str | None, ylabel: str, what: str,
+            y_format: Callable[[Any], None] | None) -> "Figure":
+    rows = sum(len(s.controls) + 1 for s in sources) + (1 if end_metric and len(sources) == 1 else 0)
+    fig = new_figure(6.8, 4.4 + 0.18 * max(0, (rows + 1) // 2 - 2))
+    ax = fig.subplots()
+    draw_metric(ax, sources, metric, end_metric if len(sources) == 1 else None)
+    ax.set_ylabel(ylabel)
+    if y_format is not None:
+        y_format(ax.yaxis)
+    title = f"{subject(sources)}: {what}"
+    ax.set_title(title if len(title) <= 64 else f"{subject(sources)}\n{what}")  # long names: two lines
+    return fig
+
+
+def plot_accuracy(sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS,
+                  stem: str = ACCURACY_FILE) -> list[Path]:
+    """Test accuracy at early stop against weights remaining (log x, decreasing to the right)."""
+    fig = _figure(sources, "test_accuracy_at_early_stop", "final_test_accuracy", "test accuracy at early stop",
+                  "test accuracy vs weights remaining", percent_axis)
+    return save(fig, out_dir, stem, formats)
+
+
+def plot_early_stop(sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS,
+                    stem: str = "early_stop_iteration") -> list[Path]:
+    """The early-stopping iteration (best validation accuracy) against weights remaining."""
+    fig = _figure(sources, "early_stop_iteration", None, "early-stop iteration (best validation accuracy)",
+                  "early-stopping iteration vs weights remaining", None)
+    fig.axes[0].set_ylim(bottom=0)
+    fig.axes[0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    return save(fig, out_dir, stem, formats)
+
+
+def draw_accuracy(
+    lines: Mapping[str, Sequence[Mapping[str, Any]]], ax: "Axes | None" = None, title: str | None = None
+) -> "Figure":
+    """Test accuracy at early stop (solid) and at the end of training (dashed) against weights
+    remaining (log x), one colour per line of per-round rows; returns the figure."""
+    ax = axes_or_new(ax)
+    levels: list[float] = []
+    for index, (label, rows) in enumerate(lines.items()):
+        rows = sorted(rows, key=lambda r: r["round"])
+        x = [r["weights_remaining"] for r in rows]
+        levels.extend(x)
+        colour = f"C{index % 10}"
+        ax.plot(x, [r["test_accuracy_at_early_stop"] for r in rows], "o-", color=colour, label=f"{label} (early stop)")
+        ax.plot(x, [r["final_test_accuracy"] for r in rows], "s--", color=colour, alpha=0.6, label=f"{label} (end)")
+    remaining_axis(ax, levels)
+    percent_axis(ax.yaxis)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title or "test accuracy of the pruned networks")
+    ax.legend(fontsize="small")
+    return ax.figure

@@ -1,0 +1,260 @@
+"""What a report holds, independent of its format: sections of headings, text, tables and figures
+gathered from run and study directories."""
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Union
+
+from lth import __version__
+from lth.plots import KINDS, Source, draw_kind, open_sources
+from lth.plots.kinds import why_not
+from lth.plots.common import STUDY, SUPERMASK_EVAL, SUPERMASK_TRAIN, TICKET
+
+#: Kinds drawn once over all sources when a report covers several.
+OVERLAY_KINDS = ("accuracy", "early-stop", "learning-curves", "layers")
+
+
+@dataclass
+class Heading:
+    text: str
+
+
+@dataclass
+class Text:
+    text: str
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+
+
+@dataclass
+class Figure:
+    """One image: ``name`` is a file stem unique within the report."""
+
+    name: str
+    png: bytes
+    caption: str
+
+
+Block = Union[Heading, Text, Table, Figure]
+
+
+@dataclass
+class Section:
+    title: str
+    anchor: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    title: str
+    generated: str
+    sections: list[Section]
+
+    def figures(self) -> list[Figure]:
+        return [b for s in self.sections for b in s.blocks if isinstance(b, Figure)]
+
+
+# ------------------------------------------------------------------ formatting
+
+
+def pct(value: Any) -> str:
+    return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else ""
+
+
+def scalar(value: Any) -> str:
+    """A config value as YAML would write it (lists joined)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(scalar(v) for v in value) if value else "[]"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Nested mappings as dotted keys: {"supermask": {"seed": 0}} -> [("supermask.seed", "0")]."""
+    rows: list[tuple[str, str]] = []
+    for key, value in config.items():
+        if isinstance(value, Mapping) and value:
+            rows += flatten(value, f"{prefix}{key}.")
+        else:
+            rows.append((f"{prefix}{key}", scalar(value)))
+    return rows
+
+
+def config_table(config: Mapping[str, Any]) -> Table:
+    return Table(["setting", "value"], [[k, v] for k, v in flatten(config)])
+
+
+def _slug(text: str, taken: set[str]) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+    slug, index = base, 2
+    while slug in taken:
+        slug, index = f"{base}-{index}", index + 1
+    taken.add(slug)
+    return slug
+
+
+# ------------------------------------------------------------------ tables
+
+
+def rounds_table(source: Source) -> Table:
+    """The per-round table of ``lth show``: ticket values and each control's accuracy at early stop."""
+    headers = ["round", "weights left", "early-stop it", "val acc @ES", "test acc @ES", "final test acc"]
+    rows = [[str(r["round"]), pct(r["weights_remaining"]), str(r["early_stop_iteration"]),
+             pct(r["val_accuracy_at_early_stop"]), pct(r["test_accuracy_at_early_stop"]), pct(r["final_test_accuracy"])]
+            for r in source.rounds]
+    for name, control in source.controls.items():
+        by_round = {r["round"]: r for r in control}
+        headers.append(f"{name} test acc @ES")
+        for row in rows:
+            r = by_round.get(int(row[0]))
+            row.append(pct(r["test_accuracy_at_early_stop"]) if r else "")
+    return Table(headers, rows)
+
+
+def control_table(name: str, rounds: Sequence[Mapping[str, Any]]) -> Table:
+    return Table(
+        ["round", "weights left", "early-stop it", "test acc @ES", "final test acc"],
+        [[str(r["round"]), pct(r["weights_remaining"]), str(r["early_stop_iteration"]),
+          pct(r["test_accuracy_at_early_stop"]), pct(r["final_test_accuracy"])] for r in rounds],
+    )
+
+
+def _mean_ci(row: Mapping[str, Any] | None, percent: bool = True) -> str:
+    if row is None:
+        return ""
+    scale, unit = (100, "%") if percent else (1, "")
+    if row.get("ci95_high") is None:
+        return f"{scale * row['mean']:.2f}{unit}"
+    return f"{scale * row['mean']:.2f} ± {scale * (row['ci95_high'] - row['mean']):.2f}{unit}"
+
+
+def statistics_table(summary: Sequence[Mapping[str, Any]]) -> Table:
+    """Per experiment and level: test accuracy at early stop (mean ± 95% CI half-width, [min, max]),
+    final test accuracy and early-stop iteration (means)."""
+    by_key = {(r["experiment"], r["round"], r["metric"]): r for r in summary}
+    rows = []
+    for (experiment, round_index, metric), r in by_key.items():
+        if metric != "test_accuracy_at_early_stop":
+            continue
+        es = by_key.get((experiment, round_index, "early_stop_iteration"))
+        rows.append([experiment, str(round_index), pct(r["weights_remaining"]), str(r["trials"]), _mean_ci(r),
+                     f"[{100 * r['min']:.2f}, {100 * r['max']:.2f}]",
+                     _mean_ci(by_key.get((experiment, round_index, "final_test_accuracy"))),
+                     _mean_ci(es, percent=False)])
+    return Table(["experiment", "round", "weights left", "trials", "test acc @ES (mean ± 95% CI)", "[min, max] %",
+                  "final test acc", "early-stop it"], rows)
+
+
+def supermask_eval_table(source: Source) -> Table:
+    from lth.supermasks.evaluate import read_rows
+
+    return Table(
+        ["criterion", "weights", "keep", "weights left", "test acc", "train acc", "test loss"],
+        [[r["criterion"], r["weights"], f"{100 * r['keep']:.3g}%", pct(r["weights_remaining"]), pct(r["test_accuracy"]),
+          pct(r["train_accuracy"]), f"{r['test_loss']:.4f}"] for r in read_rows(source.run)],
+    )
+
+
+def supermask_train_table(source: Source) -> Table:
+    import json
+
+    path = source.path / "supermask_train.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary = {k: v for k, v in summary.items() if k != "test_accuracy_sampled"}
+    return Table(["result", "value"], [[k, v] for k, v in flatten(summary)])
+
+
+# ------------------------------------------------------------------ figures
+
+
+def figures(kinds: Sequence[str], sources: Sequence[Source], work: Path, prefix: str, least: int = 1) -> list[Figure]:
+    """PNG figures of ``kinds`` of ``sources``, drawn into ``work``; a kind is drawn when it applies
+    to at least ``least`` of the sources."""
+    found = []
+    for name in kinds:
+        if sum(why_not(KINDS[name], s, None) is None for s in sources) < least:
+            continue
+        for path in draw_kind(name, sources, work / f"{prefix}-{name}", ("png",)):
+            found.append(Figure(f"{prefix}-{path.stem}", path.read_bytes(), KINDS[name].description))
+    return found
+
+
+def _status(source: Source) -> Text:
+    status = source.study.status() if source.kind == STUDY else source.run.status()
+    parts = [f"directory: {source.path}", f"status: {status.get('status', 'unknown')}"]
+    for key in ("started", "finished", "device", "runs_complete", "runs_total"):
+        if key in status:
+            parts.append(f"{key.replace('_', ' ')}: {status[key]}")
+    return Text("; ".join(parts))
+
+
+def source_section(source: Source, anchor: str, work: Path) -> Section:
+    """A run's or study's section: status, configuration, tables and every figure that applies."""
+    section = Section(f"{source.label}: {source.title}", anchor, [_status(source)])
+    blocks = section.blocks
+    if source.kind == STUDY:
+        description = source.study.study()
+        experiments = description.get("experiments", [])
+        blocks += [Heading("Experiments"), Table(
+            ["experiment", "settings", "trials", "complete"],
+            [[e["name"], ", ".join(f"{k}={scalar(v)}" for k, v in e.get("settings", {}).items()) or "(base)",
+              str(len(e["runs"])),
+              str(sum(source.study.run(r["path"]).status().get("status") == "complete" for r in e["runs"]))]
+             for e in experiments])]
+        blocks += [Heading("Statistics over trials"), statistics_table(source.study.summary())]
+        if experiments and experiments[0]["runs"]:
+            first = experiments[0]["runs"][0]
+            trial = source.study.run(first["path"])  # its config.yaml has the recipe filled in
+            config = trial.config() if (trial.path / "config.yaml").is_file() else first["config"]
+            blocks += [Heading("Configuration (first trial of the first experiment)"), config_table(config)]
+    else:
+        blocks += [Heading("Configuration"), config_table(source.config)]
+        if source.kind == TICKET:
+            blocks += [Heading("Rounds"), rounds_table(source)]
+            for name, rounds in source.controls.items():
+                blocks += [Heading(f"Control: {name}"), control_table(name, rounds)]
+        elif source.kind == SUPERMASK_EVAL:
+            blocks += [Heading("Supermasks at initialisation"), supermask_eval_table(source)]
+        elif source.kind == SUPERMASK_TRAIN:
+            blocks += [Heading("Learned supermask"), supermask_train_table(source)]
+    drawn = figures(list(KINDS), [source], work, anchor)
+    if drawn:
+        blocks += [Heading("Figures"), *drawn]
+    return section
+
+
+def build_report(paths: Sequence[str | Path]) -> Report:
+    """Every section of a report on the given run and study directories (figures as PNG bytes)."""
+    sources = open_sources(paths)
+    taken: set[str] = set()
+    sections = []
+    with tempfile.TemporaryDirectory(prefix="lth-report-") as tmp:
+        work = Path(tmp)
+        if len(sources) > 1:
+            anchor = _slug("comparison", taken)
+            overlay = figures(OVERLAY_KINDS, sources, work, anchor, least=2)
+            if overlay:
+                sections.append(Section("Comparison", anchor, [
+                    Text("Every run and study of this report on shared axes: "
+                         + ", ".join(s.label for s in sources) + "."), *overlay]))
+        for source in sources:
+            sections.append(source_section(source, _slug(source.label, taken), work))
+    generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    title = "lth report: " + ", ".join(s.label for s in sources)
+    return Report(title, f"generated {generated} by lth {__version__}", sections)
