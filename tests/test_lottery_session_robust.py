@@ -170,3 +170,20 @@ def test_robust_mistakes(digits):
         runs.run(rounds=1, keep=0.5)
     with pytest.raises(LthError, match=r"call run\(\) first"):
         runs.summary()
+
+
+def test_robust_trials_side_by_side_equal_trials_alone(digits):
+    """vectorize=3: the three trials train in one vectorised step; same masks, same accuracies to 1e-4."""
+    results = {}
+    for vectorize in ("off", 3):
+        robust = LotteryRobust(lenet, digits, trials=3, vectorize=vectorize, **FAST)
+        robust.run("iterative_pruning", rounds=1)
+        results[vectorize] = robust
+    for alone, together in zip(results["off"].models, results[3].models):
+        a, b = alone.summary(), together.summary()
+        assert a["kept_weights"].tolist() == b["kept_weights"].tolist()
+        for column in ("test_accuracy_at_early_stop", "final_test_accuracy", "val_accuracy_at_early_stop"):
+            assert (a[column] - b[column]).abs().max() <= 1e-4
+        assert all(torch.equal(alone.mask[k], together.mask[k]) for k in alone.mask)
+    with pytest.raises(LthError, match="vectorize must be a number of trials, auto or off; got 'x'"):
+        LotteryRobust(lenet, digits, trials=2, vectorize="x", **FAST).run("iterative_pruning", rounds=1)

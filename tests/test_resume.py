@@ -266,7 +266,7 @@ def test_sigkill_while_writing_a_checkpoint(cli_reference, tmp_path, kill_at):
 def test_resume_with_controls_side_by_side(tmp_path, monkeypatch):
     """Ticket and control trained in one vectorised step: checkpoints at round boundaries only."""
     _no_plots(monkeypatch)
-    config = TicketConfig(**{**CONFIG, "vectorize": "auto"})
+    config = TicketConfig(**{**CONFIG, "vectorize": "2"})
     reference = find_ticket(config, out=tmp_path / "reference", progress=False)
     original = RunDir.write_checkpoint
     calls, stages = [], []

@@ -58,8 +58,8 @@ _CONFIG_OPTIONS = [
     click.option("--checkpoint-every", type=int, help="Iterations between checkpoints inside a round; "
                  "0 checkpoints at round boundaries only [1000]."),
     click.option("--vectorize", type=str, help="Train networks side by side in one vectorised step: the controls "
-                 "beside the ticket, and with `lth robust` up to K trials: auto (up to 8; models without batch "
-                 "norm or dropout), off, or K [auto]."),
+                 "beside the ticket, and with `lth robust` up to K trials: auto (on a GPU, models without batch "
+                 "norm or dropout; a CPU gains nothing), off, or K [auto]."),
     click.option("--device", type=str, help="auto, cpu or cuda [auto]."),
     click.option("--log", type=str, help="Mirror metrics to tensorboard and/or mlflow (comma-separated; "
                  "needs pip install 'lth[tensorboard]' / 'lth[mlflow]')."),

@@ -62,8 +62,8 @@ def robust_command(
 @click.option("--out", type=str, help="Study directory [runs/session-NAME-TIMESTAMP].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing study directory.")
 @click.option("--vectorize", type=str, default="auto", show_default=True,
-              help="How many trials train side by side in one vectorised step: a number, auto (up to 8; "
-              "models without batch norm) or off.")
+              help="How many trials train side by side in one vectorised step: a number, auto (up to 16 on a "
+              "GPU; models without batch norm or dropout; none on a CPU, where it does not pay) or off.")
 @click.option("--resume", is_flag=True, help="Continue the session in --out: only unfinished trials run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
 @click.option("--json", "as_json", is_flag=True, help="Print the session as JSON (as `lth show --json`).")

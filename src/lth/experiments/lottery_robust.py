@@ -115,7 +115,7 @@ class LotteryRobust:
         return self.summary()
 
     def _group_size(self) -> int:
-        """How many trials train side by side: ``vectorize`` = a number, ``auto`` (up to 8) or ``off``."""
+        """How many trials train side by side: ``vectorize`` = a number, ``auto`` (up to 16, on a GPU) or ``off``."""
         text = str(self.vectorize).strip().lower()
         if text in ("off", "1") or len(self.models) < 2:
             return 1
@@ -126,8 +126,10 @@ class LotteryRobust:
                 raise LthError(f"vectorize must be a number of trials, auto or off; got {self.vectorize!r}") from None
             if size < 1:
                 raise LthError(f"vectorize must be at least 1, got {size}")
-        else:
-            size = 8
+        else:  # auto: on a GPU only (on a CPU a vectorised step does not beat K steps alone)
+            if self.models[0]._device.type != "cuda":
+                return 1
+            size = 16
         first = self.models[0]
         if first._trainer is None or any(m._trainer is None for m in self.models):
             return 1

@@ -95,8 +95,8 @@ def continue_study(path: str | Path, progress: bool = True, vectorize: int | str
     """Run what is unfinished in a study directory, then write its statistics and plots.
 
     ``vectorize``: how many searches run side by side with their trainings vectorised
-    (:mod:`lth.training.lockstep`); ``auto`` picks up to 8 when the model allows it, ``off`` or 1
-    runs them one after another. Inside a vectorised training no checkpoints are taken: a
+    (:mod:`lth.training.lockstep`); ``auto`` picks up to 16 on a GPU when the model allows it
+    (none on a CPU, where it does not pay), ``off`` or 1 runs them one after another. Inside a vectorised training no checkpoints are taken: a
     killed study resumes those searches from their last round boundary. None: the setting the
     study was started with.
     """
@@ -175,18 +175,21 @@ def vector_size(vectorize: int | str, configs: list[TicketConfig]) -> int:
         if vectorize < 1:
             raise LthError(f"--vectorize must be at least 1, got {vectorize}")
         return min(vectorize, len(configs))
-    # auto: side by side when the models can be (no batch norm); at most 8 on a CPU, 16 on a GPU
+    # auto: side by side on a GPU (up to 16) when the models allow it. Not on a CPU: there one
+    # network's step already runs near the machine's limits, and the vectorised step measured
+    # slower than K steps one after another (benchmarks/bench_vectorized.py, README).
+    if not (torch.cuda.is_available() and configs[0].device != "cpu"):
+        return 1
     from lth.data import DATASETS
     from lth.models import build_model
 
     for name in {c.model for c in configs}:
-        shape, classes = DATASETS.get(configs[0].dataset).input_shape, DATASETS.get(configs[0].dataset).num_classes
+        source = DATASETS.get(configs[0].dataset)
         try:
-            check_vectorizable(build_model(name, shape, classes, seed=0))
+            check_vectorizable(build_model(name, source.input_shape, source.num_classes, seed=0))
         except LthError:
             return 1
-    limit = 16 if torch.cuda.is_available() and configs[0].device != "cpu" else 8
-    return min(limit, len(configs))
+    return min(16, len(configs))
 
 
 def study_summary(study: StudyDir) -> list[dict[str, Any]]:

@@ -459,9 +459,11 @@ class _Search:
         return mask
 
     def controls_side_by_side(self) -> bool:
-        """Train this round's ticket and controls in one vectorised training?"""
-        return (self.round > 0 and bool(self.config.controls) and self.pending is None
-                and self.config.vectorize != "off" and type(self.trainer) is Trainer and self.vectorizable)
+        """Train this round's ticket and controls in one vectorised training? (``auto``: on a GPU only;
+        on a CPU one network's step already runs near the machine's limits.)"""
+        wanted = self.config.vectorize != "off" and (self.config.vectorize != "auto" or self.device.type == "cuda")
+        return (wanted and self.round > 0 and bool(self.config.controls) and self.pending is None
+                and type(self.trainer) is Trainer and self.vectorizable)
 
     def train_round_side_by_side(self) -> None:
         """The ticket and every control of this round trained at once (:mod:`lth.training.lockstep`)."""
