@@ -112,8 +112,8 @@ def plot_accuracy(sources: Sequence[Source], out_dir: Path, formats: Sequence[st
 
 def plot_early_stop(sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS,
                     stem: str = "early_stop_iteration") -> list[Path]:
-    """The early-stopping iteration (best validation accuracy) against weights remaining."""
-    fig = _figure(sources, "early_stop_iteration", None, "early-stop iteration (best validation accuracy)",
+    """The early-stopping iteration (minimum validation loss) against weights remaining."""
+    fig = _figure(sources, "early_stop_iteration", None, "early-stop iteration (min. validation loss)",
                   "early-stopping iteration vs weights remaining", None)
     fig.axes[0].set_ylim(bottom=0)
     fig.axes[0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
