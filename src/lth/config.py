@@ -96,11 +96,12 @@ class TicketConfig(BaseModel):
     log: list[str] = []  # loggers mirroring metrics and config: tensorboard, mlflow (optional extras)
     name: Optional[str] = None
 
-    @field_validator("controls", mode="before")
+    @field_validator("controls", "log", "milestones", "ignore_layers", mode="before")
     @classmethod
-    def _split_controls(cls, v: Any) -> Any:
+    def _split_commas(cls, v: Any) -> Any:
+        """Lists may be given as comma-separated strings ("reinit,random-prune")."""
         if isinstance(v, str):
-            v = [part for part in v.replace(" ", "").split(",") if part]
+            return [part for part in v.replace(" ", "").split(",") if part]
         return v
 
     @field_validator("controls")
@@ -110,13 +111,6 @@ class TicketConfig(BaseModel):
             if name not in CONTROL_NAMES:
                 raise ValueError(f"unknown control {name!r}; choose from {', '.join(CONTROL_NAMES)}")
         return list(dict.fromkeys(v))
-
-    @field_validator("log", mode="before")
-    @classmethod
-    def _split_log(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return [part for part in v.replace(" ", "").split(",") if part]
-        return v
 
     @field_validator("log")
     @classmethod
@@ -135,20 +129,6 @@ class TicketConfig(BaseModel):
         if text in ("auto", "off") or (text.isdigit() and int(text) >= 1):
             return text
         raise ValueError("use auto, off or a number of networks >= 1")
-
-    @field_validator("milestones", mode="before")
-    @classmethod
-    def _split_milestones(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return [part for part in v.replace(" ", "").split(",") if part]
-        return v
-
-    @field_validator("ignore_layers", mode="before")
-    @classmethod
-    def _split_layers(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return [part for part in v.replace(" ", "").split(",") if part]
-        return v
 
     @field_validator("rewind", "warmup", mode="before")
     @classmethod

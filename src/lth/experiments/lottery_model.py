@@ -265,20 +265,7 @@ def _check_output(module: nn.Module, data: DataBundle) -> None:
 
 
 def _row(round_index: int, mask: Mask, result: RoundResult, seconds: float) -> dict:
-    return {
-        "round": round_index,
-        "weights_remaining": mask.density(),
-        "kept_weights": mask.kept(),
-        "total_weights": mask.size(),
-        "layers": mask.layer_density(),
-        "early_stop_iteration": result.early_stop_iteration,
-        "val_accuracy_at_early_stop": result.val_accuracy_at_early_stop,
-        "test_accuracy_at_early_stop": result.test_accuracy_at_early_stop,
-        "final_val_accuracy": result.final_val_accuracy,
-        "final_test_accuracy": result.final_test_accuracy,
-        "final_test_loss": result.final_test_loss,
-        "seconds": round(seconds, 3),
-    }
+    return result.row(round_index, mask, seconds)
 
 
 # ------------------------------------------------------------------ the experiment

@@ -12,7 +12,6 @@ see :class:`_Search`) at every stage boundary and every ``checkpoint_every`` ite
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,20 +72,7 @@ def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _summary(round_index: int, mask: Mask, result: RoundResult) -> dict:
-    return {
-        "round": round_index,
-        "weights_remaining": mask.density(),
-        "kept_weights": mask.kept(),
-        "total_weights": mask.size(),
-        "layers": mask.layer_density(),
-        "early_stop_iteration": result.early_stop_iteration,
-        "val_accuracy_at_early_stop": result.val_accuracy_at_early_stop,
-        "test_accuracy_at_early_stop": result.test_accuracy_at_early_stop,
-        "final_val_accuracy": result.final_val_accuracy,
-        "final_test_accuracy": result.final_test_accuracy,
-        "final_test_loss": result.final_test_loss,
-        "seconds": round(result.seconds, 3),
-    }
+    return result.row(round_index, mask)
 
 
 def _gradients(model: nn.Module, batcher: Batcher, names: list[str]) -> dict[str, torch.Tensor]:

@@ -38,6 +38,23 @@ class RoundResult:
     best_state: Optional[dict] = None  # state at the early-stopping evaluation, when asked for
     seconds: float = 0.0  # training time, summed over interruptions
 
+    def row(self, round_index: int, mask: Mask, seconds: Optional[float] = None) -> dict:
+        """The per-round summary (as in ``rounds.json``) of this training under ``mask``."""
+        return {
+            "round": round_index,
+            "weights_remaining": mask.density(),
+            "kept_weights": mask.kept(),
+            "total_weights": mask.size(),
+            "layers": mask.layer_density(),
+            "early_stop_iteration": self.early_stop_iteration,
+            "val_accuracy_at_early_stop": self.val_accuracy_at_early_stop,
+            "test_accuracy_at_early_stop": self.test_accuracy_at_early_stop,
+            "final_val_accuracy": self.final_val_accuracy,
+            "final_test_accuracy": self.final_test_accuracy,
+            "final_test_loss": self.final_test_loss,
+            "seconds": round(self.seconds if seconds is None else seconds, 3),
+        }
+
     def summarise(self) -> None:
         val = [row for row in self.metrics if row["split"] == "val"]
         test = {row["iteration"]: row for row in self.metrics if row["split"] == "test"}
