@@ -3,6 +3,6 @@
 # including the slow end-to-end tests on real Fashion-MNIST (skipped where the data is absent).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-LTH_EXTRAS=test,tensorboard,mlflow bash "$repo/scripts/setup.sh"
+LTH_EXTRAS=test,tensorboard,mlflow,ray bash "$repo/scripts/setup.sh"
 cd "$repo"
 .venv/bin/python -m pytest -m "slow or not slow" --durations=5 "$@"

@@ -176,14 +176,17 @@ def test_bad_robust_input(tmp_path, capsys):
 
 
 def _same_up_to_rounding(a: Path, b: Path) -> None:
-    """Identical masks; accuracies within 1e-4 (vectorised products sum in another order)."""
+    """Identical masks; accuracies within one example of digits' 397-image test set (1e-4 would
+    forbid any flip: vectorised products sum in another order, and after a few rounds of
+    training a rounding difference can move one borderline image or the early-stop point).
+    The tight 1e-4 check of vectorised training itself is in test_vectorized.py."""
     for sub in ["", *(["controls/reinit"] if (a / "controls").is_dir() else [])]:
         ra, rb = RunDir(a / sub).rounds(), RunDir(b / sub).rounds()
         assert [r["round"] for r in ra] == [r["round"] for r in rb] and ra
         for x, y in zip(ra, rb):
             assert x["kept_weights"] == y["kept_weights"]
             for key in ("test_accuracy_at_early_stop", "final_test_accuracy", "val_accuracy_at_early_stop"):
-                assert abs(x[key] - y[key]) <= 1e-4, (a, sub, x["round"], key)
+                assert abs(x[key] - y[key]) <= 1 / 397 + 1e-9, (a, sub, x["round"], key)
             ma, mb = RunDir(a / sub).load_mask(x["round"]), RunDir(b / sub).load_mask(x["round"])
             assert ma.keys() == mb.keys() and all(ma[k].equal(mb[k]) for k in ma)
 

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import click
 
+from typing import Any
+
 from lth.cli.find_ticket import report
 from lth.cli.main import cli
+from lth.cli.study import backend_options, gather_backend
 from lth.errors import LthError
 
 
@@ -12,10 +15,12 @@ from lth.errors import LthError
 @click.argument("run_dir")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (as `lth show --json`).")
-def resume_command(run_dir: str, quiet: bool, as_json: bool) -> None:
+@backend_options
+def resume_command(run_dir: str, quiet: bool, as_json: bool, **kwargs: Any) -> None:
     """Continue the unfinished run in RUN_DIR (killed or interrupted) where its checkpoint left it.
 
-    RUN_DIR may be a find-ticket run or a robust/session study (only its unfinished trials run).
+    RUN_DIR may be a find-ticket run or a robust/session study (only its unfinished trials run,
+    on --backend: a study started on Ray may be resumed locally and vice versa).
 
     The results are bit-identical (on CPU) to those of the same run never interrupted.
 
@@ -24,14 +29,18 @@ def resume_command(run_dir: str, quiet: bool, as_json: bool) -> None:
     from lth.store.study_dir import StudyDir
 
     progress = not quiet and not as_json
+    backend, backend_opts = gather_backend(kwargs)
     if StudyDir.is_study(run_dir):
         from lth.cli.study import report_study
         from lth.experiments.study import continue_study
 
         if StudyDir(run_dir).status().get("status") == "complete":
             raise LthError(f"study {run_dir!r} is already complete; nothing to resume")
-        report_study(continue_study(run_dir, progress=progress).study_dir, quiet, as_json)
+        result = continue_study(run_dir, progress=progress, backend=backend, backend_options=backend_opts)
+        report_study(result.study_dir, quiet, as_json)
         return
+    if backend != "local" or backend_opts:
+        raise LthError("--backend and its options apply to studies; a single run resumes in this process")
     from lth.experiments.ticket_search import resume_ticket
 
     report(resume_ticket(run_dir, progress=progress).run_dir, quiet, as_json)

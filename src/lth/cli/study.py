@@ -15,6 +15,37 @@ from lth.errors import LthError
 from lth.store import output_dir
 
 
+def backend_options(command: Any) -> Any:
+    """``--backend`` and its options (local | process | ray), for the study commands."""
+    options = [
+        click.option("--backend", type=str, default="local", show_default=True,
+                     help="Where trials run: local (this process), process (a local process pool) or ray (a Ray cluster)."),
+        click.option("--workers", type=int, help="process: worker processes [one per CPU]."),
+        click.option("--ray-address", type=str, help="ray: the cluster to join (auto, HOST:PORT) [a local Ray]."),
+        click.option("--cpus-per-trial", type=float, help="ray: CPUs each trial reserves [1]."),
+        click.option("--gpus-per-trial", type=float, help="ray: GPUs each trial reserves, fractions allowed [0]."),
+        click.option("--no-shared-fs", is_flag=True, default=None,
+                     help="ray: workers do not see the study directory; stream trials and checkpoints to this "
+                     "machine [detected per trial]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def gather_backend(values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(backend name, its options) from the command's keyword arguments (they are removed from ``values``)."""
+    name = values.pop("backend", None) or "local"
+    options = {
+        "workers": values.pop("workers", None),
+        "address": values.pop("ray_address", None),
+        "cpus_per_trial": values.pop("cpus_per_trial", None),
+        "gpus_per_trial": values.pop("gpus_per_trial", None),
+        "shared_fs": False if values.pop("no_shared_fs", None) else None,
+    }
+    return name, {k: v for k, v in options.items() if v is not None}
+
+
 def _check_flags(resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise LthError("--resume continues a study and --overwrite replaces it; give one of them")
@@ -31,10 +62,11 @@ def _check_flags(resume: bool, overwrite: bool) -> None:
 @click.option("--resume", is_flag=True, help="Continue the study in --out: only unfinished trials run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
 @click.option("--json", "as_json", is_flag=True, help="Print the study as JSON (as `lth show --json`).")
+@backend_options
 @click.pass_context
 def robust_command(
     ctx: click.Context, model: str, dataset: str, trials: int, config_file: Optional[str], out: Optional[str],
-    overwrite: bool, resume: bool, quiet: bool, as_json: bool, **_: Any,
+    overwrite: bool, resume: bool, quiet: bool, as_json: bool, **kwargs: Any,
 ) -> None:
     """Repeat a ticket search of MODEL on DATASET over --trials seeds; report mean, spread and 95% CI per level.
 
@@ -43,6 +75,7 @@ def robust_command(
     from lth.experiments.study import robust_experiment, run_study
 
     _check_flags(resume, overwrite)
+    backend, backend_opts = gather_backend(kwargs)
     values = gather_config(ctx, model, dataset, config_file)
     config = make_config(values)
     vectorize = config.vectorize  # trials side by side (and each trial's controls beside its ticket)
@@ -53,7 +86,8 @@ def robust_command(
     spec = {"base": {k: v for k, v in values.items() if v is not None}, "trials": trials}
     with output_dir(out, name) as out_path:
         result = run_study("robust", [experiment], out_path, spec, name=name, overwrite=overwrite, resume=resume,
-                           progress=not quiet and not as_json, vectorize=vectorize)
+                           progress=not quiet and not as_json, vectorize=vectorize, backend=backend,
+                           backend_options=backend_opts)
     report_study(result.study_dir, quiet, as_json)
 
 
@@ -67,8 +101,9 @@ def robust_command(
 @click.option("--resume", is_flag=True, help="Continue the session in --out: only unfinished trials run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
 @click.option("--json", "as_json", is_flag=True, help="Print the session as JSON (as `lth show --json`).")
+@backend_options
 def session_command(spec_file: str, out: Optional[str], overwrite: bool, vectorize: str, resume: bool, quiet: bool,
-                    as_json: bool) -> None:
+                    as_json: bool, **kwargs: Any) -> None:
     """Run the grid of experiments described in SESSION.yaml (base config x grid x trials).
 
     \b
@@ -82,6 +117,7 @@ def session_command(spec_file: str, out: Optional[str], overwrite: bool, vectori
     from lth.experiments.study import run_study
 
     _check_flags(resume, overwrite)
+    backend, backend_opts = gather_backend(kwargs)
     spec = load_session_spec(spec_file)
     experiments = spec.experiments()
     name = spec.name or Path(spec_file).stem
@@ -89,7 +125,8 @@ def session_command(spec_file: str, out: Optional[str], overwrite: bool, vectori
         raise LthError("--resume needs --out DIR, the study directory to continue")
     with output_dir(out, f"session-{name}-{datetime.now():%Y%m%d-%H%M%S}") as out_path:
         result = run_study("session", experiments, out_path, spec.model_dump(), name=name, overwrite=overwrite,
-                           resume=resume, progress=not quiet and not as_json, vectorize=vectorize)
+                           resume=resume, progress=not quiet and not as_json, vectorize=vectorize,
+                           backend=backend, backend_options=backend_opts)
     report_study(result.study_dir, quiet, as_json)
 
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
@@ -22,9 +22,8 @@ from lth.config import TicketConfig, make_config
 from lth.errors import LthError
 from lth.experiments.session_spec import Experiment
 from lth.experiments.statistics import summarise_trials
-from lth.experiments.ticket_search import check_config, find_ticket, resume_ticket
+from lth.experiments.ticket_search import check_config
 from lth.store import RunDir
-from lth.training.lockstep import Lockstep
 from lth.training.vectorized import check_vectorizable
 from lth.store.study_dir import StudyDir
 
@@ -78,84 +77,127 @@ def run_study(
     resume: bool = False,
     progress: bool = True,
     vectorize: int | str = "auto",
+    backend: str = "local",
+    backend_options: Optional[dict[str, Any]] = None,
 ) -> StudyResult:
-    """Run (or, with ``resume``, continue) every trial of every experiment into ``out``."""
+    """Run (or, with ``resume``, continue) every trial of every experiment into ``out``.
+
+    ``backend`` / ``backend_options``: where the trials run (:func:`lth.backends.get_backend`).
+    """
     wanted = _describe(kind, name, experiments, spec)
     if resume and StudyDir.is_study(out):
         study = StudyDir.open(out)
         if study.study()["experiments"] != wanted["experiments"]:
             raise LthError(f"cannot resume {str(out)!r}: it holds a different study (its experiments or configs differ)")
-        return continue_study(out, progress, vectorize)
+        return continue_study(out, progress, vectorize, backend, backend_options)
+    if backend != "local" or backend_options:  # check the backend before creating anything
+        _backend(backend, backend_options, 1)
     study = StudyDir.create(out, overwrite=overwrite)
     study.write_study({**wanted, "vectorize": vectorize})
-    return continue_study(out, progress, vectorize)
+    return continue_study(out, progress, vectorize, backend, backend_options)
 
 
-def continue_study(path: str | Path, progress: bool = True, vectorize: int | str | None = None) -> StudyResult:
+def continue_study(path: str | Path, progress: bool = True, vectorize: int | str | None = None,
+                   backend: str = "local", backend_options: Optional[dict[str, Any]] = None) -> StudyResult:
     """Run what is unfinished in a study directory, then write its statistics and plots.
 
     ``vectorize``: how many searches run side by side with their trainings vectorised
     (:mod:`lth.training.lockstep`); ``auto`` picks up to 16 on a GPU when the model allows it
     (none on a CPU, where it does not pay), ``off`` or 1 runs them one after another. Inside a vectorised training no checkpoints are taken: a
     killed study resumes those searches from their last round boundary. None: the setting the
-    study was started with.
+    study was started with. Only the ``local`` backend vectorises.
+
+    ``backend``: ``local`` (this process), ``process`` (a process pool) or ``ray`` (a Ray
+    cluster), with ``backend_options`` (see :func:`lth.backends.get_backend`). The results are
+    the same on every backend; this process keeps the progress bar and the study's status.
+    Trials that fail are reported together at the end (LthError); ``lth resume`` retries them.
     """
+    from lth.backends import TrialResult, TrialSpec
+
     study = StudyDir.open(path)
     description = study.study()
     runs = [(e["name"], r) for e in description["experiments"] for r in e["runs"]]
     started = study.status().get("started") or _now()
     done = sum(_complete(study.run(r["path"])) for _, r in runs)
+    pending = [(experiment, entry) for experiment, entry in runs if not _complete(study.run(entry["path"]))]
+    if vectorize is None:
+        vectorize = description.get("vectorize", "auto")
+    group = vector_size(vectorize, [make_config(entry["config"]) for _, entry in pending]) if backend == "local" else 1
+    runner = _backend(backend, backend_options, group)
     study.write_status(status="running", started=started, runs_total=len(runs), runs_complete=done)
     bar = tqdm(total=len(runs), initial=done, desc=f"{description['kind']} {study.path.name}", unit="run",
                disable=not progress, dynamic_ncols=True)
     tic = time.perf_counter()
-    pending = [(experiment, entry) for experiment, entry in runs if not _complete(study.run(entry["path"]))]
-    if vectorize is None:
-        vectorize = description.get("vectorize", "auto")
-    group = vector_size(vectorize, [make_config(entry["config"]) for _, entry in pending])
     lock = threading.Lock()
+    running: set[int] = set()
+    failures: list[tuple[TrialSpec, str]] = []
+    trials = [TrialSpec(str(study.run(entry["path"]).path.resolve()), entry["config"], i,
+                        f"{experiment} trial {entry['trial']}") for i, (experiment, entry) in enumerate(pending)]
 
-    def program(experiment: str, entry: dict[str, Any], trainer_factory: Any = None) -> Callable[[], None]:
-        def run_one() -> None:
+    def postfix() -> None:
+        if runner.name == "local" and group <= 1 and running:
+            bar.set_postfix_str(trials[next(iter(running))].label)
+        else:
+            bar.set_postfix_str(f"{len(running)} running, {len(failures)} failed")
+
+    class Tracker:
+        def started(self, spec: TrialSpec) -> None:
+            with lock:
+                running.add(spec.index)
+                postfix()
+
+        def done(self, spec: TrialSpec, result: TrialResult) -> None:
             nonlocal done
-            run = study.run(entry["path"])
-            inner = progress and trainer_factory is None
-            if run.load_checkpoint() is not None:
-                result = resume_ticket(run.path, progress=inner, leave=False, trainer_factory=trainer_factory)
-            else:  # never started, or killed before its first checkpoint
-                result = find_ticket(make_config(entry["config"]), out=run.path, overwrite=True,
-                                     progress=inner, leave=False, trainer_factory=trainer_factory)
             last = result.rounds[-1]
             with lock:
+                running.discard(spec.index)
                 done += 1
                 bar.update(1)
+                postfix()
                 if progress:
-                    bar.write(f"{experiment} trial {entry['trial']}: {100 * last['weights_remaining']:.2f}% of "
+                    if result.resumed_from is not None:
+                        bar.write(f"{spec.label}: resumed from its checkpoint at round {result.resumed_from}")
+                    bar.write(f"{spec.label}: {100 * last['weights_remaining']:.2f}% of "
                               f"weights left, test accuracy {100 * last['test_accuracy_at_early_stop']:.2f}% at early stop")
                 study.write_status(status="running", started=started, runs_total=len(runs), runs_complete=done,
-                                   vectorize=group)
-        return run_one
+                                   vectorize=group, backend=runner.name)
 
-    if group <= 1:
-        for experiment, entry in pending:
-            bar.set_postfix_str(f"{experiment} trial {entry['trial']}")
-            program(experiment, entry)()
-    else:  # `group` searches at a time, their trainings vectorised
-        for start in range(0, len(pending), group):
-            chunk = pending[start:start + group]
-            lockstep = Lockstep(group, progress=progress)
-            factory = lockstep.trainer_factory()
-            bar.set_postfix_str(f"{len(chunk)} trials side by side")
-            lockstep.run([program(experiment, entry, factory) for experiment, entry in chunk])
+        def failed(self, spec: TrialSpec, message: str) -> None:
+            with lock:
+                running.discard(spec.index)
+                failures.append((spec, message))
+                postfix()
+                if progress:
+                    bar.write(f"{spec.label}: failed: {message}")
+                study.write_status(status="running", started=started, runs_total=len(runs), runs_complete=done,
+                                   runs_failed=len(failures), vectorize=group, backend=runner.name)
+
+    runner.run(trials, Tracker(), progress)
     bar.close()
+    if failures:
+        study.write_status(status="incomplete", started=started, runs_total=len(runs), runs_complete=done,
+                           runs_failed=len(failures), vectorize=group, backend=runner.name)
+        spec, message = failures[0]
+        raise LthError(f"{len(failures)} of {len(trials)} trials failed (first: {spec.label}: {message}); "
+                       f"fix the cause and run: lth resume {study.path}")
     summary = study_summary(study)
     study.write_summary(summary)
     from lth.plots import plot_study
 
     plot_study(study)
     study.write_status(status="complete", started=started, finished=_now(), runs_total=len(runs),
-                       runs_complete=done, vectorize=group, seconds_this_session=round(time.perf_counter() - tic, 3))
+                       runs_complete=done, vectorize=group, backend=runner.name,
+                       seconds_this_session=round(time.perf_counter() - tic, 3))
     return StudyResult(study, summary)
+
+
+def _backend(name: str, options: Optional[dict[str, Any]], group: int) -> Any:
+    from lth.backends import get_backend
+
+    options = dict(options or {})
+    if (name or "local").strip().lower() == "local":
+        options["group"] = group
+    return get_backend(name, **options)
 
 
 def vector_size(vectorize: int | str, configs: list[TicketConfig]) -> int:

@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import yaml
@@ -100,8 +100,14 @@ class RunDir:
         atomic_torch_save({k: v.detach().cpu() for k, v in state.items()}, self.path / "weights" / f"{tag}.pt")
 
     def write_checkpoint(self, state: dict[str, Any]) -> None:
-        """Replace the resume point atomically: a kill at any moment leaves the old or the new one."""
+        """Replace the resume point atomically: a kill at any moment leaves the old or the new one.
+
+        Then call the listeners of :func:`checkpoint_listener` (a Ray worker without a shared
+        filesystem sends the directory to the driver there).
+        """
         atomic_torch_save(state, self.checkpoint_path)
+        for listener in list(_CHECKPOINT_LISTENERS):
+            listener(self)
 
     def remove_checkpoint(self) -> None:
         self.checkpoint_path.unlink(missing_ok=True)
@@ -170,6 +176,19 @@ class RunDir:
 
     def __fspath__(self) -> str:
         return os.fspath(self.path)
+
+
+_CHECKPOINT_LISTENERS: list[Callable[["RunDir"], Any]] = []
+
+
+@contextmanager
+def checkpoint_listener(listener: Callable[["RunDir"], Any]) -> Iterator[None]:
+    """Call ``listener(run)`` after every checkpoint any run directory writes while the context is open."""
+    _CHECKPOINT_LISTENERS.append(listener)
+    try:
+        yield
+    finally:
+        _CHECKPOINT_LISTENERS.remove(listener)
 
 
 @contextmanager
