@@ -176,7 +176,7 @@ def test_bad_robust_input(tmp_path, capsys):
 
 
 def _same_up_to_rounding(a: Path, b: Path) -> None:
-    """Identical masks; accuracies within one example of digits' 397-image test set (1e-4 would
+    """Identical masks; accuracies within one image of digits. 300 / 397-image val / test sets (1e-4 would
     forbid any flip: vectorised products sum in another order, and after a few rounds of
     training a rounding difference can move one borderline image or the early-stop point).
     The tight 1e-4 check of vectorised training itself is in test_vectorized.py."""
@@ -186,7 +186,7 @@ def _same_up_to_rounding(a: Path, b: Path) -> None:
         for x, y in zip(ra, rb):
             assert x["kept_weights"] == y["kept_weights"]
             for key in ("test_accuracy_at_early_stop", "final_test_accuracy", "val_accuracy_at_early_stop"):
-                assert abs(x[key] - y[key]) <= 1 / 397 + 1e-9, (a, sub, x["round"], key)
+                assert abs(x[key] - y[key]) <= 1 / 300 + 1e-9, (a, sub, x["round"], key)  # one image
             ma, mb = RunDir(a / sub).load_mask(x["round"]), RunDir(b / sub).load_mask(x["round"])
             assert ma.keys() == mb.keys() and all(ma[k].equal(mb[k]) for k in ma)
 
