@@ -176,7 +176,7 @@ def test_bad_robust_input(tmp_path, capsys):
 
 
 def _same_up_to_rounding(a: Path, b: Path) -> None:
-    """Identical masks; accuracies within one image of digits. 300 / 397-image val / test sets (1e-4 would
+    """Identical masks; accuracies within one image of digits' 300 / 397-image val / test sets (1e-4 would
     forbid any flip: vectorised products sum in another order, and after a few rounds of
     training a rounding difference can move one borderline image or the early-stop point).
     The tight 1e-4 check of vectorised training itself is in test_vectorized.py."""
