@@ -132,11 +132,7 @@ def test_robust_trials_differ_and_each_is_reproducible(robust, digits):
     assert not equal_states(first.initial_state, second.initial_state)
     alone = LotteryModel(lenet(1), digits, seed=1, **FAST)
     alone.iterative_pruning(rounds=1)
-    # the trials trained side by side (vectorised): equal up to float rounding, masks identical
-    a, b = alone.summary().drop(columns="seconds"), second.summary().drop(columns="seconds")
-    assert a["kept_weights"].tolist() == b["kept_weights"].tolist()
-    for column in ("test_accuracy_at_early_stop", "final_test_accuracy", "val_accuracy_at_early_stop"):
-        assert (a[column] - b[column]).abs().max() <= 1e-4
+    assert alone.summary().drop(columns="seconds").equals(second.summary().drop(columns="seconds"))
     assert all(torch.equal(alone.mask[k], second.mask[k]) for k in alone.mask)
     fig = robust.plot_accuracy()
     assert fig.axes[0].get_xscale() == "log"
@@ -173,7 +169,8 @@ def test_robust_mistakes(digits):
 
 
 def test_robust_trials_side_by_side_equal_trials_alone(digits):
-    """vectorize=3: the three trials train in one vectorised step; same masks, same accuracies to 1e-4."""
+    """vectorize=3: the three trials train in one vectorised step; same masks, accuracies within one
+    borderline image (products summed in another order; the 1e-4 check is in test_vectorized.py)."""
     results = {}
     for vectorize in ("off", 3):
         robust = LotteryRobust(lenet, digits, trials=3, vectorize=vectorize, **FAST)
@@ -183,7 +180,7 @@ def test_robust_trials_side_by_side_equal_trials_alone(digits):
         a, b = alone.summary(), together.summary()
         assert a["kept_weights"].tolist() == b["kept_weights"].tolist()
         for column in ("test_accuracy_at_early_stop", "final_test_accuracy", "val_accuracy_at_early_stop"):
-            assert (a[column] - b[column]).abs().max() <= 1e-4
+            assert (a[column] - b[column]).abs().max() <= 1 / 300 + 1e-9
         assert all(torch.equal(alone.mask[k], together.mask[k]) for k in alone.mask)
     with pytest.raises(LthError, match="vectorize must be a number of trials, auto or off; got 'x'"):
         LotteryRobust(lenet, digits, trials=2, vectorize="x", **FAST).run("iterative_pruning", rounds=1)
