@@ -18,12 +18,11 @@ import copy
 import csv
 import io
 import json
-import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +39,10 @@ from lth.masks import Mask
 from lth.models.init import INITIALIZERS
 from lth.pruning import GROUPS, prunable_parameters, prune
 from lth.models.registry import GLOBAL_RNG_LOCK
-from lth.training import OptimizerSettings, RoundResult, Trainer
-from lth.training.optim import check_settings
+from lth.training import RoundResult, Trainer
+from lth.experiments.lottery_settings import (  # noqa: F401  (check_setting_names: re-exported)
+    Initializer, LotterySettings, check_setting_names, is_int, is_number, make_settings,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,114 +61,6 @@ ROW_KEYS = (
 )
 METRIC_KEYS = ("round", "iteration", "split", "loss", "accuracy")
 SAVE_FORMAT = 1
-
-Initializer = Union[str, Callable[[nn.Module], None], None]
-
-
-@dataclass(frozen=True)
-class LotterySettings:
-    """Everything that defines a :class:`LotteryModel` besides the module and the data."""
-
-    optimizer: str = "adam"
-    lr: float = 1.2e-3
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    warmup: int = 0
-    batch_size: int = 60
-    iterations: Optional[int] = None
-    epochs: Optional[float] = None
-    eval_every: int = 100
-    prunable: Optional[tuple[str, ...]] = None
-    prune_biases: bool = False
-    ignore_layers: tuple[str, ...] = ()
-    rewind_iteration: int = 0
-    initializer: Initializer = None
-    seed: int = 0
-    device: str = "auto"
-    progress: bool = True
-    data_dir: Optional[str] = None
-    val_size: Optional[int] = None
-
-    def optimizer_settings(self) -> OptimizerSettings:
-        return OptimizerSettings(
-            name=self.optimizer, lr=self.lr, momentum=self.momentum if self.optimizer == "sgd" else 0.0,
-            nesterov=self.nesterov, weight_decay=self.weight_decay, milestones=self.milestones,
-            gamma=self.gamma, warmup=self.warmup,
-        )
-
-
-#: The keyword settings LotteryModel, LotterySession and LotteryRobust accept.
-SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(LotterySettings))
-
-
-def check_setting_names(names: Sequence[str]) -> None:
-    """LthError for a keyword that is not a LotteryModel setting."""
-    for name in names:
-        if name not in SETTING_NAMES:
-            raise LthError(f"unknown LotteryModel setting {name!r}; choose from: {', '.join(SETTING_NAMES)}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise LthError(message)
-
-
-def make_settings(**values: Any) -> LotterySettings:
-    """Validated :class:`LotterySettings` (LthError naming the first bad value)."""
-    check_setting_names(list(values))
-    for key in ("milestones", "prunable", "ignore_layers"):
-        if isinstance(values.get(key), str):
-            values[key] = [values[key]]
-        if values.get(key) is not None:
-            values[key] = tuple(values[key])
-    if values.get("data_dir") is not None:
-        values["data_dir"] = str(values["data_dir"])
-    s = LotterySettings(**values)
-    _require(s.optimizer in ("adam", "sgd"), f"unknown optimizer {s.optimizer!r}; choose adam or sgd")
-    _require(_is_number(s.lr) and s.lr > 0, f"lr must be a positive number, got {s.lr!r}")
-    _require(_is_number(s.momentum) and 0 <= s.momentum < 1, f"momentum must be in [0, 1), got {s.momentum!r}")
-    _require(_is_number(s.weight_decay) and s.weight_decay >= 0, f"weight_decay must be >= 0, got {s.weight_decay!r}")
-    _require(_is_number(s.gamma) and s.gamma > 0, f"gamma must be a positive number, got {s.gamma!r}")
-    _require(_is_int(s.warmup) and s.warmup >= 0, f"warmup must be a whole number of iterations >= 0, got {s.warmup!r}")
-    _require(all(_is_int(m) and m >= 0 for m in s.milestones),
-             f"milestones must be iterations (integers >= 0), got {list(s.milestones)!r}")
-    _require(_is_int(s.batch_size) and s.batch_size >= 1, f"batch_size must be an integer >= 1, got {s.batch_size!r}")
-    _require(s.iterations is None or (_is_int(s.iterations) and s.iterations >= 1),
-             f"iterations must be an integer >= 1, got {s.iterations!r}")
-    _require(s.epochs is None or (_is_number(s.epochs) and s.epochs > 0),
-             f"epochs must be a number > 0, got {s.epochs!r}")
-    _require(s.iterations is None or s.epochs is None, "give either iterations or epochs, not both")
-    _require(_is_int(s.eval_every) and s.eval_every >= 1, f"eval_every must be an integer >= 1, got {s.eval_every!r}")
-    _require(_is_int(s.rewind_iteration) and s.rewind_iteration >= 0,
-             f"rewind_iteration must be an integer >= 0, got {s.rewind_iteration!r}")
-    _require(_is_int(s.seed), f"seed must be an integer, got {s.seed!r}")
-    _require(s.val_size is None or _is_int(s.val_size), f"val_size must be an integer, got {s.val_size!r}")
-    _require(s.prunable is None or (len(s.prunable) > 0 and all(isinstance(n, str) for n in s.prunable)),
-             f"prunable must be a non-empty list of parameter names, got {s.prunable!r}")
-    _require(s.prunable is None or not s.ignore_layers,
-             "give prunable=[...] or ignore_layers=[...], not both: ignore_layers only filters the inferred layers")
-    _require(s.prunable is None or not s.prune_biases,
-             "prune_biases only applies when prunable is inferred; list the bias names in prunable instead")
-    if isinstance(s.initializer, str):
-        INITIALIZERS.get(s.initializer)
-    _require(s.initializer is None or isinstance(s.initializer, str) or callable(s.initializer),
-             f"initializer must be None, an lth initializer name or a callable(module), got {s.initializer!r}")
-    if not isinstance(s.device, (str, torch.device)):
-        raise LthError(f"device must be 'auto', 'cpu', 'cuda' or a torch.device, got {s.device!r}")
-    check_settings(s.optimizer_settings())
-    return replace(s, device=str(s.device))
-
 
 # ------------------------------------------------------------------ fresh initialisations
 
@@ -478,7 +371,7 @@ class LotteryModel:
         trainer = self._require_data("train()")
         stop = self._budget if iterations is None else iterations
         start = 0 if self._round == 0 else self._settings.rewind_iteration
-        if not _is_int(stop) or stop <= start:
+        if not is_int(stop) or stop <= start:
             raise LthError(f"iterations must be an integer above the round's start iteration {start}, got {stop!r}")
         capture = self._round == 0 and self._settings.rewind_iteration > 0
         if capture and self._settings.rewind_iteration >= stop:
@@ -523,7 +416,7 @@ class LotteryModel:
                 "not both"
             )
         if keep is not None:
-            if not _is_number(keep) or not 0 < keep <= 1:
+            if not is_number(keep) or not 0 < keep <= 1:
                 raise LthError(f"keep must be a fraction in (0, 1], got {keep!r}")
             units = [[n] for n in self._mask] if scope == "layerwise" else [list(self._mask)]
             out: dict[str, float] = {}
@@ -556,7 +449,7 @@ class LotteryModel:
             for name in targets:
                 out[name] = value
         for name, value in out.items():
-            if not _is_number(value) or not 0 <= value < 1:
+            if not is_number(value) or not 0 <= value < 1:
                 raise LthError(f"prune rate for {name!r} must be a fraction in [0, 1), got {value!r}")
         if scope == "global" and len(set(out.values())) > 1:
             raise LthError(f"global pruning needs one rate for all layers, got {sorted(set(out.values()))}")
@@ -680,7 +573,7 @@ class LotteryModel:
         """
         options = Mask1Options(keep_sign=keep_sign, rescale=rescale, jitter_sd=jitter_sd, constant=constant)
         self._check_procedure(criterion, scope, mask1, mask0, options)
-        if not _is_int(rounds) or rounds < 0:
+        if not is_int(rounds) or rounds < 0:
             raise LthError(f"rounds must be an integer >= 0, got {rounds!r}")
         self._rates(rate, None, scope, rates)  # validate before any training
         self._train_current(mask1, mask0, options)
@@ -706,7 +599,7 @@ class LotteryModel:
         """One-shot pruning: train (dense, if not yet), prune once to ``keep`` of all weights, reinit, train."""
         options = Mask1Options(keep_sign=keep_sign, rescale=rescale, jitter_sd=jitter_sd, constant=constant)
         self._check_procedure(criterion, scope, mask1, mask0, options)
-        if not _is_number(keep) or not 0 < keep <= 1:
+        if not is_number(keep) or not 0 < keep <= 1:
             raise LthError(f"keep must be a fraction in (0, 1], got {keep!r}")
         self._train_current(mask1, mask0, options)
         self.prune(criterion, keep=keep, scope=scope)
