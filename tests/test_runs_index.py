@@ -137,7 +137,7 @@ def test_two_concurrent_processes_on_one_runs_root(tmp_path):
     for process in processes:
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err
-        assert "warning" not in err
+        assert "warning" not in err, err
     listing = subprocess.run([sys.executable, "-m", "lth", "runs", "list", "--json"], cwd=tmp_path, env=env,
                              capture_output=True, text=True, check=True)
     rows = json.loads(listing.stdout)

@@ -15,10 +15,11 @@ import os
 import sqlite3
 import sys
 import tempfile
+import time
 from contextlib import closing
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
@@ -43,6 +44,18 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 PRAGMA user_version = {SCHEMA_VERSION};
 """
+
+
+def _retry(action: Callable[[], Any], attempts: int = 20) -> Any:
+    """Run ``action``, retrying while another process holds a lock SQLite does not wait for
+    (e.g. a journal-mode switch); the busy timeout covers the ordinary waits."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def run_id(relative_path: str) -> str:
@@ -127,8 +140,15 @@ class RunIndex:
         connection = sqlite3.connect(path or self.path, timeout=60, isolation_level=None)
         try:
             connection.execute("PRAGMA busy_timeout = 60000")
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.executescript(_SCHEMA)
+            # Switching the journal and creating the table take write locks: only when needed,
+            # so that concurrent writers mostly just read here.
+            if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                _retry(lambda: connection.execute("PRAGMA journal_mode = WAL"))
+            if connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchone() is None:
+                _retry(lambda: connection.executescript(_SCHEMA))
+        except sqlite3.OperationalError:
+            connection.close()
+            raise
         except sqlite3.DatabaseError:
             connection.close()
             raise LthError(f"results index {str(path or self.path)!r} is corrupt or not an lth index; "
@@ -159,8 +179,12 @@ class RunIndex:
             return None
         relative = os.path.relpath(run_path.resolve(), self.root.resolve())
         self.root.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as connection:
-            self._upsert(connection, relative, row)
+
+        def write() -> None:
+            with closing(self._connect()) as connection:
+                self._upsert(connection, relative, row)
+
+        _retry(write)
         return run_id(relative)
 
     @staticmethod
