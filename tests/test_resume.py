@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,26 @@ def reference(tmp_path_factory) -> Path:
     return out
 
 
+@contextmanager
+def crash_after(stop_after: int, monkeypatch):
+    """Inside the block every checkpoint is written, then the process "dies" (Crash) right after
+    the ``stop_after``-th; yields the list of checkpoints written. Restores the writer on exit."""
+    original = RunDir.write_checkpoint
+    written: list[dict] = []
+
+    def crashing(self, state):
+        original(self, state)
+        written.append(state)
+        if len(written) == stop_after:
+            raise Crash
+
+    monkeypatch.setattr(RunDir, "write_checkpoint", crashing)
+    try:
+        yield written
+    finally:
+        monkeypatch.setattr(RunDir, "write_checkpoint", original)
+
+
 def count_checkpoints(tmp_path: Path, monkeypatch) -> int:
     calls = []
     original = RunDir.write_checkpoint
@@ -80,24 +101,13 @@ def test_resume_after_a_crash_at_every_checkpoint(reference, tmp_path, monkeypat
     total = count_checkpoints(tmp_path, monkeypatch)
     # 1 start + per ticket round (90 it, checkpoint every 25: 3 inside) + boundaries + the control's
     assert total == 1 + 3 * (3 + 1) + 2 * (3 + 1)
-    original = RunDir.write_checkpoint
     stages = set()
     for stop_after in range(1, total + 1):
-        calls = []
-
-        def crashing(self, state, calls=calls, stop_after=stop_after):
-            original(self, state)
-            calls.append(1)
-            if len(calls) == stop_after:
-                raise Crash
-
-        monkeypatch.setattr(RunDir, "write_checkpoint", crashing)
         out = tmp_path / f"run{stop_after}"
-        with pytest.raises(Crash):
+        with crash_after(stop_after, monkeypatch), pytest.raises(Crash):
             find_ticket(TicketConfig(**CONFIG), out=out, progress=False)
         state = RunDir(out).load_checkpoint()
         stages.add((state["stage"], state["training"] is not None))
-        monkeypatch.setattr(RunDir, "write_checkpoint", original)
         resume_ticket(out, progress=False)
         assert_same_run(reference, out)
     assert stages == {("start", False), ("ticket", True), ("reinit", False), ("reinit", True)}
@@ -105,21 +115,10 @@ def test_resume_after_a_crash_at_every_checkpoint(reference, tmp_path, monkeypat
 
 def test_resume_twice_in_one_round(reference, tmp_path, monkeypatch):
     _no_plots(monkeypatch)
-    original = RunDir.write_checkpoint
     out = tmp_path / "run"
     for stop_after, resume in ((7, False), (2, True), (3, True)):
-        calls = []
-
-        def crashing(self, state, calls=calls, stop_after=stop_after):
-            original(self, state)
-            calls.append(1)
-            if len(calls) == stop_after:
-                raise Crash
-
-        monkeypatch.setattr(RunDir, "write_checkpoint", crashing)
-        with pytest.raises(Crash):
+        with crash_after(stop_after, monkeypatch), pytest.raises(Crash):
             resume_ticket(out, progress=False) if resume else find_ticket(TicketConfig(**CONFIG), out=out, progress=False)
-    monkeypatch.setattr(RunDir, "write_checkpoint", original)
     result = resume_ticket(out, progress=False)
     assert RunDir(out).status()["resumed"] == 3
     assert len(result.rounds) == 3 and len(result.masks) == 3
@@ -129,20 +128,9 @@ def test_resume_twice_in_one_round(reference, tmp_path, monkeypatch):
 def test_find_ticket_resume_flag(reference, tmp_path, monkeypatch):
     """``resume=True`` continues an unfinished run, returns a finished one, refuses another config."""
     _no_plots(monkeypatch)
-    original = RunDir.write_checkpoint
-    calls = []
-
-    def crashing(self, state):
-        original(self, state)
-        calls.append(1)
-        if len(calls) == 9:
-            raise Crash
-
-    monkeypatch.setattr(RunDir, "write_checkpoint", crashing)
     out = tmp_path / "run"
-    with pytest.raises(Crash):
+    with crash_after(9, monkeypatch), pytest.raises(Crash):
         find_ticket(TicketConfig(**CONFIG), out=out, progress=False)
-    monkeypatch.setattr(RunDir, "write_checkpoint", original)
     with pytest.raises(LthError, match="its mask1 is 'jitter' but this command asks for 'rewind'"):
         find_ticket(TicketConfig(**{**CONFIG, "mask1": "rewind"}), out=out, progress=False, resume=True)
     find_ticket(TicketConfig(**{**CONFIG, "name": "other"}), out=out, progress=False, resume=True)
@@ -268,23 +256,12 @@ def test_resume_with_controls_side_by_side(tmp_path, monkeypatch):
     _no_plots(monkeypatch)
     config = TicketConfig(**{**CONFIG, "vectorize": "2"})
     reference = find_ticket(config, out=tmp_path / "reference", progress=False)
-    original = RunDir.write_checkpoint
-    calls, stages = [], []
-
-    def crashing(self, state):
-        original(self, state)
-        calls.append(1)
-        stages.append((state["round"], state["stage"], state["training"] is not None))
-        if len(calls) == 6:
-            raise Crash
-
-    monkeypatch.setattr(RunDir, "write_checkpoint", crashing)
-    with pytest.raises(Crash):
+    with crash_after(6, monkeypatch) as written, pytest.raises(Crash):
         find_ticket(config, out=tmp_path / "run", progress=False)
+    stages = [(state["round"], state["stage"], state["training"] is not None) for state in written]
     # start, 3 inside round 0, after round 0; round 1 trains ticket and control at once: no checkpoint inside
     assert stages == [(0, "start", False), (0, "ticket", True), (0, "ticket", True), (0, "ticket", True),
                       (1, "start", False), (2, "start", False)]
-    monkeypatch.setattr(RunDir, "write_checkpoint", original)
     resume_ticket(tmp_path / "run", progress=False)
     assert_same_run(tmp_path / "reference", tmp_path / "run")
     sequential = find_ticket(TicketConfig(**{**CONFIG, "vectorize": "off"}), out=tmp_path / "sequential", progress=False)
