@@ -9,13 +9,18 @@ Prints, measured now on this machine:
     the matrix products' achieved GFLOP/s (analytic FLOP count) and the speed-up;
   - where the time of one vectorised step goes (batch gathering, forward+backward, masking,
     optimizer), the optimizer's achieved bytes/s against the copy bandwidth;
+  - the speed options of a lone training: bf16 autocast and torch.compile for LeNet, bf16 and
+    channels-last for Conv-4 (compilation time excluded: it is paid once per model);
   - the same for Conv-4 on CIFAR-shaped data (random tensors: the speed does not depend on values).
+
+On a GPU (--device cuda, the default when one is present) K goes up to 64 and the clocks wait for
+the device (torch.cuda.synchronize) before they are read.
 
 Step times are taken by differencing two training lengths, so set-up and the evaluations at the
 start and end of train() cancel out. Every figure is the best of --repeats (on a shared machine
 the least disturbed run).
 
-Usage: python benchmarks/bench_vectorized.py [--repeats 3] [--data-dir DIR] [--skip-conv]
+Usage: python benchmarks/bench_vectorized.py [--repeats 3] [--data-dir DIR] [--device auto|cpu|cuda] [--skip-conv]
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ from bench_training import conventional  # noqa: E402
 from lth.data import DATASETS, DataBundle, load_dataset  # noqa: E402
 from lth.masks import Mask  # noqa: E402
 from lth.models import build_model  # noqa: E402
-from lth.training import OptimizerSettings, Trainer  # noqa: E402
+from lth.training import Acceleration, OptimizerSettings, Trainer  # noqa: E402
 from lth.training.vectorized import VectorTrainer  # noqa: E402
 
 BATCH = 60
@@ -44,32 +49,46 @@ ADAM = OptimizerSettings("adam", 1.2e-3)
 ADAM_BYTES_PER_PARAM = 7 * 4  # fused Adam reads param, grad, exp_avg, exp_avg_sq; writes three
 
 
+DEVICE = torch.device("cpu")
+
+
+def sync() -> None:
+    """Wait for queued device work, so that a clock read after it counts it."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def best_of(repeats: int, measure) -> float:
     return min(measure() for _ in range(repeats))
 
 
 def sgemm_gflops() -> float:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    n = 4096 if DEVICE.type == "cuda" else 2048
+    a, b = torch.randn(n, n, device=DEVICE), torch.randn(n, n, device=DEVICE)
     a @ b
 
     def once() -> float:
+        sync()
         tic = time.perf_counter()
         for _ in range(5):
             a @ b
+        sync()
         return (time.perf_counter() - tic) / 5
 
-    return 2 * 2048 ** 3 / best_of(3, once) / 1e9
+    return 2 * n ** 3 / best_of(3, once) / 1e9
 
 
 def copy_gbs() -> float:
-    src = torch.randn(64 * 2 ** 20)
+    src = torch.randn(64 * 2 ** 20, device=DEVICE)
     dst = torch.empty_like(src)
     dst.copy_(src)
 
     def once() -> float:
+        sync()
         tic = time.perf_counter()
         for _ in range(5):
             dst.copy_(src)
+        sync()
         return (time.perf_counter() - tic) / 5
 
     return 2 * src.numel() * 4 / best_of(3, once) / 1e9
@@ -93,7 +112,7 @@ def matmul_flops(model: torch.nn.Module, input_shape: tuple[int, ...], batch: in
         if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
             hooks.append(module.register_forward_hook(hook))
     with torch.no_grad():
-        model(torch.zeros(batch, *input_shape))
+        model.cpu()(torch.zeros(batch, *input_shape))
     for h in hooks:
         h.remove()
     for i, forward in enumerate(counts):
@@ -105,12 +124,15 @@ def models_for(name: str, data: DataBundle, k: int) -> list[torch.nn.Module]:
     return [build_model(name, data.input_shape, data.num_classes, seed=s) for s in range(k)]
 
 
-def single_step_seconds(name: str, data: DataBundle, lengths: tuple[int, int], repeats: int) -> float:
+def single_step_seconds(name: str, data: DataBundle, lengths: tuple[int, int], repeats: int,
+                        acceleration: Acceleration = Acceleration()) -> float:
+    net = models_for(name, data, 1)[0].to(DEVICE)
+    trainer = Trainer(data, BATCH, ADAM, seed=0, eval_every=10 ** 9, progress=False, acceleration=acceleration)
+    trainer.train(net, None, 0, 2)  # warm-up; compiles the model once with torch.compile
+
     def once() -> float:
         times = []
         for n in lengths:
-            net = models_for(name, data, 1)[0]
-            trainer = Trainer(data, BATCH, ADAM, seed=0, eval_every=10 ** 9, progress=False)
             tic = time.perf_counter()
             trainer.train(net, None, 0, n)
             times.append(time.perf_counter() - tic)
@@ -124,11 +146,11 @@ def vector_step_seconds(name: str, data: DataBundle, k: int, lengths: tuple[int,
     def once() -> float:
         times = []
         for n in lengths:
-            nets = models_for(name, data, k)
+            nets = [net.to(DEVICE) for net in models_for(name, data, k)]
             mask_list = [_half_mask(net) if masks else None for net in nets]
             trainer = VectorTrainer(data, BATCH, ADAM, list(range(k)), eval_every=10 ** 9, progress=False)
             tic = time.perf_counter()
-            trainer.train(nets, mask_list, 0, n)
+            trainer.train(nets, mask_list, 0, n)  # ends with an evaluation read on the host: synchronised
             times.append(time.perf_counter() - tic)
         return (times[1] - times[0]) / (lengths[1] - lengths[0])
 
@@ -148,24 +170,29 @@ def step_breakdown(name: str, data: DataBundle, k: int, steps: int = 100) -> dic
 
     nets = models_for(name, data, k)
     template = nets[0]
-    params = {n: torch.stack([m.state_dict()[n] for m in nets]).requires_grad_() for n, _ in template.named_parameters()}
-    masks = {n: (torch.rand(p.shape) < 0.5).float() for n, p in params.items() if n.endswith("weight")}
+    params = {n: torch.stack([m.state_dict()[n] for m in nets]).to(DEVICE).requires_grad_() for n, _ in template.named_parameters()}
+    masks = {n: (torch.rand(p.shape, device=DEVICE) < 0.5).float() for n, p in params.items() if n.endswith("weight")}
     optimizer = build_optimizer([p for n, p in params.items() if n not in masks], ADAM, [params[n] for n in masks])
     trainer = VectorTrainer(data, BATCH, ADAM, list(range(k)), progress=False)
     forward = torch.vmap(lambda p, x: functional_call(template, p, (x,)))
     parts = dict.fromkeys(("batch gathering", "forward + backward", "masking gradients", "optimizer step"), 0.0)
     for t in range(steps + 10):
+        sync()
         t0 = time.perf_counter()
         x, y = trainer.batch(t)
+        sync()
         t1 = time.perf_counter()
         logits = forward(params, x)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(k, -1).mean(1).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        sync()
         t2 = time.perf_counter()
         torch._foreach_mul_([params[n].grad for n in masks], list(masks.values()))
+        sync()
         t3 = time.perf_counter()
         optimizer.step()
+        sync()
         t4 = time.perf_counter()
         if t >= 10:
             for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
@@ -177,14 +204,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--skip-conv", action="store_true")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
     threads = torch.get_num_threads()
-    print(f"# {date.today()}; {platform.processor() or platform.machine()}, {threads} threads, torch {torch.__version__}")
+    where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else f"{threads} threads"
+    print(f"# {date.today()}; {platform.processor() or platform.machine()}, {where}, torch {torch.__version__}")
     peak, bandwidth = sgemm_gflops(), copy_gbs()
     print(f"machine: sgemm {peak:.0f} GFLOP/s, copy {bandwidth:.1f} GB/s")
 
-    data = load_dataset("fashion-mnist", data_dir=args.data_dir)
+    data = load_dataset("fashion-mnist", data_dir=args.data_dir, device=DEVICE)
     raw = DATASETS.get("fashion-mnist").load(args.data_dir, True)
     flops = matmul_flops(models_for("lenet-300-100", data, 1)[0], data.input_shape, BATCH)
     conventional_its = max(conventional(raw, 600) for _ in range(args.repeats))
@@ -203,7 +234,11 @@ def main() -> None:
     print(f"{'conventional Dataset+DataLoader, 1 net':44s} {conventional_its * BATCH:10.0f} "
           f"{conventional_its * flops / 1e9:8.1f} {100 * conventional_its * flops / 1e9 / peak:7.0f}%")
     row("lth trainer, 1 net", single, 1, None)
-    for k in (1, 4, 8, 16):
+    for label, acceleration in (("bf16 autocast", Acceleration(precision="bf16")),
+                                ("torch.compile", Acceleration(compile=True))):
+        row(f"lth trainer, 1 net, {label}",
+            single_step_seconds("lenet-300-100", data, (200, 1000), args.repeats, acceleration), 1, single)
+    for k in (1, 4, 8, 16, 32, 64) if DEVICE.type == "cuda" else (1, 4, 8, 16):
         row(f"lth vectorised, K={k}", vector_step_seconds("lenet-300-100", data, k, (100, 400), args.repeats), k, single)
     k = 8
     row(f"lth vectorised, K={k}, 50% masks", vector_step_seconds("lenet-300-100", data, k, (100, 400), args.repeats, True), k, single)
@@ -223,19 +258,25 @@ def main() -> None:
 
     if args.skip_conv:
         return
+    d = DEVICE
     cifar = DataBundle(
-        name="cifar-shaped", train_x=torch.randn(5000, 3, 32, 32), train_y=torch.randint(0, 10, (5000,)),
-        val_x=torch.randn(60, 3, 32, 32), val_y=torch.randint(0, 10, (60,)),  # evaluation is not measured
-        test_x=torch.randn(60, 3, 32, 32), test_y=torch.randint(0, 10, (60,)),
+        name="cifar-shaped", train_x=torch.randn(5000, 3, 32, 32, device=d), train_y=torch.randint(0, 10, (5000,), device=d),
+        val_x=torch.randn(60, 3, 32, 32, device=d), val_y=torch.randint(0, 10, (60,), device=d),  # evaluation is not timed
+        test_x=torch.randn(60, 3, 32, 32, device=d), test_y=torch.randint(0, 10, (60,), device=d),
         input_shape=(3, 32, 32), num_classes=10, augment=False,
     )
     flops = matmul_flops(models_for("conv-4", cifar, 1)[0], cifar.input_shape, BATCH)
-    single = single_step_seconds("conv-4", cifar, (2, 10), args.repeats)
+    single_lengths, vector_lengths = ((100, 400), (50, 200)) if DEVICE.type == "cuda" else ((2, 10), (1, 4))
+    single = single_step_seconds("conv-4", cifar, single_lengths, args.repeats)
     print(f"\nConv-4, CIFAR-shaped 3x32x32, batch {BATCH}, Adam ({flops / 1e9:.2f} GFLOP per step)")
     print(header)
     row("lth trainer, 1 net", single, 1, None)
-    for k in (4, 8):
-        row(f"lth vectorised, K={k}", vector_step_seconds("conv-4", cifar, k, (1, 4), args.repeats), k, single)
+    for label, acceleration in (("bf16 autocast", Acceleration(precision="bf16")),
+                                ("channels-last", Acceleration(channels_last=True))):
+        row(f"lth trainer, 1 net, {label}",
+            single_step_seconds("conv-4", cifar, single_lengths, args.repeats, acceleration), 1, single)
+    for k in (4, 8, 16, 32) if DEVICE.type == "cuda" else (4, 8):
+        row(f"lth vectorised, K={k}", vector_step_seconds("conv-4", cifar, k, vector_lengths, args.repeats), k, single)
 
 
 if __name__ == "__main__":

@@ -185,7 +185,12 @@ def _same_up_to_rounding(a: Path, b: Path) -> None:
         assert [r["round"] for r in ra] == [r["round"] for r in rb] and ra
         for x, y in zip(ra, rb):
             assert x["kept_weights"] == y["kept_weights"]
-            for key in ("test_accuracy_at_early_stop", "final_test_accuracy", "val_accuracy_at_early_stop"):
+            # A rounding difference can move the early-stop point to a neighbouring evaluation
+            # (a near-tie of validation losses); the accuracies there are then another iteration's.
+            keys = ["final_test_accuracy", "final_val_accuracy"]
+            if x["early_stop_iteration"] == y["early_stop_iteration"]:
+                keys += ["test_accuracy_at_early_stop", "val_accuracy_at_early_stop"]
+            for key in keys:
                 assert abs(x[key] - y[key]) <= 1 / 300 + 1e-9, (a, sub, x["round"], key)  # one image
             ma, mb = RunDir(a / sub).load_mask(x["round"]), RunDir(b / sub).load_mask(x["round"])
             assert ma.keys() == mb.keys() and all(ma[k].equal(mb[k]) for k in ma)

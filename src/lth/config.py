@@ -93,6 +93,9 @@ class TicketConfig(BaseModel):
     checkpoint_every: NonNegativeInt = 1000  # iterations between in-round checkpoints (0: rounds only)
     vectorize: str = "auto"  # auto | off | K: train controls (and a study's trials) side by side, vectorised
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of forward passes (weights stay fp32)
+    compile: bool = False  # torch.compile the forward pass
+    channels_last: bool = False  # NHWC layout for conv nets
     log: list[str] = []  # loggers mirroring metrics and config: tensorboard, mlflow (optional extras)
     name: Optional[str] = None
 
@@ -143,7 +146,15 @@ class TicketConfig(BaseModel):
             raise ValueError("one-shot pruning needs the fraction to keep (--keep F)")
         if self.keep is not None and not self.one_shot:
             raise ValueError("--keep sets the fraction kept by one-shot pruning; add --one-shot")
+        if self.precision != "fp32" and self.vectorize not in ("auto", "off", "1"):
+            raise ValueError(f"--precision {self.precision} trains networks one at a time; use --vectorize off or auto")
         return self
+
+    def acceleration(self) -> Any:
+        """The :class:`~lth.training.Acceleration` these settings ask for."""
+        from lth.training.acceleration import Acceleration
+
+        return Acceleration(self.precision, self.compile, self.channels_last)
 
     def with_recipe(self, recipe: Any) -> "TicketConfig":
         """Fill every unset training/pruning field from a model's paper recipe."""
@@ -217,6 +228,8 @@ def validation_message(error: ValidationError) -> str:
         allowed = ", ".join(TicketConfig.model_fields)
         return f"unknown config key {field!r}; allowed keys: {allowed}"
     message = first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:  # a rule across several keys: its message names them
+        return message
     return f"bad value {first.get('input')!r} for {field}: {message}"
 
 

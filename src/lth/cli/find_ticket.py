@@ -61,6 +61,12 @@ _CONFIG_OPTIONS = [
                  "beside the ticket, and with `lth robust` up to K trials: auto (on a GPU, models without batch "
                  "norm or dropout; a CPU gains nothing), off, or K [auto]."),
     click.option("--device", type=str, help="auto, cpu or cuda [auto]."),
+    click.option("--precision", type=str, help="fp32, or bf16 autocast of the forward passes (weights, gradients and "
+                 "optimizer stay fp32; for GPUs with bf16 tensor cores) [fp32]."),
+    click.option("--compile/--no-compile", default=None, help="Run forward passes through torch.compile "
+                 "(pays on a GPU; tens of seconds to compile) [no]."),
+    click.option("--channels-last/--no-channels-last", default=None, help="NHWC memory layout for conv nets "
+                 "(faster cuDNN convolutions on GPUs) [no]."),
     click.option("--log", type=str, help="Mirror metrics to tensorboard and/or mlflow (comma-separated; "
                  "needs pip install 'lth[tensorboard]' / 'lth[mlflow]')."),
     click.option("--name", type=str, help="Run name (default: MODEL-DATASET-TIMESTAMP)."),

@@ -182,8 +182,9 @@ class LotteryModel:
     ``w_0``. ``initializer`` draws fresh weights for the ``reinit`` mask-1 action (default:
     ``reset_parameters()`` of each submodule). ``seed`` fixes data order and every random choice
     (training runs on a forked, seeded global RNG, so dropout is reproducible too and the
-    caller's RNG is untouched): same seed, same results. ``device``: auto, cpu, cuda. The
-    validation hold-out (when the data has none) uses a fixed seed, the same for every ``seed``.
+    caller's RNG is untouched): same seed, same results. ``device``: auto, cpu, cuda. Speed
+    options (off by default; see :class:`lth.training.Acceleration`): ``precision`` fp32 or bf16
+    autocast, ``compile`` (torch.compile), ``channels_last`` (conv nets). The validation hold-out (when the data has none) uses a fixed seed, the same for every ``seed``.
     """
 
     def __init__(
@@ -210,6 +211,9 @@ class LotteryModel:
         initializer: Initializer = None,
         seed: int = 0,
         device: str | torch.device = "auto",
+        precision: str = "fp32",
+        compile: bool = False,
+        channels_last: bool = False,
         progress: bool = True,
         data_dir: str | Path | None = None,
         val_size: int | None = None,
@@ -219,7 +223,8 @@ class LotteryModel:
             milestones=milestones, gamma=gamma, warmup=warmup, batch_size=batch_size, iterations=iterations,
             epochs=epochs, eval_every=eval_every, prunable=prunable, prune_biases=prune_biases,
             ignore_layers=ignore_layers, rewind_iteration=rewind_iteration, initializer=initializer, seed=seed,
-            device=device, progress=progress, data_dir=data_dir, val_size=val_size,
+            device=device, precision=precision, compile=compile, channels_last=channels_last, progress=progress,
+            data_dir=data_dir, val_size=val_size,
         )
         if not isinstance(model, nn.Module):
             raise LthError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -242,7 +247,7 @@ class LotteryModel:
         if data is not None:
             _check_output(self._module, data)
             self._trainer = Trainer(data, settings.batch_size, settings.optimizer_settings(), settings.seed,
-                                    settings.eval_every, settings.progress)
+                                    settings.eval_every, settings.progress, acceleration=settings.acceleration())
             ipe = self._trainer.iterations_per_epoch
             self._budget = settings.iterations or (
                 max(1, round(settings.epochs * ipe)) if settings.epochs else DEFAULT_ITERATIONS

@@ -106,7 +106,8 @@ class LotteryRobust:
                 for trial, alone in zip(chunk, originals):
                     assert alone is not None
                     trial._trainer = lockstep.trainer_factory()(alone.data, alone.batcher.batch_size, alone.optimizer,
-                                                                alone.batcher.seed, alone.eval_every)
+                                                                alone.batcher.seed, alone.eval_every,
+                                                                acceleration=alone.acceleration)
                     trial._lockstep = True
                 lockstep.run([lambda trial=trial: getattr(trial, method)(**kwargs) for trial in chunk])
             finally:
@@ -135,6 +136,9 @@ class LotteryRobust:
             return 1
         try:
             check_vectorizable(first._module)
+            if not first._trainer.acceleration.vectorizable:
+                raise LthError(f"precision {first._trainer.acceleration.precision} trains networks one at a time; "
+                               "use vectorize='off' or 'auto'")
         except LthError:
             if text != "auto":
                 raise

@@ -12,7 +12,7 @@ from torch import nn
 
 from lth.errors import LthError
 from lth.models.init import INITIALIZERS
-from lth.training import OptimizerSettings
+from lth.training import Acceleration, OptimizerSettings
 from lth.training.optim import check_settings
 
 Initializer = Union[str, Callable[[nn.Module], None], None]
@@ -41,6 +41,9 @@ class LotterySettings:
     initializer: Initializer = None
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"
+    compile: bool = False
+    channels_last: bool = False
     progress: bool = True
     data_dir: Optional[str] = None
     val_size: Optional[int] = None
@@ -51,6 +54,9 @@ class LotterySettings:
             nesterov=self.nesterov, weight_decay=self.weight_decay, milestones=self.milestones,
             gamma=self.gamma, warmup=self.warmup,
         )
+
+    def acceleration(self) -> Acceleration:
+        return Acceleration(self.precision, self.compile, self.channels_last)
 
 
 #: The keyword settings LotteryModel, LotterySession and LotteryRobust accept.
@@ -119,5 +125,8 @@ def make_settings(**values: Any) -> LotterySettings:
              f"initializer must be None, an lth initializer name or a callable(module), got {s.initializer!r}")
     if not isinstance(s.device, (str, torch.device)):
         raise LthError(f"device must be 'auto', 'cpu', 'cuda' or a torch.device, got {s.device!r}")
+    _require(isinstance(s.compile, bool), f"compile must be True or False, got {s.compile!r}")
+    _require(isinstance(s.channels_last, bool), f"channels_last must be True or False, got {s.channels_last!r}")
+    s.acceleration()  # checks the precision
     check_settings(s.optimizer_settings())
     return replace(s, device=str(s.device))

@@ -213,10 +213,15 @@ def vector_size(vectorize: int | str, configs: list[TicketConfig]) -> int:
                 vectorize = int(text)
             except ValueError:
                 raise LthError(f"--vectorize must be a number of networks, auto or off; got {vectorize!r}") from None
+    precisions = sorted({c.precision for c in configs} - {"fp32"})
     if isinstance(vectorize, int):
         if vectorize < 1:
             raise LthError(f"--vectorize must be at least 1, got {vectorize}")
+        if precisions and vectorize > 1:
+            raise LthError(f"--precision {precisions[0]} trains networks one at a time; use --vectorize off or auto")
         return min(vectorize, len(configs))
+    if precisions:
+        return 1
     # auto: side by side on a GPU (up to 16) when the models allow it. Not on a CPU: there one
     # network's step already runs near the machine's limits, and the vectorised step measured
     # slower than K steps one after another (benchmarks/bench_vectorized.py, README).

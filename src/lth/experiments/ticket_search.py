@@ -234,7 +234,8 @@ class _Search:
         check_settings(settings)
         self.vectorizable = _vectorizable(self.model)
         self.trainer = (trainer_factory or Trainer)(
-            data, config.batch_size, settings, config.seed, config.eval_every, progress, leave
+            data, config.batch_size, settings, config.seed, config.eval_every, progress, leave,
+            acceleration=config.acceleration(),
         )
         self.params = dict(self.model.named_parameters())
         mask = Mask.ones({name: self.params[name] for name in self.prunable})
@@ -449,7 +450,7 @@ class _Search:
         on a CPU one network's step already runs near the machine's limits.)"""
         wanted = self.config.vectorize != "off" and (self.config.vectorize != "auto" or self.device.type == "cuda")
         return (wanted and self.round > 0 and bool(self.config.controls) and self.pending is None
-                and type(self.trainer) is Trainer and self.vectorizable)
+                and type(self.trainer) is Trainer and self.vectorizable and self.trainer.acceleration.vectorizable)
 
     def train_round_side_by_side(self) -> None:
         """The ticket and every control of this round trained at once (:mod:`lth.training.lockstep`)."""
@@ -458,7 +459,8 @@ class _Search:
         masks = {name: self.prepare_control(name, models[name]) for name in names}
         lockstep = Lockstep(1 + len(names), progress=self.trainer.progress)
         t = self.trainer
-        trainer = lockstep.trainer_factory()(t.data, t.batcher.batch_size, t.optimizer, self.config.seed, t.eval_every)
+        trainer = lockstep.trainer_factory()(t.data, t.batcher.batch_size, t.optimizer, self.config.seed, t.eval_every,
+                                             acceleration=t.acceleration)
         start = self.rewind_at
 
         def job(model: nn.Module, mask: Mask, label: str, points: list[int], keep_best: bool) -> Callable[[], RoundResult]:

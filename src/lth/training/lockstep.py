@@ -22,6 +22,7 @@ from torch import nn
 
 from lth.data import DataBundle
 from lth.masks import Mask
+from lth.training.acceleration import DEFAULT, Acceleration
 from lth.training.optim import OptimizerSettings
 from lth.training.trainer import RoundResult, Trainer, TrainProgress
 from lth.training.vectorized import VectorTrainer, same_architecture
@@ -46,7 +47,7 @@ class _Request:
     def key(self) -> tuple:
         t = self.trainer
         shapes = tuple((k, tuple(v.shape)) for k, v in self.model.state_dict().items())
-        return (id(t.data), t.batch_size, t.optimizer, t.eval_every, type(self.model), shapes,
+        return (id(t.data), t.batch_size, t.optimizer, t.eval_every, t.acceleration, type(self.model), shapes,
                 self.start, self.stop, self.capture, self.zero_pruned, self.keep_best)
 
 
@@ -54,10 +55,12 @@ class LockstepTrainer:
     """Stands in for :class:`Trainer` inside one program of a :class:`Lockstep` run."""
 
     def __init__(self, coordinator: "Lockstep", data: DataBundle, batch_size: int, optimizer: OptimizerSettings,
-                 seed: int, eval_every: int = 100, progress: bool = True, leave: bool = True) -> None:
+                 seed: int, eval_every: int = 100, progress: bool = True, leave: bool = True,
+                 acceleration: Acceleration = DEFAULT) -> None:
         self.coordinator = coordinator
         self.data, self.batch_size, self.optimizer, self.seed, self.eval_every = data, batch_size, optimizer, seed, eval_every
-        self.alone = Trainer(data, batch_size, optimizer, seed, eval_every, progress=False)
+        self.acceleration = acceleration
+        self.alone = Trainer(data, batch_size, optimizer, seed, eval_every, progress=False, acceleration=acceleration)
 
     @property
     def batcher(self):  # noqa: ANN201 - the same batches as a lone Trainer with this seed
@@ -75,12 +78,13 @@ class LockstepTrainer:
         """As :meth:`Trainer.train`, trained together with the other programs' waiting models.
 
         No checkpoints are taken inside a vectorised training (``checkpoint_every`` is ignored);
-        a ``resume`` of an interrupted lone training continues alone.
+        a ``resume`` of an interrupted lone training continues alone, and so do trainings whose
+        acceleration cannot be vectorised (bf16).
         """
-        if resume is not None:
+        if resume is not None or not self.acceleration.vectorizable:
             return self.coordinator.alone(lambda: self.alone.train(
                 model, mask, start, stop, capture, on_capture, description, postfix, zero_pruned, keep_best,
-                resume=resume))
+                checkpoint_every, on_checkpoint, resume))
         request = _Request(self, model, mask, start, stop, tuple(sorted(set(capture))), on_capture, zero_pruned,
                            keep_best, description)
         return self.coordinator.submit(request)
@@ -181,7 +185,7 @@ class Lockstep:
             if not same_architecture([r.model for r in group]):
                 raise AssertionError("grouped models differ")  # the key makes this impossible
             vector = VectorTrainer(t.data, t.batch_size, t.optimizer, [r.trainer.seed for r in group], t.eval_every,
-                                   progress=self.progress)
+                                   progress=self.progress, acceleration=t.acceleration)
 
             def capture(k: int, step: int, state: dict[str, torch.Tensor]) -> None:
                 request = group[k]

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from lth.data import Batcher, DataBundle
 from lth.masks import Mask
+from lth.training.acceleration import DEFAULT, Acceleration
 from lth.training.evaluate import evaluate
 from lth.training.optim import OptimizerSettings, build_optimizer, learning_rate
 
@@ -136,8 +137,11 @@ class Trainer:
         eval_every: int = 100,
         progress: bool = True,
         leave: bool = True,
+        acceleration: Acceleration = DEFAULT,
     ) -> None:
         self.data = data
+        self.acceleration = acceleration
+        self._forwards: dict[int, tuple[nn.Module, Callable]] = {}  # id(model) -> (model, its forward)
         self.leave = leave  # keep each finished progress bar on screen
         self.optimizer = optimizer
         self.eval_every = eval_every
@@ -148,11 +152,20 @@ class Trainer:
     def iterations_per_epoch(self) -> int:
         return self.batcher.iterations_per_epoch
 
+    def forward(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        """What runs ``model``'s forward pass under this trainer's acceleration (compiled once per model)."""
+        if not self.acceleration.compile:
+            return model
+        if id(model) not in self._forwards:
+            self._forwards[id(model)] = (model, self.acceleration.forward(model))
+        return self._forwards[id(model)][1]
+
     def evaluate(self, model: nn.Module) -> tuple[list[float], list[float]]:
         """(loss, accuracy) on validation and test, with one host sync."""
+        forward, a = self.forward(model), self.acceleration
         both = torch.stack([
-            evaluate(model, self.data.val_x, self.data.val_y),
-            evaluate(model, self.data.test_x, self.data.test_y),
+            evaluate(model, self.data.val_x, self.data.val_y, acceleration=a, forward=forward),
+            evaluate(model, self.data.test_x, self.data.test_y, acceleration=a, forward=forward),
         ]).tolist()
         return both[0], both[1]
 
@@ -189,6 +202,10 @@ class Trainer:
         model.train()
         if resume is not None:
             model.load_state_dict(resume.model)
+        acceleration = self.acceleration
+        acceleration.prepare(model)
+        forward = self.forward(model)
+        autocast = acceleration.autocast(self.data.train_x.device)
         enforcer = MaskEnforcer(model, mask, self.optimizer.weight_decay)
         if zero_pruned and resume is None:
             enforcer.zero_pruned()
@@ -252,8 +269,9 @@ class Trainer:
                     group["lr"] = lr
                 current_lr = lr
             x, y = self.batcher.batch(t)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            with autocast:
+                logits = forward(acceleration.batch(x))
+                loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             enforcer.mask_grads()

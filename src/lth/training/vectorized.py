@@ -9,7 +9,9 @@ the optimizer makes one fused pass over K times fewer, larger tensors. Elementwi
 another order, so results agree to float rounding (tests check masks and accuracies).
 
 Models whose forward mutates buffers (batch norm in training mode) are not supported: train
-them one at a time (:class:`~lth.training.Trainer`).
+them one at a time (:class:`~lth.training.Trainer`). Of the :class:`~lth.training.Acceleration`
+options, ``compile`` applies (to the vectorised forward pass); bf16 autocast does not reach inside
+``vmap``, so it is refused; channels-last is a lone-training layout and is ignored here.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from lth.data import Batcher, DataBundle
 from lth.data.batcher import crop_flip
 from lth.errors import LthError
 from lth.masks import Mask
+from lth.training.acceleration import DEFAULT, Acceleration
 from lth.training.optim import OptimizerSettings, build_optimizer, learning_rate
 from lth.training.trainer import RoundResult
 
@@ -72,7 +75,11 @@ class VectorTrainer:
         eval_every: int = 100,
         progress: bool = True,
         eval_batch_size: int = 2500,
+        acceleration: Acceleration = DEFAULT,
     ) -> None:
+        if not acceleration.vectorizable:
+            raise LthError(f"vectorised training runs in fp32, not {acceleration.precision} (use --vectorize off)")
+        self.acceleration = acceleration
         self.data = data
         self.optimizer = optimizer
         self.eval_every = eval_every
@@ -165,6 +172,8 @@ class VectorTrainer:
             return functional_call(template, (p, b), (x,))
 
         train_forward = torch.vmap(forward, in_dims=(0, 0, 0))
+        if self.acceleration.compile:
+            train_forward = torch.compile(train_forward)
         was_training = template.training
         results = [RoundResult() for _ in range(k)]
         running = torch.zeros(k, 2, device=device)
