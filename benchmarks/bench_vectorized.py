@@ -11,14 +11,16 @@ Prints, measured now on this machine:
     optimizer), the optimizer's achieved bytes/s against the copy bandwidth;
   - the speed options of a lone training: bf16 autocast and torch.compile for LeNet, bf16 and
     channels-last for Conv-4 (compilation time excluded: it is paid once per model);
+  - on a CPU, two lone trainings at once in two processes of one thread each (what
+    ``--backend process --workers 2`` does with a study's trials);
   - the same for Conv-4 on CIFAR-shaped data (random tensors: the speed does not depend on values).
 
 On a GPU (--device cuda, the default when one is present) K goes up to 64 and the clocks wait for
 the device (torch.cuda.synchronize) before they are read.
 
 Step times are taken by differencing two training lengths, so set-up and the evaluations at the
-start and end of train() cancel out. Every figure is the best of --repeats (on a shared machine
-the least disturbed run).
+start and end of train() cancel out. Every figure is the best of --repeats runs, and the runs of
+the configurations of a table take turns (on a shared machine a slow spell then hits them alike).
 
 Usage: python benchmarks/bench_vectorized.py [--repeats 3] [--data-dir DIR] [--device auto|cpu|cuda] [--skip-conv]
 """
@@ -28,8 +30,8 @@ import argparse
 import platform
 import sys
 import time
-from dataclasses import replace
 from datetime import date
+from typing import Callable
 from pathlib import Path
 
 import torch
@@ -124,37 +126,73 @@ def models_for(name: str, data: DataBundle, k: int) -> list[torch.nn.Module]:
     return [build_model(name, data.input_shape, data.num_classes, seed=s) for s in range(k)]
 
 
-def single_step_seconds(name: str, data: DataBundle, lengths: tuple[int, int], repeats: int,
-                        acceleration: Acceleration = Acceleration()) -> float:
+Measure = Callable[[], float]  # one measurement: seconds per step (of K networks together)
+
+
+def interleaved(measures: dict[str, tuple[int, Measure]], repeats: int) -> dict[str, tuple[int, float]]:
+    """label -> (K, seconds per step): the best of ``repeats`` runs of each measurement, taken in
+    turns (a slow spell of a shared machine then hits every configuration alike, not one)."""
+    best = {label: float("inf") for label in measures}
+    for _ in range(repeats):
+        for label, (_, measure) in measures.items():
+            best[label] = min(best[label], measure())
+    return {label: (measures[label][0], best[label]) for label in measures}
+
+
+def differenced(train: Callable[[int], None], lengths: tuple[int, int]) -> float:
+    """Seconds per step from two training lengths: set-up and the evaluations at the ends cancel."""
+    times = []
+    for n in lengths:
+        tic = time.perf_counter()
+        train(n)
+        times.append(time.perf_counter() - tic)
+    return (times[1] - times[0]) / (lengths[1] - lengths[0])
+
+
+def single_step(name: str, data: DataBundle, lengths: tuple[int, int],
+                acceleration: Acceleration = Acceleration()) -> Measure:
     net = models_for(name, data, 1)[0].to(DEVICE)
     trainer = Trainer(data, BATCH, ADAM, seed=0, eval_every=10 ** 9, progress=False, acceleration=acceleration)
     trainer.train(net, None, 0, 2)  # warm-up; compiles the model once with torch.compile
-
-    def once() -> float:
-        times = []
-        for n in lengths:
-            tic = time.perf_counter()
-            trainer.train(net, None, 0, n)
-            times.append(time.perf_counter() - tic)
-        return (times[1] - times[0]) / (lengths[1] - lengths[0])
-
-    return best_of(repeats, once)
+    return lambda: differenced(lambda n: trainer.train(net, None, 0, n), lengths)
 
 
-def vector_step_seconds(name: str, data: DataBundle, k: int, lengths: tuple[int, int], repeats: int,
-                        masks: bool = False) -> float:
-    def once() -> float:
-        times = []
-        for n in lengths:
-            nets = [net.to(DEVICE) for net in models_for(name, data, k)]
-            mask_list = [_half_mask(net) if masks else None for net in nets]
-            trainer = VectorTrainer(data, BATCH, ADAM, list(range(k)), eval_every=10 ** 9, progress=False)
-            tic = time.perf_counter()
-            trainer.train(nets, mask_list, 0, n)  # ends with an evaluation read on the host: synchronised
-            times.append(time.perf_counter() - tic)
-        return (times[1] - times[0]) / (lengths[1] - lengths[0])
+def vector_step(name: str, data: DataBundle, k: int, lengths: tuple[int, int], masks: bool = False) -> Measure:
+    def train(n: int) -> None:
+        nets = [net.to(DEVICE) for net in models_for(name, data, k)]
+        mask_list = [_half_mask(net) if masks else None for net in nets]
+        trainer = VectorTrainer(data, BATCH, ADAM, list(range(k)), eval_every=10 ** 9, progress=False)
+        trainer.train(nets, mask_list, 0, n)  # ends with an evaluation read on the host: synchronised
 
-    return best_of(repeats, once)
+    return lambda: differenced(train, lengths)
+
+
+def _process_worker(data_dir: str | None, lengths: tuple[int, int], barrier, results) -> None:
+    torch.set_num_threads(1)
+    data = load_dataset("fashion-mnist", data_dir=data_dir)
+    measure = single_step("lenet-300-100", data, lengths)
+    barrier.wait()  # both processes train at the same time
+    results.put(measure())
+
+
+def two_processes_step(data_dir: str | None, lengths: tuple[int, int]) -> Measure:
+    """Two lone trainings at once in two processes of one thread each (``--backend process
+    --workers 2``): seconds per step of the pair."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+
+    def measure() -> float:
+        barrier, results = context.Barrier(2), context.Queue()
+        workers = [context.Process(target=_process_worker, args=(data_dir, lengths, barrier, results)) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        steps = [results.get(timeout=600) for _ in workers]
+        for worker in workers:
+            worker.join()
+        return 2 / sum(1 / s for s in steps)  # the pair's rates add up
+
+    return measure
 
 
 def _half_mask(net: torch.nn.Module) -> Mask:
@@ -219,42 +257,50 @@ def main() -> None:
     raw = DATASETS.get("fashion-mnist").load(args.data_dir, True)
     flops = matmul_flops(models_for("lenet-300-100", data, 1)[0], data.input_shape, BATCH)
     conventional_its = max(conventional(raw, 600) for _ in range(args.repeats))
-    single = single_step_seconds("lenet-300-100", data, (200, 1000), args.repeats)
+    lengths, vector_lengths = (200, 1000), (100, 400)
+    ks = (1, 4, 8, 16, 32, 64) if DEVICE.type == "cuda" else (1, 4, 8, 16)
+    lenet = "lenet-300-100"
+    measures = {
+        "lth trainer, 1 net": (1, single_step(lenet, data, lengths)),
+        "lth trainer, 1 net, bf16 autocast": (1, single_step(lenet, data, lengths, Acceleration(precision="bf16"))),
+        "lth trainer, 1 net, torch.compile": (1, single_step(lenet, data, lengths, Acceleration(compile=True))),
+    }
+    if DEVICE.type == "cpu":
+        measures["2 processes x 1 thread, 2 nets"] = (2, two_processes_step(args.data_dir, lengths))
+    for k in ks:
+        measures[f"lth vectorised, K={k}"] = (k, vector_step(lenet, data, k, vector_lengths))
+    measures["lth vectorised, K=8, 50% masks"] = (8, vector_step(lenet, data, 8, vector_lengths, masks=True))
+    seconds = interleaved(measures, args.repeats)
+    single = seconds["lth trainer, 1 net"][1]
     print(f"\nLeNet-300-100, batch {BATCH}, Adam ({flops / 1e6:.1f} MFLOP of matrix products per step)")
-    header = f"{'pipeline':44s} {'samples/s':>10s} {'GFLOP/s':>8s} {'% sgemm':>8s} {'vs K alone':>10s} {'vs conventional':>15s}"
+    header = (f"{'pipeline':44s} {'samples/s':>10s} {'GFLOP/s':>8s} {'% sgemm':>8s} {'vs lth 1 net':>12s} "
+              f"{'vs conventional':>15s}")
     print(header)
 
-    def row(label: str, seconds_per_step: float, k: int, alone: float | None) -> None:
+    def row(label: str, seconds_per_step: float, k: int, alone: float | None, conventional: bool = True) -> None:
         samples = k * BATCH / seconds_per_step
         gflops = k * flops / seconds_per_step / 1e9
-        versus = f"{k * alone / seconds_per_step:9.2f}x" if alone else f"{'':>10s}"
-        print(f"{label:44s} {samples:10.0f} {gflops:8.1f} {100 * gflops / peak:7.0f}% {versus} "
-              f"{samples / (conventional_its * BATCH):14.2f}x")
+        versus = f"{k * alone / seconds_per_step:11.2f}x" if alone else f"{'':>12s}"
+        against = f"{samples / (conventional_its * BATCH):14.2f}x" if conventional else ""
+        print(f"{label:44s} {samples:10.0f} {gflops:8.1f} {100 * gflops / peak:7.0f}% {versus} {against}".rstrip())
 
     print(f"{'conventional Dataset+DataLoader, 1 net':44s} {conventional_its * BATCH:10.0f} "
           f"{conventional_its * flops / 1e9:8.1f} {100 * conventional_its * flops / 1e9 / peak:7.0f}%")
-    row("lth trainer, 1 net", single, 1, None)
-    for label, acceleration in (("bf16 autocast", Acceleration(precision="bf16")),
-                                ("torch.compile", Acceleration(compile=True))):
-        row(f"lth trainer, 1 net, {label}",
-            single_step_seconds("lenet-300-100", data, (200, 1000), args.repeats, acceleration), 1, single)
-    for k in (1, 4, 8, 16, 32, 64) if DEVICE.type == "cuda" else (1, 4, 8, 16):
-        row(f"lth vectorised, K={k}", vector_step_seconds("lenet-300-100", data, k, (100, 400), args.repeats), k, single)
+    for label, (k, value) in seconds.items():
+        row(label, value, k, None if label == "lth trainer, 1 net" else single)
     k = 8
-    row(f"lth vectorised, K={k}, 50% masks", vector_step_seconds("lenet-300-100", data, k, (100, 400), args.repeats, True), k, single)
-
     parts = step_breakdown("lenet-300-100", data, k)
     total = sum(parts.values())
     n_params = sum(p.numel() for p in models_for("lenet-300-100", data, 1)[0].parameters())
     print(f"\nwhere a K={k} step with masks goes ({1e3 * total:.2f} ms):")
-    for part, seconds in parts.items():
+    for part, spent in parts.items():
         extra = ""
         if part == "forward + backward":
-            extra = f"  {k * flops / seconds / 1e9:.0f} GFLOP/s = {100 * k * flops / seconds / 1e9 / peak:.0f}% of sgemm"
+            extra = f"  {k * flops / spent / 1e9:.0f} GFLOP/s = {100 * k * flops / spent / 1e9 / peak:.0f}% of sgemm"
         if part == "optimizer step":
-            gbs = k * n_params * ADAM_BYTES_PER_PARAM / seconds / 1e9
+            gbs = k * n_params * ADAM_BYTES_PER_PARAM / spent / 1e9
             extra = f"  {gbs:.1f} GB/s = {100 * gbs / bandwidth:.0f}% of copy bandwidth"
-        print(f"  {part:20s} {1e3 * seconds:7.3f} ms {100 * seconds / total:5.1f}%{extra}")
+        print(f"  {part:20s} {1e3 * spent:7.3f} ms {100 * spent / total:5.1f}%{extra}")
 
     if args.skip_conv:
         return
@@ -267,16 +313,19 @@ def main() -> None:
     )
     flops = matmul_flops(models_for("conv-4", cifar, 1)[0], cifar.input_shape, BATCH)
     single_lengths, vector_lengths = ((100, 400), (50, 200)) if DEVICE.type == "cuda" else ((2, 10), (1, 4))
-    single = single_step_seconds("conv-4", cifar, single_lengths, args.repeats)
-    print(f"\nConv-4, CIFAR-shaped 3x32x32, batch {BATCH}, Adam ({flops / 1e9:.2f} GFLOP per step)")
-    print(header)
-    row("lth trainer, 1 net", single, 1, None)
-    for label, acceleration in (("bf16 autocast", Acceleration(precision="bf16")),
-                                ("channels-last", Acceleration(channels_last=True))):
-        row(f"lth trainer, 1 net, {label}",
-            single_step_seconds("conv-4", cifar, single_lengths, args.repeats, acceleration), 1, single)
+    measures = {
+        "lth trainer, 1 net": (1, single_step("conv-4", cifar, single_lengths)),
+        "lth trainer, 1 net, bf16 autocast": (1, single_step("conv-4", cifar, single_lengths, Acceleration(precision="bf16"))),
+        "lth trainer, 1 net, channels-last": (1, single_step("conv-4", cifar, single_lengths, Acceleration(channels_last=True))),
+    }
     for k in (4, 8, 16, 32) if DEVICE.type == "cuda" else (4, 8):
-        row(f"lth vectorised, K={k}", vector_step_seconds("conv-4", cifar, k, vector_lengths, args.repeats), k, single)
+        measures[f"lth vectorised, K={k}"] = (k, vector_step("conv-4", cifar, k, vector_lengths))
+    seconds = interleaved(measures, args.repeats)
+    single = seconds["lth trainer, 1 net"][1]
+    print(f"\nConv-4, CIFAR-shaped 3x32x32, batch {BATCH}, Adam ({flops / 1e9:.2f} GFLOP per step)")
+    print(header.rsplit(" ", 2)[0])
+    for label, (k, value) in seconds.items():
+        row(label, value, k, None if label == "lth trainer, 1 net" else single, conventional=False)
 
 
 if __name__ == "__main__":
