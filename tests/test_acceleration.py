@@ -185,4 +185,5 @@ def test_lottery_model_takes_the_speed_options(digits):
     with pytest.raises(LthError, match="compile must be True or False, got 'yes'"):
         LotteryModel(net, digits, iterations=20, compile="yes")
     with pytest.raises(LthError, match="precision bf16 trains networks one at a time"):
-        LotteryRobust(net, digits, trials=2, iterations=20, progress=False, precision="bf16", vectorize=2).train()
+        LotteryRobust(net, digits, trials=2, iterations=20, progress=False, precision="bf16", vectorize=2).run(
+            "iterative_pruning", rounds=1)
