@@ -184,7 +184,8 @@ class LotteryModel:
     (training runs on a forked, seeded global RNG, so dropout is reproducible too and the
     caller's RNG is untouched): same seed, same results. ``device``: auto, cpu, cuda. Speed
     options (off by default; see :class:`lth.training.Acceleration`): ``precision`` fp32 or bf16
-    autocast, ``compile`` (torch.compile), ``channels_last`` (conv nets). The validation hold-out (when the data has none) uses a fixed seed, the same for every ``seed``.
+    autocast, ``compile`` (torch.compile), ``channels_last`` (conv nets). The validation
+    hold-out (when the data has none) uses a fixed seed, the same for every ``seed``.
     """
 
     def __init__(
