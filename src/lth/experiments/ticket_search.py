@@ -145,6 +145,8 @@ class _Progress:
         self.rounds: list[dict] = []
         self.metrics: list[dict] = []
         self.loggers: list[Logger] = []
+        self.replayed: set[int] = set()  # ids of loggers that were fresh when attached
+        self.logged = -1  # the last round the loggers got (from the run directory)
 
     def add(self, round_index: int, mask: Mask, result: RoundResult) -> None:
         summary = _summary(round_index, mask, result)
@@ -155,12 +157,18 @@ class _Progress:
             self.run.save_mask(round_index, mask)
             self.run.write_metrics(self.metrics)
             self.run.write_rounds(self.rounds)
-        for logger in self.loggers:
-            logger.log_round(self.name, summary, rows)
+        for logger in self.loggers:  # a round retrained after a kill is not logged twice
+            if id(logger) in self.replayed or round_index > self.logged:
+                logger.log_round(self.name, summary, rows)
+        if self.loggers and self.run is not None and round_index > self.logged:
+            self.logged = round_index
+            self.run.write_logged_round(round_index)
 
     def attach(self, loggers: list[Logger]) -> None:
         """Log from now on to ``loggers``; replay the rounds recorded so far into fresh ones."""
         self.loggers = loggers
+        self.logged = self.run.logged_round() if self.run is not None else -1
+        self.replayed = {id(logger) for logger in loggers if logger.fresh}
         for logger in loggers:
             if logger.fresh:
                 for summary in self.rounds:

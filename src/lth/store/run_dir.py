@@ -93,6 +93,17 @@ class RunDir:
     def write_rounds(self, rounds: list[dict[str, Any]]) -> None:
         atomic_write_text(self.path / "rounds.json", json.dumps(rounds, indent=2) + "\n")
 
+    def logged_round(self) -> int:
+        """The last round handed to the run's loggers (-1: none), so that a resumed run does not
+        log again a round it retrains after a kill that came between logging and checkpointing."""
+        try:
+            return int(json.loads((self.path / "logged.json").read_text())["round"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return -1
+
+    def write_logged_round(self, round_index: int) -> None:
+        atomic_write_text(self.path / "logged.json", json.dumps({"round": round_index}) + "\n")
+
     def save_mask(self, round_index: int, mask: Mask) -> None:
         mask.save(self.mask_path(round_index))
 
