@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 from torch import nn
-from tqdm.auto import tqdm
 
 from lth.data.user_data import as_bundle, resolve_device
 from lth.errors import LthError
@@ -27,6 +26,7 @@ from lth.experiments.lottery_model import (
     make_settings,
 )
 from lth.experiments.statistics import summarise_trials, summary_frame
+from lth.progress import progress_bar
 from lth.training.lockstep import Lockstep
 from lth.training.vectorized import check_vectorizable
 
@@ -95,7 +95,7 @@ class LotteryRobust:
             raise LthError(f"bad arguments for {method}(): {error}") from None
         group = self._group_size()
         if group <= 1:
-            for trial in tqdm(self.models, desc=method, unit="trial", disable=not self.progress):
+            for trial in progress_bar(self.models, desc=method, unit="trial", disable=not self.progress):
                 getattr(trial, method)(**kwargs)
             return self.summary()
         for start in range(0, len(self.models), group):  # trials side by side, trainings vectorised

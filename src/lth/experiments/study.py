@@ -16,13 +16,12 @@ from typing import Any, Optional
 
 import torch
 
-from tqdm.auto import tqdm
-
 from lth.config import TicketConfig, make_config
 from lth.errors import LthError
 from lth.experiments.session_spec import Experiment
 from lth.experiments.statistics import summarise_trials
 from lth.experiments.ticket_search import check_config
+from lth.progress import progress_bar
 from lth.store import RunDir
 from lth.training.vectorized import check_vectorizable
 from lth.store.study_dir import StudyDir
@@ -125,7 +124,7 @@ def continue_study(path: str | Path, progress: bool = True, vectorize: int | str
     group = vector_size(vectorize, [make_config(entry["config"]) for _, entry in pending]) if backend == "local" else 1
     runner = _backend(backend, backend_options, group)
     study.write_status(status="running", started=started, runs_total=len(runs), runs_complete=done)
-    bar = tqdm(total=len(runs), initial=done, desc=f"{description['kind']} {study.path.name}", unit="run",
+    bar = progress_bar(total=len(runs), initial=done, desc=f"{description['kind']} {study.path.name}", unit="run",
                disable=not progress, dynamic_ncols=True)
     tic = time.perf_counter()
     lock = threading.Lock()

@@ -20,7 +20,6 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from lth.actions import MASK1_COMBINATIONS, MASK1_NAMES, LayerState, Mask1Options, mask1_values, validate_actions
 from lth.atomic import atomic_write_text
@@ -32,6 +31,7 @@ from lth.experiments import find_ticket, resolve_device
 from lth.masks import Mask
 from lth.models import MODELS, build_model
 from lth.plots import plot_supermask_run
+from lth.progress import progress_bar
 from lth.pruning import prunable_parameters, prune
 from lth.store import RunDir
 from lth.training.evaluate import evaluate
@@ -255,7 +255,7 @@ def evaluate_supermasks(
                          ignore_layers=ignore_layers, batch_size=batch_size)
     cells: list[tuple[str, float, str, float]] = []
     metrics: list[torch.Tensor] = []
-    bar = tqdm(total=len(criteria) * len(keeps) * len(weights), desc="supermasks", disable=not progress,
+    bar = progress_bar(total=len(criteria) * len(keeps) * len(weights), desc="supermasks", disable=not progress,
                unit="cell", dynamic_ncols=True, mininterval=0.5)
     for criterion in criteria:
         for keep in keeps:

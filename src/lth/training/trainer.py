@@ -16,10 +16,10 @@ from typing import Any, Callable, Iterable, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from lth.data import Batcher, DataBundle
 from lth.masks import Mask
+from lth.progress import progress_bar
 from lth.training.acceleration import DEFAULT, Acceleration
 from lth.training.evaluate import evaluate
 from lth.training.optim import OptimizerSettings, build_optimizer, learning_rate
@@ -227,7 +227,7 @@ class Trainer:
             running.copy_(resume.running)
             seen, best_loss, first, spent = resume.seen, resume.best_loss, resume.iteration, resume.seconds
         current_lr = None
-        bar = tqdm(
+        bar = progress_bar(
             total=stop - start, initial=first - start, desc=description, disable=not self.progress,
             leave=self.leave, unit="it", dynamic_ncols=True, mininterval=0.5,
         )

@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
-from tqdm.auto import tqdm
 
 from lth.data import Batcher, DataBundle
 from lth.data.batcher import crop_flip
 from lth.errors import LthError
 from lth.masks import Mask
+from lth.progress import progress_bar
 from lth.training.acceleration import DEFAULT, Acceleration
 from lth.training.optim import OptimizerSettings, build_optimizer, learning_rate
 from lth.training.trainer import RoundResult
@@ -180,7 +180,7 @@ class VectorTrainer:
         seen = 0
         best_loss = [float("inf")] * k
         capture = set(capture)
-        bar = tqdm(total=stop - start, desc=description, disable=not self.progress, leave=True, unit="it",
+        bar = progress_bar(total=stop - start, desc=description, disable=not self.progress, leave=True, unit="it",
                    dynamic_ncols=True, mininterval=0.5)
 
         def state_of(i: int) -> dict[str, torch.Tensor]:
