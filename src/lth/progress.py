@@ -62,6 +62,7 @@ class LogLines(plain_tqdm):
     def close(self) -> None:
         if not self.disable and hasattr(self, "last_print_t"):
             self._closing = True
+            self._ema_dt = lambda: None  # the final line gives the overall rate, as tqdm's own does
             self.display()  # the final state, once
             self.leave = False  # so that tqdm does not redraw it
         super().close()
