@@ -3,6 +3,7 @@ own initialisation, mask, frozen pruned values, data order and optimizer state."
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from lth.errors import LthError
 from lth.masks import Mask
 from lth.models import build_model
 from lth.training import OptimizerSettings, Trainer
+from lth.training.lockstep import Lockstep
 from lth.training.vectorized import VectorTrainer, check_vectorizable
 
 SEEDS = [0, 1, 2]
@@ -96,3 +98,29 @@ def test_batch_norm_models_are_refused(digits):
               nn.Sequential(nn.Flatten(), nn.Linear(64, 10))]
     with pytest.raises(LthError, match="one architecture"):
         trainer.train(models, [None, None], 0, 5)
+
+
+def test_lockstep_results_do_not_depend_on_which_program_asks_first(digits):
+    """Programs reach their trainings in any order (threads); each network's results must not
+    depend on it, even with several threads splitting the batched products by position."""
+    settings = OptimizerSettings(name="adam", lr=1e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        def run(delays: list[float]) -> list[list[dict]]:
+            lockstep = Lockstep(3, progress=False)
+            factory = lockstep.trainer_factory()
+
+            def program(i: int):
+                def go():
+                    time.sleep(delays[i])
+                    model = build_model("lenet-300-100", digits.input_shape, digits.num_classes, seed=i)
+                    return factory(digits, 30, settings, i, 20).train(model, None, 0, 40)
+                return go
+
+            return [result.metrics for result in lockstep.run([program(i) for i in range(3)])]
+
+        first = run([0.0, 0.1, 0.2])
+        assert run([0.2, 0.1, 0.0]) == first  # bit for bit
+    finally:
+        torch.set_num_threads(threads)

@@ -40,6 +40,7 @@ class _Request:
     zero_pruned: bool
     keep_best: bool
     description: str
+    program: int = 0  # the index of the program that asked: fixes the order of a group
     result: Optional[RoundResult] = None
     error: Optional[BaseException] = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -100,6 +101,7 @@ class Lockstep:
         self._waiting: list[_Request] = []
         self._alone: list[tuple[Callable[[], RoundResult], list]] = []
         self._running = 0
+        self._program = threading.local()  # in each program's thread: its index
 
     def trainer_factory(self) -> Callable[..., LockstepTrainer]:
         """``factory(data, batch_size, optimizer, seed, eval_every, progress, leave)``, as Trainer's arguments."""
@@ -107,6 +109,7 @@ class Lockstep:
 
     # -- called from program threads ------------------------------------------------
     def submit(self, request: _Request) -> RoundResult:
+        request.program = getattr(self._program, "index", 0)
         with self._lock:
             self._waiting.append(request)
             self._lock.notify_all()
@@ -134,6 +137,7 @@ class Lockstep:
         errors: list[Optional[BaseException]] = [None] * len(programs)
 
         def body(i: int, program: Callable[[], Any]) -> None:
+            self._program.index = i
             try:
                 results[i] = program()
             except BaseException as error:  # noqa: BLE001 - handed to the caller below
@@ -171,8 +175,10 @@ class Lockstep:
         return results
 
     def _train_groups(self, requests: list[_Request]) -> None:
+        # In program order, not arrival order: a network's place in the stack can change how
+        # the batched products are split between threads, hence their rounding.
         groups: dict[tuple, list[_Request]] = {}
-        for request in requests:
+        for request in sorted(requests, key=lambda r: r.program):
             groups.setdefault(request.key(), []).append(request)
         for members in groups.values():
             for start in range(0, len(members), self.group_size):
