@@ -182,5 +182,5 @@ def test_robust_trials_side_by_side_equal_trials_alone(digits):
         for column in ("test_accuracy_at_early_stop", "final_test_accuracy", "val_accuracy_at_early_stop"):
             assert (a[column] - b[column]).abs().max() <= 1 / 300 + 1e-9
         assert all(torch.equal(alone.mask[k], together.mask[k]) for k in alone.mask)
-    with pytest.raises(LthError, match="vectorize must be a number of trials, auto or off; got 'x'"):
+    with pytest.raises(LthError, match="vectorize must be a number of networks, auto or off; got 'x'"):
         LotteryRobust(lenet, digits, trials=2, vectorize="x", **FAST).run("iterative_pruning", rounds=1)

@@ -28,7 +28,7 @@ from lth.experiments.lottery_model import (
 from lth.experiments.statistics import summarise_trials, summary_frame
 from lth.progress import progress_bar
 from lth.training.lockstep import Lockstep
-from lth.training.vectorized import check_vectorizable
+from lth.training.vectorized import check_vectorizable, parse_vectorize
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -117,20 +117,14 @@ class LotteryRobust:
 
     def _group_size(self) -> int:
         """How many trials train side by side: ``vectorize`` = a number, ``auto`` (up to 16, on a GPU) or ``off``."""
-        text = str(self.vectorize).strip().lower()
-        if text in ("off", "1") or len(self.models) < 2:
+        wanted = parse_vectorize(self.vectorize, "vectorize")
+        auto = wanted is None
+        if wanted == 1 or len(self.models) < 2:
             return 1
-        if text != "auto":
-            try:
-                size = int(text)
-            except ValueError:
-                raise LthError(f"vectorize must be a number of trials, auto or off; got {self.vectorize!r}") from None
-            if size < 1:
-                raise LthError(f"vectorize must be at least 1, got {size}")
-        else:  # auto: on a GPU only (on a CPU a vectorised step does not beat K steps alone)
+        if auto:  # on a GPU only (on a CPU a vectorised step does not beat K steps alone)
             if self.models[0]._device.type != "cuda":
                 return 1
-            size = 16
+            wanted = 16
         first = self.models[0]
         if first._trainer is None or any(m._trainer is None for m in self.models):
             return 1
@@ -140,10 +134,10 @@ class LotteryRobust:
                 raise LthError(f"precision {first._trainer.acceleration.precision} trains networks one at a time; "
                                "use vectorize='off' or 'auto'")
         except LthError:
-            if text != "auto":
+            if not auto:
                 raise
             return 1
-        return min(size, len(self.models))
+        return min(wanted, len(self.models))
 
     def trial_summaries(self) -> list[list[dict]]:
         """Each trial's per-round rows (as in ``rounds.json``)."""

@@ -23,7 +23,7 @@ from lth.experiments.statistics import summarise_trials
 from lth.experiments.ticket_search import check_config
 from lth.progress import progress_bar
 from lth.store import RunDir
-from lth.training.vectorized import check_vectorizable
+from lth.training.vectorized import check_vectorizable, parse_vectorize
 from lth.store.study_dir import StudyDir
 
 
@@ -203,22 +203,12 @@ def vector_size(vectorize: int | str, configs: list[TicketConfig]) -> int:
     """How many searches to run side by side: ``off`` = 1, a number, or ``auto``."""
     if not configs:
         return 1
-    if isinstance(vectorize, str):
-        text = vectorize.strip().lower()
-        if text in ("off", "no", "false"):
-            return 1
-        if text != "auto":
-            try:
-                vectorize = int(text)
-            except ValueError:
-                raise LthError(f"--vectorize must be a number of networks, auto or off; got {vectorize!r}") from None
+    size = parse_vectorize(vectorize)
     precisions = sorted({c.precision for c in configs} - {"fp32"})
-    if isinstance(vectorize, int):
-        if vectorize < 1:
-            raise LthError(f"--vectorize must be at least 1, got {vectorize}")
-        if precisions and vectorize > 1:
+    if size is not None:
+        if precisions and size > 1:
             raise LthError(f"--precision {precisions[0]} trains networks one at a time; use --vectorize off or auto")
-        return min(vectorize, len(configs))
+        return min(size, len(configs))
     if precisions:
         return 1
     # auto: side by side on a GPU (up to 16) when the models allow it. Not on a CPU: there one

@@ -50,6 +50,25 @@ def check_vectorizable(model: nn.Module) -> None:
             )
 
 
+def parse_vectorize(value: int | str, name: str = "--vectorize") -> Optional[int]:
+    """How many networks to train side by side: a number >= 1, ``off`` (1) or ``auto`` (None)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("off", "no", "false"):
+            return 1
+        if text == "auto":
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            raise LthError(f"{name} must be a number of networks, auto or off; got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LthError(f"{name} must be a number of networks, auto or off; got {value!r}")
+    if value < 1:
+        raise LthError(f"{name} must be at least 1, got {value}")
+    return value
+
+
 def same_architecture(models: Sequence[nn.Module]) -> bool:
     """True if every model has the same parameter and buffer names, shapes and dtypes."""
     def signature(m: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
