@@ -1,6 +1,8 @@
 """Shared fixtures: the digits data set (loaded once), tiny ticket-search runs, an offline environment."""
 from __future__ import annotations
 
+import os
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -11,6 +13,16 @@ import torch
 # The models in these tests are tiny: one thread is faster than several, and it keeps the
 # suite quick when the machine is shared (intra-op thread oversubscription slows torch 10x+).
 torch.set_num_threads(1)
+
+# The runs root (default run directories and the results index) of fixtures wider than one
+# test; each test gets its own below. Never the repository's runs/.
+os.environ["LTH_RUNS_ROOT"] = str(Path(tempfile.mkdtemp(prefix="lth-tests-")) / "runs")
+
+
+@pytest.fixture(autouse=True)
+def _runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's runs root (``$LTH_RUNS_ROOT``): ``tmp_path/runs``."""
+    monkeypatch.setenv("LTH_RUNS_ROOT", str(tmp_path / "runs"))
 
 
 @pytest.fixture(scope="session")

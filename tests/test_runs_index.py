@@ -29,6 +29,7 @@ def root(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("root") / "runs"
     with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LTH_RUNS_ROOT", str(root))
         mp.setattr("lth.experiments.ticket_search.plot_run", lambda run: [])
         mp.setattr("lth.plots.plot_study", lambda study: [])
         for name, extra in (("magnitude", []), ("movement", ["--criterion", "movement"])):

@@ -14,6 +14,7 @@ from lth.cli.show import print_table, run_json
 from lth.config import load_config_file, make_config
 from lth.errors import LthError
 from lth.store import default_run_dir
+from lth.store.run_dir import check_name
 
 # CLI options that map one-to-one onto TicketConfig keys (dashes become underscores).
 _CONFIG_OPTIONS = [
@@ -112,6 +113,8 @@ def find_ticket_command(
     from lth.experiments import find_ticket
 
     config = make_config(gather_config(ctx, model, dataset, config_file))
+    if config.name is not None:
+        check_name(config.name)
     if resume and overwrite:
         raise LthError("--resume continues a run and --overwrite replaces it; give one of them")
     if resume and out is None:

@@ -171,7 +171,13 @@ def _short(value: Any) -> str:
 @_ROOT
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def rm_command(run_ids: tuple[str, ...], root: str, yes: bool) -> None:
-    """Delete runs: their directories and their index entries."""
+    """Delete runs: lth's files in their directories, and their index entries.
+
+    Only run and study directories inside the runs root that lth created (they carry its marker)
+    are touched, never one that a running lth process holds; files lth did not write are kept.
+    """
+    from lth.store.ownership import describe_kept
+
     index = _index(root)
     rows = [index.get(identifier) for identifier in run_ids]
     if not yes:
@@ -179,13 +185,21 @@ def rm_command(run_ids: tuple[str, ...], root: str, yes: bool) -> None:
             raise LthError("lth runs rm deletes run directories; pass --yes to confirm when not at a terminal")
         click.confirm(f"delete {', '.join(r['path'] for r in rows)}?", abort=True)
     for row in rows:
-        index.remove(row["id"])
+        _, kept = index.remove(row["id"])
         click.echo(f"removed {row['id']} ({row['path']})")
+        if kept:
+            click.echo(f"lth: warning: kept {len(kept)} entries that lth did not write: {describe_kept(kept)}",
+                       err=True)
 
 
 @runs.command("reindex")
 @_ROOT
 def reindex_command(root: str) -> None:
-    """Rebuild the index from the run directories (also repairs a corrupt index)."""
-    count = _index(root).reindex()
+    """Rebuild the index from the run directories (also repairs a corrupt index).
+
+    Damaged runs do not stop it: the others are indexed and the damaged ones listed.
+    """
+    count, damaged = _index(root).reindex()
     click.echo(f"indexed {count} runs in {root}")
+    for path, reason in damaged:
+        click.echo(f"lth: warning: not indexed, damaged: {path}: {reason}", err=True)

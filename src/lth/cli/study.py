@@ -13,6 +13,7 @@ from lth.cli.main import cli
 from lth.config import make_config
 from lth.errors import LthError
 from lth.store import output_dir
+from lth.store.run_dir import check_name
 
 
 def backend_options(command: Any) -> Any:
@@ -78,6 +79,8 @@ def robust_command(
     backend, backend_opts = gather_backend(kwargs)
     values = gather_config(ctx, model, dataset, config_file)
     config = make_config(values)
+    if config.name is not None:
+        check_name(config.name, "study name")
     vectorize = config.vectorize  # trials side by side (and each trial's controls beside its ticket)
     experiment = robust_experiment(config, trials)
     name = config.name or f"robust-{model}-{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -120,7 +123,7 @@ def session_command(spec_file: str, out: Optional[str], overwrite: bool, vectori
     backend, backend_opts = gather_backend(kwargs)
     spec = load_session_spec(spec_file)
     experiments = spec.experiments()
-    name = spec.name or Path(spec_file).stem
+    name = check_name(spec.name or Path(spec_file).stem, "session name")
     if resume and out is None:
         raise LthError("--resume needs --out DIR, the study directory to continue")
     with output_dir(out, f"session-{name}-{datetime.now():%Y%m%d-%H%M%S}") as out_path:

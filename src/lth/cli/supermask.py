@@ -10,6 +10,7 @@ import click
 from lth.cli.find_ticket import config_options, gather_config
 from lth.cli.main import cli
 from lth.store import output_dir
+from lth.store.run_dir import check_name
 from lth.cli.show import print_table, run_json
 from lth.config import TicketConfig, make_config
 from lth.errors import LthError
@@ -124,6 +125,7 @@ def eval_command(
         config = make_config({**values, "rounds": 0})
     if config.name is None:
         config.name = f"{config.model}-{config.dataset}-supermask-{datetime.now():%Y%m%d-%H%M%S}"
+    check_name(config.name)
     with output_dir(out, config.name) as out_path:
         result = run_supermask_eval(
             config, criteria=_split(criteria), keeps=_keeps(keep_text), weights=_split(weights_text), scope=scope,

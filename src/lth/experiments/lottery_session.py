@@ -19,6 +19,7 @@ from torch import nn
 
 from lth.data.user_data import as_bundle, resolve_device
 from lth.errors import LthError
+from lth.store.run_dir import check_name
 from lth.experiments.lottery_model import (
     ROW_KEYS,
     LotteryModel,
@@ -67,6 +68,7 @@ class LotterySession:
         """
         if not isinstance(name, str) or not name:
             raise LthError(f"an experiment needs a non-empty name, got {name!r}")
+        check_name(name, "experiment name")  # save() writes it to path/name
         if name in self.experiments:
             raise LthError(f"experiment {name!r} already exists; existing: {', '.join(self.experiments)}")
         check_setting_names(list(overrides))

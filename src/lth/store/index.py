@@ -14,7 +14,6 @@ import json
 import os
 import sqlite3
 import sys
-import tempfile
 import time
 from contextlib import closing
 from datetime import datetime
@@ -136,8 +135,10 @@ class RunIndex:
         self.path = self.root / INDEX_FILE
 
     # -- connection -----------------------------------------------------------------
-    def _connect(self, path: Optional[Path] = None) -> sqlite3.Connection:
-        connection = sqlite3.connect(path or self.path, timeout=60, isolation_level=None)
+    def _connect(self, repairing: bool = False) -> sqlite3.Connection:
+        """A connection in autocommit mode (WAL journal, long busy timeout); a corrupt file gives an
+        LthError (``repairing``: the sqlite3.DatabaseError itself, for :meth:`reindex`)."""
+        connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         try:
             connection.execute("PRAGMA busy_timeout = 60000")
             # Switching the journal and creating the table take write locks: only when needed,
@@ -151,7 +152,9 @@ class RunIndex:
             raise
         except sqlite3.DatabaseError:
             connection.close()
-            raise LthError(f"results index {str(path or self.path)!r} is corrupt or not an lth index; "
+            if repairing:
+                raise
+            raise LthError(f"results index {str(self.path)!r} is corrupt or not an lth index; "
                            f"rebuild it with `lth runs reindex --root {self.root}`") from None
         return connection
 
@@ -171,21 +174,26 @@ class RunIndex:
         return rows
 
     # -- writing ----------------------------------------------------------------------
+    def key(self, run_path: str | Path) -> str:
+        """How the index names a run: its path relative to the root when inside it, else absolute."""
+        resolved, root = Path(run_path).resolve(), self.root.resolve()
+        return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(resolved)
+
     def register(self, run_path: str | Path) -> Optional[str]:
-        """Insert or update the row of the run at ``run_path`` (inside this root); return its id."""
+        """Insert or update the row of the run at ``run_path`` (inside this root or elsewhere); return its id."""
         run_path = Path(run_path)
         row = describe_run(run_path)
         if row is None:
             return None
-        relative = os.path.relpath(run_path.resolve(), self.root.resolve())
+        key = self.key(run_path)
         self.root.mkdir(parents=True, exist_ok=True)
 
         def write() -> None:
             with closing(self._connect()) as connection:
-                self._upsert(connection, relative, row)
+                self._upsert(connection, key, row)
 
         _retry(write)
-        return run_id(relative)
+        return run_id(key)
 
     @staticmethod
     def _upsert(connection: sqlite3.Connection, relative: str, row: dict[str, Any]) -> None:
@@ -198,41 +206,86 @@ class RunIndex:
             tuple(values[c] for c in _COLUMNS),
         )
 
-    def reindex(self) -> int:
-        """Rebuild the index from the run directories (a corrupt index file is replaced); return the count."""
+    def reindex(self) -> tuple[int, list[tuple[str, str]]]:
+        """Rebuild the index from the run directories; return (runs indexed, [(path, why)] of damaged ones).
+
+        The rebuild is one write transaction on the index file itself, so processes registering
+        runs meanwhile wait for it (SQLite's lock) and lose nothing. Runs registered from outside
+        the root are kept while their directories exist. Only an index SQLite cannot open is
+        replaced; it is kept beside as ``lth-index.sqlite.corrupt-TIME``.
+        """
         if not self.root.is_dir():
             raise LthError(f"runs root {str(self.root)!r} does not exist")
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{INDEX_FILE}.", suffix=".tmp")
-        os.close(fd)
-        count = 0
         try:
-            with closing(sqlite3.connect(tmp, isolation_level=None)) as connection:
-                connection.executescript(_SCHEMA)
-                connection.execute("BEGIN")
-                for path in _run_dirs(self.root):
-                    row = describe_run(path)
+            return _retry(self._rebuild)
+        except sqlite3.DatabaseError as error:
+            if isinstance(error, sqlite3.OperationalError) and ("locked" in str(error) or "busy" in str(error)):
+                raise LthError(f"results index {str(self.path)!r} stayed locked by another process; try again") from None
+            self._set_aside()
+            return _retry(self._rebuild)
+
+    def _rebuild(self) -> tuple[int, list[tuple[str, str]]]:
+        damaged: list[tuple[str, str]] = []
+        with closing(self._connect(repairing=True)) as connection:
+            connection.execute("BEGIN IMMEDIATE")  # the write lock first: the scan sees every run written before it
+            try:
+                found = list(_run_dirs(self.root))
+                keys = {self.key(path) for path in found}
+                # runs registered deeper in the root or outside it (--out elsewhere), while they exist
+                others = [self.root / r[0] for r in connection.execute("SELECT path FROM runs") if r[0] not in keys]
+                connection.execute("DELETE FROM runs")
+                count = 0
+                for path in [*found, *others]:
+                    try:
+                        row = describe_run(path)
+                    except Exception as error:  # a damaged run must not stop the repair of the others
+                        damaged.append((str(path), _reason(error)))
+                        continue
                     if row is not None:
-                        self._upsert(connection, os.path.relpath(path, self.root), row)
+                        self._upsert(connection, self.key(path), row)
                         count += 1
                 connection.execute("COMMIT")
-            for suffix in ("-wal", "-shm"):
-                Path(str(self.path) + suffix).unlink(missing_ok=True)
-            os.replace(tmp, self.path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return count
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        return count, damaged
 
-    def remove(self, identifier: str) -> dict[str, Any]:
-        """Delete a run: its directory and its row."""
-        import shutil
+    def _set_aside(self) -> None:
+        """Move a corrupt index (and its journal files) aside, never deleting them."""
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(str(self.path) + suffix)
+            if source.exists():
+                os.replace(source, source.with_name(f"{source.name}.corrupt-{stamp}"))
+        print(f"lth: warning: the results index {str(self.path)!r} could not be opened; kept it as "
+              f"{INDEX_FILE}.corrupt-{stamp} and built a new one", file=sys.stderr)
+
+    def remove(self, identifier: str) -> tuple[dict[str, Any], list[Path]]:
+        """Delete a run: lth's files in its directory, then its row; return (row, entries kept).
+
+        Only a directory inside the runs root that carries lth's marker is touched, never one
+        an lth process is using, never through a symbolic link; files lth did not write stay.
+        """
+        from lth.store.ownership import check_owned, remove_owned
 
         row = self.get(identifier)
         target = self.root / row["path"]
-        if target.is_dir():
-            shutil.rmtree(target)
+        root = self.root.resolve()
+        if os.path.isabs(row["path"]) or not target.resolve().is_relative_to(root) or target.resolve() == root:
+            raise LthError(f"run {row['id']} is at {str(target)!r}, outside the runs root {str(self.root)!r}; "
+                           "lth runs rm deletes only runs inside the root (delete it yourself, then run "
+                           "`lth runs reindex`)")
+        if any(part.is_symlink() for part in [target, *target.parents] if part.resolve().is_relative_to(root)
+               and part.resolve() != root):
+            raise LthError(f"run {row['id']} is at {str(target)!r}, reached through a symbolic link; "
+                           "lth runs rm deletes only real directories")
+        kept: list[Path] = []
+        if target.exists():
+            layout = check_owned(target, "run directory")
+            kept = remove_owned(target, layout)
         with closing(self._connect()) as connection:
-            connection.execute("DELETE FROM runs WHERE id = ?", (row["id"],))
-        return row
+            _retry(lambda: connection.execute("DELETE FROM runs WHERE id = ?", (row["id"],)))
+        return row, kept
 
     # -- reading ----------------------------------------------------------------------
     def all(self) -> list[dict[str, Any]]:
@@ -240,7 +293,11 @@ class RunIndex:
         rows = self._rows("SELECT * FROM runs ORDER BY started, path")
         for row in rows:
             if row["status"] not in ("complete",):
-                fresh = describe_run(self.root / row["path"])
+                try:
+                    fresh = describe_run(self.root / row["path"])
+                except Exception as error:  # a damaged run is listed as such, not a crash of the listing
+                    row["status"], row["damage"] = "damaged", _reason(error)
+                    continue
                 if fresh is None:
                     row["status"] = "missing"
                 elif fresh["status"] != row["status"]:
@@ -261,11 +318,20 @@ class RunIndex:
         return matches[0]
 
 
+def _reason(error: BaseException) -> str:
+    """A damaged run's error as a short line."""
+    text = (str(error).strip().splitlines() or [""])[0]
+    return text if isinstance(error, LthError) else f"{type(error).__name__}: {text}"[:300]
+
+
 def _run_dirs(root: Path) -> Iterator[Path]:
     """Run and study directories directly inside ``root`` (a study's trials belong to the study)."""
     for path in sorted(root.iterdir()):
-        if path.is_dir() and ((path / "config.yaml").is_file() or (path / "study.yaml").is_file()):
-            yield path
+        try:
+            if path.is_dir() and ((path / "config.yaml").is_file() or (path / "study.yaml").is_file()):
+                yield path
+        except OSError:  # unreadable: not ours to judge
+            continue
 
 
 def inside_study(path: Path) -> bool:
@@ -275,15 +341,18 @@ def inside_study(path: Path) -> bool:
 
 
 def index_run(path: str | Path) -> None:
-    """Keep the index of ``path``'s runs root in step (called on every status write).
+    """Keep the index of the runs root (:func:`~lth.store.run_dir.runs_root`) in step with the run
+    at ``path``, wherever it is (called on every status write).
 
     Runs inside a study are indexed through the study. A broken index never stops a run: it
     gets a warning, and ``lth runs reindex`` repairs it.
     """
+    from lth.store.run_dir import runs_root
+
     path = Path(path)
     if os.environ.get("LTH_NO_INDEX") or inside_study(path):
         return
     try:
-        RunIndex(path.resolve().parent).register(path)
+        RunIndex(runs_root()).register(path)
     except (LthError, sqlite3.Error, OSError) as error:
         print(f"lth: warning: run not indexed ({error})", file=sys.stderr)

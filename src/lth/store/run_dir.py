@@ -5,7 +5,6 @@ import csv
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
@@ -44,26 +43,11 @@ class RunDir:
     # -- creation ---------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, overwrite: bool = False) -> "RunDir":
-        """Make a fresh run directory; refuse an existing non-empty one unless ``overwrite``."""
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise LthError(f"output path {str(path)!r} exists and is not a directory")
-        if path.is_dir() and any(path.iterdir()):
-            if not overwrite:
-                raise LthError(f"run directory {str(path)!r} already exists; pass --overwrite to replace it")
-            if not (path / "config.yaml").is_file():
-                raise LthError(
-                    f"{str(path)!r} is not empty and not an lth run directory; --overwrite only replaces runs"
-                )
-            shutil.rmtree(path)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as error:
-            raise LthError(f"cannot write to output directory {str(path)!r}: {error.strerror}") from None
-        return cls(path)
+        """Make a fresh run directory, marked as lth's; refuse an existing non-empty one unless
+        ``overwrite``, and then replace only an lth run's own files (see :mod:`lth.store.ownership`)."""
+        from lth.store.ownership import claim_directory
+
+        return cls(claim_directory(path, "run", overwrite))
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":
@@ -202,14 +186,34 @@ def checkpoint_listener(listener: Callable[["RunDir"], Any]) -> Iterator[None]:
         _CHECKPOINT_LISTENERS.remove(listener)
 
 
+def runs_root() -> Path:
+    """The runs root: ``$LTH_RUNS_ROOT``, else ``runs`` in the working directory. Runs without an
+    ``--out`` go there, and its results index lists every run (also those written elsewhere)."""
+    return Path(os.environ.get("LTH_RUNS_ROOT") or "runs")
+
+
+def check_name(name: str, what: str = "run name") -> str:
+    """``name`` if it is a single path component (a directory name inside the runs root)."""
+    if not isinstance(name, str) or not name.strip():
+        raise LthError(f"{what} {name!r} is empty; give a name such as my-run")
+    if "/" in name or "\\" in name or "\0" in name or name in (".", "..") or name != name.strip():
+        raise LthError(f"{what} {name!r} is not a single directory name: no '/', '\\', NUL, leading or trailing "
+                       "spaces, '.' or '..' (use --out DIR to write elsewhere)")
+    if len(name.encode()) > 200:
+        raise LthError(f"{what} {name[:40]!r}... is {len(name.encode())} bytes long; at most 200 are allowed")
+    return name
+
+
 @contextmanager
-def default_run_dir(name: str, root: str | Path = "runs") -> Iterator[Path]:
+def default_run_dir(name: str, root: str | Path | None = None) -> Iterator[Path]:
     """Reserve ``root/name`` (or ``name-2``, ``name-3``, ... if taken) for a new run, atomically.
 
-    Two processes started in the same second get different directories. If the body fails
-    before writing anything, the empty reservation is removed again.
+    ``root``: the runs root (default :func:`runs_root`); ``name`` must be a single path
+    component. Two processes started in the same second get different directories. If the body
+    fails before writing anything, the empty reservation is removed again.
     """
-    root = Path(root)
+    check_name(name)
+    root = Path(root) if root is not None else runs_root()
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -221,6 +225,8 @@ def default_run_dir(name: str, root: str | Path = "runs") -> Iterator[Path]:
             break
         except FileExistsError:
             continue
+        except OSError as error:
+            raise LthError(f"cannot create run directory {str(path)!r}: {error.strerror}") from None
     try:
         yield path
     except BaseException:
@@ -231,7 +237,7 @@ def default_run_dir(name: str, root: str | Path = "runs") -> Iterator[Path]:
 
 @contextmanager
 def output_dir(out: str | Path | None, default_name: str) -> Iterator[Path]:
-    """``out`` as given, or a fresh reservation ``runs/default_name[-N]`` (see :func:`default_run_dir`)."""
+    """``out`` as given, or a fresh reservation ``RUNS_ROOT/default_name[-N]`` (see :func:`default_run_dir`)."""
     if out is not None:
         yield Path(out)
         return

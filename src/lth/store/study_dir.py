@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +36,11 @@ class StudyDir:
 
     @classmethod
     def create(cls, path: str | Path, overwrite: bool = False) -> "StudyDir":
-        path = Path(path)
-        if path.is_dir() and any(path.iterdir()):
-            if not overwrite:
-                raise LthError(f"study directory {str(path)!r} already exists; pass --resume to continue it "
-                               "or --overwrite to replace it")
-            if not cls.is_study(path):
-                raise LthError(f"{str(path)!r} is not empty and not an lth study directory; --overwrite only replaces studies")
-            shutil.rmtree(path)
-        RunDir.create(path)  # the same checks: a directory we can write to
-        return cls(path)
+        """Make a fresh study directory, marked as lth's; refuse an existing non-empty one unless
+        ``overwrite``, and then replace only an lth study's own files (see :mod:`lth.store.ownership`)."""
+        from lth.store.ownership import claim_directory
+
+        return cls(claim_directory(path, "study", overwrite))
 
     @classmethod
     def open(cls, path: str | Path) -> "StudyDir":

@@ -11,7 +11,6 @@ import csv
 import hashlib
 import io
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -34,6 +33,8 @@ from lth.plots import plot_supermask_run
 from lth.progress import progress_bar
 from lth.pruning import prunable_parameters, prune
 from lth.store import RunDir
+from lth.store.ownership import remove_owned
+from lth.store.run_dir import check_name, runs_root
 from lth.training.evaluate import evaluate
 
 KIND = "supermask-eval"
@@ -368,7 +369,7 @@ def run_supermask_eval(
     spec = MODELS.get(config.model)
     seed = config.seed if seed is None else seed
     name = config.name or f"{config.model}-{config.dataset}-supermask-{datetime.now():%Y%m%d-%H%M%S}"
-    out_path = Path(out) if out is not None else Path("runs") / name
+    out_path = Path(out) if out is not None else runs_root() / check_name(name)
     # Everything that can be checked is checked (data included) before the file system is touched.
     device = resolve_device(config.device)
     data = load_dataset(config.dataset, data_dir=config.data_dir, device=device)
@@ -380,8 +381,8 @@ def run_supermask_eval(
         dense = config.model_copy(update=dict(rounds=0, one_shot=False, keep=None, controls=[], name=name))
         try:
             ticket = find_ticket(dense, out=run.path / "dense", progress=progress)
-        except LthError:  # a bad training setting: leave no half-made run behind
-            shutil.rmtree(run.path, ignore_errors=True)
+        except LthError:  # a bad training setting: leave no half-made run behind (only lth's files go)
+            remove_owned(run.path)
             if existed:
                 run.path.mkdir(parents=True, exist_ok=True)
             raise
