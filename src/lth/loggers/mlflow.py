@@ -1,8 +1,8 @@
 """MLflow: one MLflow run per lth run, in experiment ``lth`` (or ``$MLFLOW_EXPERIMENT_NAME``).
 
 Where it goes: wherever ``$MLFLOW_TRACKING_URI`` says when it is set (MLflow's own default
-behaviour); else the SQLite store ``sqlite:///RUNS_ROOT/mlflow.db`` beside the run directory
-(RUNS_ROOT is its parent, e.g. ``runs/``): view it with
+behaviour); else the SQLite store ``sqlite:///RUNS_ROOT/mlflow.db`` in the runs root
+(``$LTH_RUNS_ROOT``, else ``runs/``; the same for runs written elsewhere with ``--out``): view it with
 ``mlflow ui --backend-store-uri sqlite:///runs/mlflow.db``. SQLite is MLflow 3's default kind of
 store; its old ``./mlruns`` file store is refused unless ``MLFLOW_ALLOW_FILE_STORE`` is set.
 
@@ -54,10 +54,15 @@ def require() -> None:
 
 
 def tracking_uri(run_dir: Path) -> Optional[str]:
-    """None (MLflow's default) when ``$MLFLOW_TRACKING_URI`` is set, else the SQLite store beside the run."""
+    """None (MLflow's default) when ``$MLFLOW_TRACKING_URI`` is set, else the SQLite store in the runs
+    root (beside the results index, wherever the run itself is written)."""
+    from lth.store.run_dir import runs_root
+
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return None
-    return "sqlite:///" + (Path(run_dir).resolve().parent / STORE_FILE).as_posix()
+    root = runs_root().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return "sqlite:///" + (root / STORE_FILE).as_posix()
 
 
 @contextmanager

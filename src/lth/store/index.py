@@ -138,6 +138,10 @@ class RunIndex:
     def _connect(self, repairing: bool = False) -> sqlite3.Connection:
         """A connection in autocommit mode (WAL journal, long busy timeout); a corrupt file gives an
         LthError (``repairing``: the sqlite3.DatabaseError itself, for :meth:`reindex`)."""
+        if not self.path.exists():  # SQLite would create it 0644 at most; create it as the umask says
+            from lth.atomic import current_umask
+
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o666 & ~current_umask()))
         connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         try:
             connection.execute("PRAGMA busy_timeout = 60000")
@@ -164,13 +168,26 @@ class RunIndex:
         with closing(self._connect()) as connection:
             try:
                 cursor = connection.execute(sql, params)
+                names = [c[0] for c in cursor.description]
+                rows = [dict(zip(names, values)) for values in cursor.fetchall()]
             except sqlite3.DatabaseError:
                 raise LthError(f"results index {str(self.path)!r} is corrupt; rebuild it with "
                                f"`lth runs reindex --root {self.root}`") from None
-            names = [c[0] for c in cursor.description]
-            rows = [dict(zip(names, values)) for values in cursor.fetchall()]
         for row in rows:
-            row["config"], row["metrics"] = json.loads(row["config"]), json.loads(row["metrics"])
+            bad = None
+            for column in ("config", "metrics"):
+                try:
+                    row[column] = json.loads(row[column]) if isinstance(row[column], str) else None
+                except (ValueError, RecursionError):
+                    row[column] = None
+                if not isinstance(row[column], dict):
+                    bad = bad or column
+            numbers = ("weights_remaining", "test_accuracy", "duration")
+            bad = bad or next((c for c in numbers if not (row.get(c) is None or isinstance(row.get(c), (int, float)))), None)
+            bad = bad or next((c for c in ("id", "path", "kind") if not isinstance(row.get(c), str)), None)
+            if bad:
+                raise LthError(f"results index {str(self.path)!r} is damaged: the {bad} of run {row.get('path')!r} "
+                               f"is not what lth writes; rebuild it with `lth runs reindex --root {self.root}`")
         return rows
 
     # -- writing ----------------------------------------------------------------------
@@ -225,30 +242,51 @@ class RunIndex:
             return _retry(self._rebuild)
 
     def _rebuild(self) -> tuple[int, list[tuple[str, str]]]:
-        damaged: list[tuple[str, str]] = []
+        """Read every run first (no lock held), then apply the result in one short write transaction.
+
+        Inside it, runs whose files changed since they were read are read again, rows of runs
+        registered meanwhile are kept, and rows of directories that are gone are dropped; so a
+        writer registering a run at any moment neither waits long nor loses its row.
+        """
         with closing(self._connect(repairing=True)) as connection:
-            connection.execute("BEGIN IMMEDIATE")  # the write lock first: the scan sees every run written before it
+            listed = [r[0] for r in connection.execute("SELECT path FROM runs")]
+        found = list(_run_dirs(self.root))
+        keys = {self.key(path) for path in found}
+        # runs registered deeper in the root or outside it (--out elsewhere) stay while they exist
+        paths = [*found, *(self.root / key for key in listed if key not in keys)]
+        damaged: dict[str, str] = {}
+        scanned: dict[str, tuple[Path, tuple, dict[str, Any]]] = {}
+
+        def read(path: Path) -> None:
+            key, signature = self.key(path), _signature(path)
             try:
-                found = list(_run_dirs(self.root))
-                keys = {self.key(path) for path in found}
-                # runs registered deeper in the root or outside it (--out elsewhere), while they exist
-                others = [self.root / r[0] for r in connection.execute("SELECT path FROM runs") if r[0] not in keys]
-                connection.execute("DELETE FROM runs")
-                count = 0
-                for path in [*found, *others]:
-                    try:
-                        row = describe_run(path)
-                    except Exception as error:  # a damaged run must not stop the repair of the others
-                        damaged.append((str(path), _reason(error)))
-                        continue
-                    if row is not None:
-                        self._upsert(connection, self.key(path), row)
-                        count += 1
+                row = describe_run(path)
+            except Exception as error:  # a damaged run must not stop the repair of the others
+                damaged[key] = _reason(error)
+                scanned.pop(key, None)
+                return
+            damaged.pop(key, None)
+            if row is not None:
+                scanned[key] = (path, signature, row)
+
+        for path in paths:
+            read(path)
+        with closing(self._connect(repairing=True)) as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                for path, signature, _ in list(scanned.values()):
+                    if _signature(path) != signature:  # written since it was read
+                        read(path)
+                for (key,) in connection.execute("SELECT path FROM runs").fetchall():
+                    if key in damaged or (key not in scanned and not _is_run(self.root / key)):
+                        connection.execute("DELETE FROM runs WHERE path = ?", (key,))
+                for key, (_, _, row) in scanned.items():
+                    self._upsert(connection, key, row)
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
-        return count, damaged
+        return len(scanned), sorted(damaged.items())
 
     def _set_aside(self) -> None:
         """Move a corrupt index (and its journal files) aside, never deleting them."""
@@ -318,6 +356,26 @@ class RunIndex:
         return matches[0]
 
 
+def _signature(path: Path) -> tuple:
+    """What changes when a run writes: the (mtime, size, inode) of the files its row is read from."""
+    out = []
+    for name in ("status.json", "config.yaml", "rounds.json", "study.yaml", "summary.json"):
+        try:
+            stat = (path / name).stat()
+            out.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def _is_run(path: Path) -> bool:
+    """Whether ``path`` still holds a run or study (cheap: no file is parsed)."""
+    try:
+        return (path / "config.yaml").is_file() or (path / "study.yaml").is_file()
+    except OSError:
+        return False
+
+
 def _reason(error: BaseException) -> str:
     """A damaged run's error as a short line."""
     text = (str(error).strip().splitlines() or [""])[0]
@@ -327,11 +385,8 @@ def _reason(error: BaseException) -> str:
 def _run_dirs(root: Path) -> Iterator[Path]:
     """Run and study directories directly inside ``root`` (a study's trials belong to the study)."""
     for path in sorted(root.iterdir()):
-        try:
-            if path.is_dir() and ((path / "config.yaml").is_file() or (path / "study.yaml").is_file()):
-                yield path
-        except OSError:  # unreadable: not ours to judge
-            continue
+        if path.is_dir() and _is_run(path):
+            yield path
 
 
 def inside_study(path: Path) -> bool:

@@ -176,9 +176,11 @@ def created_and_locked(path: str | Path, create: Callable[[], T]) -> Iterator[T]
     that an ``--overwrite`` never replaces a run another process is writing; a new one is
     locked as soon as it exists.
     """
+    from lth.store.ownership import read_marker
+
     path = Path(path)
-    try:
-        existing = path.is_dir() and any(path.iterdir())
+    try:  # only lth's own directories are locked before create(): nothing is written into a foreign one
+        existing = path.is_dir() and any(path.iterdir()) and read_marker(path) is not None
     except OSError:
         existing = False
     if existing:

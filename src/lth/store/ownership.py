@@ -132,8 +132,9 @@ def check_owned(path: Path, what: str) -> Layout:
 def remove_owned(path: str | Path, layout: Optional[Layout] = None) -> list[Path]:
     """Delete the entries lth wrote in the lth directory ``path`` and return those it kept.
 
-    Symbolic links are never followed, unknown entries are kept, and the marker goes last, so an
-    interrupted removal can be repeated. ``path`` itself is removed when nothing is kept.
+    Symbolic links are never followed, unknown entries are kept, and the marker goes last (it
+    stays when something is kept), so an interrupted removal can be repeated. ``path`` itself is
+    removed when nothing is kept.
     """
     path = Path(path)
     if layout is None:
@@ -151,6 +152,8 @@ def remove_owned(path: str | Path, layout: Optional[Layout] = None) -> list[Path
                 kept.append(entry)
             else:
                 kept += remove_owned(entry, sub)
+        elif entry.name == MARKER and kept:
+            continue  # a directory lth keeps (for the entries it did not write) stays marked as lth's
         elif layout.owns_file(entry.name):
             entry.unlink(missing_ok=True)
         else:
