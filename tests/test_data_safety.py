@@ -408,3 +408,42 @@ def test_default_runs_go_to_the_runs_root(tmp_path, capsys, monkeypatch):
     assert cli(capsys, "find-ticket", "lenet-300-100", "digits", *FAST, "--name", "mine")[0] == 0
     assert (root / "mine" / "rounds.json").is_file() and (root / INDEX_FILE).is_file()
     assert [r["path"] for r in RunIndex(root).all()] == ["mine"]
+
+
+# ------------------------------------------------------------------ data directories
+
+
+def test_an_incomplete_cifar_directory_is_set_aside_not_deleted(tmp_path, capsys):
+    from lth.data import cifar
+    from test_data import make_tarball, write_cifar_dir
+
+    write_cifar_dir(tmp_path / "src" / cifar.BATCHES_DIRNAME)
+    data = tmp_path / "data"
+    data.mkdir()
+    make_tarball(data / cifar.TARBALL, tmp_path / "src" / cifar.BATCHES_DIRNAME)
+    partial = data / cifar.BATCHES_DIRNAME
+    partial.mkdir()
+    (partial / "data_batch_1").write_bytes(b"half a file")
+    (partial / "my_notes.txt").write_text("mine\n")
+    cifar.extract_cifar_tarball(data / cifar.TARBALL)
+    aside = list(data.glob(f"{cifar.BATCHES_DIRNAME}.incomplete-*"))
+    assert len(aside) == 1 and (aside[0] / "my_notes.txt").read_text() == "mine\n"
+    assert (partial / cifar.TEST_FILE).is_file()
+    assert "was incomplete; moved it to" in capsys.readouterr().err
+
+
+def test_downloads_follow_the_umask(tmp_path, monkeypatch):
+    import hashlib
+    import io
+    import urllib.request
+
+    from lth.data import download
+
+    payload = b"dataset bytes"
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(payload))
+    previous = os.umask(0o022)
+    try:
+        path = download.download("https://example.org/x.gz", tmp_path / "x.gz", hashlib.sha256(payload).hexdigest())
+    finally:
+        os.umask(previous)
+    assert path.read_bytes() == payload and stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -5,8 +5,10 @@ import codecs
 import importlib
 import pickle
 import shutil
+import sys
 import tarfile
 import tempfile
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -164,8 +166,11 @@ def extract_cifar_tarball(tar_path: str | Path, dest: str | Path | None = None) 
             raise LthError(
                 f"CIFAR-10 archive {tar_path} does not contain {BATCHES_DIRNAME}/ with all batches"
             )
-        if final.exists():
-            shutil.rmtree(final)
+        if final.exists():  # an incomplete copy, maybe the user's own: set aside, never deleted
+            aside = final.with_name(f"{final.name}.incomplete-{datetime.now():%Y%m%d-%H%M%S}")
+            final.replace(aside)
+            print(f"lth: warning: {final} was incomplete; moved it to {aside.name} and extracted a fresh copy",
+                  file=sys.stderr)
         extracted.replace(final)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -6,9 +6,10 @@ import os
 import sys
 import tempfile
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from lth.atomic import current_umask
 from lth.errors import LthError
 
 ENV_VAR = "LTH_DATA_DIR"
@@ -39,6 +40,25 @@ def dataset_search_dirs(name: str, data_dir: str | Path | None = None) -> list[P
     return list(dict.fromkeys(dirs))
 
 
+def given_dirs(name: str, data_dir: str | Path) -> list[Path]:
+    """Where a ``--data-dir`` may hold ``name``'s files: the directory itself or its ``name`` sub-directory."""
+    base = Path(data_dir).expanduser()
+    return [base, base / name]
+
+
+def refuse_incomplete(
+    name: str, directories: Sequence[Path], filenames: Sequence[str], present: Callable[[Path, str], bool]
+) -> None:
+    """LthError naming the first missing file when one of ``directories`` holds some but not all of
+    ``filenames``: an incomplete data directory is not silently replaced by another one."""
+    for directory in directories:
+        have = [f for f in filenames if present(directory, f)]
+        if have and len(have) < len(filenames):
+            missing = next(f for f in filenames if f not in have)
+            raise LthError(f"data directory {str(directory)!r} lacks {missing!r} (it holds {have[0]!r}); "
+                           f"{name} needs {', '.join(filenames)}: complete it or give another --data-dir")
+
+
 def existing_variant(directory: Path, filename: str) -> Path | None:
     """``directory/filename`` if it exists, else its un-gzipped variant for a ``.gz`` name."""
     candidates = [filename]
@@ -54,7 +74,17 @@ def existing_variant(directory: Path, filename: str) -> Path | None:
 def find_files(
     name: str, filenames: Sequence[str], data_dir: str | Path | None = None
 ) -> Path | None:
-    """The first search directory holding all ``filenames`` (or their un-gzipped variants)."""
+    """The first search directory holding all ``filenames`` (or their un-gzipped variants).
+
+    A ``data_dir`` (or its ``name`` sub-directory) holding only some of them is refused
+    (LthError naming a missing file), not passed over for another directory.
+    """
+    if data_dir is not None:
+        given = given_dirs(name, data_dir)
+        found = next((d for d in given if all(existing_variant(d, f) is not None for f in filenames)), None)
+        if found is not None:
+            return found
+        refuse_incomplete(name, given, filenames, lambda d, f: existing_variant(d, f) is not None)
     for directory in dataset_search_dirs(name, data_dir):
         if all(existing_variant(directory, f) is not None for f in filenames):
             return directory
@@ -76,6 +106,7 @@ def download(url: str, dest: str | Path, sha256: str | Sequence[str]) -> Path:
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        os.fchmod(fd, 0o666 & ~current_umask())  # a shared data cache: readable as the umask says
     except OSError as exc:
         raise LthError(f"cannot write to {dest.parent}: {exc.strerror or exc}") from None
     tmp = Path(tmp_name)
