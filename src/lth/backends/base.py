@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import socket
 import sys
 import tarfile
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
+
+from lth.errors import LthError
 
 LOG_FILE = "trial.log"
 
@@ -65,8 +69,18 @@ def run_trial(spec: TrialSpec, progress: bool = False, trainer_factory: Any = No
     """Resume the trial from its checkpoint, or start it (again) from scratch; return its rounds.
 
     Every attempt appends to the trial's ``trial.log`` (pid, host, where it resumed). With
-    ``echo`` a resume is also told on stderr (on Ray it reaches the driver's console).
+    ``echo`` a resume is also told on stderr (on Ray it reaches the driver's console). The
+    trial's directory is locked meanwhile (:func:`lth.store.lock.run_lock`): a trial that
+    another process is writing fails with LthError instead of being written twice.
     """
+    from lth.store.lock import run_lock
+
+    path = Path(spec.path)
+    with run_lock(path) if path.is_dir() else nullcontext():  # a new one is locked as soon as it exists
+        return _run_trial(spec, progress, trainer_factory, echo)
+
+
+def _run_trial(spec: TrialSpec, progress: bool, trainer_factory: Any, echo: bool) -> TrialResult:
     from lth.config import make_config
     from lth.experiments.ticket_search import find_ticket, resume_ticket
     from lth.store import RunDir
@@ -109,34 +123,108 @@ def run_trial(spec: TrialSpec, progress: bool = False, trainer_factory: Any = No
 # ------------------------------------------------------------------ run directories as bytes
 
 
+UNPACKED = ".lth-unpacked"  # written last inside an incoming directory: its archive is wholly there
+_NOT_PACKED = (".lth-lock", UNPACKED)  # per-host state: a lock belongs to the process on that host
+_SIDE_DIR = re.compile(r"\.(?P<name>.+)\.(?P<kind>incoming|old)-[a-z0-9_]{8}")  # tempfile.mkdtemp's suffix
+
+
 def pack_dir(path: str | Path) -> bytes:
-    """A run directory as an uncompressed tar archive (temp files of interrupted writes left out)."""
+    """A run directory as an uncompressed tar archive (temp files of interrupted writes and locks left out)."""
     buffer = io.BytesIO()
     root = Path(path)
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for item in sorted(root.rglob("*")):
-            if item.is_file() and not (item.name.startswith(".") and item.name.endswith(".tmp")):
+            if item.is_file() and not (item.name.startswith(".") and item.name.endswith(".tmp")) \
+                    and item.name not in _NOT_PACKED:
                 tar.add(item, arcname=str(item.relative_to(root)), recursive=False)
     return buffer.getvalue()
 
 
+def _strict_filter(member: tarfile.TarInfo, path: str) -> Optional[tarfile.TarInfo]:
+    """tarfile's ``data`` filter, which also refuses absolute names (it would strip their leading ``/``)."""
+    if member.name.startswith(("/", os.sep)):
+        raise tarfile.AbsolutePathError(member)
+    return tarfile.data_filter(member, path)
+
+
 def unpack_dir(blob: bytes, target: str | Path) -> None:
-    """Replace directory ``target`` by the archive's content: unpacked beside it, then renamed into place."""
+    """Replace directory ``target`` by the archive's content.
+
+    The archive is unpacked beside it into ``.NAME.incoming-X`` and marked complete (a file
+    written last); then ``target`` moves to ``.NAME.old-X/dir`` and the incoming directory takes
+    its place. A kill at any moment leaves the old or the new directory where
+    :func:`recover_unpacked` finds it. An archive the ``data`` filter refuses (absolute paths,
+    ``..``, links out of the directory) is a one-line LthError and leaves nothing behind.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     incoming = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.incoming-"))
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(incoming, filter="data")
-        else:  # pragma: no cover - Python < 3.10.12
-            tar.extractall(incoming)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(incoming, filter=_strict_filter)
+            else:  # pragma: no cover - Python < 3.10.12
+                tar.extractall(incoming)
+        with open(incoming / UNPACKED, "w", encoding="utf-8") as mark:
+            mark.flush()
+            os.fsync(mark.fileno())
+    except BaseException as error:
+        shutil.rmtree(incoming, ignore_errors=True)
+        if isinstance(error, (tarfile.TarError, OSError)):
+            raise LthError(f"cannot unpack the archive of {target}: {one_line(error)}") from None
+        raise
     old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-        os.replace(target, old / "dir")
-    os.replace(incoming, target)
+    try:
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+            os.replace(target, old / "dir")
+        os.replace(incoming, target)
+    except OSError as error:  # put back what can be put back; a kill here is left to recover_unpacked
+        recover_unpacked(target.parent, target.name)
+        raise LthError(f"cannot move the unpacked archive into {target}: {one_line(error)}") from None
+    (target / UNPACKED).unlink(missing_ok=True)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_unpacked(parent: str | Path, name: Optional[str] = None) -> list[Path]:
+    """Finish or undo the :func:`unpack_dir` swaps a kill interrupted in ``parent`` (only ``name`` when given).
+
+    For each ``NAME`` with lth's hidden ``.NAME.incoming-X`` / ``.NAME.old-X`` folders beside it:
+    a missing ``NAME`` is restored from the newest complete incoming archive, else from the newest
+    ``.NAME.old-X/dir``; then the incoming folders and the old ones are removed. Nothing else is
+    touched. Returns the directories restored.
+    """
+    parent = Path(parent)
+    if not parent.is_dir():
+        return []
+    groups: dict[str, dict[str, list[Path]]] = {}
+    for entry in parent.iterdir():
+        found = _SIDE_DIR.fullmatch(entry.name)
+        if found and (name is None or found["name"] == name) and entry.is_dir() and not entry.is_symlink():
+            groups.setdefault(found["name"], {"incoming": [], "old": []})[found["kind"]].append(entry)
+    restored = []
+    for base, side in groups.items():
+        target = parent / base
+        olds = [old for old in side["old"] if {p.name for p in old.iterdir()} <= {"dir"}]  # lth's layout only
+        if not target.exists() and not target.is_symlink():
+            complete = [d for d in side["incoming"] if (d / UNPACKED).is_file()]
+            saved = [old / "dir" for old in olds if (old / "dir").is_dir()]
+            newest = max(complete, key=lambda d: (d / UNPACKED).stat().st_mtime_ns, default=None)
+            source = newest or max(saved, key=lambda d: d.stat().st_mtime_ns, default=None)
+            if source is not None:
+                os.replace(source, target)
+                (target / UNPACKED).unlink(missing_ok=True)
+                restored.append(target)
+        if target.is_dir():
+            (target / UNPACKED).unlink(missing_ok=True)
+            for leftover in [d for d in side["incoming"] if d.exists()] + olds:
+                shutil.rmtree(leftover, ignore_errors=True)
+        else:  # nothing could be restored: keep only what might still be someone's data
+            for leftover in side["incoming"]:
+                if leftover.exists() and not (leftover / UNPACKED).is_file():
+                    shutil.rmtree(leftover, ignore_errors=True)
+    return restored
 
 
 def worker_setup(threads: int) -> None:

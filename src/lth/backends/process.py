@@ -1,8 +1,13 @@
 """``process``: a pool of local worker processes (``spawn``), one trial per worker at a time."""
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Optional
@@ -11,8 +16,38 @@ from lth.backends.base import Events, TrialResult, TrialSpec, one_line, run_tria
 from lth.errors import LthError
 
 
-def _init(threads: int) -> None:
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+WATCH_SECONDS = 0.5
+
+
+def _init(threads: int, driver: int) -> None:
+    die_with_driver(driver)
     worker_setup(threads)
+
+
+def die_with_driver(driver: int) -> None:
+    """In a worker: exit as soon as the driver process ``driver`` dies, even by ``kill -9``.
+
+    On Linux the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``; it fires when
+    the parent's *thread* that started the worker ends: the pool starts its workers from the
+    thread that submits, or from its management thread, and both outlive the pool). Everywhere,
+    a daemon thread also checks every ``WATCH_SECONDS`` that the parent is still ``driver``.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: the watcher alone
+            pass
+    if os.getppid() != driver:  # the driver died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=_watch_driver, args=(driver,), name="lth-watch-driver", daemon=True).start()
+
+
+def _watch_driver(driver: int) -> None:
+    while os.getppid() == driver:
+        time.sleep(WATCH_SECONDS)
+    os._exit(1)  # orphaned: the driver is gone, and the trial resumes from its checkpoint under the next one
 
 
 def _work(spec: TrialSpec, echo: bool) -> TrialResult:
@@ -44,7 +79,7 @@ class ProcessBackend:
         while remaining:
             broken = False
             with ProcessPoolExecutor(min(self.workers, len(remaining)), mp_context=context, initializer=_init,
-                                     initargs=(self.threads,)) as pool:
+                                     initargs=(self.threads, os.getpid())) as pool:
                 futures: dict[Future, TrialSpec] = {pool.submit(_work, spec, progress): spec for spec in remaining}
                 for spec in remaining[:self.workers]:
                     events.started(spec)

@@ -140,9 +140,13 @@ class RayBackend:
                         cause = getattr(error, "cause", None)
                         events.failed(spec, one_line(cause if isinstance(cause, BaseException) else error))
                     else:
-                        if blob is not None:
-                            unpack_dir(blob, spec.path)
-                        events.done(spec, result)
+                        try:
+                            if blob is not None:
+                                unpack_dir(blob, spec.path)
+                        except LthError as error:  # a refused archive: this trial fails, the others go on
+                            events.failed(spec, str(error))
+                        else:
+                            events.done(spec, result)
                     if queued:
                         events.started(queued.pop(0))
         finally:

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
+from lth import jsonio
 from lth.atomic import atomic_write_text
 from lth.errors import LthError
 
@@ -25,7 +26,8 @@ _TEMP = r"\..+\.tmp"  # files of atomic writes a kill interrupted
 _PLOTS = (r"(accuracy_vs_weights_remaining|learning_curves|early_stop_iteration|first_layer_mask|"
           r"layers_weights_remaining|supermask_accuracy_vs_kept|supermask_heatmap|weights_scatter|weights_hist)"
           r"[\w.-]*\.(png|pdf|svg)")
-_LOCK = r"\.lth-lock"
+LOCK_FILE = ".lth-lock"  # see lth.store.lock
+_LOCK = re.escape(LOCK_FILE)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ def write_marker(path: str | Path, kind: Kind) -> None:
 
     marker = {"lth": kind, "format": FORMAT_VERSION, "version": __version__,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    atomic_write_text(Path(path) / MARKER, json.dumps(marker, indent=2) + "\n")
+    atomic_write_text(Path(path) / MARKER, jsonio.dumps(marker, indent=2) + "\n")
 
 
 def read_marker(path: str | Path, kind: Optional[Kind] = None) -> Optional[dict]:
@@ -129,12 +131,13 @@ def check_owned(path: Path, what: str) -> Layout:
     return LAYOUTS[marker["lth"]]
 
 
-def remove_owned(path: str | Path, layout: Optional[Layout] = None) -> list[Path]:
+def remove_owned(path: str | Path, layout: Optional[Layout] = None, keep_lock: bool = False) -> list[Path]:
     """Delete the entries lth wrote in the lth directory ``path`` and return those it kept.
 
     Symbolic links are never followed, unknown entries are kept, and the marker goes last (it
     stays when something is kept), so an interrupted removal can be repeated. ``path`` itself is
-    removed when nothing is kept.
+    removed when nothing is kept. ``keep_lock``: leave the top-level lock file (held by this
+    process while it replaces the directory) in place.
     """
     path = Path(path)
     if layout is None:
@@ -152,13 +155,15 @@ def remove_owned(path: str | Path, layout: Optional[Layout] = None) -> list[Path
                 kept.append(entry)
             else:
                 kept += remove_owned(entry, sub)
+        elif keep_lock and entry.name == LOCK_FILE:
+            continue
         elif entry.name == MARKER and kept:
             continue  # a directory lth keeps (for the entries it did not write) stays marked as lth's
         elif layout.owns_file(entry.name):
             entry.unlink(missing_ok=True)
         else:
             kept.append(entry)
-    if not kept:
+    if not kept and not any(path.iterdir()):
         path.rmdir()
     return kept
 
@@ -189,7 +194,7 @@ def claim_directory(path: str | Path, kind: Kind, overwrite: bool) -> Path:
             raise LthError(f"{what} {str(path)!r} already exists; {hint}")
         layout = check_owned(path, what)
         try:
-            kept = remove_owned(path, layout)
+            kept = remove_owned(path, layout, keep_lock=True)
         except OSError as error:
             raise LthError(f"cannot replace {what} {str(path)!r}: {error.strerror} ({error.filename})") from None
         if kept:
