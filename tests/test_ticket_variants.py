@@ -113,7 +113,9 @@ def test_w_final_at_a_fixed_iteration_scores_the_weights_of_that_step():
 def test_w_final_at_early_stop_scores_the_weights_of_minimum_validation_loss():
     result = run_search(None, rounds=1, iterations=200, eval_every=20, lr=1e-2, w_final="early-stop")
     stop = result.rounds[0]["early_stop_iteration"]
-    assert stop == 140  # before the end of training, so the choice of w_f matters
+    # before the end of training, so the choice of w_f matters (the exact iteration depends on the
+    # CPU's floating-point kernels: 140 on some machines, 120 on others)
+    assert 0 < stop < 200 and stop % 20 == 0
     expected = _expected_first_mask(stop, seed=0, lr=1e-2)
     assert all(torch.equal(result.masks[1][n], expected[n]) for n in LAYERS)
     at_end = run_search(None, rounds=1, iterations=200, eval_every=20, lr=1e-2)

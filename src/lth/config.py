@@ -1,6 +1,7 @@
 """Typed, validated run configuration: defaults, duration parsing and YAML/CLI merging."""
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
@@ -19,11 +20,40 @@ from pydantic import (
     model_validator,
 )
 
+from lth.documents import brief, count_values
 from lth.errors import LthError
 
+MAX_CONFIG_VALUES = 100_000  # a config or session file holds far fewer; more is an alias bomb
+
+#: The largest training budget of one round, in iterations: a typo such as ``--iterations
+#: 99999999999999999999`` (or ``--epochs 1e12``) is refused at once instead of running for ever.
+MAX_ITERATIONS = 10**9
+#: The seeds ``torch.manual_seed`` accepts: -2^63 to 2^64-1.
+SEED_RANGE = (-(2**63), 2**64 - 1)
+#: The largest float32 value: a weight magnitude (``constant``, ``jitter_sd``) beyond it is infinite.
+FLOAT32_MAX = 3.4028234663852886e38
 CONTROL_NAMES = ("reinit", "random-prune")
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]  # prune rates and momentum: [0, 1)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(it|ep)?\s*$")
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """``seed`` if ``torch.manual_seed`` accepts it (an integer from -2^63 to 2^64-1); LthError otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise LthError(f"{name} must be an integer from -2^63 to 2^64-1 (what torch.manual_seed accepts), "
+                       f"got {brief(seed)}")
+    return seed
+
+
+def check_budget(iterations: int, what: str) -> int:
+    """``iterations`` (a round's budget) if at most :data:`MAX_ITERATIONS`; else LthError naming
+    ``what`` gave it (e.g. ``"--epochs 1e+12"``)."""
+    if iterations > MAX_ITERATIONS:
+        digits = len(str(iterations))
+        count = str(iterations) if digits <= 15 else f"about 10^{digits - 1}"
+        raise LthError(f"{what} is {count} iterations per round; at most {MAX_ITERATIONS} iterations per round "
+                       "are allowed (lth.config.MAX_ITERATIONS)")
+    return iterations
 
 
 def parse_duration(text: str | int | float, iterations_per_epoch: int, budget: int | None = None) -> int:
@@ -35,6 +65,8 @@ def parse_duration(text: str | int | float, iterations_per_epoch: int, budget: i
             "or a fraction of the budget ('0.05')"
         )
     value, unit = float(match.group(1)), match.group(2)
+    if not math.isfinite(value * max(1, iterations_per_epoch)):
+        raise LthError(f"duration {brief(text)} is too large; durations must be finite")
     if unit == "ep":
         return int(round(value * iterations_per_epoch))
     if unit == "it" or value >= 1 or value == 0:
@@ -51,7 +83,8 @@ def parse_duration(text: str | int | float, iterations_per_epoch: int, budget: i
 class TicketConfig(BaseModel):
     """Everything that defines a ticket search. ``None`` means: take the model's paper recipe."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: every float key (lr, momentum, prune rates, epochs...) refuses inf and nan.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     model: str
     dataset: str
@@ -138,6 +171,27 @@ class TicketConfig(BaseModel):
     def _to_str(cls, v: Any) -> Any:
         return None if v is None else str(v)
 
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, v: int) -> int:
+        if not SEED_RANGE[0] <= v <= SEED_RANGE[1]:
+            raise ValueError("must be an integer from -2^63 to 2^64-1 (what torch.manual_seed accepts)")
+        return v
+
+    @field_validator("iterations")
+    @classmethod
+    def _sane_budget(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and v > MAX_ITERATIONS:
+            raise ValueError(f"at most {MAX_ITERATIONS} iterations per round (lth.config.MAX_ITERATIONS)")
+        return v
+
+    @field_validator("constant", "jitter_sd")
+    @classmethod
+    def _float32_magnitude(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and v > FLOAT32_MAX:
+            raise ValueError(f"must be at most {FLOAT32_MAX!r} (the largest float32 weight)")
+        return v
+
     @model_validator(mode="after")
     def _budget(self) -> "TicketConfig":
         if self.iterations is not None and self.epochs is not None:
@@ -210,7 +264,7 @@ class TicketConfig(BaseModel):
             return self.iterations
         if self.epochs is None:
             raise LthError("no training budget: give --iterations or --epochs")
-        return max(1, int(round(self.epochs * iterations_per_epoch)))
+        return check_budget(max(1, int(round(self.epochs * iterations_per_epoch))), f"--epochs {self.epochs:g}")
 
 
 def _split_budget(budget: str) -> tuple[float, str]:
@@ -230,7 +284,7 @@ def validation_message(error: ValidationError) -> str:
     message = first["msg"].removeprefix("Value error, ")
     if not first["loc"]:  # a rule across several keys: its message names them
         return message
-    return f"bad value {first.get('input')!r} for {field}: {message}"
+    return f"bad value {brief(first.get('input'))} for {field}: {message}"  # bounded: the input may be huge
 
 
 def make_config(values: dict[str, Any]) -> TicketConfig:
@@ -257,6 +311,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise LthError(f"config file {str(path)!r} is not valid YAML: {str(error).splitlines()[0]}") from None
     if data is None:
         return {}
+    if count_values(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:  # YAML aliases nested into a "billion laughs"
+        raise LthError(f"config file {str(path)!r} expands to more than {MAX_CONFIG_VALUES} values through YAML "
+                       "aliases; write the values out")
     if not isinstance(data, dict):
         raise LthError(f"config file {str(path)!r} must hold a mapping of keys to values")
     return {str(key).replace("-", "_"): value for key, value in data.items()}

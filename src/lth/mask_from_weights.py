@@ -11,9 +11,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from lth.config import check_seed
 from lth.criteria import CRITERIA, compute_scores
 from lth.errors import LthError
-from lth.masks import Mask
+from lth.masks import Mask, as_mask_tensor
 from lth.pruning import prune
 
 SCOPES = ("layerwise", "global")
@@ -106,9 +107,10 @@ def compute_mask(
     :func:`prunable_names` of ``final``. Ties are broken by a generator seeded with ``seed``.
     """
     rate = check_arguments(criterion, keep, prune_rate, scope)
+    check_seed(seed)
     check_same_layout(init, final)
     if prev_mask is not None:
-        current = Mask({str(k): v.bool() for k, v in prev_mask.items()})
+        current = Mask({str(k): as_mask_tensor(v, "the previous mask", str(k)) for k, v in prev_mask.items()})
         current.check_matches(final)
     else:
         current = Mask.ones({n: final[n] for n in prunable_names(final, prune_biases)})
@@ -117,6 +119,9 @@ def compute_mask(
             "no prunable tensors found: expected Linear/Conv weights named '*.weight' with 2 or more dimensions"
         )
     names = list(current)
+    for name in names:
+        _check_finite(init[name], "the init weights", name)
+        _check_finite(final[name], "the final weights", name)
     if grads is not None:
         for name in names:
             if name not in grads:
@@ -137,8 +142,9 @@ def compute_mask(
     return prune(scores, current, {n: rate for n in names}, scope, generator)
 
 
-def load_state_dict_file(path: str | Path, what: str = "state dict") -> dict[str, Tensor]:
-    """``torch.load(path, weights_only=True)`` on the CPU, checked to be a mapping of names to tensors."""
+def load_state_dict_file(path: str | Path, what: str = "state dict", finite: bool = False) -> dict[str, Tensor]:
+    """``torch.load(path, weights_only=True)`` on the CPU, checked to be a mapping of names to tensors
+    (with ``finite``: floating-point tensors without NaN or infinity)."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -163,4 +169,15 @@ def load_state_dict_file(path: str | Path, what: str = "state dict") -> dict[str
                 f"{what} file {str(path)!r} maps {key!r} to a {type(value).__name__}, not a tensor "
                 "(save it with torch.save(model.state_dict(), path))"
             )
+        if finite:
+            _check_finite(value, f"{what} file {str(path)!r}", str(key))
     return {str(k): v for k, v in data.items()}
+
+
+def _check_finite(value: Tensor, source: str, name: str) -> None:
+    """LthError naming ``source`` and the tensor ``name`` if it holds NaN or an infinity."""
+    if value.is_floating_point() or value.is_complex():
+        bad = ~torch.isfinite(value)
+        if bool(bad.any()):
+            raise LthError(f"{source}: tensor {name!r} holds {value[bad].flatten()[0].item()!r}; "
+                           "weights must be finite numbers")

@@ -11,6 +11,23 @@ from lth.errors import LthError
 from lth.atomic import atomic_torch_save
 
 
+def as_mask_tensor(value: torch.Tensor, source: str, name: str) -> torch.Tensor:
+    """``value`` as a bool tensor if it is boolean or holds only 0 and 1; else LthError naming
+    ``source`` (e.g. "mask file 'm.pt'") and the entry ``name`` (NaN, 0.5 or 2 are not keep flags)."""
+    if value.dtype == torch.bool:
+        return value
+    if value.is_complex() or not (value.is_floating_point() or value.dtype in _INTEGER):
+        raise LthError(f"{source}: {name!r} is a {value.dtype} tensor; masks must be boolean (or hold only 0 and 1)")
+    flags = (value == 0) | (value == 1)
+    if not bool(flags.all()):
+        bad = value[~flags].flatten()[0].item()
+        raise LthError(f"{source}: {name!r} holds {bad!r}; masks must be boolean (or hold only 0 and 1)")
+    return value.bool()
+
+
+_INTEGER = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
 class Mask(dict[str, torch.Tensor]):
     """Boolean keep-masks for some of a model's parameters (the prunable ones)."""
 
@@ -55,11 +72,14 @@ class Mask(dict[str, torch.Tensor]):
             data = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise LthError(f"mask file {str(path)!r} does not exist") from None
-        except Exception as error:  # corrupt or not a torch file
-            raise LthError(f"cannot read mask file {str(path)!r}: {error}") from None
+        except IsADirectoryError:
+            raise LthError(f"mask file {str(path)!r} is a directory, not a file saved with torch.save") from None
+        except Exception as error:  # corrupt, truncated or not a torch file (torch's message is long)
+            raise LthError(f"cannot read mask file {str(path)!r}: torch cannot load it ({type(error).__name__}); "
+                           "it is damaged or not a mask") from None
         if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
             raise LthError(f"mask file {str(path)!r} must hold a mapping of parameter names to tensors")
-        return cls({str(k): v.bool() for k, v in data.items()})
+        return cls({str(k): as_mask_tensor(v, f"mask file {str(path)!r}", str(k)) for k, v in data.items()})
 
     def check_matches(self, params: Mapping[str, torch.Tensor], names: Iterable[str] | None = None) -> None:
         """Raise LthError unless every mask entry names a parameter of the same shape."""

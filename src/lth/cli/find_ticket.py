@@ -1,7 +1,6 @@
 """``lth find-ticket MODEL DATASET``: iterative magnitude pruning with rewinding."""
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -9,6 +8,7 @@ from typing import Any, Optional
 import click
 from click.core import ParameterSource
 
+from lth import jsonio
 from lth.cli.main import cli
 from lth.cli.show import print_table, run_json
 from lth.config import load_config_file, make_config
@@ -132,7 +132,7 @@ def find_ticket_command(
 def report(run_dir: Any, quiet: bool, as_json: bool) -> None:
     """Print a finished run as a table (or JSON)."""
     if as_json:
-        click.echo(json.dumps(run_json(run_dir), indent=2))
+        click.echo(jsonio.dumps(run_json(run_dir), indent=2))
     elif not quiet:
         print_table(run_dir)
         click.echo(f"results and plots in {run_dir.path}/")

@@ -24,13 +24,22 @@ def _register_commands() -> None:
     from lth.cli import plot, report, resume, runs, study, supermask, supermask_train  # noqa: F401
 
 
+MAX_MESSAGE = 1000  # characters of an error line; a longer one is cut (a huge value quoted in it)
+
+
+def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` on one line, cut to ``limit`` characters with "..." at the end."""
+    text = " ".join(message.splitlines())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; return the exit code (2 for every user mistake)."""
     _register_commands()
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="lth", standalone_mode=False)
     except LthError as error:
-        click.echo(f"lth: error: {error}", err=True)
+        click.echo(f"lth: error: {one_line(str(error))}", err=True)
         return 2
     except click.ClickException as error:
         error.show()

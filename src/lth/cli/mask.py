@@ -1,15 +1,16 @@
 """``lth mask``: a mask from the saved initial and final weights of any model."""
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import click
 
+from lth import jsonio
 from lth.cli.main import cli
+from lth.config import check_seed
 from lth.errors import LthError
 from lth.mask_from_weights import check_arguments, compute_mask, load_state_dict_file
-from lth.masks import Mask
+from lth.masks import Mask, as_mask_tensor
 
 
 @cli.command("mask")
@@ -41,9 +42,12 @@ def mask_command(
 ) -> None:
     """Compute a mask from INIT and FINAL weights and write it to OUT."""
     check_arguments(criterion, keep, prune_rate, scope)  # fail fast, before reading files
-    init = load_state_dict_file(init_path, "init")
-    final = load_state_dict_file(final_path, "final")
+    check_seed(seed, "--seed")
+    init = load_state_dict_file(init_path, "init", finite=True)
+    final = load_state_dict_file(final_path, "final", finite=True)
     prev = None if prev_mask_path is None else load_state_dict_file(prev_mask_path, "previous mask")
+    if prev is not None:
+        prev = {k: as_mask_tensor(v, f"previous mask file {prev_mask_path!r}", k) for k, v in prev.items()}
     mask = compute_mask(
         init, final, criterion, keep=keep, prune_rate=prune_rate, scope=scope,
         prev_mask=prev, prune_biases=prune_biases, seed=seed,
@@ -53,7 +57,7 @@ def mask_command(
     except OSError as error:
         raise LthError(f"cannot write mask file {out_path!r}: {error.strerror or error}") from None
     if as_json:
-        click.echo(json.dumps(summary(mask), indent=2))
+        click.echo(jsonio.dumps(summary(mask), indent=2))
         return
     line = f"mask: {mask.kept()} / {mask.size()} weights kept ({100 * mask.density():.2f}%) -> {out_path}"
     if not quiet:

@@ -2,23 +2,28 @@
 from __future__ import annotations
 
 import json
+import math
 import operator
 import os
+import re
 import sys
 from typing import Any, Callable
 
 import click
-import yaml
 from tabulate import tabulate
 
+from lth import jsonio
 from lth.cli.main import cli
 from lth.errors import LthError
 
 _ROOT = click.option("--root", type=str, default=lambda: os.environ.get("LTH_RUNS_ROOT", "runs"),
                      show_default="$LTH_RUNS_ROOT or runs", help="The runs root (the directory holding the runs).")
-_OPERATORS: list[tuple[str, Callable[[Any, Any], bool]]] = [
-    (">=", operator.ge), ("<=", operator.le), ("!=", operator.ne), ("=", operator.eq), (">", operator.gt), ("<", operator.lt),
-]
+_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge, "<=": operator.le, "!=": operator.ne, "==": operator.eq, "=": operator.eq, ">": operator.gt,
+    "<": operator.lt,
+}
+_CONDITION = re.compile(r"([^<>!=]*)(==|>=|<=|!=|=|>|<)(.*)", re.DOTALL)  # KEY, the first operator, VALUE
+_NUMERIC_COLUMNS = ("weights_remaining", "test_accuracy", "duration")
 _LIST_COLUMNS = ("id", "kind", "name", "model", "dataset", "status", "weights_remaining", "test_accuracy",
                  "started", "duration")
 
@@ -46,29 +51,87 @@ def _keys(rows: list[dict[str, Any]]) -> set[str]:
     return keys
 
 
+def _column_type(rows: list[dict[str, Any]], key: str) -> str:
+    """How --where reads values for ``key``: ``number``, ``boolean`` or ``text`` (from the index
+    columns' types, else from the values the rows hold)."""
+    if key in _NUMERIC_COLUMNS:
+        return "number"
+    if key in _LIST_COLUMNS or key in ("path", "finished"):
+        return "text"
+    values = [value for value in (_value(row, key) for row in rows) if value is not None]
+    if values and all(isinstance(value, bool) for value in values):
+        return "boolean"
+    if values and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values):
+        return "number"
+    return "text"
+
+
+def _texts(value: Any) -> set[str]:
+    """The ways a user may write ``value`` after KEY= (a list as a,b or [a, b] or JSON)."""
+    if isinstance(value, bool):
+        return {str(value).lower()}
+    if isinstance(value, (list, tuple)):
+        items = [str(item) for item in value]
+        return {",".join(items), ", ".join(items), f"[{', '.join(items)}]", json.dumps(value, default=str)}
+    if isinstance(value, dict):
+        return {json.dumps(value, default=str), str(value)}
+    return {str(value)}
+
+
+def _wanted(condition: str, key: str, kind: str, symbol: str, text: str) -> Any:
+    """The value of a --where condition read as ``key``'s type (None: "no value", for = and !=)."""
+    ordering = symbol not in ("=", "==", "!=")
+    if text.lower() in ("", "null", "none"):
+        if ordering:
+            raise LthError(f"--where {condition!r} compares {key} with no value; give one after {symbol}")
+        return None
+    if kind == "number":
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if math.isnan(number):
+            raise LthError(f"--where {condition!r}: {key} is numeric and {text!r} is not a number")
+        return number
+    if kind == "boolean":
+        if text.lower() not in ("true", "false"):
+            raise LthError(f"--where {condition!r}: {key} is true or false, not {text!r}")
+        if ordering:
+            raise LthError(f"--where {condition!r}: {key} is true or false; compare it with = or !=")
+        return text.lower() == "true"
+    return text
+
+
 def _filter(rows: list[dict[str, Any]], conditions: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The rows meeting every KEY<op>VALUE condition; VALUE is read as KEY's type (see :func:`_column_type`)."""
     known = _keys(rows)
     for condition in conditions:
-        for symbol, compare in _OPERATORS:
-            if symbol in condition:
-                key, _, text = condition.partition(symbol)
-                break
-        else:
+        match = _CONDITION.match(condition)
+        if match is None:
             raise LthError(f"cannot read filter {condition!r}; write KEY=VALUE (or !=, <, <=, >, >=)")
-        key = key.strip().replace("-", "_")
+        key, symbol, text = match.group(1).strip().replace("-", "_"), match.group(2), match.group(3).strip()
         if key not in known:
             raise LthError(f"unknown key {key!r} in --where; known keys: {', '.join(sorted(known))}")
-        wanted = yaml.safe_load(text.strip()) if text.strip() else None
+        kind = _column_type(rows, key)
+        wanted = _wanted(condition, key, kind, symbol, text)
+        compare = _OPERATORS[symbol]
 
-        def keep(row: dict[str, Any], key: str = key, wanted: Any = wanted, compare: Callable = compare) -> bool:
+        def keep(row: dict[str, Any], key: str = key, kind: str = kind, wanted: Any = wanted, text: str = text,
+                 compare: Callable[[Any, Any], bool] = compare) -> bool:
             value = _value(row, key)
             if compare in (operator.eq, operator.ne):
-                same = value == wanted or str(value) == str(wanted)
+                if wanted is None:
+                    same = value is None or (isinstance(value, str) and value == text)
+                elif kind == "number":
+                    same = isinstance(value, (int, float)) and not isinstance(value, bool) and value == wanted
+                elif kind == "boolean":
+                    same = value is wanted
+                else:
+                    same = value is not None and wanted in _texts(value)
                 return same if compare is operator.eq else not same
-            try:
-                return value is not None and compare(value, wanted)
-            except TypeError:
-                return False
+            if kind == "number":
+                return isinstance(value, (int, float)) and not isinstance(value, bool) and compare(value, wanted)
+            return value is not None and compare(str(value), wanted)
 
         rows = [row for row in rows if keep(row)]
     return rows
@@ -101,7 +164,7 @@ def list_command(root: str, conditions: tuple[str, ...], sort: str, as_json: boo
         raise LthError(f"unknown sort key {key!r}; known keys: {', '.join(sorted(_keys(rows)))}")
     rows.sort(key=lambda r: (_value(r, key) is None, _value(r, key) if _value(r, key) is not None else 0), reverse=reverse)
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        click.echo(jsonio.dumps(rows, indent=2, default=str))
         return
     table = [[r["id"], r["kind"], r["name"] or r["path"], r["model"], r["dataset"], r["status"],
               _percent(r["weights_remaining"]), _percent(r["test_accuracy"]), (r["started"] or "")[:19],
@@ -122,7 +185,7 @@ def show_command(run_id: str, root: str, as_json: bool) -> None:
     row = index.get(run_id)
     path = index.root / row["path"]
     if as_json:
-        click.echo(json.dumps({"index": row, **run_or_study_json(path)}, indent=2, default=str))
+        click.echo(jsonio.dumps({"index": row, **run_or_study_json(path)}, indent=2, default=str))
         return
     click.echo(f"{row['id']}  {row['path']}  ({row['kind']}, {row['status']})")
     print_run(path)
@@ -142,9 +205,12 @@ def compare_command(run_ids: tuple[str, ...], root: str, metric: str, as_json: b
         raise LthError("compare needs at least two run ids")
     index = _index(root)
     rows = [index.get(identifier) for identifier in run_ids]
+    known = _known_metrics(index.root, rows)
+    if known and metric not in known:
+        raise LthError(f"unknown metric {metric!r} for --metric; these runs have: {', '.join(sorted(known))}")
     result = compare_runs(index.root, rows, metric)
     if as_json:
-        click.echo(json.dumps(result, indent=2, default=str))
+        click.echo(jsonio.dumps(result, indent=2, default=str))
         return
     labels = [row["id"] for row in rows]
     if result["config_differences"]:
@@ -159,6 +225,22 @@ def compare_command(run_ids: tuple[str, ...], root: str, metric: str, as_json: b
     table = [[level["round"], *[_percent(w) for w in level["weights_remaining"]], *[_percent(v) for v in level["values"]]]
              for level in result["levels"]]
     click.echo(tabulate(table, headers=headers))
+
+
+def _known_metrics(root: Any, rows: list[dict[str, Any]]) -> set[str]:
+    """The per-level metrics the runs have: numeric keys of a run's rounds, a study's summary metrics."""
+    from lth.documents import is_number
+    from lth.store.run_dir import RunDir
+    from lth.store.study_dir import StudyDir
+
+    known: set[str] = set()
+    for row in rows:
+        path = root / row["path"]
+        if StudyDir.is_study(path):
+            known |= {entry["metric"] for entry in StudyDir(path).summary()}
+        else:
+            known |= {k for r in RunDir(path).rounds() for k, v in r.items() if is_number(v) and k != "round"}
+    return known
 
 
 def _short(value: Any) -> str:

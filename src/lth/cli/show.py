@@ -1,12 +1,12 @@
 """``lth show RUN_DIR``: the per-round table, or the run as JSON."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 from tabulate import tabulate
 
+from lth import jsonio
 from lth.cli.main import cli
 from lth.store import RunDir
 
@@ -106,6 +106,6 @@ def show_command(run_dir: str, as_json: bool) -> None:
     """Print the per-round table of a run directory (or the grid of a supermask-eval run, or the
     statistics of a robust/session study; their --json adds a "summary" list)."""
     if as_json:
-        click.echo(json.dumps(run_or_study_json(run_dir), indent=2))
+        click.echo(jsonio.dumps(run_or_study_json(run_dir), indent=2))
     else:
         print_run(run_dir)

@@ -1,17 +1,18 @@
 """``lth robust`` (one experiment over many seeds) and ``lth session`` (a grid of experiments)."""
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
 import click
 
+from lth import jsonio
 from lth.cli.find_ticket import config_options, gather_config
 from lth.cli.main import cli
 from lth.config import make_config
 from lth.errors import LthError
+from lth.experiments.limits import MAX_RUNS, check_max_runs
 from lth.store import output_dir
 from lth.store.run_dir import check_name
 
@@ -56,6 +57,7 @@ def _check_flags(resume: bool, overwrite: bool) -> None:
 @click.argument("model")
 @click.argument("dataset")
 @click.option("--trials", type=int, default=5, show_default=True, help="Repetitions; trial i uses seed SEED + i.")
+@click.option("--max-runs", type=int, help=f"The most runs (trials) the study may have [{MAX_RUNS}]; raise it for a bigger study.")
 @config_options
 @click.option("--config", "config_file", type=str, help="YAML file with find-ticket keys; flags override it.")
 @click.option("--out", type=str, help="Study directory [runs/robust-MODEL-DATASET-TIMESTAMP].")
@@ -66,8 +68,8 @@ def _check_flags(resume: bool, overwrite: bool) -> None:
 @backend_options
 @click.pass_context
 def robust_command(
-    ctx: click.Context, model: str, dataset: str, trials: int, config_file: Optional[str], out: Optional[str],
-    overwrite: bool, resume: bool, quiet: bool, as_json: bool, **kwargs: Any,
+    ctx: click.Context, model: str, dataset: str, trials: int, max_runs: Optional[int], config_file: Optional[str],
+    out: Optional[str], overwrite: bool, resume: bool, quiet: bool, as_json: bool, **kwargs: Any,
 ) -> None:
     """Repeat a ticket search of MODEL on DATASET over --trials seeds; report mean, spread and 95% CI per level.
 
@@ -82,7 +84,7 @@ def robust_command(
     if config.name is not None:
         check_name(config.name, "study name")
     vectorize = config.vectorize  # trials side by side (and each trial's controls beside its ticket)
-    experiment = robust_experiment(config, trials)
+    experiment = robust_experiment(config, trials, check_max_runs(max_runs, "--max-runs"))
     name = config.name or f"robust-{model}-{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
     if resume and out is None:
         raise LthError("--resume needs --out DIR, the study directory to continue")
@@ -102,11 +104,13 @@ def robust_command(
               help="How many trials train side by side in one vectorised step: a number, auto (up to 16 on a "
               "GPU; models without batch norm or dropout; none on a CPU, where it does not pay) or off.")
 @click.option("--resume", is_flag=True, help="Continue the session in --out: only unfinished trials run.")
+@click.option("--max-runs", type=int, help="The most runs (experiments x trials) the session may have "
+              f"[the file's max_runs, else {MAX_RUNS}]; raise it for a bigger session.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
 @click.option("--json", "as_json", is_flag=True, help="Print the session as JSON (as `lth show --json`).")
 @backend_options
-def session_command(spec_file: str, out: Optional[str], overwrite: bool, vectorize: str, resume: bool, quiet: bool,
-                    as_json: bool, **kwargs: Any) -> None:
+def session_command(spec_file: str, out: Optional[str], overwrite: bool, vectorize: str, resume: bool,
+                    max_runs: Optional[int], quiet: bool, as_json: bool, **kwargs: Any) -> None:
     """Run the grid of experiments described in SESSION.yaml (base config x grid x trials).
 
     \b
@@ -115,6 +119,9 @@ def session_command(spec_file: str, out: Optional[str], overwrite: bool, vectori
       base: {model: lenet-300-100, dataset: mnist, rounds: 10}
       grid: {criterion: [large_final, movement], mask1: [rewind, signed_constant]}
       trials: 3
+
+    A session of more runs (experiments x trials) than --max-runs allows is refused before
+    anything is built.
     """
     from lth.experiments.session_spec import load_session_spec
     from lth.experiments.study import run_study
@@ -122,7 +129,7 @@ def session_command(spec_file: str, out: Optional[str], overwrite: bool, vectori
     _check_flags(resume, overwrite)
     backend, backend_opts = gather_backend(kwargs)
     spec = load_session_spec(spec_file)
-    experiments = spec.experiments()
+    experiments = spec.experiments(None if max_runs is None else check_max_runs(max_runs, "--max-runs"))
     name = check_name(spec.name or Path(spec_file).stem, "session name")
     if resume and out is None:
         raise LthError("--resume needs --out DIR, the study directory to continue")
@@ -182,7 +189,7 @@ def _mean_ci(row: dict[str, Any]) -> str:
 
 def report_study(study: Any, quiet: bool, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(study_json(study), indent=2))
+        click.echo(jsonio.dumps(study_json(study), indent=2))
     elif not quiet:
         print_study(study)
         click.echo(f"results and plots in {study.path}/")

@@ -1,12 +1,12 @@
 """``lth supermask ...``: supermasks; ``lth supermask eval`` evaluates masked, untrained networks."""
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any, Callable, Optional
 
 import click
 
+from lth import jsonio
 from lth.cli.find_ticket import config_options, gather_config
 from lth.cli.main import cli
 from lth.store import output_dir
@@ -133,7 +133,7 @@ def eval_command(
             progress=not quiet and not as_json,
         )
     if as_json:
-        click.echo(json.dumps(run_json(result.run_dir), indent=2))
+        click.echo(jsonio.dumps(run_json(result.run_dir), indent=2))
     elif not quiet:
         print_table(result.run_dir)
         click.echo(f"results and plots in {out_path}/")

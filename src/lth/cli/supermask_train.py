@@ -1,12 +1,12 @@
 """``lth supermask train MODEL DATASET``: learn a supermask over frozen weights."""
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Optional
 
 import click
 
+from lth import jsonio
 from lth.cli.supermask import supermask
 from lth.store import output_dir
 
@@ -60,7 +60,7 @@ def supermask_train_command(
         )
     result = run.result
     if as_json:
-        click.echo(json.dumps({**result.summary(), "run_dir": str(out_path)}, indent=2))
+        click.echo(jsonio.dumps({**result.summary(), "run_dir": str(out_path)}, indent=2))
         return
     if quiet:
         return

@@ -6,11 +6,13 @@ from pathlib import Path
 from lth.data.cifar import (
     BATCHES_DIRNAME,
     TARBALL,
+    TEST_FILE,
+    TRAIN_FILES,
     extract_cifar_tarball,
     find_batches_dir,
     read_cifar10,
 )
-from lth.data.download import cache_dir, dataset_search_dirs, obtain
+from lth.data.download import cache_dir, dataset_search_dirs, existing_variant, given_dirs, obtain, refuse_incomplete
 from lth.data.registry import DATASETS, DatasetSource, RawSplits
 from lth.errors import LthError
 
@@ -19,6 +21,11 @@ SHA256 = {TARBALL: "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c0
 
 
 def _load(data_dir: Path | None, allow_download: bool) -> RawSplits:
+    if data_dir is not None:  # an incomplete --data-dir is refused, not passed over
+        given = given_dirs("cifar10", data_dir)
+        if not any(find_batches_dir(d) or existing_variant(d, TARBALL) for d in given):
+            refuse_incomplete("cifar10", [c for d in given for c in (d / BATCHES_DIRNAME, d)],
+                              (*TRAIN_FILES, TEST_FILE), lambda d, f: (d / f).is_file())
     for directory in dataset_search_dirs("cifar10", data_dir):
         batches = find_batches_dir(directory)
         if batches is not None:

@@ -101,6 +101,12 @@ def _check_split(x: torch.Tensor, y: torch.Tensor, what: str) -> tuple[torch.Ten
         raise LthError(f"the {what} split is empty; every split needs at least one example")
     if x.is_complex() or not (x.is_floating_point() or x.dtype in _INTEGER or x.dtype == torch.bool):
         raise LthError(f"x_{what} has dtype {x.dtype}; inputs must be real numbers")
+    if x.is_floating_point():
+        bad = ~torch.isfinite(x)
+        if bool(bad.any()):
+            example = int(bad.reshape(x.shape[0], -1).any(dim=1).nonzero()[0])
+            raise LthError(f"x_{what} holds {x[bad][0].item()!r} (first in example {example}); "
+                           "inputs must be finite numbers, without NaN or infinity")
     if y.is_floating_point():
         if not bool(torch.isfinite(y).all()) or not bool((y == y.round()).all()):
             raise LthError(f"y_{what} holds non-integer labels; labels must be class indices 0, 1, 2, ...")

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from torch import nn
 
 from lth.data.user_data import as_bundle, resolve_device
 from lth.errors import LthError
+from lth.experiments.limits import check_max_runs, check_run_count, check_trials, format_count
 from lth.experiments.lottery_model import (
     LotteryModel,
     check_resettable,
@@ -47,12 +48,15 @@ class LotteryRobust:
     included) on a deep copy under seed ``seed + i`` with the ``initializer`` setting or
     ``reset_parameters()`` of every submodule, or a factory ``factory(seed) -> nn.Module``
     called with ``seed + i``. ``settings`` are :class:`LotteryModel` keyword settings.
+    ``max_runs``: the most trials allowed (None: :data:`lth.experiments.limits.MAX_RUNS`),
+    checked before any trial is built.
     """
 
     def __init__(self, model: ModelSource, data: Any, trials: int = 3, seed: int = 0,
-                 vectorize: int | str = "auto", **settings: Any) -> None:
-        if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-            raise LthError(f"trials must be an integer >= 1, got {trials!r}")
+                 vectorize: int | str = "auto", max_runs: Optional[int] = None, **settings: Any) -> None:
+        check_trials(trials)
+        check_run_count(trials, check_max_runs(max_runs), f"trials={format_count(trials)} gives ",
+                        "LotteryRobust(..., max_runs={n})")
         check_setting_names(list(settings))
         checked = make_settings(seed=seed, **settings)
         if isinstance(model, nn.Module):

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import nn
 
 from lth.data.user_data import as_bundle, resolve_device
 from lth.errors import LthError
+from lth.experiments.limits import check_max_runs
 from lth.store.run_dir import check_name
 from lth.experiments.lottery_model import (
     ROW_KEYS,
@@ -41,9 +42,11 @@ class LotterySession:
     ``model`` is deep-copied (the user's object is untouched); its parameters are the session's
     initialisation. ``data`` is read once (see :func:`lth.data.user_data.as_bundle`) and shared.
     ``settings`` are :class:`LotteryModel` keyword settings, the defaults of every experiment.
+    ``max_runs``: the most experiments it may hold (None: :data:`lth.experiments.limits.MAX_RUNS`).
     """
 
-    def __init__(self, model: nn.Module, data: Any, **settings: Any) -> None:
+    def __init__(self, model: nn.Module, data: Any, *, max_runs: Optional[int] = None, **settings: Any) -> None:
+        self.max_runs = check_max_runs(max_runs)
         checked = make_settings(**settings)  # LthError for an unknown or bad setting, before any work
         if not isinstance(model, nn.Module):
             raise LthError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -71,6 +74,9 @@ class LotterySession:
         check_name(name, "experiment name")  # save() writes it to path/name
         if name in self.experiments:
             raise LthError(f"experiment {name!r} already exists; existing: {', '.join(self.experiments)}")
+        if len(self.experiments) >= self.max_runs:
+            raise LthError(f"the session already holds {len(self.experiments)} experiments, its limit; "
+                           "if you mean it, raise the limit with LotterySession(..., max_runs=N)")
         check_setting_names(list(overrides))
         if "val_size" in overrides or "data_dir" in overrides:
             raise LthError("val_size and data_dir are fixed by the session's data; set them when creating the session")

@@ -10,10 +10,14 @@ Example::
     trials: 2
 
 expands to 2 x 2 = 4 experiments of 2 trials each (trial i runs with seed ``base.seed + i``).
+The runs (experiments x trials) are counted before anything is built; more than
+:data:`lth.experiments.limits.MAX_RUNS` are refused unless ``max_runs: N`` (or ``--max-runs N``)
+raises the limit.
 """
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -21,7 +25,9 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lth.config import TicketConfig, load_config_file, make_config
+from lth.documents import brief
 from lth.errors import LthError
+from lth.experiments.limits import check_run_count, format_count
 
 
 @dataclass(frozen=True)
@@ -43,9 +49,18 @@ class SessionSpec(BaseModel):
     base: dict[str, Any] = {}
     grid: dict[str, list[Any]] = {}
     trials: int = Field(default=1, ge=1)
+    max_runs: Optional[int] = Field(default=None, ge=1, strict=True)  # None: lth.experiments.limits.MAX_RUNS
 
-    def experiments(self) -> list[Experiment]:
-        """Every grid cell with its trials' configs, all validated before anything runs."""
+    def count(self) -> int:
+        """The number of runs (grid cells x trials), in O(number of grid keys)."""
+        return math.prod(len(values) for values in self.grid.values()) * self.trials
+
+    def experiments(self, max_runs: Optional[int] = None) -> list[Experiment]:
+        """Every grid cell with its trials' configs, all validated before anything runs.
+
+        The runs are counted first: above ``max_runs`` (None: the file's ``max_runs``, else
+        :data:`~lth.experiments.limits.MAX_RUNS`) LthError, before any config is built.
+        """
         allowed = TicketConfig.model_fields
         for where, keys in (("base", self.base), ("grid", self.grid)):
             for key in keys:
@@ -62,6 +77,10 @@ class SessionSpec(BaseModel):
         for key in ("model", "dataset"):
             if key not in self.base and key not in self.grid:
                 raise LthError(f"the session's base needs {key!r}")
+        cells = math.prod(len(values) for values in self.grid.values())
+        check_run_count(cells * self.trials, self.max_runs if max_runs is None else max_runs,
+                        f"the session has {format_count(cells)} experiments x {format_count(self.trials)} trials = ",
+                        "--max-runs {n} (or max_runs: {n} in the session file)")
         keys = list(self.grid)
         experiments = []
         for index, values in enumerate(itertools.product(*(self.grid[k] for k in keys))):
@@ -107,13 +126,13 @@ def load_session_spec(path: str | Path) -> SessionSpec:
     if isinstance(data.get("grid"), dict):
         for key, values in data["grid"].items():
             if not isinstance(values, list):
-                raise LthError(f"grid key {key!r} must hold a list of values, got {values!r}")
+                raise LthError(f"grid key {key!r} must hold a list of values, got {brief(values)}")
     try:
         return SessionSpec(**data)
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
         if first["type"] == "extra_forbidden":
-            raise LthError(f"unknown session key {field!r}; allowed: name, base, grid, trials") from None
-        raise LthError(f"bad value {first.get('input')!r} for session key {field}: "
+            raise LthError(f"unknown session key {field!r}; allowed: name, base, grid, trials, max_runs") from None
+        raise LthError(f"bad value {brief(first.get('input'))} for session key {field}: "
                        f"{first['msg'].removeprefix('Value error, ')}") from None

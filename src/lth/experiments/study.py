@@ -18,6 +18,7 @@ import torch
 
 from lth.config import TicketConfig, make_config
 from lth.errors import LthError
+from lth.experiments.limits import check_run_count, check_trials, format_count
 from lth.experiments.session_spec import Experiment
 from lth.experiments.statistics import summarise_trials
 from lth.experiments.ticket_search import check_config
@@ -35,10 +36,14 @@ class StudyResult:
     summary: list[dict[str, Any]]
 
 
-def robust_experiment(config: TicketConfig, trials: int) -> Experiment:
-    """One experiment: ``config`` repeated with seeds ``config.seed + i`` for i < trials."""
-    if trials < 1:
-        raise LthError(f"trials must be at least 1, got {trials}")
+def robust_experiment(config: TicketConfig, trials: int, max_runs: Optional[int] = None) -> Experiment:
+    """One experiment: ``config`` repeated with seeds ``config.seed + i`` for i < trials.
+
+    LthError, before any config is built, for ``trials`` < 1 or above ``max_runs``
+    (None: :data:`~lth.experiments.limits.MAX_RUNS`).
+    """
+    check_trials(trials, "--trials")
+    check_run_count(trials, max_runs, f"--trials {format_count(trials)} gives ", "--max-runs {n}")
     check_config(config)
     configs = tuple(
         make_config({**config.model_dump(), "seed": config.seed + i, "name": f"{config.name or 'robust'}/trial_{i:02d}"})
@@ -110,10 +115,27 @@ def continue_study(path: str | Path, progress: bool = True, vectorize: int | str
     cluster), with ``backend_options`` (see :func:`lth.backends.get_backend`). The results are
     the same on every backend; this process keeps the progress bar and the study's status.
     Trials that fail are reported together at the end (LthError); ``lth resume`` retries them.
+
+    The study directory is locked throughout (:func:`lth.store.lock.run_lock`): a second driver
+    of the same study gets a one-line LthError. Trial directories that a kill left half-swapped
+    (Ray without a shared filesystem) are first put back (:func:`lth.backends.base.recover_unpacked`).
     """
-    from lth.backends import TrialResult, TrialSpec
+    from lth.backends.base import recover_unpacked
+    from lth.store.lock import run_lock
 
     study = StudyDir.open(path)
+    with run_lock(study.path):
+        description = study.study()
+        parents = {study.run(r["path"]).path.parent for e in description["experiments"] for r in e["runs"]}
+        for parent in sorted(parents):
+            recover_unpacked(parent)
+        return _continue_study(study, progress, vectorize, backend, backend_options)
+
+
+def _continue_study(study: StudyDir, progress: bool, vectorize: int | str | None, backend: str,
+                    backend_options: Optional[dict[str, Any]]) -> StudyResult:
+    from lth.backends import TrialResult, TrialSpec
+
     description = study.study()
     runs = [(e["name"], r) for e in description["experiments"] for r in e["runs"]]
     started = study.status().get("started") or _now()

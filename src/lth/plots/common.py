@@ -217,6 +217,8 @@ def source_kind(path: Path) -> str:
         raise LthError(f"{str(path)!r} is not an lth run or study directory (it has no config.yaml or study.yaml)")
     try:
         config = RunDir(path).config()
+    except LthError:  # names the file and what is wrong with it
+        raise
     except Exception as error:  # unreadable YAML: foreign damage or not ours
         raise LthError(f"the config.yaml of {str(path)!r} cannot be read ({type(error).__name__})") from None
     kind = config.get("kind", TICKET) if isinstance(config, dict) else None

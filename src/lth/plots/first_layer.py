@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from lth.documents import damaged
 from lth.masks import Mask
 from lth.plots.common import (
     FORMATS, SUPERMASK_TRAIN, TICKET, Source, file_stem, layer_label, new_figure, percent, pick_rounds, save,
@@ -61,7 +62,10 @@ def check_first_layer(source: Source, chosen: int | None) -> str | None:
     shape = input_shape(source)
     if shape is None:
         return f"its dataset {source.config.get('dataset')!r} is not a registered one, so its image shape is unknown"
-    name, layer = _layer(Mask.load(path))
+    mask = Mask.load(path)
+    if not mask:
+        raise damaged(path, "it holds no masks")
+    name, layer = _layer(mask)
     channels, height, width = shape
     sees_image = (layer.dim() == 2 and layer.shape[1] == channels * height * width and height * width > 1) or (
         layer.dim() == 4 and layer.shape[1] == channels)

@@ -58,12 +58,14 @@ def load_layers(source: Source, round_index: int) -> tuple[list[Layer], str]:
     """The layers of ``round_index``'s decision and the name of the initial values (w_i or w_k)."""
     run = source.run
     rewound = (run.path / "weights" / "rewind.pt").is_file()
-    try:
-        initial = run.load_weights("rewind" if rewound else "init")
-        final = run.load_weights(f"final_round_{round_index - 1:02d}")
-    except Exception as error:  # unreadable torch file
-        raise LthError(f"cannot read the weights of run {str(run.path)!r}: {type(error).__name__}") from None
+    initial = run.load_weights("rewind" if rewound else "init")  # LthError naming a damaged file
+    final = run.load_weights(f"final_round_{round_index - 1:02d}")
     before, after = run.load_mask(round_index - 1), run.load_mask(round_index)
+    for name, kept in after.items():  # files of another run or model mixed in
+        found = (initial.get(name), final.get(name), before.get(name, kept))
+        if any(t is None or tuple(t.shape) != tuple(kept.shape) for t in found):
+            raise LthError(f"the weights and masks of run {str(run.path)!r} do not match: {name!r} is missing from "
+                           f"one of them or has another shape; the run is damaged")
     layers = []
     for name, kept in after.items():
         alive = before[name].bool() if name in before else torch.ones_like(kept, dtype=torch.bool)

@@ -172,10 +172,10 @@ def supermask_eval_table(source: Source) -> Table:
 
 
 def supermask_train_table(source: Source) -> Table:
-    import json
+    from lth.documents import read_document
 
     path = source.path / "supermask_train.json"
-    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary = read_document(path, dict) if path.is_file() else {}  # LthError naming a damaged file
     summary = {k: v for k, v in summary.items() if k != "test_accuracy_sampled"}
     return Table(["result", "value"], [[k, v] for k, v in flatten(summary)])
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
+from lth import jsonio
 from lth.errors import LthError
 
 INDEX_FILE = "lth-index.sqlite"
@@ -183,7 +184,7 @@ class RunIndex:
                 if not isinstance(row[column], dict):
                     bad = bad or column
             numbers = ("weights_remaining", "test_accuracy", "duration")
-            bad = bad or next((c for c in numbers if not (row.get(c) is None or isinstance(row.get(c), (int, float)))), None)
+            bad = bad or next((c for c in numbers if not isinstance(row.get(c), (int, float, type(None)))), None)
             bad = bad or next((c for c in ("id", "path", "kind") if not isinstance(row.get(c), str)), None)
             if bad:
                 raise LthError(f"results index {str(self.path)!r} is damaged: the {bad} of run {row.get('path')!r} "
@@ -215,7 +216,7 @@ class RunIndex:
     @staticmethod
     def _upsert(connection: sqlite3.Connection, relative: str, row: dict[str, Any]) -> None:
         values = {**row, "id": run_id(relative), "path": relative,
-                  "config": json.dumps(row["config"], default=str), "metrics": json.dumps(row["metrics"], default=str)}
+                  "config": jsonio.dumps(row["config"], default=str), "metrics": jsonio.dumps(row["metrics"], default=str)}
         placeholders = ", ".join("?" for _ in _COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "id")
         connection.execute(

@@ -12,11 +12,109 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 import yaml
 
+from lth.documents import brief, damaged, is_number, read_document, row_problem
+from lth import jsonio
 from lth.errors import LthError
 from lth.masks import Mask
 from lth.atomic import atomic_torch_save, atomic_write_text
 
 METRIC_FIELDS = ("round", "iteration", "split", "loss", "accuracy")
+ROUND_FIELDS = {  # what every rounds.json entry holds (what `lth show` prints)
+    "round": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    **{name: is_number for name in ("weights_remaining", "early_stop_iteration", "val_accuracy_at_early_stop",
+                                    "test_accuracy_at_early_stop", "final_test_accuracy")},
+}
+
+
+def _metric_row(path: Path, line: int, row: dict[str, Any]) -> dict[str, Any]:
+    """One typed metrics.csv row; LthError naming the line and column that does not parse."""
+    if None in row.values():
+        raise damaged(path, f"line {line} has fewer fields than the header")
+    typed: dict[str, Any] = {"split": row["split"]}
+    for name, kind in (("round", int), ("iteration", int), ("loss", float), ("accuracy", float)):
+        try:
+            typed[name] = kind(row[name])
+        except (TypeError, ValueError):
+            what = "a whole number" if kind is int else "a number"
+            raise damaged(path, f"line {line} has {name} = {brief(row[name], 40)}, not {what}") from None
+    return {name: typed[name] for name in METRIC_FIELDS}
+
+
+def status_problem(status: dict[str, Any]) -> Optional[str]:
+    """What is wrong with the content of a ``status.json``, or None."""
+    if not isinstance(status.get("status", ""), str):
+        return f"its status is {brief(status['status'], 40)}, not a word"
+    wrong = [key for key in ("runs_total", "runs_complete", "runs_failed")
+             if key in status and not (_is_int(status[key]) or status[key] is None)]
+    return f"its {wrong[0]} is {brief(status[wrong[0]], 40)}, not a whole number" if wrong else None
+
+
+def tensor_map_problem(data: Any) -> Optional[str]:
+    """What keeps ``data`` from being a mapping of names to tensors, or None."""
+    if not isinstance(data, dict):
+        return f"it holds a {type(data).__name__}, not a mapping of names to tensors"
+    for key, value in data.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            return f"it maps {brief(key, 40)} to a {type(value).__name__}, not a tensor"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_tensor_map(value: Any) -> bool:
+    return tensor_map_problem(value) is None
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _is_line(value: Any) -> bool:  # one line of results: {"rounds": [...], "metrics": [...]}
+    return isinstance(value, dict) and isinstance(value.get("rounds"), list) and isinstance(value.get("metrics"), list)
+
+
+CHECKPOINT_FIELDS: dict[str, Callable[[Any], bool]] = {  # what a checkpoint.pt holds (see ticket_search._Search)
+    "format": _is_int, "round": _is_int, "stage": lambda v: isinstance(v, str),
+    "mask": _is_tensor_map, "control_mask": _optional(_is_tensor_map), "w_final": _is_tensor_map,
+    "rewind_state": _optional(_is_tensor_map),
+    "generator": lambda v: isinstance(v, torch.Tensor), "torch_rng": lambda v: isinstance(v, torch.Tensor),
+    "snapshots": lambda v: isinstance(v, dict) and all(_is_tensor_map(s) for s in v.values()),
+    "masks": lambda v: isinstance(v, list) and all(_is_tensor_map(m) for m in v),
+    "ticket": _is_line, "controls": lambda v: isinstance(v, dict) and all(_is_line(c) for c in v.values()),
+    "training": _optional(lambda v: isinstance(v, dict)),
+    "started": lambda v: isinstance(v, str), "resumed": _is_int,
+}
+TRAINING_FIELDS: dict[str, Callable[[Any], bool]] = {  # an interrupted training (TrainProgress.as_dict)
+    "iteration": _is_int, "model": _is_tensor_map, "optimizer": lambda v: isinstance(v, dict),
+    "metrics": lambda v: isinstance(v, list), "running": lambda v: isinstance(v, torch.Tensor), "seen": _is_int,
+    "best_loss": is_number, "best_state": _optional(_is_tensor_map), "seconds": is_number,
+}
+
+
+def checkpoint_problem(state: Any) -> Optional[str]:
+    """What is wrong with a loaded checkpoint (missing keys, values of the wrong type), or None.
+
+    A checkpoint of another format is left for the resuming code to refuse by its number."""
+    from lth.experiments.ticket_search import CHECKPOINT_FORMAT
+
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a mapping"
+    if "format" in state and state["format"] != CHECKPOINT_FORMAT:
+        return None
+    parts = ((CHECKPOINT_FIELDS, state, ""), (TRAINING_FIELDS, state.get("training"), "training "))
+    for fields, values, where in parts:
+        if values is None and where:
+            continue
+        missing = [name for name in fields if name not in values]
+        if missing:
+            more = f" and {len(missing) - 3} more keys" if len(missing) > 3 else ""
+            return f"it lacks {where}{', '.join(repr(name) for name in missing[:3])}{more}"
+        wrong = [name for name, ok in fields.items() if not ok(values[name])]
+        if wrong:
+            return f"its {where}{wrong[0]!r} is a {type(values[wrong[0]]).__name__} of the wrong kind"
+    return None
 
 
 class RunDir:
@@ -64,7 +162,7 @@ class RunDir:
         """Write ``status.json`` and update the runs root's results index."""
         from lth.store.index import index_run
 
-        atomic_write_text(self.path / "status.json", json.dumps(fields, indent=2) + "\n")
+        atomic_write_text(self.path / "status.json", jsonio.dumps(fields, indent=2) + "\n")
         index_run(self.path)
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
@@ -75,7 +173,7 @@ class RunDir:
         atomic_write_text(self.path / "metrics.csv", buffer.getvalue())
 
     def write_rounds(self, rounds: list[dict[str, Any]]) -> None:
-        atomic_write_text(self.path / "rounds.json", json.dumps(rounds, indent=2) + "\n")
+        atomic_write_text(self.path / "rounds.json", jsonio.dumps(rounds, indent=2) + "\n")
 
     def logged_round(self) -> int:
         """The last round handed to the run's loggers (-1: none), so that a resumed run does not
@@ -86,7 +184,7 @@ class RunDir:
             return -1
 
     def write_logged_round(self, round_index: int) -> None:
-        atomic_write_text(self.path / "logged.json", json.dumps({"round": round_index}) + "\n")
+        atomic_write_text(self.path / "logged.json", jsonio.dumps({"round": round_index}) + "\n")
 
     def save_mask(self, round_index: int, mask: Mask) -> None:
         mask.save(self.mask_path(round_index))
@@ -128,46 +226,79 @@ class RunDir:
         if not self.checkpoint_path.is_file():
             return None
         try:
-            return torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         except Exception as error:  # a checkpoint is only ever replaced atomically; this is foreign damage
             raise LthError(f"checkpoint {str(self.checkpoint_path)!r} cannot be read ({type(error).__name__}); "
                            "the run cannot be resumed") from None
+        problem = checkpoint_problem(state)
+        if problem:
+            raise damaged(self.checkpoint_path, problem, "the run cannot be resumed")
+        return state
 
     def mask_path(self, round_index: int) -> Path:
         return self.path / "masks" / f"round_{round_index:02d}.pt"
 
     def config(self) -> dict[str, Any]:
-        return yaml.safe_load((self.path / "config.yaml").read_text())
+        """``config.yaml``: a mapping naming at least the model and the dataset (LthError if damaged)."""
+        def check(config: dict[str, Any]) -> Optional[str]:
+            missing = [key for key in ("model", "dataset") if not isinstance(config.get(key), str)]
+            return f"it has no {missing[0]!r} name" if missing else None
+
+        return read_document(self.path / "config.yaml", dict, check)
 
     def status(self) -> dict[str, Any]:
+        """``status.json`` ({} before the run wrote one; LthError if damaged)."""
         path = self.path / "status.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        return read_document(path, dict, status_problem)
 
     def rounds(self) -> list[dict[str, Any]]:
+        """``rounds.json`` ([] before the first round ended; LthError if damaged)."""
         path = self.path / "rounds.json"
-        return json.loads(path.read_text()) if path.is_file() else []
+        if not path.is_file():
+            return []
+        return read_document(path, list, lambda rows: row_problem(rows, ROUND_FIELDS, "entry"))
 
     def metrics(self) -> list[dict[str, Any]]:
+        """``metrics.csv`` as typed rows ([] before the first evaluation; LthError if damaged)."""
         path = self.path / "metrics.csv"
         if not path.is_file():
             return []
-        with path.open(newline="") as handle:
-            return [
-                {
-                    "round": int(row["round"]),
-                    "iteration": int(row["iteration"]),
-                    "split": row["split"],
-                    "loss": float(row["loss"]),
-                    "accuracy": float(row["accuracy"]),
-                }
-                for row in csv.DictReader(handle)
-            ]
+        try:
+            with path.open(newline="", encoding="utf-8") as handle:
+                reader = csv.DictReader(handle)
+                if reader.fieldnames is None:
+                    raise damaged(path, "it is empty")
+                missing = [name for name in METRIC_FIELDS if name not in (reader.fieldnames or ())]
+                if missing:
+                    raise damaged(path, f"its header lacks the column {missing[0]!r} "
+                                  f"(expected {','.join(METRIC_FIELDS)})")
+                rows = []
+                for line, row in enumerate(reader, start=2):
+                    rows.append(_metric_row(path, line, row))
+                return rows
+        except UnicodeDecodeError:
+            raise damaged(path, "it is not UTF-8 text") from None
+        except csv.Error as error:
+            raise damaged(path, f"it is not valid CSV ({error})") from None
 
     def load_mask(self, round_index: int) -> Mask:
         return Mask.load(self.mask_path(round_index))
 
     def load_weights(self, tag: str) -> dict[str, torch.Tensor]:
-        return torch.load(self.path / "weights" / f"{tag}.pt", map_location="cpu", weights_only=True)
+        """The state dict saved as ``weights/TAG.pt`` (LthError if missing or damaged)."""
+        path = self.path / "weights" / f"{tag}.pt"
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise LthError(f"weights file {str(path)!r} does not exist") from None
+        except Exception as error:  # truncated, not a torch file, or holding other objects
+            raise damaged(path, f"torch cannot load it ({type(error).__name__})") from None
+        problem = tensor_map_problem(data)
+        if problem:
+            raise damaged(path, problem)
+        return data
 
     def __fspath__(self) -> str:
         return os.fspath(self.path)

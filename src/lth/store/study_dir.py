@@ -1,17 +1,74 @@
 """The layout of a study directory: many ticket searches (trials x experiments) and their statistics."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
+import hashlib
+import pickle
+from pathlib import Path, PurePath
+from typing import Any, Optional
 
 import yaml
 
+from lth import jsonio
 from lth.atomic import atomic_write_text
+from lth.documents import is_number, read_document, row_problem
 from lth.errors import LthError
-from lth.store.run_dir import RunDir
+from lth.store.run_dir import RunDir, _is_int, status_problem
 
 STUDY_FILE = "study.yaml"
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml if built in: the same text, faster
+_PARSED: dict[bytes, bytes] = {}  # study.yaml contents read or written here: SHA-1 -> pickled content
+_PARSED_MAX = 4
+
+
+def _digest(path: Path) -> Optional[bytes]:
+    """The SHA-1 of the file's bytes (None if unreadable: read_document then says why)."""
+    try:
+        return hashlib.sha1(path.read_bytes()).digest()
+    except OSError:
+        return None
+
+
+def _remember(digest: bytes, study: dict[str, Any]) -> None:
+    _PARSED.pop(digest, None)
+    _PARSED[digest] = pickle.dumps(study, protocol=pickle.HIGHEST_PROTOCOL)
+    while len(_PARSED) > _PARSED_MAX:
+        del _PARSED[next(iter(_PARSED))]
+
+
+def _number_or_none(value: Any) -> bool:
+    return value is None or is_number(value)
+
+
+SUMMARY_FIELDS = {  # what every summary.json entry holds (lth.experiments.statistics.summarise_trials)
+    "experiment": lambda v: isinstance(v, str), "round": _is_int, "metric": lambda v: isinstance(v, str),
+    "weights_remaining": _number_or_none, "trials": _is_int, "mean": _number_or_none, "min": _number_or_none,
+    "max": _number_or_none, "ci95_low": _number_or_none, "ci95_high": _number_or_none,  # None: NaN written as null
+}
+_EXPERIMENT_FIELDS = {"name": lambda v: isinstance(v, str), "settings": lambda v: isinstance(v, dict),
+                      "runs": lambda v: isinstance(v, list) and len(v) > 0}
+_RUN_FIELDS = {"trial": _is_int, "path": lambda v: isinstance(v, str) and _inside(v),
+               "config": lambda v: isinstance(v, dict)}
+
+
+def _inside(relative: str) -> bool:
+    """A relative path that stays inside the study directory."""
+    path = PurePath(relative)
+    return bool(relative) and not path.is_absolute() and ".." not in path.parts
+
+
+def _study_problem(study: dict[str, Any]) -> Optional[str]:
+    """What is wrong with the content of a ``study.yaml``, or None."""
+    if not isinstance(study.get("kind"), str):
+        return "it names no kind (robust or session)"
+    if not isinstance(study.get("spec", {}), dict):
+        return "its spec is not a mapping"
+    experiments = study.get("experiments")
+    if not isinstance(experiments, list):
+        return "it has no list of experiments"
+    problem = row_problem(experiments, _EXPERIMENT_FIELDS, "experiment")
+    for i, experiment in enumerate(experiments):
+        problem = problem or row_problem(experiment["runs"], _RUN_FIELDS, f"experiment {i}, run")
+    return problem
 
 
 class StudyDir:
@@ -49,31 +106,50 @@ class StudyDir:
         return cls(path)
 
     def write_study(self, study: dict[str, Any]) -> None:
-        atomic_write_text(self.path / STUDY_FILE, yaml.safe_dump(study, sort_keys=False))
+        text = yaml.dump(study, Dumper=_YAML_DUMPER, sort_keys=False)
+        atomic_write_text(self.path / STUDY_FILE, text)
+        _remember(hashlib.sha1(text.encode()).digest(), study)
 
     def study(self) -> dict[str, Any]:
-        return yaml.safe_load((self.path / STUDY_FILE).read_text())
+        """``study.yaml``: the kind, the experiments and their runs (LthError if damaged).
+
+        Content read before in this process comes from a cache (a study's status is written,
+        and its index row re-read, after every trial; parsing the YAML of thousands of runs
+        each time took seconds).
+        """
+        path = self.path / STUDY_FILE
+        digest = _digest(path)
+        if digest in _PARSED:
+            return pickle.loads(_PARSED[digest])
+        study = read_document(path, dict, _study_problem)
+        if digest is not None and _digest(path) == digest:  # unchanged while it was parsed
+            _remember(digest, study)
+        return study
 
     def write_status(self, **fields: Any) -> None:
         """Write ``status.json`` and update the runs root's results index."""
         from lth.store.index import index_run
 
-        atomic_write_text(self.path / "status.json", json.dumps(fields, indent=2) + "\n")
+        atomic_write_text(self.path / "status.json", jsonio.dumps(fields, indent=2) + "\n")
         index_run(self.path)
 
     def status(self) -> dict[str, Any]:
+        """``status.json`` ({} before the study wrote one; LthError if damaged)."""
         path = self.path / "status.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return read_document(path, dict, status_problem) if path.is_file() else {}
 
     def write_summary(self, rows: list[dict[str, Any]]) -> None:
         import pandas as pd
 
-        atomic_write_text(self.path / "summary.json", json.dumps(rows, indent=2) + "\n")
+        atomic_write_text(self.path / "summary.json", jsonio.dumps(rows, indent=2) + "\n")
         atomic_write_text(self.path / "summary.csv", pd.DataFrame(rows).to_csv(index=False))
 
     def summary(self) -> list[dict[str, Any]]:
+        """``summary.json`` ([] before the study finished; LthError if damaged)."""
         path = self.path / "summary.json"
-        return json.loads(path.read_text()) if path.is_file() else []
+        if not path.is_file():
+            return []
+        return read_document(path, list, lambda rows: row_problem(rows, SUMMARY_FIELDS, "entry"))
 
     def run(self, relative: str) -> RunDir:
         return RunDir(self.path / relative)

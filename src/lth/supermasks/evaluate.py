@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,6 +19,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
+from lth import jsonio
 from lth.actions import MASK1_COMBINATIONS, MASK1_NAMES, LayerState, Mask1Options, mask1_values, validate_actions
 from lth.atomic import atomic_write_text
 from lth.config import TicketConfig, make_config
@@ -285,13 +285,19 @@ def write_rows(run: RunDir, rows: list[dict[str, Any]]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(run.path / ROWS_CSV, buffer.getvalue())
-    atomic_write_text(run.path / ROWS_JSON, json.dumps(rows, indent=2) + "\n")
+    atomic_write_text(run.path / ROWS_JSON, jsonio.dumps(rows, indent=2) + "\n")
 
 
 def read_rows(run: RunDir) -> list[dict[str, Any]]:
     """The rows of a supermask-eval run ([] when it has none yet)."""
+    from lth.documents import is_number, read_document, row_problem
+
     path = run.path / ROWS_JSON
-    return json.loads(path.read_text()) if path.is_file() else []
+    if not path.is_file():
+        return []
+    fields = {name: (lambda v: isinstance(v, str)) if name in ("criterion", "weights") else is_number
+              for name in ROW_FIELDS}
+    return read_document(path, list, lambda rows: row_problem(rows, fields, "entry"))  # LthError if damaged
 
 
 def is_supermask_run(run: RunDir) -> bool:

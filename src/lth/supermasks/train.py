@@ -12,20 +12,23 @@ mask (edge-popup). The final report adds, for bernoulli, the test accuracy of
 """
 from __future__ import annotations
 
-import json
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from lth import jsonio
+from lth.config import MAX_ITERATIONS, check_budget, check_seed
 from lth.atomic import atomic_write_text
 from lth.data import DataBundle
 from lth.errors import LthError
 from lth.masks import Mask
 from lth.store import RunDir
+from lth.store.lock import created_and_locked
 from lth.supermasks.learned import SupermaskNet, check_keep, check_method, check_weights
 from lth.training.evaluate import evaluate
 from lth.training import Trainer
@@ -198,6 +201,9 @@ def resolve_settings(
         raise LthError("give either --iterations or --epochs, not both")
     if iterations is not None and iterations < 1:
         raise LthError(f"iterations {iterations} is invalid; it must be >= 1")
+    if iterations is not None and iterations > MAX_ITERATIONS:
+        raise LthError(f"iterations {iterations} is invalid; it must be at most {MAX_ITERATIONS} "
+                       "(lth.config.MAX_ITERATIONS)")
     if epochs is not None and not (math.isfinite(epochs) and epochs > 0):
         raise LthError(f"epochs {epochs!r} is invalid; it must be > 0")
     if eval_every < 1:
@@ -245,6 +251,7 @@ def run_supermask_training(
     from lth.experiments import resolve_device
     from lth.models import MODELS, build_model
 
+    check_seed(seed, "--seed")
     config = resolve_settings(method, weights, score_init, keep, optimizer, lr, momentum,
                               batch_size, iterations, epochs, eval_every)
     MODELS.get(model)
@@ -257,6 +264,7 @@ def run_supermask_training(
                        "(the number of training examples)")
     if config["iterations"] is None:
         config["iterations"] = max(1, int(round(config["epochs"] * (n // config["batch_size"]))))
+        check_budget(config["iterations"], f"--epochs {config['epochs']:g}")
     net = SupermaskNet(
         build_model(model, data.input_shape, data.num_classes, seed=seed), method, config["weights"],
         score_init=config["score_init"], keep=config["keep"], dynamic_scaling=dynamic_scaling, seed=seed,
@@ -265,19 +273,20 @@ def run_supermask_training(
               "dynamic_scaling": dynamic_scaling, "seed": seed, "device": str(dev), "data_dir": data_dir}
     run = None
     started = _now()
-    if out is not None:
-        run = RunDir.create(out, overwrite=overwrite)
-        run.write_config(config)
-        run.write_status(status="running", started=started, device=str(dev))
-    settings = OptimizerSettings(config["optimizer"], config["lr"], config["momentum"])
-    result = train_supermask(net, data, settings, config["batch_size"], config["iterations"], seed=seed,
-                             eval_every=eval_every, progress=progress,
-                             description=f"supermask {method} {model} {dataset}")
-    if run is not None:
-        run.write_metrics([{"round": 0, **row} for row in result.metrics])
-        result.mask.save(run.path / MASK_FILE)
-        atomic_write_text(run.path / SUMMARY_FILE, json.dumps(result.summary(), indent=2) + "\n")
-        run.write_status(status="complete", started=started, finished=_now(), device=str(dev))
+    with ExitStack() as held:  # the run directory's lock (one writer per run) while it is written
+        if out is not None:
+            run = held.enter_context(created_and_locked(out, lambda: RunDir.create(out, overwrite=overwrite)))
+            run.write_config(config)
+            run.write_status(status="running", started=started, device=str(dev))
+        settings = OptimizerSettings(config["optimizer"], config["lr"], config["momentum"])
+        result = train_supermask(net, data, settings, config["batch_size"], config["iterations"], seed=seed,
+                                 eval_every=eval_every, progress=progress,
+                                 description=f"supermask {method} {model} {dataset}")
+        if run is not None:
+            run.write_metrics([{"round": 0, **row} for row in result.metrics])
+            result.mask.save(run.path / MASK_FILE)
+            atomic_write_text(run.path / SUMMARY_FILE, jsonio.dumps(result.summary(), indent=2) + "\n")
+            run.write_status(status="complete", started=started, finished=_now(), device=str(dev))
     return SupermaskRun(config, result, run)
 
 
