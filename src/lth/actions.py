@@ -7,6 +7,7 @@ the CPU and moved to the layer's device, so results do not depend on the device.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -172,8 +173,12 @@ def _resolve(name: str, options: Mask1Options) -> tuple[str, bool]:
 def _check_options(options: Mask1Options) -> None:
     if options.constant is not None and not options.constant > 0:
         raise LthError(f"constant must be > 0 (or unset for the layer's init std), got {options.constant}")
+    if options.constant is not None and not math.isfinite(options.constant):
+        raise LthError(f"constant must be a finite number (or unset for the layer's init std), got {options.constant}")
     if not options.jitter_sd >= 0:
         raise LthError(f"jitter sd must be >= 0, got {options.jitter_sd}")
+    if not math.isfinite(options.jitter_sd):
+        raise LthError(f"jitter sd must be a finite number, got {options.jitter_sd}")
 
 
 def validate_actions(mask1: str, mask0: str, options: Mask1Options) -> None:
@@ -196,7 +201,14 @@ def mask1_values(name: str, state: LayerState, options: Mask1Options) -> Tensor:
         values = torch.where(state.w_init != 0, values.abs() * torch.sign(state.w_init), values)
     if options.rescale:
         values = values * (state.mask.numel() / max(int(state.mask.sum()), 1))
-    return torch.where(state.mask, values, torch.zeros_like(values))
+    values = torch.where(state.mask, values, torch.zeros_like(values))
+    if not bool(torch.isfinite(values).all()):  # once per layer and round: e.g. a huge constant, rescaled
+        used = [f"constant={options.constant:g}" if base == "constant" and options.constant is not None else "",
+                f"jitter_sd={options.jitter_sd:g}" if base == "jitter" else "",
+                "rescale" if options.rescale else ""]
+        causes = ", ".join(u for u in used if u) or "the weights it starts from are not finite"
+        raise LthError(f"mask-1 action {name!r} gives non-finite start weights ({causes}); use smaller values")
+    return values
 
 
 def round_start_values(mask1: str, mask0: str, state: LayerState, options: Mask1Options) -> Tensor:

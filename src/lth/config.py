@@ -28,6 +28,8 @@ MAX_CONFIG_VALUES = 100_000  # a config or session file holds far fewer; more is
 #: The largest training budget of one round, in iterations: a typo such as ``--iterations
 #: 99999999999999999999`` (or ``--epochs 1e12``) is refused at once instead of running for ever.
 MAX_ITERATIONS = 10**9
+#: The most pruning rounds of one search (at 20% a round, 50 rounds leave 0.001% of the weights).
+MAX_ROUNDS = 10_000
 #: The seeds ``torch.manual_seed`` accepts: -2^63 to 2^64-1.
 SEED_RANGE = (-(2**63), 2**64 - 1)
 #: The largest float32 value: a weight magnitude (``constant``, ``jitter_sd``) beyond it is infinite.
@@ -183,6 +185,13 @@ class TicketConfig(BaseModel):
     def _sane_budget(cls, v: Optional[int]) -> Optional[int]:
         if v is not None and v > MAX_ITERATIONS:
             raise ValueError(f"at most {MAX_ITERATIONS} iterations per round (lth.config.MAX_ITERATIONS)")
+        return v
+
+    @field_validator("rounds")
+    @classmethod
+    def _sane_rounds(cls, v: int) -> int:
+        if v > MAX_ROUNDS:
+            raise ValueError(f"at most {MAX_ROUNDS} pruning rounds (lth.config.MAX_ROUNDS)")
         return v
 
     @field_validator("constant", "jitter_sd")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lth.errors import LthError
+from lth.errors import LthError, warn
 from lth.masks import Mask
 
 GROUPS = ("fc", "conv", "output")
@@ -112,3 +112,15 @@ def layer_rates(
     """The per-parameter prune rate given per-group rates."""
     by_group = {"fc": fc, "conv": conv, "output": output}
     return {name: by_group[p.group] for name, p in prunable.items()}
+
+
+def warn_emptied(before: Mask, after: Mask, round_index: int, hint: str) -> list[str]:
+    """Warn (one line on stderr) when pruning for ``round_index`` removed the last kept weight of a
+    tensor; return the names of the tensors it emptied. ``hint`` says what to change."""
+    names = [name for name, m in after.items() if not bool(m.any()) and bool(before[name].any())]
+    if names:
+        them = "it" if len(names) == 1 else "them"
+        none_left = "no weight is left in any pruned layer; " if not any(bool(m.any()) for m in after.values()) else ""
+        warn(f"pruning for round {round_index} leaves no weight in {', '.join(names)}; the network cannot learn "
+             f"through {them} ({none_left}{hint})")
+    return names

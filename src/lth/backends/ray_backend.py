@@ -10,6 +10,7 @@ A retried task (or a later ``lth resume``) starts from what the store holds.
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import uuid
@@ -80,8 +81,8 @@ class RayBackend:
     def __init__(self, address: Optional[str] = None, cpus_per_trial: Optional[float] = None,
                  gpus_per_trial: Optional[float] = None, shared_fs: Optional[bool] = None, max_retries: int = 3) -> None:
         for flag, value in (("--cpus-per-trial", cpus_per_trial), ("--gpus-per-trial", gpus_per_trial)):
-            if value is not None and value < 0:
-                raise LthError(f"{flag} must not be negative, got {value}")
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise LthError(f"{flag} must be a finite number >= 0, got {value}")
         if cpus_per_trial is not None and cpus_per_trial == 0 and not gpus_per_trial:
             raise LthError("--cpus-per-trial 0 needs --gpus-per-trial: a trial must reserve something")
         self.ray = import_ray()

@@ -18,10 +18,12 @@ __all__ = ["CONTROL_NAMES", "control_generator", "prepare_control", "random_mask
 
 
 def control_generator(seed: int, control: str, round_index: int) -> torch.Generator:
-    """A generator private to one control round."""
-    return torch.Generator().manual_seed(
-        seed * 1_000_003 + (CONTROL_NAMES.index(control) + 1) * 10_007 + round_index
-    )
+    """A generator private to one control round (any seed torch accepts: a mixed value beyond
+    torch's range is folded into 64 bits; values within it are used as they are, as always)."""
+    value = seed * 1_000_003 + (CONTROL_NAMES.index(control) + 1) * 10_007 + round_index
+    if not -(2**63) <= value < 2**64:
+        value &= 2**64 - 1
+    return torch.Generator().manual_seed(value)
 
 
 def random_mask_like(mask: Mask, generator: torch.Generator) -> Mask:

@@ -28,16 +28,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lth import jsonio
 from lth.actions import LayerState, Mask1Options, round_start_values, validate_actions
 from lth.atomic import atomic_torch_save, atomic_write_text
+from lth.config import MAX_ITERATIONS, MAX_ROUNDS, check_budget
 from lth.criteria import CRITERIA, compute_scores
 from lth.data import DataBundle
 from lth.data.batcher import epoch_seed
 from lth.data.user_data import as_bundle, resolve_device
-from lth.errors import LthError
+from lth.errors import LthError, TrainingDiverged, warn
 from lth.masks import Mask
 from lth.models.init import INITIALIZERS
-from lth.pruning import GROUPS, prunable_parameters, prune
+from lth.pruning import GROUPS, prunable_parameters, prune, warn_emptied
 from lth.models.registry import GLOBAL_RNG_LOCK
 from lth.training import RoundResult, Trainer
 from lth.experiments.lottery_settings import (  # noqa: F401  (check_setting_names: re-exported)
@@ -253,6 +255,11 @@ class LotteryModel:
             self._budget = settings.iterations or (
                 max(1, round(settings.epochs * ipe)) if settings.epochs else DEFAULT_ITERATIONS
             )
+            if settings.iterations is None and settings.epochs:  # iterations were checked with the settings
+                check_budget(self._budget, f"epochs={settings.epochs:g}")
+            if settings.warmup > self._budget:
+                warn(f"warmup {settings.warmup} iterations is longer than the training budget ({self._budget} "
+                     "iterations); the learning rate never reaches lr")
             if settings.rewind_iteration >= self._budget:
                 raise LthError(
                     f"rewind_iteration {settings.rewind_iteration} is not before the end of training "
@@ -372,13 +379,16 @@ class LotteryModel:
         A fresh optimizer; the first round runs from iteration 0, later rounds from the rewind
         iteration to ``iterations`` (default: the budget). If :meth:`prune` was called without
         :meth:`reinit`, the default re-initialisation (rewind kept weights, zero pruned ones) is
-        applied first. Training a round again replaces its row.
+        applied first. Training a round again replaces its row. A NaN or infinite loss (read at
+        the evaluations) stops the training with LthError (``TrainingDiverged``) naming the round
+        and the iteration; the rows of earlier rounds stay.
         """
         trainer = self._require_data("train()")
         stop = self._budget if iterations is None else iterations
         start = 0 if self._round == 0 else self._settings.rewind_iteration
-        if not is_int(stop) or stop <= start:
-            raise LthError(f"iterations must be an integer above the round's start iteration {start}, got {stop!r}")
+        if not is_int(stop) or not start < stop <= MAX_ITERATIONS:
+            raise LthError(f"iterations must be an integer above the round's start iteration {start} and at most "
+                           f"{MAX_ITERATIONS}, got {stop!r}")
         capture = self._round == 0 and self._settings.rewind_iteration > 0
         if capture and self._settings.rewind_iteration >= stop:
             raise LthError(
@@ -390,14 +400,21 @@ class LotteryModel:
         self._module.load_state_dict(self._start_state)
         snapshots: dict[int, dict[str, torch.Tensor]] = {}
         tic = time.perf_counter()
-        with self._seeded_rng(2 * self._round):
-            result = trainer.train(
-                self._module, self._mask, start=start, stop=stop,
-                capture=[self._settings.rewind_iteration] if capture else [],
-                on_capture=lambda t, m: snapshots.__setitem__(t, _clone(m.state_dict())),
-                description=f"round {self._round}", postfix={"kept": f"{self._mask.density():.4f}"},
-                zero_pruned=False,
-            )
+        try:
+            with self._seeded_rng(2 * self._round):
+                result = trainer.train(
+                    self._module, self._mask, start=start, stop=stop,
+                    capture=[self._settings.rewind_iteration] if capture else [],
+                    on_capture=lambda t, m: snapshots.__setitem__(t, _clone(m.state_dict())),
+                    description=f"round {self._round}", postfix={"kept": f"{self._mask.density():.4f}"},
+                    zero_pruned=False,
+                )
+        except TrainingDiverged as error:  # the round's row and start weights are untouched: train() may be retried
+            raise TrainingDiverged(
+                error.iteration, error.loss, error.start, error.network,
+                message=f"training diverged in round {self._round} at iteration {error.iteration} "
+                        f"(loss {error.loss}); {error.hint('lr')}",
+            ) from None
         seconds = time.perf_counter() - tic
         if capture:
             self._rewind_state = snapshots[self._settings.rewind_iteration]
@@ -498,8 +515,9 @@ class LotteryModel:
         w_init = {name: self._rewind_state[name] for name in self._groups}
         grads = self._gradients() if criterion in GRADIENT_CRITERIA else None
         scores = compute_scores(criterion, w_init, self._w_final, self._mask, self._generator, grads)
-        self._mask = prune(scores, self._mask, per_param, scope, self._generator)
+        before, self._mask = self._mask, prune(scores, self._mask, per_param, scope, self._generator)
         self._round += 1
+        warn_emptied(before, self._mask, self._round, "lower the prune rate")
         self._trained = False
         self._needs_start = True
         return self.mask
@@ -579,8 +597,8 @@ class LotteryModel:
         """
         options = Mask1Options(keep_sign=keep_sign, rescale=rescale, jitter_sd=jitter_sd, constant=constant)
         self._check_procedure(criterion, scope, mask1, mask0, options)
-        if not is_int(rounds) or rounds < 0:
-            raise LthError(f"rounds must be an integer >= 0, got {rounds!r}")
+        if not is_int(rounds) or not 0 <= rounds <= MAX_ROUNDS:
+            raise LthError(f"rounds must be an integer from 0 to {MAX_ROUNDS}, got {rounds!r}")
         self._rates(rate, None, scope, rates)  # validate before any training
         self._train_current(mask1, mask0, options)
         for _ in range(rounds):
@@ -663,10 +681,21 @@ class LotteryModel:
             "has_rewind": self._rewind_state is not None,
         }
         try:
-            atomic_write_text(path / "settings.json", json.dumps(meta, indent=2) + "\n")
+            path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise LthError(f"cannot write to {str(path)!r}: {error.strerror}") from None
-        atomic_write_text(path / "rounds.json", json.dumps(self._rows, indent=2) + "\n")
+        from lth.store.lock import run_lock
+
+        with run_lock(path):  # one writer at a time: another process saving here is a one-line LthError
+            self._write(path, meta)
+        return path
+
+    def _write(self, path: Path, meta: dict) -> None:
+        try:
+            atomic_write_text(path / "settings.json", jsonio.dumps(meta, indent=2) + "\n")
+        except OSError as error:
+            raise LthError(f"cannot write to {str(path)!r}: {error.strerror}") from None
+        atomic_write_text(path / "rounds.json", jsonio.dumps(self._rows, indent=2) + "\n")
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=METRIC_KEYS, lineterminator="\n")
         writer.writeheader()
@@ -687,7 +716,6 @@ class LotteryModel:
         for tag, state in states.items():
             atomic_torch_save(_to(state, "cpu"), path / "weights" / f"{tag}.pt")
         atomic_torch_save({"state": self._generator.get_state()}, path / "generator.pt")
-        return path
 
     @classmethod
     def load(

@@ -10,6 +10,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
+from lth.config import MAX_ITERATIONS, SEED_RANGE
 from lth.errors import LthError
 from lth.models.init import INITIALIZERS
 from lth.training import Acceleration, OptimizerSettings
@@ -103,15 +104,16 @@ def make_settings(**values: Any) -> LotterySettings:
     _require(all(is_int(m) and m >= 0 for m in s.milestones),
              f"milestones must be iterations (integers >= 0), got {list(s.milestones)!r}")
     _require(is_int(s.batch_size) and s.batch_size >= 1, f"batch_size must be an integer >= 1, got {s.batch_size!r}")
-    _require(s.iterations is None or (is_int(s.iterations) and s.iterations >= 1),
-             f"iterations must be an integer >= 1, got {s.iterations!r}")
+    _require(s.iterations is None or (is_int(s.iterations) and 1 <= s.iterations <= MAX_ITERATIONS),
+             f"iterations must be an integer from 1 to {MAX_ITERATIONS}, got {s.iterations!r}")
     _require(s.epochs is None or (is_number(s.epochs) and s.epochs > 0),
              f"epochs must be a number > 0, got {s.epochs!r}")
     _require(s.iterations is None or s.epochs is None, "give either iterations or epochs, not both")
     _require(is_int(s.eval_every) and s.eval_every >= 1, f"eval_every must be an integer >= 1, got {s.eval_every!r}")
     _require(is_int(s.rewind_iteration) and s.rewind_iteration >= 0,
              f"rewind_iteration must be an integer >= 0, got {s.rewind_iteration!r}")
-    _require(is_int(s.seed), f"seed must be an integer, got {s.seed!r}")
+    _require(is_int(s.seed) and SEED_RANGE[0] <= s.seed <= SEED_RANGE[1],
+             f"seed must be an integer from -2^63 to 2^64-1 (what torch.manual_seed accepts), got {s.seed!r}")
     _require(s.val_size is None or is_int(s.val_size), f"val_size must be an integer, got {s.val_size!r}")
     _require(s.prunable is None or (len(s.prunable) > 0 and all(isinstance(n, str) for n in s.prunable)),
              f"prunable must be a non-empty list of parameter names, got {s.prunable!r}")

@@ -25,14 +25,15 @@ from lth.actions import LayerState, Mask1Options, round_start_values, validate_a
 from lth.config import TicketConfig, make_config, parse_duration
 from lth.criteria import CRITERIA, compute_scores
 from lth.data import DATASETS, Batcher, shared_dataset
-from lth.errors import LthError
+from lth.errors import LthError, TrainingDiverged, warn
 from lth.experiments.controls import control_generator, prepare_control
 from lth.loggers import TICKET, Logger, check_loggers, close_loggers, make_loggers
 from lth.masks import Mask
 from lth.models import MODELS, build_model
 from lth.plots import plot_run
-from lth.pruning import layer_rates, prunable_parameters, prune
+from lth.pruning import layer_rates, prunable_parameters, prune, warn_emptied
 from lth.store import RunDir
+from lth.store.lock import created_and_locked, run_lock
 from lth.training import OptimizerSettings, RoundResult, Trainer, TrainProgress
 from lth.training.lockstep import Lockstep
 from lth.training.optim import check_settings
@@ -88,14 +89,19 @@ def _gradients(model: nn.Module, batcher: Batcher, names: list[str]) -> dict[str
 
 def _initial_mask(path: str, dense: Mask, params: dict[str, nn.Parameter]) -> Mask:
     """The round-0 mask from a mask file; it may cover only some of the prunable tensors."""
-    loaded = Mask.load(path)
-    loaded.check_matches(params)
+    loaded = Mask.load(path)  # refuses values other than booleans or 0/1
+    if not loaded:
+        raise LthError(f"mask file {path!r} holds no masks; prunable here: {', '.join(dense)}")
     extra = [name for name in loaded if name not in dense]
     if extra:
         raise LthError(
             f"mask file {path!r} masks {extra[0]!r}, which this run does not prune; "
             f"prunable here: {', '.join(dense)}"
         )
+    try:
+        loaded.check_matches(params)
+    except LthError as error:
+        raise LthError(f"mask file {path!r} does not fit this model: {error}") from None
     return Mask({name: loaded[name].to(m.device) if name in loaded else m for name, m in dense.items()})
 
 
@@ -240,6 +246,9 @@ class _Search:
             warmup=parse_duration(config.warmup, ipe, budget),
         )
         check_settings(settings)
+        if settings.warmup > budget:
+            warn(f"--warmup {config.warmup} ({settings.warmup} iterations) is longer than the training budget "
+                 f"({budget} iterations); the learning rate never reaches --lr")
         self.vectorizable = _vectorizable(self.model)
         self.trainer = (trainer_factory or Trainer)(
             data, config.batch_size, settings, config.seed, config.eval_every, progress, leave,
@@ -266,6 +275,7 @@ class _Search:
         self.controls = {name: _Progress(run.control(name) if run else None, name) for name in config.controls}
         self.started = _now()
         self.resumed = 0
+        self.side_by_side = False  # inside train_round_side_by_side
 
     # -- fresh weights -----------------------------------------------------------------
     def fresh_state(self, seed: int) -> dict[str, torch.Tensor]:
@@ -332,19 +342,29 @@ class _Search:
 
     # -- the loop ----------------------------------------------------------------------
     def run_all(self) -> TicketResult:
+        """Run the search from where it stands to the end.
+
+        A user-facing error on the way (LthError: training diverged, disk full...) is recorded in
+        ``status.json``, where that file can still be written: status ``diverged`` (a NaN or
+        infinite loss) or ``failed`` (anything else), with the message as ``error``. The rounds
+        finished before stay in the run directory and the last checkpoint stays valid, so
+        ``lth resume`` continues from it (once the disk has room, or after a code fix).
+        """
         config, run = self.config, self.run
-        if run is not None:
-            run.write_config(config.model_dump())
-            run.write_status(status="running", started=self.started, device=str(self.device), resumed=self.resumed)
-            run.save_weights("init", self.init_state)
-        loggers = make_loggers(config.log, run, config.model_dump())  # opened (or reopened) here: run is known
-        for line in (self.ticket, *self.controls.values()):
-            line.attach(loggers)
-        if self.round == 0 and self.stage == "start":
-            self.mask.apply_(self.model)  # an --init-mask prunes from round 0 on
-            self.checkpoint()
-        stages = ["ticket", *config.controls]
+        loggers: list[Logger] = []
         try:
+            if run is not None:
+                run.write_config(config.model_dump())
+                run.write_status(status="running", started=self.started, device=str(self.device),
+                                 resumed=self.resumed)
+                run.save_weights("init", self.init_state)
+            loggers = make_loggers(config.log, run, config.model_dump())  # opened (or reopened) here: run is known
+            for line in (self.ticket, *self.controls.values()):
+                line.attach(loggers)
+            if self.round == 0 and self.stage == "start":
+                self.mask.apply_(self.model)  # an --init-mask prunes from round 0 on
+                self.checkpoint()
+            stages = ["ticket", *config.controls]
             while self.round <= config.rounds:
                 if self.stage == "start":
                     if self.round > 0:
@@ -360,16 +380,50 @@ class _Search:
                 while self.stage in config.controls:
                     self.train_control(self.stage)
                     self.advance(stages)
+            if run is not None:
+                run.write_status(status="complete", started=self.started, finished=_now(),
+                                 device=str(self.device), resumed=self.resumed)
+                run.remove_checkpoint()
         except BaseException as error:
             close_loggers(loggers, "killed" if isinstance(error, KeyboardInterrupt) else "failed")
+            if isinstance(error, LthError):
+                raise self.stopped(error) from None
             raise
-        if run is not None:
-            run.write_status(status="complete", started=self.started, finished=_now(),
-                             device=str(self.device), resumed=self.resumed)
-            run.remove_checkpoint()
         close_loggers(loggers)
         return TicketResult(config, self.ticket.rounds, self.masks, run,
                             {name: line.rounds for name, line in self.controls.items()})
+
+    def stopped(self, error: LthError) -> LthError:
+        """Record in ``status.json`` why the search stopped; return the error to raise.
+
+        A :class:`~lth.errors.TrainingDiverged` becomes one line naming the round, the iteration
+        and where the earlier rounds are kept (status ``diverged``); any other LthError keeps its
+        message (status ``failed``). If the status cannot be written (e.g. the disk is still
+        full), the file stays as it was: ``lth resume`` works either way.
+        """
+        status = "failed"
+        if isinstance(error, TrainingDiverged):
+            status = "diverged"
+            who = "training"
+            if self.side_by_side and error.index is not None:
+                who = "training of the ticket" if error.index == 0 else \
+                    f"training of the {self.config.controls[error.index - 1]} control"
+            elif error.network:  # e.g. a study's trials trained side by side
+                who = f"training of {error.network} trained side by side"
+            elif self.stage in self.config.controls:
+                who = f"training of the {self.stage} control"
+            kept = f"the rounds before it are kept in {self.run.path}; " if self.run is not None and self.round else ""
+            message = (f"{who} diverged in round {self.round} at iteration {error.iteration} (loss {error.loss}); "
+                       f"{kept}{error.hint('--lr')}")
+            error = TrainingDiverged(error.iteration, error.loss, error.start, error.network, message=message)
+        run = self.run
+        if run is not None and (run.path / "config.yaml").is_file():  # else the directory is not a run (yet)
+            try:
+                run.write_status(status=status, error=str(error), started=self.started, stopped=_now(),
+                                 device=str(self.device), resumed=self.resumed)
+            except (OSError, LthError):
+                pass  # the disk is still full: status.json keeps its last contents
+        return error
 
     def advance(self, stages: list[str]) -> None:
         """Move to the next stage (a control, or the next round) and checkpoint there."""
@@ -394,7 +448,8 @@ class _Search:
             grads = _gradients(self.model, self.batcher, prunable)
             self.model.load_state_dict(self.rewind_state)
         scores = compute_scores(config.criterion, w_init, self.w_final, self.mask, self.generator, grads)
-        self.mask = prune(scores, self.mask, self.rates, config.scope, self.generator)
+        before, self.mask = self.mask, prune(scores, self.mask, self.rates, config.scope, self.generator)
+        warn_emptied(before, self.mask, self.round, "lower --prune-rate or --rounds")
         fresh = None
         if "reinit" in config.mask1:
             fresh = self.fresh_state(int(torch.randint(0, 2**62, (1,), generator=self.generator)))
@@ -479,8 +534,10 @@ class _Search:
                 model, mask, start=start, stop=self.budget, capture=points, on_capture=capture,
                 description=f"{label} {self.round}/{self.config.rounds}", zero_pruned=False, keep_best=keep_best)
 
+        self.side_by_side = True  # for the message of a divergence: which network
         results = lockstep.run([job(self.model, self.mask, "round+controls", self.ticket_points(), self.final_at == -1)]
                                + [job(models[name], masks[name], name, [], False) for name in names])
+        self.side_by_side = False
         self.finish_ticket(results[0])
         for name, result in zip(names, results[1:]):
             self.controls[name].add(self.round, masks[name], result)
@@ -528,31 +585,57 @@ def find_ticket(
             return load_ticket_result(run)
         return resume_ticket(run.path, progress=progress, leave=leave, trainer_factory=trainer_factory)
     search = _Search(config, None, progress, leave, trainer_factory)  # validates everything before touching the disk
-    if out is not None:
-        search.run = RunDir.create(out, overwrite=overwrite)
+    if out is None:
+        return search.run_all()
+    with created_and_locked(out, lambda: RunDir.create(out, overwrite=overwrite)) as run:  # one writer per run
+        search.run = run
         search.ticket.run = search.run
         for name, line in search.controls.items():
             line.run = search.run.control(name)
-    return search.run_all()
+        return search.run_all()
 
 
 def resume_ticket(
     path: str | Path, progress: bool = True, leave: bool = True, trainer_factory: Optional[Callable[..., Trainer]] = None
 ) -> TicketResult:
-    """Continue an unfinished run directory from its last checkpoint."""
+    """Continue an unfinished run directory from its last checkpoint (LthError while another process writes it)."""
     run = RunDir.open(path)
-    status = run.status().get("status")
-    if status == "complete":
-        raise LthError(f"run {str(path)!r} is already complete; nothing to resume")
-    state = run.load_checkpoint()
-    if state is None:
-        raise LthError(f"run {str(path)!r} has no checkpoint to resume from")
-    config = make_config(run.config())
-    search = _Search(config, run, progress, leave, trainer_factory)
-    search.restore(state)
-    for debris in run.path.glob(".*.tmp"):  # temp files of writes a kill interrupted
-        debris.unlink(missing_ok=True)
-    return search.run_all()
+    with run_lock(run.path):
+        status = run.status().get("status")
+        if status == "complete":
+            raise LthError(f"run {str(path)!r} is already complete; nothing to resume")
+        state = run.load_checkpoint()
+        if state is None and run.rounds():
+            raise LthError(f"run {str(path)!r} has no checkpoint to resume from")
+        config = make_config(run.config())
+        search = _Search(config, run, progress, leave, trainer_factory)
+        if state is not None:  # else it stopped (e.g. on a full disk) before its first checkpoint: start over
+            _restore(search, state, run)
+        for debris in run.path.glob(".*.tmp"):  # temp files of writes a kill interrupted
+            debris.unlink(missing_ok=True)
+        return search.run_all()
+
+
+def _restore(search: _Search, state: dict, run: RunDir) -> None:
+    """``search.restore(state)``; a checkpoint whose contents do not fit the run (its model, its
+    controls) is refused in one line instead of failing somewhere in training."""
+    from lth.documents import brief, damaged
+
+    hint = "the run cannot be resumed"
+    try:
+        search.restore(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+        raise damaged(run.checkpoint_path, f"it does not fit this run ({type(error).__name__}: "
+                      f"{brief(str(error), 60)})", hint) from None
+    shapes = {name: tuple(value.shape) for name, value in search.model.state_dict().items()}
+    pending = search.pending
+    parts = {"mask": search.mask, "rewind_state": search.rewind_state or {}, "w_final": search.w_final,
+             "training model": pending.model if pending is not None else {}}
+    for what, tensors in parts.items():
+        for name, tensor in tensors.items():
+            if shapes.get(name) != tuple(tensor.shape):
+                raise damaged(run.checkpoint_path, f"its {what} has {name!r} of shape {tuple(tensor.shape)}, "
+                              f"which {search.config.model} does not have", hint)
 
 
 def load_ticket_result(run: RunDir) -> TicketResult:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from lth.data import DataBundle
+from lth.errors import TrainingDiverged
 from lth.masks import Mask
 from lth.training.acceleration import DEFAULT, Acceleration
 from lth.training.optim import OptimizerSettings
@@ -208,6 +209,8 @@ class Lockstep:
             for request, result in zip(group, results):
                 request.result = result
         except BaseException as error:  # noqa: BLE001 - every waiting program gets it
+            if isinstance(error, TrainingDiverged) and error.index is not None and error.index < len(group):
+                error.index = group[error.index].program  # the program whose network diverged, not its place here
             for request in group:
                 request.error = error
         for request in group:

@@ -9,6 +9,7 @@ is exactly 0, and they keep their starting value (0, or e.g. their initial value
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lth.data import Batcher, DataBundle
+from lth.errors import TrainingDiverged
 from lth.masks import Mask
 from lth.progress import progress_bar
 from lth.training.acceleration import DEFAULT, Acceleration
@@ -92,6 +94,18 @@ class TrainProgress:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainProgress":
         return cls(**values)
+
+
+def check_finite(rows: list[dict], iteration: int, start: int, network: str = "", index: Optional[int] = None) -> None:
+    """Raise :class:`~lth.errors.TrainingDiverged` if a loss of this evaluation is NaN or infinite.
+
+    Called where the trainers read their losses anyway (every evaluation): the running training
+    loss is summed on the device, so a non-finite loss at any step since the last evaluation
+    shows here without a host sync per step.
+    """
+    for row in rows:
+        if not math.isfinite(row["loss"]):
+            raise TrainingDiverged(iteration, row["loss"], start, network, index=index)
 
 
 class MaskEnforcer:
@@ -243,6 +257,11 @@ class Trainer:
                 loss_sum, correct = running.tolist()
                 rows.insert(0, {"iteration": t, "split": "train", "loss": loss_sum / seen,
                                 "accuracy": correct / seen})
+            try:
+                check_finite(rows, t, start)
+            except TrainingDiverged:
+                bar.close()
+                raise
             running.zero_()
             seen = 0
             result.metrics.extend(rows)

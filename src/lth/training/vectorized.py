@@ -25,12 +25,12 @@ from torch.func import functional_call
 
 from lth.data import Batcher, DataBundle
 from lth.data.batcher import crop_flip
-from lth.errors import LthError
+from lth.errors import LthError, TrainingDiverged
 from lth.masks import Mask
 from lth.progress import progress_bar
 from lth.training.acceleration import DEFAULT, Acceleration
 from lth.training.optim import OptimizerSettings, build_optimizer, learning_rate
-from lth.training.trainer import RoundResult
+from lth.training.trainer import RoundResult, check_finite
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 
@@ -220,6 +220,11 @@ class VectorTrainer:
                         {"iteration": t, "split": "test", "loss": test_loss, "accuracy": test_acc}]
                 if train is not None:
                     rows.insert(0, {"iteration": t, "split": "train", "loss": train[i][0], "accuracy": train[i][1]})
+                try:
+                    check_finite(rows, t, start, f"network {i + 1} of {k}" if k > 1 else "", i)
+                except TrainingDiverged:
+                    bar.close()
+                    raise
                 results[i].metrics.extend(rows)
                 if keep_best and (results[i].best_state is None or val_loss < best_loss[i]):
                     best_loss[i] = val_loss
