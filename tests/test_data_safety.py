@@ -447,3 +447,19 @@ def test_downloads_follow_the_umask(tmp_path, monkeypatch):
     finally:
         os.umask(previous)
     assert path.read_bytes() == payload and stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_unpacked_trial_directories_follow_the_umask(tmp_path):
+    """A trial streamed back from a Ray worker without a shared filesystem: not mkdtemp's 0700."""
+    from lth.backends.base import pack_dir, unpack_dir
+
+    source = tmp_path / "source"
+    (source / "masks").mkdir(parents=True)
+    (source / "masks" / "round_00.pt").write_bytes(b"mask")
+    previous = os.umask(0o022)
+    try:
+        unpack_dir(pack_dir(source), tmp_path / "study" / "trial_00")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "study" / "trial_00").stat().st_mode) == 0o755
+    assert (tmp_path / "study" / "trial_00" / "masks" / "round_00.pt").read_bytes() == b"mask"

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
+from lth.atomic import current_umask
 from lth.errors import LthError
 
 LOG_FILE = "trial.log"
@@ -160,6 +161,7 @@ def unpack_dir(blob: bytes, target: str | Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     incoming = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.incoming-"))
     try:
+        os.chmod(incoming, 0o777 & ~current_umask())  # it becomes the trial directory: not mkdtemp's 0700
         with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
             if hasattr(tarfile, "data_filter"):
                 tar.extractall(incoming, filter=_strict_filter)
