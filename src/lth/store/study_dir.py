@@ -12,7 +12,8 @@ from lth import jsonio
 from lth.atomic import atomic_write_text
 from lth.documents import is_number, read_document, row_problem
 from lth.errors import LthError
-from lth.store.run_dir import RunDir, _is_int, status_problem
+from lth.store.file_checks import is_int, status_problem
+from lth.store.run_dir import RunDir
 
 STUDY_FILE = "study.yaml"
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml if built in: the same text, faster
@@ -40,13 +41,13 @@ def _number_or_none(value: Any) -> bool:
 
 
 SUMMARY_FIELDS = {  # what every summary.json entry holds (lth.experiments.statistics.summarise_trials)
-    "experiment": lambda v: isinstance(v, str), "round": _is_int, "metric": lambda v: isinstance(v, str),
-    "weights_remaining": _number_or_none, "trials": _is_int, "mean": _number_or_none, "min": _number_or_none,
+    "experiment": lambda v: isinstance(v, str), "round": is_int, "metric": lambda v: isinstance(v, str),
+    "weights_remaining": _number_or_none, "trials": is_int, "mean": _number_or_none, "min": _number_or_none,
     "max": _number_or_none, "ci95_low": _number_or_none, "ci95_high": _number_or_none,  # None: NaN written as null
 }
 _EXPERIMENT_FIELDS = {"name": lambda v: isinstance(v, str), "settings": lambda v: isinstance(v, dict),
                       "runs": lambda v: isinstance(v, list) and len(v) > 0}
-_RUN_FIELDS = {"trial": _is_int, "path": lambda v: isinstance(v, str) and _inside(v),
+_RUN_FIELDS = {"trial": is_int, "path": lambda v: isinstance(v, str) and _inside(v),
                "config": lambda v: isinstance(v, dict)}
 
 
