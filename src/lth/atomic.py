@@ -103,6 +103,9 @@ class _Recorder:
     def flush(self) -> None:
         self.handle.flush()
 
+    def __getattr__(self, name: str) -> Any:  # fileno, seek, tell, ...: the file's own
+        return getattr(self.handle, name)
+
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` with the same all-or-nothing guarantee (and the same one line for a full disk)."""
