@@ -22,6 +22,7 @@ from lth.backends import base
 from lth.backends.base import TrialSpec, pack_dir, recover_unpacked, run_trial, unpack_dir
 from lth.errors import LthError
 from lth.store import RunDir
+from lth.store.ownership import MARKER
 from lth.store.lock import LOCK_FILE, lock_holder, run_lock
 
 from cli_helpers import cli, one_line_error
@@ -282,7 +283,7 @@ def test_run_lock_degrades_to_no_lock(tmp_path, monkeypatch):
 
 
 def test_everything_that_writes_a_run_refuses_one_in_use(tmp_path, capsys, monkeypatch):
-    """lth resume RUN / STUDY, a study's trial, find-ticket and supermask train --overwrite: one-line
+    """lth resume RUN / STUDY, a study's trial, find-ticket and supermask train/eval --overwrite: one-line
     refusals, nothing touched."""
     from lth.store.ownership import write_marker
 
@@ -311,7 +312,11 @@ def test_everything_that_writes_a_run_refuses_one_in_use(tmp_path, capsys, monke
         rc, _, err = cli(capsys, "supermask", "train", "lenet-300-100", "digits", "--iterations", "5",
                          "--device", "cpu", "-q", "--out", supermask, "--overwrite")
         assert one_line_error(rc, err) == f"lth: error: {supermask} {expected}"
+        rc, _, err = cli(capsys, "supermask", "eval", "lenet-300-100", "digits", "--iterations", "5",
+                         "--device", "cpu", "-q", "--out", supermask, "--overwrite")
+        assert one_line_error(rc, err) == f"lth: error: {supermask} {expected}"
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != LOCK_FILE} == before
+    assert [p.name for p in supermask.iterdir() if p.name != LOCK_FILE] == [MARKER]
 
 
 def test_lottery_model_save_refuses_a_directory_in_use(tmp_path, digits):

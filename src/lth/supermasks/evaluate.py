@@ -33,6 +33,7 @@ from lth.plots import plot_supermask_run
 from lth.progress import progress_bar
 from lth.pruning import prunable_parameters, prune
 from lth.store import RunDir
+from lth.store.lock import created_and_locked
 from lth.store.ownership import remove_owned
 from lth.store.run_dir import check_name, runs_root
 from lth.training.evaluate import evaluate
@@ -381,39 +382,39 @@ def run_supermask_eval(
     data = load_dataset(config.dataset, data_dir=config.data_dir, device=device)
     batch_size = config.batch_size or spec.recipe.batch_size
     existed = out_path.exists()
-    run = RunDir.create(out_path, overwrite=overwrite)
-    started = _now()
-    if source is None:
-        dense = config.model_copy(update=dict(rounds=0, one_shot=False, keep=None, controls=[], name=name))
-        try:
-            ticket = find_ticket(dense, out=run.path / "dense", progress=progress)
-        except LthError:  # a bad training setting: leave no half-made run behind (only lth's files go)
-            remove_owned(run.path)
-            if existed:
-                run.path.mkdir(parents=True, exist_ok=True)
-            raise
-        source, config = ticket.run_dir, ticket.config
-        w_init, w_final = source.load_weights("init"), source.load_weights("final_round_00")
-    else:
-        config = config.with_recipe(spec.recipe)
-    written = {
-        "kind": KIND,
-        **config.model_dump(),
-        "name": name,
-        "supermask": {
-            "criteria": criteria, "keeps": keeps, "weights": weights, "scope": scope, "seed": seed,
-            "keep_sign": options.keep_sign, "rescale": options.rescale, "jitter_sd": options.jitter_sd,
-            "constant": options.constant, "source": str(source.path), "train_eval_limit": TRAIN_EVAL_LIMIT,
-        },
-    }
-    run.write_config(written)
-    run.write_status(status="running", started=started, device=str(device))
-    rows = evaluate_supermasks(
-        config.model, data, w_init, w_final, criteria, keeps, weights, scope, seed, options=options,
-        prune_biases=config.prune_biases, ignore_layers=config.ignore_layers, batch_size=batch_size,
-        progress=progress,
-    )
-    write_rows(run, rows)
-    plot_supermask_run(run)
-    run.write_status(status="complete", started=started, finished=_now(), device=str(device))
-    return SupermaskEvalResult(written, rows, run)
+    with created_and_locked(out_path, lambda: RunDir.create(out_path, overwrite=overwrite)) as run:  # one writer
+        started = _now()
+        if source is None:
+            dense = config.model_copy(update=dict(rounds=0, one_shot=False, keep=None, controls=[], name=name))
+            try:
+                ticket = find_ticket(dense, out=run.path / "dense", progress=progress)
+            except LthError:  # a bad training setting: leave no half-made run behind (only lth's files go)
+                remove_owned(run.path)
+                if existed:
+                    run.path.mkdir(parents=True, exist_ok=True)
+                raise
+            source, config = ticket.run_dir, ticket.config
+            w_init, w_final = source.load_weights("init"), source.load_weights("final_round_00")
+        else:
+            config = config.with_recipe(spec.recipe)
+        written = {
+            "kind": KIND,
+            **config.model_dump(),
+            "name": name,
+            "supermask": {
+                "criteria": criteria, "keeps": keeps, "weights": weights, "scope": scope, "seed": seed,
+                "keep_sign": options.keep_sign, "rescale": options.rescale, "jitter_sd": options.jitter_sd,
+                "constant": options.constant, "source": str(source.path), "train_eval_limit": TRAIN_EVAL_LIMIT,
+            },
+        }
+        run.write_config(written)
+        run.write_status(status="running", started=started, device=str(device))
+        rows = evaluate_supermasks(
+            config.model, data, w_init, w_final, criteria, keeps, weights, scope, seed, options=options,
+            prune_biases=config.prune_biases, ignore_layers=config.ignore_layers, batch_size=batch_size,
+            progress=progress,
+        )
+        write_rows(run, rows)
+        plot_supermask_run(run)
+        run.write_status(status="complete", started=started, finished=_now(), device=str(device))
+        return SupermaskEvalResult(written, rows, run)
