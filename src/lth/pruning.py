@@ -106,6 +106,27 @@ def prune(
     return new
 
 
+def keep_highest(
+    scores: Mapping[str, torch.Tensor], counts: Mapping[str, int] | int, names: Sequence[str],
+    generator: torch.Generator,
+) -> Mask:
+    """A fresh mask over ``names`` keeping the highest-scoring weights: ``counts[name]`` in each
+    tensor (a mapping), or that many over all of them pooled (an int: one global threshold).
+    Ties are broken uniformly at random, as in :func:`prune`."""
+    new = Mask({name: torch.ones_like(scores[name], dtype=torch.bool) for name in names})
+    if isinstance(counts, int):
+        pooled = torch.cat([scores[name].flatten().float() for name in names])
+        drop = _lowest(pooled, pooled.numel() - counts, generator)
+        offsets = torch.tensor([0] + [scores[name].numel() for name in names]).cumsum(0).tolist()
+        for name, start, stop in zip(names, offsets[:-1], offsets[1:]):
+            new[name].view(-1)[drop[(drop >= start) & (drop < stop)] - start] = False
+        return new
+    for name in names:
+        flat = scores[name].flatten().float()
+        new[name].view(-1)[_lowest(flat, flat.numel() - counts[name], generator)] = False
+    return new
+
+
 def layer_rates(
     prunable: Mapping[str, Prunable], fc: float, conv: float, output: float
 ) -> dict[str, float]:

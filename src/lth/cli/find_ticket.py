@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import click
 from click.core import ParameterSource
@@ -75,9 +75,11 @@ _CONFIG_OPTIONS = [
 CONFIG_KEYS = [option(lambda: None).__click_params__[0].name for option in _CONFIG_OPTIONS]
 
 
-def config_options(function: Any) -> Any:
-    for option in reversed(_CONFIG_OPTIONS):
-        function = option(function)
+def config_options(function: Any, keys: Optional[Sequence[str]] = None) -> Any:
+    """Add the config options (only those named in ``keys``, when given) to a click command."""
+    for option, key in reversed(list(zip(_CONFIG_OPTIONS, CONFIG_KEYS))):
+        if keys is None or key in keys:
+            function = option(function)
     return function
 
 

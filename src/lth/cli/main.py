@@ -20,7 +20,7 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from lth.cli import catalog, find_ticket, mask, show  # noqa: F401  (each adds its commands)
+    from lth.cli import branch, catalog, find_ticket, mask, show  # noqa: F401  (each adds its commands)
     from lth.cli import plot, report, resume, runs, study, supermask, supermask_train  # noqa: F401
 
 

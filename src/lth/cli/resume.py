@@ -19,7 +19,7 @@ from lth.errors import LthError
 def resume_command(run_dir: str, quiet: bool, as_json: bool, **kwargs: Any) -> None:
     """Continue the unfinished run in RUN_DIR (killed or interrupted) where its checkpoint left it.
 
-    RUN_DIR may be a find-ticket run or a robust/session study (only its unfinished trials run,
+    RUN_DIR may be a find-ticket run, a branch (RUN/branches/NAME) or a robust/session study (only its unfinished trials run,
     on --backend: a study started on Ray may be resumed locally and vice versa).
 
     The results are bit-identical (on CPU) to those of the same run never interrupted.
@@ -38,9 +38,18 @@ def resume_command(run_dir: str, quiet: bool, as_json: bool, **kwargs: Any) -> N
             raise LthError(f"study {run_dir!r} is already complete; nothing to resume")
         result = continue_study(run_dir, progress=progress, backend=backend, backend_options=backend_opts)
         report_study(result.study_dir, quiet, as_json)
+        if progress:
+            from lth.cli.study import dense_line
+
+            click.echo(dense_line(result))
         return
     if backend != "local" or backend_opts:
         raise LthError("--backend and its options apply to studies; a single run resumes in this process")
+    from lth.experiments.branches import is_branch, resume_branch
     from lth.experiments.ticket_search import resume_ticket
+
+    if is_branch(run_dir):
+        report(resume_branch(run_dir, progress=progress).run_dir, quiet, as_json)
+        return
 
     report(resume_ticket(run_dir, progress=progress).run_dir, quiet, as_json)

@@ -14,7 +14,8 @@ SUPERMASK_KIND = "supermask-eval"  # the ``kind`` in config.yaml of ``lth superm
 
 
 def run_json(run: RunDir) -> dict[str, Any]:
-    """The documented JSON shape: {"config": {...}, "rounds": [...], "controls": {...}, "status": {...}};
+    """The documented JSON shape: {"config": {...}, "rounds": [...], "controls": {...}, "branches": {NAME: [...]},
+    "status": {...}} (controls and branches only when the run has some);
     for a supermask-eval run {"config": {...}, "supermask_eval": [rows...], "status": {...}}."""
     if run.config().get("kind") == SUPERMASK_KIND:
         from lth.supermasks.evaluate import read_rows
@@ -24,6 +25,9 @@ def run_json(run: RunDir) -> dict[str, Any]:
     controls = run.controls()
     if controls:
         shown["controls"] = controls
+    branches = run.branches()
+    if branches:
+        shown["branches"] = branches
     return shown
 
 
@@ -64,15 +68,19 @@ def print_table(run: RunDir) -> None:
         for r in run.rounds()
     ]
     headers = ["round", "weights left", "early-stop it", "val acc @ES", "test acc @ES", "final test acc"]
-    controls = run.controls()
-    for name, control_rounds in controls.items():
-        by_round = {r["round"]: r for r in control_rounds}
-        headers.append(f"{name} test acc @ES")
+    lines = {f"{name} test acc @ES": rounds for name, rounds in run.controls().items()}
+    lines.update({f"branch {name} test acc @ES": rounds for name, rounds in run.branches().items()})
+    for header, line in lines.items():
+        by_round = {r["round"]: r for r in line}
+        headers.append(header)
         for row in rows:
             r = by_round.get(row[0])
             row.append(f"{100 * r['test_accuracy_at_early_stop']:.2f}%" if r else "")
     config = run.config()
-    click.echo(f"{config['model']} on {config['dataset']} ({run.status().get('status', 'unknown')})")
+    what = f"{config['model']} on {config['dataset']}"
+    if config.get("kind") == "branch" and isinstance(config.get("branch"), dict):
+        what = f"branch {run.path.name} ({config['branch'].get('kind')}) of {run.path.parent.parent}: {what}"
+    click.echo(f"{what} ({run.status().get('status', 'unknown')})")
     click.echo(tabulate(rows, headers=headers, colalign=("right",) * len(headers)))
 
 

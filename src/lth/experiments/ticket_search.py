@@ -27,6 +27,7 @@ from lth.criteria import CRITERIA, compute_scores
 from lth.data import DATASETS, Batcher, shared_dataset
 from lth.errors import LthError, TrainingDiverged, warn
 from lth.experiments.controls import control_generator, prepare_control
+from lth.experiments.dense_trunk import DenseStore
 from lth.loggers import TICKET, Logger, check_loggers, close_loggers, make_loggers
 from lth.masks import Mask
 from lth.models import MODELS, build_model
@@ -51,6 +52,9 @@ class TicketResult:
     masks: list[Mask]
     run_dir: Optional[RunDir]
     controls: dict[str, list[dict]] = field(default_factory=dict)
+    #: How this call got round 0: "trained", "reused" (from a shared dense trunk,
+    #: :mod:`lth.experiments.dense_trunk`), or None (round 0 was done before a resume).
+    dense: Optional[str] = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -129,6 +133,34 @@ def _mask1_options(config: TicketConfig) -> Mask1Options:
     return Mask1Options(
         keep_sign=config.keep_sign, rescale=config.rescale, jitter_sd=config.jitter_sd, constant=config.constant
     )
+
+
+def optimizer_settings(config: TicketConfig, iterations_per_epoch: int, budget: int) -> OptimizerSettings:
+    """The optimizer recipe of ``config`` (a resolved one: see :func:`check_config`), its durations in
+    iterations; LthError for a bad value, a warning for a warmup longer than the budget."""
+    ipe = iterations_per_epoch
+    settings = OptimizerSettings(
+        name=config.optimizer,
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+        milestones=tuple(parse_duration(m, ipe, budget) for m in config.milestones),
+        gamma=config.gamma,
+        warmup=parse_duration(config.warmup, ipe, budget),
+    )
+    check_settings(settings)
+    if settings.warmup > budget:
+        warn(f"--warmup {config.warmup} ({settings.warmup} iterations) is longer than the training budget "
+             f"({budget} iterations); the learning rate never reaches --lr")
+    return settings
+
+
+def plain_rewind(config: TicketConfig) -> bool:
+    """Does every round start from the rewind weights under its mask (pruned ones 0)? Then a round's
+    starting weights follow from ``weights/rewind.pt`` (or ``init.pt``) and its mask; otherwise
+    the search stores them as ``weights/start_round_NN.pt`` (for branches, :mod:`lth.experiments.branches`)."""
+    return config.mask1 == "rewind" and config.mask0 == "zero" and not config.keep_sign and not config.rescale
 
 
 def check_config(config: TicketConfig) -> TicketConfig:
@@ -235,20 +267,7 @@ class _Search:
                     f"w_final point {config.w_final!r} = iteration {self.final_at} must lie within the retraining "
                     f"window {self.rewind_at}..{budget}; or use 'end' or 'early-stop'"
                 )
-        settings = OptimizerSettings(
-            name=config.optimizer,
-            lr=config.lr,
-            momentum=config.momentum,
-            nesterov=config.nesterov,
-            weight_decay=config.weight_decay,
-            milestones=tuple(parse_duration(m, ipe, budget) for m in config.milestones),
-            gamma=config.gamma,
-            warmup=parse_duration(config.warmup, ipe, budget),
-        )
-        check_settings(settings)
-        if settings.warmup > budget:
-            warn(f"--warmup {config.warmup} ({settings.warmup} iterations) is longer than the training budget "
-                 f"({budget} iterations); the learning rate never reaches --lr")
+        settings = optimizer_settings(config, ipe, budget)
         self.vectorizable = _vectorizable(self.model)
         self.trainer = (trainer_factory or Trainer)(
             data, config.batch_size, settings, config.seed, config.eval_every, progress, leave,
@@ -276,6 +295,8 @@ class _Search:
         self.started = _now()
         self.resumed = 0
         self.side_by_side = False  # inside train_round_side_by_side
+        self.dense_store: Optional[DenseStore] = None  # a shared dense trunk (find_ticket's dense_store)
+        self.dense: Optional[str] = None  # how round 0 was had in this call: trained | reused
 
     # -- fresh weights -----------------------------------------------------------------
     def fresh_state(self, seed: int) -> dict[str, torch.Tensor]:
@@ -391,7 +412,7 @@ class _Search:
             raise
         close_loggers(loggers)
         return TicketResult(config, self.ticket.rounds, self.masks, run,
-                            {name: line.rounds for name, line in self.controls.items()})
+                            {name: line.rounds for name, line in self.controls.items()}, self.dense)
 
     def stopped(self, error: LthError) -> LthError:
         """Record in ``status.json`` why the search stopped; return the error to raise.
@@ -454,6 +475,8 @@ class _Search:
         if "reinit" in config.mask1:
             fresh = self.fresh_state(int(torch.randint(0, 2**62, (1,), generator=self.generator)))
         _start_round(self.params, self.mask, w_init, self.w_final, fresh, self.generator, config, self.options)
+        if self.run is not None and not plain_rewind(config):  # branches need this round's start
+            self.run.save_weights(f"start_round_{self.round:02d}", self.model.state_dict())
 
     def train(self, label: str, mask: Mask, points: list[int], keep_best: bool) -> RoundResult:
         pending, self.pending = self.pending, None
@@ -470,7 +493,55 @@ class _Search:
         )
 
     def train_ticket(self) -> None:
-        self.finish_ticket(self.train("round", self.mask, self.ticket_points(), self.final_at == -1))
+        key = self.dense_key() if self.round == 0 else None
+        result = self.reuse_dense(key) if key is not None else None
+        if result is None:
+            result = self.train("round", self.mask, self.ticket_points(), self.final_at == -1)
+            if self.round == 0:
+                self.dense = "trained"
+                if key is not None:
+                    self.save_dense(key, result)
+        self.finish_ticket(result)
+
+    # -- a shared dense trunk (lth.experiments.dense_trunk) ------------------------------
+    def dense_key(self) -> Optional[str]:
+        """The key of round 0 in the dense store; None when round 0 is not shared.
+
+        Only a plain :class:`Trainer` shares: a trainer_factory's trainer (e.g. a lockstep one,
+        trials trained side by side, vectorised) trains with other rounding, so its round 0
+        would not equal a lone training bit for bit.
+        """
+        if self.dense_store is None or type(self.trainer) is not Trainer:
+            return None
+        from lth.experiments.dense_trunk import dense_trunk_key
+
+        return dense_trunk_key(self.config, self.device, self.mask)
+
+    def reuse_dense(self, key: str) -> Optional[RoundResult]:
+        """Put the search where training round 0 would leave it, from the store; None on a miss."""
+        assert self.dense_store is not None
+        cuda = self.device.type == "cuda"
+        entry = self.dense_store.load(key, self.model.state_dict(), self.ticket_points(), self.final_at == -1, cuda)
+        if entry is None:
+            return None
+        dev = self.device
+        self.pending = None  # an interrupted training of round 0 would end where the stored one did
+        self.model.load_state_dict(_to(entry.model, dev))
+        self.model.train()  # as Trainer.train leaves it
+        self.trainer.acceleration.prepare(self.model)
+        self.snapshots = {t: _to(state, dev) for t, state in entry.snapshots.items()}
+        result = entry.result
+        result.best_state = _to(result.best_state, dev)
+        torch.set_rng_state(entry.torch_rng)
+        if cuda:
+            torch.cuda.set_rng_state(entry.cuda_rng, dev)
+        self.dense = "reused"
+        return result
+
+    def save_dense(self, key: str, result: RoundResult) -> None:
+        assert self.dense_store is not None
+        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        self.dense_store.save(key, result, self.model.state_dict(), self.snapshots, torch.get_rng_state(), cuda_rng)
 
     def ticket_points(self) -> list[int]:
         """Iterations whose weights the ticket's training must capture (rewind point, w_f point)."""
@@ -493,6 +564,8 @@ class _Search:
         if run is not None:
             if r == 0 and rewind_at > 0:
                 run.save_weights("rewind", self.rewind_state)
+            if r == 0 and final_at is not None:  # w_f is not the end state: keep it for one-shot branches
+                run.save_weights("w_final_round_00", self.w_final)
             run.save_weights(f"final_round_{r:02d}", self.model.state_dict())
 
     def train_control(self, name: str) -> None:
@@ -567,6 +640,7 @@ def find_ticket(
     resume: bool = False,
     leave: bool = True,
     trainer_factory: Optional[Callable[..., Trainer]] = None,
+    dense_store: Optional[DenseStore] = None,
 ) -> TicketResult:
     """Run a ticket search (with its controls); write it to ``out`` (a run directory) when given.
 
@@ -575,6 +649,8 @@ def find_ticket(
     :class:`~lth.training.lockstep.LockstepTrainer` that trains several searches side by side.
     With ``resume`` and an unfinished run of the same config in ``out``, continue it from its
     last checkpoint; a finished one is returned as it is; an absent one starts afresh.
+    ``dense_store``: a :class:`~lth.experiments.dense_trunk.DenseStore`; round 0 is taken from it
+    when it holds this config's dense training, else trained and stored there.
     """
     if resume and out is not None and (Path(out) / "config.yaml").is_file():
         run = RunDir.open(out)
@@ -583,8 +659,10 @@ def find_ticket(
         _check_same_config(stored, wanted, run)
         if run.status().get("status") == "complete":
             return load_ticket_result(run)
-        return resume_ticket(run.path, progress=progress, leave=leave, trainer_factory=trainer_factory)
+        return resume_ticket(run.path, progress=progress, leave=leave, trainer_factory=trainer_factory,
+                             dense_store=dense_store)
     search = _Search(config, None, progress, leave, trainer_factory)  # validates everything before touching the disk
+    search.dense_store = dense_store
     if out is None:
         return search.run_all()
     with created_and_locked(out, lambda: RunDir.create(out, overwrite=overwrite)) as run:  # one writer per run
@@ -596,7 +674,8 @@ def find_ticket(
 
 
 def resume_ticket(
-    path: str | Path, progress: bool = True, leave: bool = True, trainer_factory: Optional[Callable[..., Trainer]] = None
+    path: str | Path, progress: bool = True, leave: bool = True, trainer_factory: Optional[Callable[..., Trainer]] = None,
+    dense_store: Optional[DenseStore] = None,
 ) -> TicketResult:
     """Continue an unfinished run directory from its last checkpoint (LthError while another process writes it)."""
     run = RunDir.open(path)
@@ -609,6 +688,7 @@ def resume_ticket(
             raise LthError(f"run {str(path)!r} has no checkpoint to resume from")
         config = make_config(run.config())
         search = _Search(config, run, progress, leave, trainer_factory)
+        search.dense_store = dense_store
         if state is not None:  # else it stopped (e.g. on a full disk) before its first checkpoint: start over
             _restore(search, state, run)
         for debris in run.path.glob(".*.tmp"):  # temp files of writes a kill interrupted

@@ -35,6 +35,7 @@ TICKET = "find-ticket"
 STUDY = "study"
 SUPERMASK_EVAL = "supermask-eval"
 SUPERMASK_TRAIN = "supermask-train"
+BRANCH = "branch"  # the kind in a branch's config.yaml; drawn as a ticket search
 SOURCE_KINDS = (TICKET, STUDY, SUPERMASK_EVAL, SUPERMASK_TRAIN)
 
 
@@ -192,6 +193,11 @@ class Source:
     def controls(self) -> dict[str, list[dict[str, Any]]]:
         return self.run.controls() if self.kind == TICKET else {}
 
+    @cached_property
+    def branches(self) -> dict[str, list[dict[str, Any]]]:
+        """The branches run off this ticket search (``lth branch``), by name."""
+        return self.run.branches() if self.kind == TICKET else {}
+
     @property
     def title(self) -> str:
         """'lenet-300-100 on digits' (runs) or 'NAME (robust study)' (studies)."""
@@ -222,6 +228,8 @@ def source_kind(path: Path) -> str:
     except Exception as error:  # unreadable YAML: foreign damage or not ours
         raise LthError(f"the config.yaml of {str(path)!r} cannot be read ({type(error).__name__})") from None
     kind = config.get("kind", TICKET) if isinstance(config, dict) else None
+    if kind == BRANCH:  # a branch has a ticket search's layout
+        return TICKET
     if kind not in (TICKET, SUPERMASK_EVAL, SUPERMASK_TRAIN):
         raise LthError(f"{str(path)!r} holds a run of unknown kind {kind!r}; lth draws find-ticket, "
                        "supermask-eval and supermask-train runs and studies")

@@ -145,20 +145,25 @@ def _mean_ci(row: Mapping[str, Any] | None, percent: bool = True) -> str:
 
 
 def statistics_table(summary: Sequence[Mapping[str, Any]]) -> Table:
-    """Per experiment and level: test accuracy at early stop (mean ± 95% CI half-width, [min, max]),
-    final test accuracy and early-stop iteration (means)."""
-    by_key = {(r["experiment"], r["round"], r["metric"]): r for r in summary}
+    """Per experiment, line (its ticket, then its controls, then its branches) and level: test
+    accuracy at early stop (mean ± 95% CI half-width, [min, max]), final test accuracy and
+    early-stop iteration (means). Rows without a ``line`` are the ticket's."""
+    from lth.store.study_dir import TICKET_LINE, line_order
+
+    by_key = {(r["experiment"], r.get("line", TICKET_LINE), r["round"], r["metric"]): r for r in summary}
+    experiments = list(dict.fromkeys(r["experiment"] for r in summary))
+    keys = sorted((key for key in by_key if key[3] == "test_accuracy_at_early_stop"),
+                  key=lambda k: (experiments.index(k[0]), line_order(k[1]), k[2]))
     rows = []
-    for (experiment, round_index, metric), r in by_key.items():
-        if metric != "test_accuracy_at_early_stop":
-            continue
-        es = by_key.get((experiment, round_index, "early_stop_iteration"))
-        rows.append([experiment, str(round_index), pct(r["weights_remaining"]), str(r["trials"]), _mean_ci(r),
+    for experiment, line, round_index, metric in keys:
+        r = by_key[(experiment, line, round_index, metric)]
+        es = by_key.get((experiment, line, round_index, "early_stop_iteration"))
+        rows.append([experiment, line, str(round_index), pct(r["weights_remaining"]), str(r["trials"]), _mean_ci(r),
                      f"[{100 * r['min']:.2f}, {100 * r['max']:.2f}]",
-                     _mean_ci(by_key.get((experiment, round_index, "final_test_accuracy"))),
+                     _mean_ci(by_key.get((experiment, line, round_index, "final_test_accuracy"))),
                      _mean_ci(es, percent=False)])
-    return Table(["experiment", "round", "weights left", "trials", "test acc @ES (mean ± 95% CI)", "[min, max] %",
-                  "final test acc", "early-stop it"], rows)
+    return Table(["experiment", "line", "round", "weights left", "trials", "test acc @ES (mean ± 95% CI)",
+                  "[min, max] %", "final test acc", "early-stop it"], rows)
 
 
 def supermask_eval_table(source: Source) -> Table:
@@ -229,6 +234,8 @@ def source_section(source: Source, anchor: str, work: Path) -> Section:
             blocks += [Heading("Rounds"), rounds_table(source)]
             for name, rounds in source.controls.items():
                 blocks += [Heading(f"Control: {name}"), control_table(name, rounds)]
+            for name, rounds in source.branches.items():
+                blocks += [Heading(f"Branch: {name}"), control_table(name, rounds)]
         elif source.kind == SUPERMASK_EVAL:
             blocks += [Heading("Supermasks at initialisation"), supermask_eval_table(source)]
         elif source.kind == SUPERMASK_TRAIN:

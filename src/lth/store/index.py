@@ -33,7 +33,7 @@ _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     path TEXT UNIQUE NOT NULL,          -- relative to the runs root
-    kind TEXT NOT NULL,                 -- find-ticket | robust | session | supermask-eval | supermask-train
+    kind TEXT NOT NULL,                 -- find-ticket | branch | robust | session | supermask-eval | supermask-train
     name TEXT, model TEXT, dataset TEXT,
     status TEXT, started TEXT, finished TEXT,
     duration REAL,                      -- seconds from start to finish
@@ -73,7 +73,8 @@ def describe_run(path: Path) -> Optional[dict[str, Any]]:
         description, status = study.study(), study.status()
         first = description["experiments"][0]["runs"][0]["config"] if description["experiments"] else {}
         config = {"kind": description["kind"], "name": description.get("name"), **description.get("spec", {})}
-        summary = [r for r in study.summary() if r["metric"] == "test_accuracy_at_early_stop"]
+        summary = [r for r in study.summary()  # the tickets' (not their controls') accuracy
+                   if r["metric"] == "test_accuracy_at_early_stop" and r["line"] == "ticket"]
         last = max((r["round"] for r in summary), default=None)
         best = [r for r in summary if r["round"] == last]
         metrics = {"runs_total": status.get("runs_total"), "runs_complete": status.get("runs_complete"),
@@ -94,7 +95,7 @@ def describe_run(path: Path) -> Optional[dict[str, Any]]:
         kind = config.get("kind", "find-ticket")
         metrics: dict[str, Any] = {}
         weights_remaining = test_accuracy = None
-        if kind == "find-ticket":
+        if kind in ("find-ticket", "branch"):
             rounds = run.rounds()
             if rounds:
                 last = rounds[-1]

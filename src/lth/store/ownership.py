@@ -75,13 +75,16 @@ RUN = Layout(_RUN_FILES, {
     "tensorboard": lambda p: _TENSORBOARD,
     "controls": lambda p: Layout(_TEMP, {r"[\w.-]+": _run_layout}),
     "dense": _marked_run,  # the dense run inside a supermask evaluation
+    "branches": lambda p: Layout(_TEMP, {r"[\w.-]+": _marked_run}),  # lth branch: runs off this search
 })
 _EXPERIMENT = Layout(_TEMP, {r"trial_\d+": _marked_run})
+DENSE_STORE = Layout(_files(r"[0-9a-f]{64}\.pt", _TEMP))  # lth.experiments.dense_trunk.DenseStore's files
 STUDY = Layout(
     _files(re.escape(MARKER), _LOCK, _TEMP, _PLOTS, r"study\.yaml", r"status\.json", r"summary\.(json|csv)",
            r"\.lth-probe-[0-9a-f]+"),
-    # a robust study's trials sit at the top (trial_NN), a session's one level down (EXPERIMENT/trial_NN)
-    {r"trial_\d+": _marked_run, r"[^.].*": lambda p: _EXPERIMENT},
+    # a robust study's trials sit at the top (trial_NN), a session's one level down (EXPERIMENT/trial_NN);
+    # dense/ is the shared dense trunk (lth.experiments.dense_trunk; experiments' names start with digits)
+    {r"trial_\d+": _marked_run, r"dense": lambda p: DENSE_STORE, r"[^.].*": lambda p: _EXPERIMENT},
 )
 LAYOUTS: dict[str, Layout] = {"run": RUN, "study": STUDY}
 

@@ -40,6 +40,7 @@ class RunDir:
         weights/rewind.pt      the state dict at the rewind point (when rewinding to k > 0)
         weights/final_round_NN.pt  the state dict at the end of round NN
         controls/NAME/         each control (reinit, random-prune): its metrics.csv, rounds.json, masks/
+        branches/NAME/         each branch run off this search (lth branch): a run directory of its own
         checkpoint.pt          the latest resume point (while the run is unfinished)
         *.png                  plots
     """
@@ -125,6 +126,26 @@ class RunDir:
         if not root.is_dir():
             return {}
         return {path.name: RunDir(path).rounds() for path in sorted(root.iterdir()) if path.is_dir()}
+
+    def branch(self, name: str) -> "RunDir":
+        """The sub-directory holding one branch run off this ticket search (same layout as a run)."""
+        return RunDir(self.path / "branches" / name)
+
+    def branches(self) -> dict[str, list[dict[str, Any]]]:
+        """Per-level summaries of every branch run off this search (``branches/NAME/rounds.json``),
+        by branch name; a branch that has not finished a level yet maps to []."""
+        root = self.path / "branches"
+        if not root.is_dir():
+            return {}
+        return {path.name: RunDir(path).rounds() for path in sorted(root.iterdir())
+                if path.is_dir() and not path.is_symlink() and (path / "config.yaml").is_file()}
+
+    def lines(self) -> dict[str, list[dict[str, Any]]]:
+        """Every line of results of this run, by name: ``ticket``, each control (``reinit``,
+        ``random-prune``) and each branch as ``branch:NAME``; each a list of per-round rows."""
+        lines = {"ticket": self.rounds(), **self.controls()}
+        lines.update({f"branch:{name}": rows for name, rows in self.branches().items()})
+        return lines
 
     @property
     def checkpoint_path(self) -> Path:

@@ -1,0 +1,263 @@
+"""Branches run off a finished ticket search (`lth branch`): what each kind starts from, exactly;
+a retrain with the trunk's own settings reproduces the trunk; a killed branch resumes bit for bit;
+bad input is one line, exit 2, and writes nothing."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lth import TicketConfig, find_ticket
+from lth.data import DATASETS
+from lth.experiments.branches import BRANCH_KINDS, BranchSpec, branch, level_seed, parse_levels, resume_branch
+from lth.errors import LthError
+from lth.models import build_model
+from lth.store import RunDir
+
+from cli_helpers import cli, one_line_error
+
+TRUNK = dict(model="lenet-300-100", dataset="digits", iterations=60, eval_every=30, rounds=2, device="cpu",
+             checkpoint_every=20, vectorize="off")
+KINDS = ("random-reinit", "random-prune", "shuffle-mask", "flip-sign", "one-shot", "retrain")
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def no_plots(monkeypatch):
+    monkeypatch.setattr("lth.plots.plot_run", lambda run: [])
+    monkeypatch.setattr("lth.experiments.ticket_search.plot_run", lambda run: [])
+
+
+@pytest.fixture(scope="module")
+def trunk(tmp_path_factory) -> Path:
+    """A finished 3-level search rewinding to iteration 20."""
+    out = tmp_path_factory.mktemp("trunk") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("lth.experiments.ticket_search.plot_run", lambda run: [])
+        find_ticket(TicketConfig(**TRUNK, rewind="20it"), out=out, progress=False)
+    return out
+
+
+def _copy(trunk: Path, tmp_path: Path) -> Path:
+    """A private copy of the trunk (branches write into it)."""
+    import shutil
+
+    target = tmp_path / "trunk"
+    shutil.copytree(trunk, target, ignore=shutil.ignore_patterns("branches", ".lth-lock"))
+    return target
+
+
+def _weights(run: Path, tag: str) -> dict[str, torch.Tensor]:
+    return torch.load(run / "weights" / f"{tag}.pt", weights_only=True)
+
+
+def _strip(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+PRUNABLE = ("fc1.weight", "fc2.weight", "fc3.weight")
+
+
+def test_parse_levels():
+    assert parse_levels("0-3,7") == (0, 1, 2, 3, 7)
+    assert parse_levels(" 2 , 1-2 ") == (1, 2)
+    for bad in ("a", "3-1", "1,,2", "-1"):
+        with pytest.raises(LthError):
+            parse_levels(bad)
+
+
+def test_branch_names_follow_kind_and_options():
+    assert BranchSpec("retrain").name() == "retrain"
+    assert BranchSpec("retrain", overrides={"optimizer": "sgd", "lr": 0.01}).name() == "retrain-lr-0.01-optimizer-sgd"
+    assert BranchSpec("random-prune", seed=3, scope="global").name() == "random-prune-global-seed3"
+    assert set(KINDS) == set(BRANCH_KINDS.names())
+
+
+def test_retrain_with_the_trunks_settings_reproduces_the_trunk_bit_for_bit(trunk, tmp_path):
+    run = _copy(trunk, tmp_path)
+    result = branch(run, "retrain", progress=False)
+    out = run / "branches" / "retrain"
+    assert result.run_dir.path == out
+    assert _strip(RunDir(out).rounds()) == _strip(RunDir(run).rounds())
+    assert (out / "metrics.csv").read_bytes() == (run / "metrics.csv").read_bytes()
+    for level in (0, 1, 2):
+        a, b = _weights(run, f"final_round_{level:02d}"), _weights(out, f"final_round_{level:02d}")
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        ma, mb = RunDir(run).load_mask(level), RunDir(out).load_mask(level)
+        assert all(torch.equal(ma[k], mb[k]) for k in ma)
+    # beside the ticket: lth show --json, the runs index, and the kind in config.yaml
+    assert RunDir(out).config()["kind"] == "branch"
+    assert RunDir(out).status()["status"] == "complete" and not (out / "checkpoint.pt").exists()
+
+
+def test_random_prune_and_shuffle_mask_keep_the_per_layer_counts(trunk, tmp_path):
+    run = _copy(trunk, tmp_path)
+    branch(run, "shuffle-mask", levels="1-2", progress=False)
+    branch(run, "random-prune", levels=[2], progress=False)
+    branch(run, "random-prune", levels=[2], scope="global", seed=5, progress=False)
+    ticket = RunDir(run).load_mask(2)
+    rewind = _weights(run, "rewind")
+    for name in ("shuffle-mask", "random-prune"):
+        out = RunDir(run / "branches" / name)
+        mask = out.load_mask(2)
+        for key in PRUNABLE:
+            assert int(mask[key].sum()) == int(ticket[key].sum())
+            assert not torch.equal(mask[key], ticket[key]) or key == "fc3.weight" and name == "shuffle-mask"
+        start = _weights(out.path, "start_round_02")
+        for key in PRUNABLE:  # the trunk's rewind weights under the new mask, 0 elsewhere
+            assert torch.equal(start[key], torch.where(mask[key], rewind[key], torch.zeros_like(rewind[key])))
+        assert torch.equal(start["fc1.bias"], rewind["fc1.bias"])
+    assert [r["round"] for r in RunDir(run / "branches" / "shuffle-mask").rounds()] == [1, 2]
+    glob = RunDir(run / "branches" / "random-prune-global-seed5").load_mask(2)
+    assert sum(int(glob[k].sum()) for k in PRUNABLE) == sum(int(ticket[k].sum()) for k in PRUNABLE)
+    assert [int(glob[k].sum()) for k in PRUNABLE] != [int(ticket[k].sum()) for k in PRUNABLE]
+
+
+def test_flip_sign_inverts_exactly_the_kept_starting_weights(trunk, tmp_path):
+    run = _copy(trunk, tmp_path)
+    branch(run, "flip-sign", levels="0,2", progress=False)
+    out = run / "branches" / "flip-sign"
+    rewind, init, mask2 = _weights(run, "rewind"), _weights(run, "init"), RunDir(run).load_mask(2)
+    start2, start0 = _weights(out, "start_round_02"), _weights(out, "start_round_00")
+    for key in PRUNABLE:
+        kept = mask2[key]
+        assert torch.equal(start2[key][kept], -rewind[key][kept])
+        assert torch.equal(start2[key][~kept], torch.zeros(int((~kept).sum())))
+        assert torch.equal(start0[key], -init[key])  # level 0 is dense
+    assert torch.equal(start2["fc1.bias"], rewind["fc1.bias"])  # biases are not pruned: unchanged
+    assert torch.equal(RunDir(out).load_mask(2)["fc1.weight"], mask2["fc1.weight"])
+
+
+def test_random_reinit_draws_from_the_models_initialiser_with_the_branch_seed(trunk, tmp_path):
+    run = _copy(trunk, tmp_path)
+    branch(run, "random-reinit", levels="1", seed=11, progress=False)
+    out = run / "branches" / "random-reinit-seed11"
+    source = DATASETS.get("digits")
+    fresh = build_model("lenet-300-100", source.input_shape, source.num_classes,
+                        seed=level_seed(11, "random-reinit", 1)).state_dict()
+    mask = RunDir(run).load_mask(1)
+    start = _weights(out, "start_round_01")
+    for key, value in fresh.items():
+        expected = torch.where(mask[key], value, torch.zeros_like(value)) if key in mask else value
+        assert torch.equal(start[key], expected), key
+    assert not torch.equal(start["fc1.weight"], _weights(run, "rewind")["fc1.weight"] * mask["fc1.weight"])
+
+
+def test_one_shot_at_level_one_is_the_trunks_first_prune(trunk, tmp_path):
+    """Pruning the dense w_f once to round 1's counts by |w_f| keeps what round 1 kept (no ties)."""
+    run = _copy(trunk, tmp_path)
+    branch(run, "one-shot", levels="1-2", progress=False)
+    out = RunDir(run / "branches" / "one-shot")
+    ticket1, ticket2 = RunDir(run).load_mask(1), RunDir(run).load_mask(2)
+    one1, one2 = out.load_mask(1), out.load_mask(2)
+    final0 = _weights(run, "final_round_00")
+    for key in PRUNABLE:
+        assert torch.equal(one1[key], ticket1[key])
+        assert int(one2[key].sum()) == int(ticket2[key].sum())
+        # level 2: the largest |w_f| of the dense round, nothing else
+        kept, dropped = final0[key].abs()[one2[key]], final0[key].abs()[~one2[key]]
+        assert kept.min() >= dropped.max()
+
+
+def test_a_killed_branch_resumes_bit_identically(trunk, tmp_path, monkeypatch):
+    reference = branch(_copy(trunk, tmp_path / "ref"), "shuffle-mask", seed=1, progress=False).run_dir.path
+    original = RunDir.write_checkpoint
+    # level 0 trains 0-60 (checkpoints at 20, 40 and after it), levels 1 and 2 from the rewind point 20
+    # (at 40 and after each): 7 checkpoints
+    for stop_after in (2, 4, 7):  # inside level 0, inside level 1, after the last level
+        written = []
+
+        def crashing(self, state, written=written, stop_after=stop_after):
+            original(self, state)
+            written.append(state)
+            if len(written) == stop_after:
+                raise Crash
+
+        run = _copy(trunk, tmp_path / f"kill{stop_after}")
+        monkeypatch.setattr(RunDir, "write_checkpoint", crashing)
+        with pytest.raises(Crash):
+            branch(run, "shuffle-mask", seed=1, progress=False)
+        monkeypatch.setattr(RunDir, "write_checkpoint", original)
+        assert (written[-1]["training"] is None) == (stop_after == 7)
+        out = run / "branches" / "shuffle-mask-seed1"
+        assert RunDir(out).status()["status"] == "running"
+        resume_branch(out, progress=False)
+        assert _strip(RunDir(out).rounds()) == _strip(RunDir(reference).rounds())
+        assert (out / "metrics.csv").read_bytes() == (reference / "metrics.csv").read_bytes()
+        for path in sorted((reference / "weights").iterdir()):
+            a, b = torch.load(path, weights_only=True), torch.load(out / "weights" / path.name, weights_only=True)
+            assert all(torch.equal(a[k], b[k]) for k in a), path.name
+        assert RunDir(out).status()["status"] == "complete" and not (out / "checkpoint.pt").exists()
+
+
+def test_lth_resume_continues_a_branch(trunk, tmp_path, monkeypatch, capsys):
+    run = _copy(trunk, tmp_path)
+    original = RunDir.write_checkpoint
+    calls = []
+
+    def crashing(self, state):
+        original(self, state)
+        calls.append(1)
+        if len(calls) == 3:
+            raise Crash
+
+    monkeypatch.setattr(RunDir, "write_checkpoint", crashing)
+    with pytest.raises(Crash):
+        branch(run, "retrain", progress=False)
+    monkeypatch.setattr(RunDir, "write_checkpoint", original)
+    out = run / "branches" / "retrain"
+    rc, _, err = cli(capsys, "resume", out, "-q")
+    assert rc == 0, err
+    assert _strip(RunDir(out).rounds()) == _strip(RunDir(run).rounds())
+
+
+def test_show_and_json_list_the_branches_beside_the_ticket(trunk, tmp_path, capsys):
+    run = _copy(trunk, tmp_path)
+    rc, out, err = cli(capsys, "branch", run, "retrain", "--levels", "1", "-q")
+    assert rc == 0, err
+    rc, out, _ = cli(capsys, "show", run)
+    assert "branch retrain test acc @ES" in out
+    rc, out, _ = cli(capsys, "show", run, "--json")
+    shown = json.loads(out)
+    assert list(shown["branches"]) == ["retrain"]
+    assert [r["round"] for r in shown["branches"]["retrain"]] == [1]
+    rc, out, _ = cli(capsys, "runs", "list")
+    assert "branch" in out and "retrain" in out
+
+
+def _tree(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nowhere", "retrain"], "does not exist"),
+    (["{run}", "grow"], "unknown branch kind 'grow'"),
+    (["{run}", "retrain", "--levels", "7"], "level 7 is not among the levels"),
+    (["{run}", "retrain", "--model", "conv2"], "--model conv2 would change the model"),
+    (["{run}", "retrain", "--dataset", "cifar10"], "--dataset cifar10 has inputs of shape"),
+    (["{run}", "flip-sign", "--scope", "global"], "--scope applies to"),
+    (["{run}/branches/retrain", "retrain"], "is a branch run, not a ticket search"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(trunk, tmp_path, capsys, args, message):
+    run = _copy(trunk, tmp_path)
+    branch(run, "retrain", levels="0", progress=False)
+    before = _tree(tmp_path)
+    rc, _, err = cli(capsys, "branch", *[a.format(run=run) for a in args])
+    assert message in one_line_error(rc, err)
+    assert _tree(tmp_path) == before
+
+
+def test_an_existing_branch_is_refused_unless_overwrite_or_resume(trunk, tmp_path, capsys):
+    run = _copy(trunk, tmp_path)
+    branch(run, "retrain", levels="1", progress=False)
+    rc, _, err = cli(capsys, "branch", run, "retrain", "--levels", "1")
+    assert "exists" in one_line_error(rc, err)
+    (run / "branches" / "retrain" / "notes.txt").write_text("mine")
+    rc, _, err = cli(capsys, "branch", run, "retrain", "--levels", "1", "--overwrite", "-q")
+    assert rc == 0, err
+    assert (run / "branches" / "retrain" / "notes.txt").read_text() == "mine"  # not lth's: kept
