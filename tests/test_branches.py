@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import lth
+
 from lth import TicketConfig, find_ticket
 from lth.data import DATASETS
 from lth.experiments.branches import BRANCH_KINDS, BranchSpec, branch, level_seed, parse_levels, resume_branch
@@ -93,6 +95,18 @@ def test_retrain_with_the_trunks_settings_reproduces_the_trunk_bit_for_bit(trunk
     # beside the ticket: lth show --json, the runs index, and the kind in config.yaml
     assert RunDir(out).config()["kind"] == "branch"
     assert RunDir(out).status()["status"] == "complete" and not (out / "checkpoint.pt").exists()
+
+
+def test_retrain_reproduces_a_trunk_whose_rounds_do_not_start_from_the_rewind_weights(tmp_path):
+    """mask1 signed_constant: the search stores each round's start (weights/start_round_NN.pt)."""
+    run = tmp_path / "trunk"
+    find_ticket(TicketConfig(**{**TRUNK, "rounds": 1}, mask1="signed_constant"), out=run, progress=False)
+    assert (run / "weights" / "start_round_01.pt").is_file() and not (run / "weights" / "start_round_00.pt").exists()
+    out = lth.branch(run, "retrain", progress=False).run_dir.path
+    assert _strip(RunDir(out).rounds()) == _strip(RunDir(run).rounds())
+    start = _weights(out, "start_round_01")
+    assert torch.equal(start["fc1.weight"], _weights(run, "start_round_01")["fc1.weight"])
+    assert len(set(start["fc1.weight"].abs().unique().tolist()) - {0.0}) == 1  # one constant magnitude
 
 
 def test_random_prune_and_shuffle_mask_keep_the_per_layer_counts(trunk, tmp_path):

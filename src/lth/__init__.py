@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 from lth.config import TicketConfig  # noqa: E402
 from lth.errors import LthError  # noqa: E402
 from lth.experiments import TicketResult, find_ticket  # noqa: E402
+from lth.experiments.branches import branch  # noqa: E402
 from lth.experiments.lottery_model import LotteryModel  # noqa: E402
 from lth.experiments.lottery_robust import LotteryRobust  # noqa: E402
 from lth.experiments.lottery_session import LotterySession  # noqa: E402
@@ -19,6 +20,6 @@ from lth.torch_prune import apply_with_torch_prune, mask_from_torch_prune  # noq
 
 __all__ = [
     "LotteryModel", "LotteryRobust", "LotterySession", "LthError", "Mask", "TicketConfig", "TicketResult",
-    "__version__", "apply_with_torch_prune", "compute_mask", "find_ticket", "mask_from_torch_prune",
+    "__version__", "apply_with_torch_prune", "branch", "compute_mask", "find_ticket", "mask_from_torch_prune",
     "prunable_parameters", "prune", "summarise_trials",
 ]

@@ -20,17 +20,17 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
-from lth.config import TicketConfig, make_config, parse_duration
+from lth.config import TicketConfig, make_config
 from lth.data import DATASETS, shared_dataset
 from lth.errors import LthError
-from lth.experiments.controls import random_mask_like
+from lth.experiments.branch_kinds import BRANCH_KINDS, BranchLevel, level_seed
+from lth.experiments.trunk import Trunk
 from lth.masks import Mask
-from lth.registry import Registry
 from lth.store import RunDir
 from lth.store.lock import created_and_locked, run_lock
 
@@ -43,236 +43,6 @@ OVERRIDABLE: tuple[str, ...] = (
     "compile", "channels_last",
 )
 _SCOPED = ("random-prune", "one-shot")  # the kinds that take --scope
-
-
-@dataclass
-class BranchLevel:
-    """What a branch kind may use at one level of the trunk."""
-
-    index: int
-    mask: Mask  # the trunk's mask at this level
-    start: dict[str, Tensor]  # the trunk's starting weights at this level (pruned entries 0)
-    rewind: dict[str, Tensor]  # the dense weights the trunk rewinds to (w_0 at level 0)
-    generator: torch.Generator  # the branch's own, seeded by (seed, kind, level)
-    seed: int  # the branch seed
-    scope: str  # layerwise | global
-    trunk: "Trunk"
-
-
-BranchKind = Callable[[BranchLevel], tuple[Mask, dict[str, Tensor]]]
-#: Branch kinds by name: each returns the mask and the starting weights (a full state dict) of one level.
-BRANCH_KINDS: Registry[BranchKind] = Registry("branch kind")
-
-
-def masked(state: dict[str, Tensor], mask: Mask) -> dict[str, Tensor]:
-    """``state`` with the pruned entries of every masked tensor set to 0 (the others copied)."""
-    return {k: torch.where(mask[k].to(v.device), v, torch.zeros_like(v)) if k in mask else v.clone()
-            for k, v in state.items()}
-
-
-@BRANCH_KINDS.register("random-reinit")
-def random_reinit(level: BranchLevel) -> tuple[Mask, dict[str, Tensor]]:
-    """The level's mask; every weight drawn afresh by the model's initialiser, seeded by
-    ``level_seed(seed, "random-reinit", level)`` (never the trunk's own draw)."""
-    return level.mask, masked(level.trunk.fresh_state(level_seed(level.seed, "random-reinit", level.index)), level.mask)
-
-
-@BRANCH_KINDS.register("random-prune")
-def random_prune(level: BranchLevel) -> tuple[Mask, dict[str, Tensor]]:
-    """A uniformly random mask with the level's per-tensor kept counts (``global``: the same total
-    count over the tensors the trunk prunes); the trunk's rewind weights."""
-    if level.scope == "layerwise":
-        mask = random_mask_like(level.mask, level.generator)
-    else:
-        names = level.trunk.pruned_names
-        total = sum(level.mask[name].numel() for name in names)
-        kept = sum(int(level.mask[name].sum()) for name in names)
-        order = torch.randperm(total, generator=level.generator)[:kept]
-        flat = torch.zeros(total, dtype=torch.bool)
-        flat[order] = True
-        mask = Mask(dict(level.mask))
-        offset = 0
-        for name in names:
-            n = level.mask[name].numel()
-            mask[name] = flat[offset:offset + n].view_as(level.mask[name])
-            offset += n
-    return mask, masked(level.rewind, mask)
-
-
-@BRANCH_KINDS.register("shuffle-mask")
-def shuffle_mask(level: BranchLevel) -> tuple[Mask, dict[str, Tensor]]:
-    """The level's mask with its entries permuted within each tensor (same per-layer counts;
-    Frankle et al. 2021's ablation); the trunk's rewind weights."""
-    mask = Mask({
-        name: m.flatten()[torch.randperm(m.numel(), generator=level.generator)].view_as(m)
-        for name, m in level.mask.items()
-    })
-    return mask, masked(level.rewind, mask)
-
-
-@BRANCH_KINDS.register("flip-sign")
-def flip_sign(level: BranchLevel) -> tuple[Mask, dict[str, Tensor]]:
-    """The level's mask and starting weights with the sign of every kept weight inverted."""
-    start = {k: torch.where(level.mask[k], -v, v) if k in level.mask else v.clone() for k, v in level.start.items()}
-    return level.mask, start
-
-
-@BRANCH_KINDS.register("one-shot")
-def one_shot(level: BranchLevel) -> tuple[Mask, dict[str, Tensor]]:
-    """The dense trunk pruned in one step by its own criterion to the level's kept counts (per
-    tensor, or in total with ``global`` scope), then rewound."""
-    trunk = level.trunk
-    scores = trunk.dense_scores(level.generator)
-    names = trunk.pruned_names
-    counts: dict[str, int] | int
-    if level.scope == "layerwise":
-        counts = {name: int(level.mask[name].sum()) for name in names}
-    else:
-        counts = sum(int(level.mask[name].sum()) for name in names)
-    from lth.pruning import keep_highest
-
-    mask = Mask(dict(level.trunk.level_mask(0)))
-    mask.update(keep_highest(scores, counts, names, level.generator))
-    return mask, masked(level.rewind, mask)
-
-
-@BRANCH_KINDS.register("retrain")
-def retrain(level: BranchLevel) -> tuple[Mask, dict[str, Tensor]]:
-    """The level's mask and starting weights as they are (to train with other settings or data)."""
-    return level.mask, {k: v.clone() for k, v in level.start.items()}
-
-
-# ---------------------------------------------------------------------------------- the trunk
-
-
-class Trunk:
-    """A finished (or partly finished) ticket search read back from its run directory."""
-
-    def __init__(self, path: str | Path) -> None:
-        from lth.experiments.ticket_search import check_config
-
-        if not (Path(path) / "config.yaml").is_file():
-            raise LthError(f"run {str(path)!r} does not exist (no lth run directory with a config.yaml there)")
-        self.run = RunDir.open(path)
-        raw = self.run.config()
-        kind = raw.get("kind", "find-ticket")
-        if kind != "find-ticket":
-            raise LthError(f"{str(path)!r} is a {kind} run, not a ticket search; branches run off the runs of "
-                           "`lth find-ticket` and the trials of `lth robust` / `lth session` studies")
-        try:
-            self.config: TicketConfig = check_config(make_config(raw))
-        except LthError as error:
-            raise LthError(f"the config of {str(path)!r} cannot be used: {error}") from None
-        self.rows = {row["round"]: row for row in self.run.rounds()}
-
-    # -- levels -----------------------------------------------------------------------
-    def levels(self) -> list[int]:
-        """The levels (rounds) the trunk has finished, with their masks on disk."""
-        return sorted(r for r in self.rows if self.run.mask_path(r).is_file())
-
-    def level_mask(self, level: int) -> Mask:
-        return self.run.load_mask(level)
-
-    def level_start(self, level: int, mask: Mask) -> dict[str, Tensor]:
-        """The trunk's starting weights of ``level`` (a full state dict)."""
-        from lth.experiments.ticket_search import plain_rewind
-
-        if level == 0:  # w_0, under an --init-mask if the search had one (as the search applies it)
-            return {k: v.mul(mask[k].to(v.dtype)) if k in mask else v.clone() for k, v in self.init.items()}
-        if plain_rewind(self.config):
-            return masked(self.rewind_state, mask)
-        path = self.run.path / "weights" / f"start_round_{level:02d}.pt"
-        if not path.is_file():
-            raise LthError(f"run {str(self.run.path)!r} (mask1 {self.config.mask1}, mask0 {self.config.mask0}) did "
-                           f"not store the starting weights of round {level} ({path.name}); rerun it with this "
-                           "version of lth to branch off it")
-        return self.run.load_weights(f"start_round_{level:02d}")
-
-    def level_rewind(self, level: int) -> dict[str, Tensor]:
-        return self.init if level == 0 else self.rewind_state
-
-    @cached_property
-    def init(self) -> dict[str, Tensor]:
-        return self.run.load_weights("init")
-
-    @cached_property
-    def rewind_state(self) -> dict[str, Tensor]:
-        if (self.run.path / "weights" / "rewind.pt").is_file():
-            return self.run.load_weights("rewind")
-        return self.init
-
-    @cached_property
-    def data(self) -> Any:
-        from lth.experiments.ticket_search import resolve_device
-
-        config = self.config
-        return shared_dataset(config.dataset, data_dir=config.data_dir, device=resolve_device(config.device))
-
-    @cached_property
-    def rewind_at(self) -> int:
-        """The iteration the trunk's rounds after round 0 start training at."""
-        ipe = self.data.train_x.shape[0] // self.config.batch_size
-        return parse_duration(self.config.rewind, ipe, self.config.budget_iterations(ipe))
-
-    # -- model --------------------------------------------------------------------------
-    def fresh_state(self, seed: int) -> dict[str, Tensor]:
-        """A new draw of the model's initialiser with ``seed`` (on the CPU)."""
-        from lth.models import build_model
-
-        source = DATASETS.get(self.config.dataset)
-        return build_model(self.config.model, source.input_shape, source.num_classes, seed=seed).state_dict()
-
-    @cached_property
-    def pruned_names(self) -> list[str]:
-        """The tensors the trunk prunes (a rate above 0), in the model's order."""
-        from lth.models import build_model
-        from lth.pruning import layer_rates, prunable_parameters
-
-        config = self.config
-        source = DATASETS.get(config.dataset)
-        model = build_model(config.model, source.input_shape, source.num_classes, seed=0)
-        groups = prunable_parameters(model, config.prune_biases, config.ignore_layers)
-        if config.scope == "layerwise":
-            rates = layer_rates(groups, config.prune_rate_fc, config.prune_rate_conv, config.prune_rate_output)
-        else:
-            rates = {name: config.prune_rate for name in groups}
-        return [name for name in groups if rates.get(name, 0.0) > 0.0]
-
-    def dense_scores(self, generator: torch.Generator) -> dict[str, Tensor]:
-        """The trunk criterion's scores of the dense round-0 network (w_i: the rewind weights)."""
-        from lth.criteria import compute_scores
-        from lth.experiments.ticket_search import GRADIENT_CRITERIA
-
-        config = self.config
-        if config.w_final == "end":
-            final = self.run.load_weights("final_round_00")
-        elif (self.run.path / "weights" / "w_final_round_00.pt").is_file():
-            final = self.run.load_weights("w_final_round_00")
-        else:
-            raise LthError(f"run {str(self.run.path)!r} (w_final {config.w_final}) did not store the w_f of its "
-                           "dense round; rerun it with this version of lth for one-shot branches")
-        names = self.pruned_names
-        dense = self.level_mask(0)
-        grads = None
-        if config.criterion in GRADIENT_CRITERIA:
-            grads = self._gradients(dense)
-        scores = compute_scores(config.criterion, {n: self.rewind_state[n] for n in names},
-                                {n: final[n] for n in names}, {n: dense[n] for n in names}, generator, grads)
-        # A weight the dense round already had pruned (an --init-mask) must stay pruned.
-        return {n: torch.where(dense[n], s, torch.full_like(s, -float("inf"))) for n, s in scores.items()}
-
-    def _gradients(self, mask: Mask) -> dict[str, Tensor]:
-        from lth.data import Batcher
-        from lth.experiments.ticket_search import _gradients
-        from lth.models import build_model
-
-        config, data = self.config, self.data
-        model = build_model(config.model, data.input_shape, data.num_classes, seed=config.seed)
-        model = model.to(data.train_x.device)
-        model.load_state_dict(self.rewind_state)
-        mask.apply_(model)
-        batcher = Batcher(data.train_x, data.train_y, config.batch_size, seed=config.seed)
-        return {k: v.cpu() for k, v in _gradients(model, batcher, self.pruned_names).items()}
 
 
 # ---------------------------------------------------------------------------------- the spec
@@ -383,12 +153,6 @@ def _branch_config(trunk: Trunk, spec: BranchSpec, name: str) -> TicketConfig:
         return check_config(make_config(values))
     except LthError as error:
         raise LthError(f"branch {name}: {error}") from None
-
-
-def level_seed(seed: int, kind: str, level: int) -> int:
-    """The seed of one level's draws of a branch (63 bits of SHA-256 of seed, kind and level)."""
-    digest = hashlib.sha256(f"{seed}/{kind}/{level}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 # ---------------------------------------------------------------------------------- running
