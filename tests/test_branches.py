@@ -275,3 +275,38 @@ def test_an_existing_branch_is_refused_unless_overwrite_or_resume(trunk, tmp_pat
     rc, _, err = cli(capsys, "branch", run, "retrain", "--levels", "1", "--overwrite", "-q")
     assert rc == 0, err
     assert (run / "branches" / "retrain" / "notes.txt").read_text() == "mine"  # not lth's: kept
+
+
+def _fake_mnist(directory: Path, seed: int) -> Path:
+    """Small MNIST-format files (IDX, gzip): 5,100 training images (5,000 held out for validation)
+    and 100 test images of 28x28."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True)
+    for prefix, count in (("train", 5100), ("t10k", 100)):
+        labels = rng.integers(0, 10, count).astype(np.uint8)
+        images = (rng.integers(0, 60, (count, 28, 28)) + labels[:, None, None] * 19).astype(np.uint8)
+        (directory / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
+            gzip.compress(struct.pack(">HBB", 0, 8, 3) + struct.pack(">III", count, 28, 28) + images.tobytes()))
+        (directory / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(
+            gzip.compress(struct.pack(">HBB", 0, 8, 1) + struct.pack(">I", count) + labels.tobytes()))
+    return directory
+
+
+def test_retrain_on_another_dataset_of_the_same_shape_transfers_the_ticket(tmp_path, capsys):
+    mnist, fashion = _fake_mnist(tmp_path / "mnist", 0), _fake_mnist(tmp_path / "fashion", 1)
+    run = tmp_path / "trunk"
+    find_ticket(TicketConfig(**{**TRUNK, "dataset": "mnist", "rounds": 1}, data_dir=str(mnist)), out=run,
+                progress=False)
+    rc, _, err = cli(capsys, "branch", run, "retrain", "--dataset", "fashion-mnist", "--data-dir", fashion, "-q")
+    assert rc == 0, err
+    out = RunDir(run / "branches" / "retrain-dataset-fashion-mnist")
+    assert out.config()["dataset"] == "fashion-mnist" and out.config()["model"] == "lenet-300-100"
+    assert [r["kept_weights"] for r in out.rounds()] == [r["kept_weights"] for r in RunDir(run).rounds()]
+    for level in (0, 1):
+        assert torch.equal(out.load_mask(level)["fc1.weight"], RunDir(run).load_mask(level)["fc1.weight"])
+    assert _strip(out.rounds()) != _strip(RunDir(run).rounds())  # other data, other accuracies

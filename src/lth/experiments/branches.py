@@ -43,6 +43,7 @@ OVERRIDABLE: tuple[str, ...] = (
     "compile", "channels_last",
 )
 _SCOPED = ("random-prune", "one-shot")  # the kinds that take --scope
+_UNNAMED = ("model", "data_dir", "device", "checkpoint_every")  # settings that do not name a branch
 
 
 # ---------------------------------------------------------------------------------- the spec
@@ -87,7 +88,7 @@ class BranchSpec:
             parts.append(self.scope)
         if self.seed is not None:
             parts.append(f"seed{self.seed}")
-        for key in sorted(k for k in self.overrides if k != "model"):
+        for key in sorted(k for k in self.overrides if k not in _UNNAMED):
             value = self.overrides[key]
             text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
             parts.append(f"{key.replace('_', '-')}-{text}")
