@@ -310,3 +310,27 @@ def test_retrain_on_another_dataset_of_the_same_shape_transfers_the_ticket(tmp_p
     for level in (0, 1):
         assert torch.equal(out.load_mask(level)["fc1.weight"], RunDir(run).load_mask(level)["fc1.weight"])
     assert _strip(out.rounds()) != _strip(RunDir(run).rounds())  # other data, other accuracies
+
+
+def test_a_branch_on_a_study_runs_on_every_trial_and_joins_the_summary(tmp_path, capsys):
+    study = tmp_path / "study"
+    rc, _, err = cli(capsys, "robust", "lenet-300-100", "digits", "--trials", "2", "--rounds", "1", "--iterations",
+                     "40", "--eval-every", "20", "--device", "cpu", "--out", study, "-q")
+    assert rc == 0, err
+    rc, out, err = cli(capsys, "branch", study, "random-prune", "--seed", "4", "-q")
+    assert rc == 0, err
+    trials = [RunDir(study / f"trial_{i:02d}" / "branches" / "random-prune-seed4") for i in (0, 1)]
+    assert [t.config()["branch"]["seed_used"] for t in trials] == [4, 5]  # trial i: seed + i
+    assert not torch.equal(trials[0].load_mask(1)["fc1.weight"], trials[1].load_mask(1)["fc1.weight"])
+    rows = [r for r in json.loads((study / "summary.json").read_text())
+            if r["line"] == "branch:random-prune-seed4" and r["metric"] == "test_accuracy_at_early_stop"]
+    assert [r["round"] for r in rows] == [0, 1]
+    for row in rows:
+        values = [next(x for x in t.rounds() if x["round"] == row["round"])["test_accuracy_at_early_stop"]
+                  for t in trials]
+        assert row["trials"] == 2 and row["mean"] == pytest.approx(sum(values) / 2, abs=1e-15)
+        assert (row["min"], row["max"]) == (min(values), max(values))
+    rc, out, _ = cli(capsys, "show", study)
+    assert "branch:random-prune-seed4" in out
+    rc, _, err = cli(capsys, "branch", study, "random-prune", "--seed", "4")
+    assert "exists" in one_line_error(rc, err)

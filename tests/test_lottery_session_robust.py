@@ -110,7 +110,7 @@ def test_robust_summary_matches_numpy_and_scipy(robust):
     trials = robust.trial_summaries()
     assert len(trials) == 3 and all(len(rows) == 2 for rows in trials)
     summary = robust.summary()
-    assert list(summary.columns) == list(SUMMARY_COLUMNS)
+    assert list(summary.columns) == ["line", *SUMMARY_COLUMNS] and set(summary["line"]) == {"ticket"}
     assert len(summary) == 2 * len(DEFAULT_METRICS)
     t = stats.t.ppf(0.975, 2)
     for _, line in summary.iterrows():

@@ -81,7 +81,7 @@ def test_markdown_report_writes_the_document_and_its_images(capsys, result_dirs,
                              "study_files/study-early_stop_iteration.png"]
     for link in links:
         assert (out.parent / link).read_bytes().startswith(PNG)
-    assert "| experiment | round | weights left |" in text and "## study: tiny (robust study)" in text
+    assert "| experiment | line | round | weights left |" in text and "## study: tiny (robust study)" in text
 
 
 def test_format_flag_and_suffix(capsys, result_dirs, tmp_path, monkeypatch):

@@ -72,7 +72,7 @@ def test_robust_summary_equals_statistics_by_hand(robust_dir):
             assert row["ci95_high"] == pytest.approx(mean + half, abs=1e-12)
             assert (row["min"], row["max"]) == (min(values), max(values))
             assert row["median"] == sorted(values)[1]
-    assert (robust_dir / "summary.csv").read_text().startswith("experiment,round,weights_remaining,metric")
+    assert (robust_dir / "summary.csv").read_text().startswith("experiment,line,round,weights_remaining,metric")
     assert (robust_dir / "accuracy_vs_weights_remaining.png").stat().st_size > 10_000
     assert study.status()["status"] == "complete" and study.status()["runs_complete"] == 3
 

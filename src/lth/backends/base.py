@@ -30,21 +30,32 @@ LOG_FILE = "trial.log"
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """One trial: its run directory (absolute, on the driver), its full config and its place in the study."""
+    """One trial: its run directory (absolute, on the driver), its full config and its place in the study.
+
+    ``dense_dir``: the study's shared dense trunk (:class:`lth.experiments.dense_trunk.DenseStore`,
+    a directory the worker must see), or None to train round 0 without sharing.
+    """
 
     path: str
     config: dict[str, Any]
     index: int
     label: str = ""
+    dense_dir: Optional[str] = None
 
 
 @dataclass
 class TrialResult:
-    """What a worker hands back: the trial's per-round table and the round it resumed from (None: fresh)."""
+    """What a worker hands back: the trial's per-round table and the round it resumed from (None: fresh).
+
+    ``reused_dense`` / ``trained_dense``: round 0 came from the shared dense trunk / was trained
+    by this attempt (both False when it was done before, by an attempt that was killed).
+    """
 
     rounds: list[dict[str, Any]]
     resumed_from: Optional[int] = None
     log: list[str] = field(default_factory=list)
+    reused_dense: bool = False
+    trained_dense: bool = False
 
 
 class Events(Protocol):
@@ -83,12 +94,14 @@ def run_trial(spec: TrialSpec, progress: bool = False, trainer_factory: Any = No
 
 def _run_trial(spec: TrialSpec, progress: bool, trainer_factory: Any, echo: bool) -> TrialResult:
     from lth.config import make_config
+    from lth.experiments.dense_trunk import DenseStore
     from lth.experiments.ticket_search import find_ticket, resume_ticket
     from lth.store import RunDir
     from lth.store.run_dir import checkpoint_listener
 
     run = RunDir(spec.path)
     lines: list[str] = []
+    store = DenseStore(spec.dense_dir) if spec.dense_dir else None
 
     def log(message: str, loud: bool = False) -> None:
         line = f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} pid {os.getpid()} on {socket.gethostname()}: {message}"
@@ -104,7 +117,8 @@ def _run_trial(spec: TrialSpec, progress: bool, trainer_factory: Any, echo: bool
         resumed: Optional[int] = int(state["round"])
         log(f"resuming {spec.label or spec.path} from checkpoint at round {resumed} (stage {state['stage']})", loud=True)
         del state
-        result = resume_ticket(run.path, progress=progress, leave=False, trainer_factory=trainer_factory)
+        result = resume_ticket(run.path, progress=progress, leave=False, trainer_factory=trainer_factory,
+                               dense_store=store)
     else:  # never started, or killed before its first checkpoint
         resumed = None
         first: list[bool] = []
@@ -116,9 +130,12 @@ def _run_trial(spec: TrialSpec, progress: bool, trainer_factory: Any, echo: bool
 
         with checkpoint_listener(started):
             result = find_ticket(make_config(spec.config), out=run.path, overwrite=True, progress=progress,
-                                 leave=False, trainer_factory=trainer_factory)
+                                 leave=False, trainer_factory=trainer_factory, dense_store=store)
+    if result.dense == "reused":
+        log("round 0 (dense) reused from the shared dense trunk")
     log(f"finished {spec.label or spec.path}: {len(result.rounds)} rounds")
-    return TrialResult(result.rounds, resumed, lines)
+    return TrialResult(result.rounds, resumed, lines, reused_dense=result.dense == "reused",
+                       trained_dense=result.dense == "trained")
 
 
 # ------------------------------------------------------------------ run directories as bytes

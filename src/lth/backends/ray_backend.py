@@ -6,7 +6,9 @@ one (``shared_fs=False``, or detected per task: the probe file is missing on tha
 worker runs the trial in a local temp directory, sends every new checkpoint (the whole trial
 directory as a tar archive) to a :class:`TrialStore` actor pinned to the driver's node, which
 puts it into place on the driver's disk, and returns the finished directory to the driver.
-A retried task (or a later ``lth resume``) starts from what the store holds.
+A retried task (or a later ``lth resume``) starts from what the store holds. Such a trial does
+not share the study's dense trunk (STUDY/dense/, :mod:`lth.experiments.dense_trunk`): it trains
+its own round 0.
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ def ray_trial(spec: TrialSpec, probe: Optional[str], shared_fs: Optional[bool], 
 
     from lth.store.run_dir import checkpoint_listener
 
+    spec = replace(spec, dense_dir=None)  # the study's shared dense trunk is on the driver's disk: train round 0 here
     with tempfile.TemporaryDirectory(prefix="lth-trial-") as tmp:
         local = Path(tmp) / "trial"
         blob = ray.get(store.fetch.remote(spec.path))

@@ -221,9 +221,18 @@ def compare_command(run_ids: tuple[str, ...], root: str, metric: str, as_json: b
         click.echo("config differences: none")
     click.echo("")
     click.echo(f"{metric} per level:")
-    headers = ["round", *[f"{label} weights left" for label in result["columns"]], *result["columns"]]
-    table = [[level["round"], *[_percent(w) for w in level["weights_remaining"]], *[_percent(v) for v in level["values"]]]
-             for level in result["levels"]]
+    # Every line of a run (its controls, branches) gets its own column of values; its weights
+    # left only where they differ from those of its run's (or study experiment's) first column.
+    first: dict[str, int] = {}
+    weights = []
+    for i, group in enumerate(result["column_groups"]):
+        j = first.setdefault(group, i)
+        if i == j or any(level["weights_remaining"][i] not in (None, level["weights_remaining"][j])
+                         for level in result["levels"]):
+            weights.append(i)
+    headers = ["round", *[f"{result['columns'][i]} weights left" for i in weights], *result["columns"]]
+    table = [[level["round"], *[_percent(level["weights_remaining"][i]) for i in weights],
+              *[_percent(v) for v in level["values"]]] for level in result["levels"]]
     click.echo(tabulate(table, headers=headers))
 
 

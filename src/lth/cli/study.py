@@ -108,9 +108,12 @@ def robust_command(
               f"[the file's max_runs, else {MAX_RUNS}]; raise it for a bigger session.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
 @click.option("--json", "as_json", is_flag=True, help="Print the session as JSON (as `lth show --json`).")
+@click.option("--no-share-trunk", is_flag=True,
+              help="Train round 0 (the dense training) in every experiment, even where it is the same training "
+              "[shared once per trial, as share_trunk: true in the file].")
 @backend_options
 def session_command(spec_file: str, out: Optional[str], overwrite: bool, vectorize: str, resume: bool,
-                    max_runs: Optional[int], quiet: bool, as_json: bool, **kwargs: Any) -> None:
+                    max_runs: Optional[int], quiet: bool, as_json: bool, no_share_trunk: bool, **kwargs: Any) -> None:
     """Run the grid of experiments described in SESSION.yaml (base config x grid x trials).
 
     \b
@@ -121,7 +124,9 @@ def session_command(spec_file: str, out: Optional[str], overwrite: bool, vectori
       trials: 3
 
     A session of more runs (experiments x trials) than --max-runs allows is refused before
-    anything is built.
+    anything is built. Experiments that differ only in pruning (criterion, actions, rates,
+    rounds, controls, ...) train round 0 once per trial and share it (bit-identical to training
+    it again); --no-share-trunk turns that off.
     """
     from lth.experiments.session_spec import load_session_spec
     from lth.experiments.study import run_study
@@ -136,13 +141,23 @@ def session_command(spec_file: str, out: Optional[str], overwrite: bool, vectori
     with output_dir(out, f"session-{name}-{datetime.now():%Y%m%d-%H%M%S}") as out_path:
         result = run_study("session", experiments, out_path, spec.model_dump(), name=name, overwrite=overwrite,
                            resume=resume, progress=not quiet and not as_json, vectorize=vectorize,
-                           backend=backend, backend_options=backend_opts)
+                           backend=backend, backend_options=backend_opts,
+                           share_trunk=spec.share_trunk and not no_share_trunk)
     report_study(result.study_dir, quiet, as_json)
+    if not quiet and not as_json:
+        click.echo(dense_line(result))
+
+
+def dense_line(result: Any) -> str:
+    """``round 0 (dense): trained 2, reused 4`` for a study's run (``(not shared)`` when sharing was off)."""
+    return (f"round 0 (dense): trained {result.dense_trained}, reused {result.dense_reused}"
+            + ("" if result.share_trunk else " (not shared)"))
 
 
 def study_json(study: Any) -> dict[str, Any]:
     """{"kind", "name", "status", "experiments": [{"name", "settings", "runs": [{"trial", "path", "status",
-    "rounds"}]}], "summary": [per experiment, round and metric statistics]}."""
+    "rounds"}]}], "summary": [per experiment, line (ticket, reinit, random-prune, branch:NAME), round and
+    metric statistics]}."""
     description = study.study()
     experiments = []
     for experiment in description["experiments"]:
@@ -157,28 +172,35 @@ def study_json(study: Any) -> dict[str, Any]:
 
 
 def print_study(study: Any) -> None:
-    """Per experiment and level: test accuracy at early stop, mean ± CI half-width [min, max]."""
+    """Per experiment, line (the ticket, then its controls, then branches) and level: test accuracy
+    at early stop, mean ± CI half-width [min, max]."""
     from tabulate import tabulate
+
+    from lth.store.study_dir import line_order
 
     description, status = study.study(), study.status()
     click.echo(f"{description['kind']} {description.get('name') or study.path.name}: "
                f"{status.get('runs_complete', 0)}/{status.get('runs_total', '?')} runs complete ({status.get('status')})")
     rows = study.summary()
-    by_key = {(r["experiment"], r["round"], r["metric"]): r for r in rows}
-    table = []
-    for (experiment, round_index, metric), r in by_key.items():
-        if metric != "test_accuracy_at_early_stop":
-            continue
-        final = by_key.get((experiment, round_index, "final_test_accuracy"))
-        es = by_key.get((experiment, round_index, "early_stop_iteration"))
+    by_key = {(r["experiment"], r["line"], r["round"], r["metric"]): r for r in rows}
+    experiments = list(dict.fromkeys(r["experiment"] for r in rows))
+    keys = sorted((key for key in by_key if key[3] == "test_accuracy_at_early_stop"),
+                  key=lambda k: (experiments.index(k[0]), line_order(k[1]), k[2]))
+    table: list[list[Any]] = []
+    for experiment, line, round_index, metric in keys:
+        r = by_key[(experiment, line, round_index, metric)]
+        final = by_key.get((experiment, line, round_index, "final_test_accuracy"))
+        es = by_key.get((experiment, line, round_index, "early_stop_iteration"))
+        if table and table[-1][:2] != [experiment, line]:
+            table.append([""] * 9)  # a blank row between lines
         table.append([
-            experiment, round_index, f"{100 * r['weights_remaining']:.2f}%", r["trials"],
+            experiment, line, round_index, f"{100 * r['weights_remaining']:.2f}%", r["trials"],
             _mean_ci(r), f"[{100 * r['min']:.2f}, {100 * r['max']:.2f}]",
             _mean_ci(final) if final else "", f"{es['mean']:.0f}" if es else "",
         ])
-    headers = ["experiment", "round", "weights left", "trials", "test acc @ES (mean ± 95% CI)", "[min, max]",
+    headers = ["experiment", "line", "round", "weights left", "trials", "test acc @ES (mean ± 95% CI)", "[min, max]",
                "final test acc", "early-stop it"]
-    click.echo(tabulate(table, headers=headers, colalign=("left",) + ("right",) * 7))
+    click.echo(tabulate(table, headers=headers, colalign=("left", "left") + ("right",) * 7))
 
 
 def _mean_ci(row: dict[str, Any]) -> str:

@@ -75,16 +75,23 @@ def _flag(key: str) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (as `lth show --json`).")
+@click.option("--no-share-trunk", is_flag=True,
+              help="Train the dense net even if an earlier eval stored the same dense training [reuse it from "
+              "RUNS_ROOT/.lth-dense].")
 @click.pass_context
 def eval_command(
     ctx: click.Context, model: Optional[str], dataset: Optional[str], config_file: Optional[str],
     from_run: Optional[str], criteria: Optional[str], keep_text: Optional[str], weights_text: Optional[str],
-    scope: str, seed: Optional[int], out: Optional[str], overwrite: bool, quiet: bool, as_json: bool, **_: Any,
+    scope: str, seed: Optional[int], out: Optional[str], overwrite: bool, quiet: bool, as_json: bool,
+    no_share_trunk: bool, **_: Any,
 ) -> None:
     """Evaluate supermasks at initialisation of MODEL on DATASET, without training.
 
     For each criterion x fraction kept x weights transform: a one-shot mask of the dense net,
     the transformed initial weights on the kept entries, test and train accuracy untrained.
+
+    The dense training (w_f) is kept in RUNS_ROOT/.lth-dense: a later eval with the same dense
+    recipe reuses it (bit-identical) whatever its grid; --no-share-trunk trains anew.
 
     Example: lth supermask eval lenet-300-100 fashion-mnist --criteria lfss,lf --weights signed_constant
     """
@@ -130,10 +137,13 @@ def eval_command(
         result = run_supermask_eval(
             config, criteria=_split(criteria), keeps=_keeps(keep_text), weights=_split(weights_text), scope=scope,
             seed=seed, options=options, from_run=from_run, out=out_path, overwrite=overwrite,
-            progress=not quiet and not as_json,
+            progress=not quiet and not as_json, share_trunk=not no_share_trunk,
         )
     if as_json:
         click.echo(jsonio.dumps(run_json(result.run_dir), indent=2))
     elif not quiet:
         print_table(result.run_dir)
+        if result.dense != "from":
+            click.echo(f"dense training (w_f): {result.dense}"
+                       + (" (stored by an earlier eval with the same dense recipe)" if result.dense == "reused" else ""))
         click.echo(f"results and plots in {out_path}/")

@@ -26,7 +26,7 @@ from lth.experiments.lottery_model import (
     fresh_initialisation,
     make_settings,
 )
-from lth.experiments.statistics import summarise_trials, summary_frame
+from lth.experiments.statistics import summarise_lines, summary_frame
 from lth.progress import progress_bar
 from lth.training.lockstep import Lockstep
 from lth.training.vectorized import check_vectorizable, parse_vectorize
@@ -39,6 +39,15 @@ if TYPE_CHECKING:
 ModelSource = Union[nn.Module, Callable[[int], nn.Module]]
 #: The LotteryModel procedures :meth:`LotteryRobust.run` can repeat.
 METHODS = ("iterative_pruning", "one_shot")
+
+
+def model_lines(model: LotteryModel) -> dict[str, list[dict]]:
+    """The lines of per-round rows of one experiment, ticket first: ``{"ticket": model.rows}``
+    and any line (control, branch) the model exposes beside it through a ``lines`` mapping or
+    method (as :meth:`lth.store.RunDir.lines` does for a run directory)."""
+    lines = getattr(model, "lines", None)
+    lines = dict(lines() if callable(lines) else lines) if lines is not None else {}
+    return {"ticket": model.rows, **{name: rows for name, rows in lines.items() if name != "ticket"}}
 
 
 class LotteryRobust:
@@ -147,18 +156,28 @@ class LotteryRobust:
         """Each trial's per-round rows (as in ``rounds.json``)."""
         return [trial.rows for trial in self.models]
 
-    def summary(self, metrics: Sequence[str] | None = None) -> "pd.DataFrame":
-        """Per round and metric over the trials: mean, median, min, max, std (ddof=1), 95% CI.
+    def trial_lines(self) -> list[dict[str, list[dict]]]:
+        """Each trial's lines of per-round rows, by name, as :meth:`lth.store.RunDir.lines` gives a
+        run's: ``ticket`` (:meth:`trial_summaries`), and the lines a trial exposes beside it through
+        a ``lines`` mapping (controls, branches: :class:`LotteryModel` trains none, so today only
+        the ticket; ``lth robust --controls`` trains controls in a study)."""
+        return [model_lines(trial) for trial in self.models]
 
-        Rounds not reached by every trial are left out; see :func:`summarise_trials`.
+    def summary(self, metrics: Sequence[str] | None = None) -> "pd.DataFrame":
+        """Per line, round and metric over the trials: mean, median, min, max, std (ddof=1), 95% CI.
+
+        A ``line`` column comes first (``ticket``; a control or branch line where every trial has
+        it, see :meth:`trial_lines`). Rounds not reached by every trial are left out; see
+        :func:`summarise_lines`.
         """
         if not any(self.trial_summaries()):
             raise LthError("no trial has been trained yet; call run() first")
-        return summary_frame(summarise_trials(self.trial_summaries(), metrics))
+        return summary_frame(summarise_lines(self.trial_lines(), metrics))
 
     def plot_accuracy(self, ax: "Axes | None" = None, metric: str = "test_accuracy_at_early_stop") -> "Figure":
-        """The mean of ``metric`` against weights remaining with its 95% CI band (and a lighter min-max band)."""
+        """The mean of ``metric`` against weights remaining with its 95% CI band (and a lighter min-max
+        band), per line (:meth:`trial_lines`): the ticket solid, controls dashed."""
         from lth.plots import draw_trials_accuracy
 
-        rows = summarise_trials(self.trial_summaries(), [metric])
+        rows = summarise_lines(self.trial_lines(), [metric])
         return draw_trials_accuracy(rows, metric=metric, ax=ax, title=f"mean over {self.trials} trials, 95% CI")

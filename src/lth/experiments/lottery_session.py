@@ -103,20 +103,33 @@ class LotterySession:
         self._network = fresh_initialisation(self._network, seed, initializer)
 
     def summary(self) -> "pd.DataFrame":
-        """Every trained experiment's summary in one DataFrame, with an ``experiment`` column first."""
+        """Every trained experiment's summary in one DataFrame, with ``experiment`` and ``line``
+        columns first: ``line`` is ``ticket``, or a control or branch line an experiment exposes
+        beside it (:func:`~lth.experiments.lottery_robust.model_lines`; LotteryModel trains none)."""
         import pandas as pd
 
-        frames = [exp.summary().assign(experiment=name) for name, exp in self.experiments.items() if exp.rows]
+        from lth.experiments.lottery_robust import model_lines
+
+        frames = [
+            pd.DataFrame(sorted(rows, key=lambda r: r["round"]), columns=list(ROW_KEYS))
+            .assign(experiment=name, line=line)
+            for name, exp in self.experiments.items() if exp.rows
+            for line, rows in model_lines(exp).items() if rows
+        ]
         if not frames:
-            return pd.DataFrame(columns=["experiment", *ROW_KEYS])
+            return pd.DataFrame(columns=["experiment", "line", *ROW_KEYS])
         frame = pd.concat(frames, ignore_index=True)
-        return frame[["experiment", *[c for c in frame.columns if c != "experiment"]]]
+        return frame[["experiment", "line", *[c for c in frame.columns if c not in ("experiment", "line")]]]
 
     def plot_accuracy(self, ax: "Axes | None" = None) -> "Figure":
-        """Test accuracy against weights remaining, every trained experiment on one axis."""
+        """Test accuracy against weights remaining, every trained experiment (and every other line
+        it exposes, as ``EXPERIMENT: LINE``) on one axis."""
+        from lth.experiments.lottery_robust import model_lines
         from lth.plots import draw_accuracy
 
-        return draw_accuracy({name: exp.rows for name, exp in self.experiments.items() if exp.rows}, ax=ax,
+        return draw_accuracy({name if line == "ticket" else f"{name}: {line}": rows
+                              for name, exp in self.experiments.items() if exp.rows
+                              for line, rows in model_lines(exp).items() if rows}, ax=ax,
                              title="test accuracy by experiment")
 
     def save(self, path: str | Path) -> Path:

@@ -12,7 +12,8 @@ Example::
 expands to 2 x 2 = 4 experiments of 2 trials each (trial i runs with seed ``base.seed + i``).
 The runs (experiments x trials) are counted before anything is built; more than
 :data:`lth.experiments.limits.MAX_RUNS` are refused unless ``max_runs: N`` (or ``--max-runs N``)
-raises the limit.
+raises the limit. Experiments that differ only in pruning share round 0 (the dense training)
+of each trial unless ``share_trunk: false`` (or ``--no-share-trunk``).
 """
 from __future__ import annotations
 
@@ -50,6 +51,9 @@ class SessionSpec(BaseModel):
     grid: dict[str, list[Any]] = {}
     trials: int = Field(default=1, ge=1)
     max_runs: Optional[int] = Field(default=None, ge=1, strict=True)  # None: lth.experiments.limits.MAX_RUNS
+    #: Experiments whose round 0 is the same dense training (only pruning differs) train it once
+    #: per trial (lth.experiments.dense_trunk); false: every trial trains its own.
+    share_trunk: bool = Field(default=True, strict=True)
 
     def count(self) -> int:
         """The number of runs (grid cells x trials), in O(number of grid keys)."""
@@ -133,6 +137,7 @@ def load_session_spec(path: str | Path) -> SessionSpec:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
         if first["type"] == "extra_forbidden":
-            raise LthError(f"unknown session key {field!r}; allowed: name, base, grid, trials, max_runs") from None
+            raise LthError(f"unknown session key {field!r}; allowed: name, base, grid, trials, max_runs, "
+                          "share_trunk") from None
         raise LthError(f"bad value {brief(first.get('input'))} for session key {field}: "
                        f"{first['msg'].removeprefix('Value error, ')}") from None

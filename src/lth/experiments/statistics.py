@@ -123,8 +123,37 @@ def summarise_trials(
     return out
 
 
+def summarise_lines(
+    trials: Sequence[Mapping[str, Sequence[Mapping[str, Any]]]], metrics: Sequence[str] | None = None
+) -> list[dict]:
+    """:func:`summarise_trials` of every line of results the trials share, rows tagged ``line``.
+
+    Each trial maps line names to per-round rows: ``ticket``, its controls (``reinit``,
+    ``random-prune``) and branches (``branch:NAME``), as :meth:`lth.store.RunDir.lines` gives
+    them. Trials without ticket rows are left out; a line is summarised only when every other
+    trial has it with rows. Lines come ticket first, then controls, then branches
+    (:func:`lth.store.study_dir.line_order`); each row is ``{"line": NAME, **summary row}``.
+    """
+    from lth.store.study_dir import line_order
+
+    trials = [trial for trial in trials if trial.get("ticket")]
+    if not trials:
+        return []
+    names = sorted(dict.fromkeys(name for trial in trials for name in trial), key=line_order)
+    out: list[dict] = []
+    for name in names:
+        if all(trial.get(name) for trial in trials):
+            out.extend({"line": name, **row} for row in summarise_trials([trial[name] for trial in trials], metrics))
+    return out
+
+
 def summary_frame(rows: Sequence[Mapping[str, Any]]) -> "pd.DataFrame":
-    """``summarise_trials`` rows as a pandas DataFrame (columns in :data:`SUMMARY_COLUMNS` order)."""
+    """``summarise_trials`` rows as a pandas DataFrame (columns in :data:`SUMMARY_COLUMNS` order,
+    after a ``line`` column when the rows name their line, as :func:`summarise_lines` rows do)."""
     import pandas as pd
 
-    return pd.DataFrame(list(rows), columns=list(SUMMARY_COLUMNS))
+    rows = list(rows)
+    columns = list(SUMMARY_COLUMNS)
+    if any("line" in row for row in rows):
+        columns.insert(0, "line")
+    return pd.DataFrame(rows, columns=columns)

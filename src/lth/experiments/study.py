@@ -20,7 +20,7 @@ from lth.config import TicketConfig, make_config
 from lth.errors import LthError
 from lth.experiments.limits import check_run_count, check_trials, format_count
 from lth.experiments.session_spec import Experiment
-from lth.experiments.statistics import summarise_trials
+from lth.experiments.statistics import summarise_lines
 from lth.experiments.ticket_search import check_config
 from lth.progress import progress_bar
 from lth.store import RunDir
@@ -34,6 +34,10 @@ class StudyResult:
 
     study_dir: StudyDir
     summary: list[dict[str, Any]]
+    #: Round-0 (dense) trainings of this call: trained, and reused from the shared dense trunk.
+    dense_trained: int = 0
+    dense_reused: int = 0
+    share_trunk: bool = True
 
 
 def robust_experiment(config: TicketConfig, trials: int, max_runs: Optional[int] = None) -> Experiment:
@@ -83,26 +87,30 @@ def run_study(
     vectorize: int | str = "auto",
     backend: str = "local",
     backend_options: Optional[dict[str, Any]] = None,
+    share_trunk: bool = True,
 ) -> StudyResult:
     """Run (or, with ``resume``, continue) every trial of every experiment into ``out``.
 
     ``backend`` / ``backend_options``: where the trials run (:func:`lth.backends.get_backend`).
+    ``share_trunk``: trials whose round 0 is the same training (same model, data, seed and
+    recipe; only pruning differs) train it once (see :func:`continue_study`).
     """
     wanted = _describe(kind, name, experiments, spec)
     if resume and StudyDir.is_study(out):
         study = StudyDir.open(out)
         if study.study()["experiments"] != wanted["experiments"]:
             raise LthError(f"cannot resume {str(out)!r}: it holds a different study (its experiments or configs differ)")
-        return continue_study(out, progress, vectorize, backend, backend_options)
+        return continue_study(out, progress, vectorize, backend, backend_options, share_trunk)
     if backend != "local" or backend_options:  # check the backend before creating anything
         _backend(backend, backend_options, 1)
     study = StudyDir.create(out, overwrite=overwrite)
-    study.write_study({**wanted, "vectorize": vectorize})
-    return continue_study(out, progress, vectorize, backend, backend_options)
+    study.write_study({**wanted, "vectorize": vectorize, "share_trunk": bool(share_trunk)})
+    return continue_study(out, progress, vectorize, backend, backend_options, share_trunk)
 
 
 def continue_study(path: str | Path, progress: bool = True, vectorize: int | str | None = None,
-                   backend: str = "local", backend_options: Optional[dict[str, Any]] = None) -> StudyResult:
+                   backend: str = "local", backend_options: Optional[dict[str, Any]] = None,
+                   share_trunk: Optional[bool] = None) -> StudyResult:
     """Run what is unfinished in a study directory, then write its statistics and plots.
 
     ``vectorize``: how many searches run side by side with their trainings vectorised
@@ -115,6 +123,15 @@ def continue_study(path: str | Path, progress: bool = True, vectorize: int | str
     cluster), with ``backend_options`` (see :func:`lth.backends.get_backend`). The results are
     the same on every backend; this process keeps the progress bar and the study's status.
     Trials that fail are reported together at the end (LthError); ``lth resume`` retries them.
+
+    ``share_trunk`` (None: the setting the study was started with, default on): trials whose
+    round 0 is the same dense training (:func:`lth.experiments.dense_trunk.dense_trunk_key`:
+    same model, data, seed, initialisation and recipe; only pruning differs) train it once;
+    the others start from the copy in ``STUDY/dense/``, bit-identical to training it again.
+    ``status.json`` counts round-0 trainings trained and reused (``dense_trained``,
+    ``dense_reused``, summed over the study's sessions). Not shared: trials trained side by side
+    (vectorised groups), and Ray trials without a shared filesystem. Two process workers may
+    both train one key at once; both write the same bits, atomically, so either copy is valid.
 
     The study directory is locked throughout (:func:`lth.store.lock.run_lock`): a second driver
     of the same study gets a one-line LthError. Trial directories that a kill left half-swapped
@@ -129,11 +146,14 @@ def continue_study(path: str | Path, progress: bool = True, vectorize: int | str
         parents = {study.run(r["path"]).path.parent for e in description["experiments"] for r in e["runs"]}
         for parent in sorted(parents):
             recover_unpacked(parent)
-        return _continue_study(study, progress, vectorize, backend, backend_options)
+        return _continue_study(study, progress, vectorize, backend, backend_options, share_trunk)
+
+
+DENSE_DIR = "dense"  # a study's shared dense trunk (lth.experiments.dense_trunk.DenseStore)
 
 
 def _continue_study(study: StudyDir, progress: bool, vectorize: int | str | None, backend: str,
-                    backend_options: Optional[dict[str, Any]]) -> StudyResult:
+                    backend_options: Optional[dict[str, Any]], share_trunk: Optional[bool] = None) -> StudyResult:
     from lth.backends import TrialResult, TrialSpec
 
     description = study.study()
@@ -145,7 +165,22 @@ def _continue_study(study: StudyDir, progress: bool, vectorize: int | str | None
         vectorize = description.get("vectorize", "auto")
     group = vector_size(vectorize, [make_config(entry["config"]) for _, entry in pending]) if backend == "local" else 1
     runner = _backend(backend, backend_options, group)
-    study.write_status(status="running", started=started, runs_total=len(runs), runs_complete=done)
+    if share_trunk is None:
+        share_trunk = bool(description.get("share_trunk", True))
+    # Trials trained side by side (group > 1) do not share: the lockstep coordinator would not
+    # deadlock on a search that skips its round-0 training (it waits only for live programs),
+    # but a vectorised training equals a lone one only up to float rounding, so a round 0
+    # trained in one group and reused in another would not be bit-identical to training it.
+    dense_dir = str((study.path / DENSE_DIR).resolve()) if share_trunk and group <= 1 else None
+    before = study.status()
+    dense = {"trained": 0, "reused": 0}
+
+    def counts() -> dict[str, Any]:
+        return {"share_trunk": dense_dir is not None,
+                "dense_trained": _count(before.get("dense_trained")) + dense["trained"],
+                "dense_reused": _count(before.get("dense_reused")) + dense["reused"]}
+
+    study.write_status(status="running", started=started, runs_total=len(runs), runs_complete=done, **counts())
     bar = progress_bar(total=len(runs), initial=done, desc=f"{description['kind']} {study.path.name}", unit="run",
                disable=not progress, dynamic_ncols=True)
     tic = time.perf_counter()
@@ -153,7 +188,7 @@ def _continue_study(study: StudyDir, progress: bool, vectorize: int | str | None
     running: set[int] = set()
     failures: list[tuple[TrialSpec, str]] = []
     trials = [TrialSpec(str(study.run(entry["path"]).path.resolve()), entry["config"], i,
-                        f"{experiment} trial {entry['trial']}") for i, (experiment, entry) in enumerate(pending)]
+                        f"{experiment} trial {entry['trial']}", dense_dir) for i, (experiment, entry) in enumerate(pending)]
 
     def postfix() -> None:
         if runner.name == "local" and group <= 1 and running:
@@ -173,6 +208,8 @@ def _continue_study(study: StudyDir, progress: bool, vectorize: int | str | None
             with lock:
                 running.discard(spec.index)
                 done += 1
+                dense["reused"] += result.reused_dense
+                dense["trained"] += result.trained_dense
                 bar.update(1)
                 postfix()
                 if progress:
@@ -181,7 +218,7 @@ def _continue_study(study: StudyDir, progress: bool, vectorize: int | str | None
                     bar.write(f"{spec.label}: {100 * last['weights_remaining']:.2f}% of "
                               f"weights left, test accuracy {100 * last['test_accuracy_at_early_stop']:.2f}% at early stop")
                 study.write_status(status="running", started=started, runs_total=len(runs), runs_complete=done,
-                                   vectorize=group, backend=runner.name)
+                                   vectorize=group, backend=runner.name, **counts())
 
         def failed(self, spec: TrialSpec, message: str) -> None:
             with lock:
@@ -191,13 +228,13 @@ def _continue_study(study: StudyDir, progress: bool, vectorize: int | str | None
                 if progress:
                     bar.write(f"{spec.label}: failed: {message}")
                 study.write_status(status="running", started=started, runs_total=len(runs), runs_complete=done,
-                                   runs_failed=len(failures), vectorize=group, backend=runner.name)
+                                   runs_failed=len(failures), vectorize=group, backend=runner.name, **counts())
 
     runner.run(trials, Tracker(), progress)
     bar.close()
     if failures:
         study.write_status(status="incomplete", started=started, runs_total=len(runs), runs_complete=done,
-                           runs_failed=len(failures), vectorize=group, backend=runner.name)
+                           runs_failed=len(failures), vectorize=group, backend=runner.name, **counts())
         spec, message = failures[0]
         raise LthError(f"{len(failures)} of {len(trials)} trials failed (first: {spec.label}: {message}); "
                        f"fix the cause and run: lth resume {study.path}")
@@ -208,8 +245,8 @@ def _continue_study(study: StudyDir, progress: bool, vectorize: int | str | None
     plot_study(study)
     study.write_status(status="complete", started=started, finished=_now(), runs_total=len(runs),
                        runs_complete=done, vectorize=group, backend=runner.name,
-                       seconds_this_session=round(time.perf_counter() - tic, 3))
-    return StudyResult(study, summary)
+                       seconds_this_session=round(time.perf_counter() - tic, 3), **counts())
+    return StudyResult(study, summary, dense["trained"], dense["reused"], dense_dir is not None)
 
 
 def _backend(name: str, options: Optional[dict[str, Any]], group: int) -> Any:
@@ -251,14 +288,20 @@ def vector_size(vectorize: int | str, configs: list[TicketConfig]) -> int:
 
 
 def study_summary(study: StudyDir) -> list[dict[str, Any]]:
-    """Statistics over the finished trials of each experiment (rows tagged with ``experiment``)."""
+    """Statistics over the finished trials of each experiment, per line of results: the ticket, its
+    controls (``reinit``, ``random-prune``) and branches (``branch:NAME``), each line summarised
+    when every trial with ticket rounds has it (:func:`~lth.experiments.statistics.summarise_lines`).
+    Rows: ``experiment``, ``line``, ``round``, ``weights_remaining``, ``metric``, ``trials``, ``mean``, ..."""
     rows = []
     for experiment in study.study()["experiments"]:
-        trials = [study.run(r["path"]).rounds() for r in experiment["runs"]]
-        trials = [t for t in trials if t]
-        if trials:
-            rows.extend({"experiment": experiment["name"], **row} for row in summarise_trials(trials))
+        trials = [study.run(r["path"]).lines() for r in experiment["runs"]]
+        rows.extend({"experiment": experiment["name"], **row} for row in summarise_lines(trials))
     return rows
+
+
+def _count(value: Any) -> int:
+    """A count from an earlier status.json (0 when absent or not a whole number)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _complete(run: RunDir) -> bool:

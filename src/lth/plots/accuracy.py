@@ -89,11 +89,12 @@ def _colours(count: int) -> Callable[[int], Any]:
 
 def draw_metric(
     ax: "Axes", sources: Sequence[Source], metric: str, end_metric: str | None = None,
-) -> None:
+) -> int:
     """``metric`` of every source against weights remaining on ``ax``: each run in its colour with
     its controls dashed, its branches dash-dotted (a lighter shade when several runs share the axes), each line of each
     study experiment as a band in its own colour (its ticket solid, its controls dashed, its
-    branches dash-dotted). ``end_metric`` adds the ticket's end-of-training value (dotted) for a single run."""
+    branches dash-dotted). ``end_metric`` adds the ticket's end-of-training value (dotted) for a
+    single run. Returns the number of legend columns (1 or 2)."""
     levels: list[float] = []
     colour_index = 0
     bands = study_bands(sources)
@@ -144,7 +145,10 @@ def draw_metric(
     if bands:  # one key for the bands of every study
         extra = [(Patch(color="0.45", alpha=0.35, linewidth=0), "95% CI of the mean"),
                  (Line2D([], [], color="0.45", linestyle=":", linewidth=1.0), "min and max over trials")]
-    legend_below(ax, ncol=2, extra=extra)
+    # Two columns of legend entries, one when long labels (several studies' lines) would not fit.
+    ncol = 1 if any(len(label) > 44 for label in ax.get_legend_handles_labels()[1]) else 2
+    legend_below(ax, ncol=ncol, extra=extra)
+    return ncol
 
 
 def _figure(sources: Sequence[Source], metric: str, end_metric: str | None, ylabel: str, what: str,
@@ -153,7 +157,8 @@ def _figure(sources: Sequence[Source], metric: str, end_metric: str | None, ylab
             + (1 if end_metric and len(sources) == 1 else 0))
     fig = new_figure(6.8, 4.4 + 0.18 * max(0, (rows + 1) // 2 - 2))
     ax = fig.subplots()
-    draw_metric(ax, sources, metric, end_metric if len(sources) == 1 else None)
+    if draw_metric(ax, sources, metric, end_metric if len(sources) == 1 else None) == 1:
+        fig.set_size_inches(6.8, 4.4 + 0.18 * max(0, rows + 1 - 2))
     ax.set_ylabel(ylabel)
     if y_format is not None:
         y_format(ax.yaxis)

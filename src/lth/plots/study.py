@@ -5,8 +5,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lth.plots.accuracy import ACCURACY_FILE, plot_accuracy
-from lth.plots.common import STUDY, Source, axes_or_new, percent_axis, remaining_axis
+from lth.plots.accuracy import ACCURACY_FILE, accuracy_figure
+from lth.plots.common import STUDY, Source, axes_or_new, percent_axis, remaining_axis, save
+from lth.store.study_dir import TICKET_LINE, line_order
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -23,30 +24,59 @@ def draw_trials_accuracy(
     title: str | None = None,
 ) -> "Figure":
     """Mean of ``metric`` over trials against weights remaining, with its 95% CI band and a
-    lighter min-max band; ``summary`` holds ``summarise_trials`` rows. Returns the figure."""
+    lighter min-max band; ``summary`` holds ``summarise_trials`` rows. Rows that name their
+    ``line`` (``summarise_lines``: the ticket, its controls, its branches) give one mean and
+    bands per line in its own colour, the ticket solid, controls dashed, branches dash-dotted.
+    Returns the figure."""
+    from matplotlib.patches import Patch
+
+    from lth.plots.accuracy import line_label, line_style
+
     ax = axes_or_new(ax)
-    rows = sorted((r for r in summary if r["metric"] == metric), key=lambda r: r["round"])
-    x = [r["weights_remaining"] for r in rows]
-    line = ax.plot(x, [r["mean"] for r in rows], "o-", label=f"{label or metric} (mean)")[0]
-    colour = line.get_color()
-    ax.fill_between(x, [r["min"] for r in rows], [r["max"] for r in rows], color=colour, alpha=0.12,
-                    linewidth=0, label="min-max")
-    if all(r["ci95_low"] is not None for r in rows):
-        ax.fill_between(x, [r["ci95_low"] for r in rows], [r["ci95_high"] for r in rows], color=colour,
-                        alpha=0.3, linewidth=0, label="95% CI")
-    remaining_axis(ax, x)
+    rows = [r for r in summary if r["metric"] == metric]
+    lines = sorted(dict.fromkeys(r.get("line", TICKET_LINE) for r in rows), key=line_order) or [TICKET_LINE]
+    several = len(lines) > 1
+    levels: list[float] = []
+    trials = 0
+    for line in lines:
+        mine = sorted((r for r in rows if r.get("line", TICKET_LINE) == line), key=lambda r: r["round"])
+        x = [r["weights_remaining"] for r in mine]
+        levels += x
+        trials = max([trials, *(r["trials"] for r in mine)])
+        name = label or metric
+        if several:
+            name = f"{label}: {line_label(line)}" if label else line_label(line)
+        linestyle, marker = line_style(line)
+        drawn = ax.plot(x, [r["mean"] for r in mine], linestyle=linestyle, marker=marker, label=f"{name} (mean)")[0]
+        colour = drawn.get_color()
+        ax.fill_between(x, [r["min"] for r in mine], [r["max"] for r in mine], color=colour, alpha=0.12,
+                        linewidth=0, label=None if several else "min-max")
+        if all(r["ci95_low"] is not None for r in mine):
+            ax.fill_between(x, [r["ci95_low"] for r in mine], [r["ci95_high"] for r in mine], color=colour,
+                            alpha=0.3, linewidth=0, label=None if several else "95% CI")
+    remaining_axis(ax, levels)
     percent_axis(ax.yaxis)
     ax.set_ylabel(metric.replace("_", " "))
-    trials = rows[0]["trials"] if rows else 0
     ax.set_title(title or f"mean over {trials} trials")
-    ax.legend(fontsize="small")
+    handles, labels = ax.get_legend_handles_labels()
+    if several:  # one grey key for the bands of every line
+        handles += [Patch(color="0.45", alpha=0.3, linewidth=0), Patch(color="0.45", alpha=0.12, linewidth=0)]
+        labels += ["95% CI", "min-max"]
+    ax.legend(handles, labels, fontsize="small")
     return ax.figure
 
 
+def study_figure(study: "StudyDir") -> "Figure":
+    """The figure :func:`plot_study` saves: every line (ticket, controls, branches) of every
+    experiment of the study as a band over its trials."""
+    source = Source(Path(study.path), STUDY, Path(study.path).resolve().name)
+    return accuracy_figure([source])
+
+
 def plot_study(study: "StudyDir") -> list[Path]:
-    """A study's figure: mean test accuracy at early stop of every experiment with 95% CI and
-    min-max bands over its trials, against weights remaining (``accuracy_vs_weights_remaining.png``)."""
+    """A study's figure: mean test accuracy at early stop of every experiment and line (its ticket
+    solid, its controls dashed, its branches dash-dotted) with 95% CI and min-max bands over its
+    trials, against weights remaining (``accuracy_vs_weights_remaining.png``)."""
     if not study.summary():
         return []
-    source = Source(Path(study.path), STUDY, Path(study.path).resolve().name)
-    return plot_accuracy([source], Path(study.path), formats=("png",), stem=ACCURACY_FILE)
+    return save(study_figure(study), Path(study.path), ACCURACY_FILE, ("png",))

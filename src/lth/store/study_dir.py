@@ -10,7 +10,7 @@ import yaml
 
 from lth import jsonio
 from lth.atomic import atomic_write_text
-from lth.documents import is_number, read_document, row_problem
+from lth.documents import brief, is_number, read_document, row_problem
 from lth.errors import LthError
 from lth.store.file_checks import is_int, status_problem
 from lth.store.run_dir import RunDir
@@ -45,6 +45,33 @@ SUMMARY_FIELDS = {  # what every summary.json entry holds (lth.experiments.stati
     "weights_remaining": _number_or_none, "trials": is_int, "mean": _number_or_none, "min": _number_or_none,
     "max": _number_or_none, "ci95_low": _number_or_none, "ci95_high": _number_or_none,  # None: NaN written as null
 }
+#: The ticket's line in a summary (``line`` of an entry; entries written before lines were
+#: summarised have none, and are the ticket's). Controls are named as such, branches ``branch:NAME``.
+TICKET_LINE = "ticket"
+BRANCH_PREFIX = "branch:"
+
+
+def line_order(name: str) -> tuple[int, int, str]:
+    """Sort key of a study's lines: the ticket, then its controls (``reinit``, ``random-prune``,
+    then any other by name), then its branches (``branch:NAME``, by name)."""
+    from lth.config import CONTROL_NAMES
+
+    if name == TICKET_LINE:
+        return (0, 0, "")
+    if name.startswith(BRANCH_PREFIX):
+        return (2, 0, name)
+    return (1, CONTROL_NAMES.index(name) if name in CONTROL_NAMES else len(CONTROL_NAMES), name)
+
+
+def _summary_problem(rows: list[Any]) -> Optional[str]:
+    """What is wrong with the first bad ``summary.json`` entry (``line`` optional), or None."""
+    problem = row_problem(rows, SUMMARY_FIELDS, "entry")
+    if problem is None:
+        bad = next((i for i, row in enumerate(rows) if not isinstance(row.get("line", TICKET_LINE), str)), None)
+        problem = None if bad is None else f"entry {bad} has line = {brief(rows[bad]['line'], 40)}"
+    return problem
+
+
 _EXPERIMENT_FIELDS = {"name": lambda v: isinstance(v, str), "settings": lambda v: isinstance(v, dict),
                       "runs": lambda v: isinstance(v, list) and len(v) > 0}
 _RUN_FIELDS = {"trial": is_int, "path": lambda v: isinstance(v, str) and _inside(v),
@@ -80,7 +107,8 @@ class StudyDir:
         study.yaml          kind (robust | session), the experiments and every run's config
         status.json         running | complete, runs done / total
         EXPERIMENT/trial_NN/  one find-ticket run directory per trial (robust: trial_NN/)
-        summary.json        per experiment and round: mean, median, min, max, std, 95% CI
+        summary.json        per experiment, line (ticket, controls, branch:NAME) and round: mean,
+                            median, min, max, std, 95% CI
         summary.csv         the same as a flat table
         *.png               plots with bands over trials
     """
@@ -146,11 +174,14 @@ class StudyDir:
         atomic_write_text(self.path / "summary.csv", pd.DataFrame(rows).to_csv(index=False))
 
     def summary(self) -> list[dict[str, Any]]:
-        """``summary.json`` ([] before the study finished; LthError if damaged)."""
+        """``summary.json`` ([] before the study finished; LthError if damaged): one entry per
+        experiment, line, round and metric, ``line`` second (entries of files written before
+        lines were summarised have none: they are the ticket's, and read as ``line: ticket``)."""
         path = self.path / "summary.json"
         if not path.is_file():
             return []
-        return read_document(path, list, lambda rows: row_problem(rows, SUMMARY_FIELDS, "entry"))
+        rows = read_document(path, list, _summary_problem)
+        return [{"experiment": row["experiment"], "line": row.get("line", TICKET_LINE), **row} for row in rows]
 
     def run(self, relative: str) -> RunDir:
         return RunDir(self.path / relative)

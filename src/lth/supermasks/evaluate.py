@@ -331,10 +331,21 @@ class SupermaskEvalResult:
     config: dict[str, Any]
     rows: list[dict[str, Any]]
     run_dir: RunDir
+    #: How w_f was had: "trained", "reused" (a stored dense training, see DENSE_STORE_DIR) or "from" (--from).
+    dense: str = "trained"
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+#: The dense trainings of ``lth supermask eval`` kept for reuse, in the runs root
+#: (:func:`~lth.store.run_dir.runs_root`); one file per dense recipe (see :mod:`lth.experiments.dense_trunk`).
+DENSE_STORE_DIR = ".lth-dense"
+
+
+def dense_store_path() -> Path:
+    return runs_root() / DENSE_STORE_DIR
 
 
 def run_supermask_eval(
@@ -349,6 +360,7 @@ def run_supermask_eval(
     out: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    share_trunk: bool = True,
 ) -> SupermaskEvalResult:
     """The whole ``lth supermask eval`` command: w_i/w_f, the grid, rows and plots in ``out``.
 
@@ -357,6 +369,12 @@ def run_supermask_eval(
     defaults to its stored one (pass one to change e.g. device or data_dir; model and dataset
     must match). ``seed`` (default: the config's) seeds the masks' tie-breaking and the transforms.
     ``out`` defaults to ``runs/<name>``, the name to ``MODEL-DATASET-supermask-TIMESTAMP``.
+
+    ``share_trunk``: the dense training is kept in ``RUNS_ROOT/.lth-dense/`` (keyed by every
+    setting that can change it, :func:`lth.experiments.dense_trunk.dense_trunk_key`), and a later
+    evaluation with the same dense recipe (any criteria, keeps, weights, scope or output) reuses
+    it instead of training again: ``<out>/dense`` is then the same, bit for bit, as if trained.
+    ``status.json`` records ``dense``: ``trained``, ``reused`` or ``from``.
     """
     criteria, keeps = resolve_criteria(criteria), check_keeps(keeps)
     weights, scope = check_weights(weights, options), check_scope(scope)
@@ -386,8 +404,11 @@ def run_supermask_eval(
         started = _now()
         if source is None:
             dense = config.model_copy(update=dict(rounds=0, one_shot=False, keep=None, controls=[], name=name))
+            from lth.experiments.dense_trunk import DenseStore
+
+            store = DenseStore(dense_store_path()) if share_trunk else None
             try:
-                ticket = find_ticket(dense, out=run.path / "dense", progress=progress)
+                ticket = find_ticket(dense, out=run.path / "dense", progress=progress, dense_store=store)
             except LthError:  # a bad training setting: leave no half-made run behind (only lth's files go)
                 remove_owned(run.path)
                 if existed:
@@ -395,8 +416,10 @@ def run_supermask_eval(
                 raise
             source, config = ticket.run_dir, ticket.config
             w_init, w_final = source.load_weights("init"), source.load_weights("final_round_00")
+            how = ticket.dense or "trained"
         else:
             config = config.with_recipe(spec.recipe)
+            how = "from"
         written = {
             "kind": KIND,
             **config.model_dump(),
@@ -416,5 +439,5 @@ def run_supermask_eval(
         )
         write_rows(run, rows)
         plot_supermask_run(run)
-        run.write_status(status="complete", started=started, finished=_now(), device=str(device))
-        return SupermaskEvalResult(written, rows, run)
+        run.write_status(status="complete", started=started, finished=_now(), device=str(device), dense=how)
+        return SupermaskEvalResult(written, rows, run, how)
