@@ -156,7 +156,16 @@ def test_experiments_differing_in_training_do_not_share(tmp_path, capsys):
     assert calls == 2 and "round 0 (dense): trained 2, reused 2" in stdout
 
 
-def test_the_key_holds_every_training_field_and_no_pruning_field():
+def test_robust_trials_differ_in_seed_and_store_nothing(tmp_path, capsys):
+    rc, _, err = cli(capsys, "robust", "lenet-300-100", "digits", "--trials", "2", "--rounds", "0", "--iterations", "30",
+                     "--eval-every", "30", "--device", "cpu", "-q", "--out", tmp_path / "robust")
+    assert rc == 0, err
+    status = StudyDir(tmp_path / "robust").status()
+    assert (status["dense_trained"], status["dense_reused"]) == (2, 0)
+    assert not list((tmp_path / "robust").glob("dense/*.pt"))
+
+
+def test_the_key_holds_every_training_field_and_no_pruning_field(digits):
     from lth.config import TicketConfig
     from lth.models import MODELS
 
@@ -178,6 +187,12 @@ def test_the_key_holds_every_training_field_and_no_pruning_field():
     assert dense_trunk_key(base, mask=mask) == key  # an all-ones --init-mask is a dense start
     mask["fc1.weight"][0, 0] = False
     assert dense_trunk_key(base, mask=mask) != key
+    import dataclasses
+
+    with_data = dense_trunk_key(base, data=digits)
+    changed = digits.train_x.clone()
+    changed[0, 0, 0, 0] += 1
+    assert with_data != key and dense_trunk_key(base, data=dataclasses.replace(digits, train_x=changed)) != with_data
 
 
 def test_a_damaged_entry_is_ignored_with_a_warning_and_retrained(tmp_path, capsys):

@@ -13,7 +13,8 @@ An entry holds what later rounds depend on after round 0: the round's result (me
 headline numbers, ``best_state`` under ``--w-final early-stop``), the model's state at the end,
 the snapshots captured (rewind point, w_f point) and the global torch RNG state (and CUDA's, on
 a GPU). A search that finds its key restores all of it and carries on as if it had trained,
-bit for bit (see :meth:`lth.experiments.ticket_search._Search.train_ticket`).
+bit for bit (see :meth:`lth.experiments.ticket_search._Search.train_ticket`); its round 0 in
+``rounds.json`` reports the ``seconds`` that the stored training took.
 
 Writes are atomic (:func:`lth.atomic.atomic_torch_save`): two processes training the same key
 at once both write the same bits, and readers see one whole file or none. A damaged or foreign
@@ -55,11 +56,14 @@ _RESULT_FIELDS = tuple(f.name for f in fields(RoundResult) if f.name != "best_st
 
 
 def dense_trunk_key(config: TicketConfig, device: torch.device | str = "cpu",
-                    mask: Optional[Mapping[str, torch.Tensor]] = None) -> str:
+                    mask: Optional[Mapping[str, torch.Tensor]] = None, data: Any = None) -> str:
     """The hex SHA-256 naming round 0 of ``config`` (with its model's recipe filled in).
 
     ``device``: the device the search trains on (``auto`` resolved). ``mask``: the round-0
     mask of an ``--init-mask`` run (its tensors enter the key; None or all ones: a dense start).
+    ``data``: the :class:`~lth.data.DataBundle` trained on; a fingerprint of it (shapes and the
+    bytes of up to 256 evenly spaced examples of each split) enters the key, so that dataset
+    files replaced under the same name do not bring back a stale training.
     The lth and torch versions and the device's kind (CUDA device name, CPU instruction set)
     are part of the key too: a trunk is reused only where training it again gives the same bits.
     """
@@ -69,10 +73,35 @@ def dense_trunk_key(config: TicketConfig, device: torch.device | str = "cpu",
     values = {key: value for key, value in config.model_dump().items() if key not in EXCLUDED}
     values["init_mask"] = _mask_digest(mask)
     values["device"] = device.type
+    values["data"] = None if data is None else data_fingerprint(data)
     values["platform"] = {"lth": __version__, "torch": torch.__version__, "format": FORMAT,
                           "hardware": _hardware(device)}
     text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def trunk_signature(config: TicketConfig) -> str:
+    """What :func:`dense_trunk_key` hashes that the config alone tells (the device as asked, the
+    ``--init-mask`` path): configs of different signatures never share round 0. A study uses it
+    to give the store only to trials that have a partner (``lth robust``'s trials, all of other
+    seeds, store nothing)."""
+    values = {key: value for key, value in config.model_dump().items()
+              if key not in EXCLUDED or key in ("device", "init_mask")}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def data_fingerprint(data: Any, rows: int = 256) -> str:
+    """SHA-256 of a dataset's split shapes and dtypes and of up to ``rows`` evenly spaced examples per split."""
+    digest = hashlib.sha256()
+    for split in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+        tensor = getattr(data, split)
+        digest.update(f"{split}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        if tensor.shape[0]:
+            index = torch.linspace(0, tensor.shape[0] - 1, min(rows, tensor.shape[0])).round().long()
+            sample = tensor[index.to(tensor.device)].detach().to("cpu").contiguous()
+            digest.update(sample.view(torch.uint8).numpy().tobytes())
+    digest.update(f"augment:{getattr(data, 'augment', None)}".encode())
+    return digest.hexdigest()
 
 
 def _hardware(device: torch.device) -> str:

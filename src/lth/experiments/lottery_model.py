@@ -31,7 +31,7 @@ from torch import nn
 from lth import jsonio
 from lth.actions import LayerState, Mask1Options, round_start_values, validate_actions
 from lth.atomic import atomic_torch_save, atomic_write_text
-from lth.config import MAX_ITERATIONS, MAX_ROUNDS, check_budget
+from lth.config import CONTROL_NAMES, MAX_ITERATIONS, MAX_ROUNDS, check_budget
 from lth.criteria import CRITERIA, compute_scores
 from lth.data import DataBundle
 from lth.data.batcher import epoch_seed
@@ -42,6 +42,7 @@ from lth.models.init import INITIALIZERS
 from lth.pruning import GROUPS, prunable_parameters, prune, warn_emptied
 from lth.models.registry import GLOBAL_RNG_LOCK
 from lth.training import RoundResult, Trainer
+from lth.experiments.controls import control_generator, prepare_control
 from lth.experiments.lottery_settings import (  # noqa: F401  (check_setting_names: re-exported)
     Initializer, LotterySettings, check_setting_names, is_int, is_number, make_settings,
 )
@@ -182,7 +183,12 @@ class LotteryModel:
     their biases with ``prune_biases``, minus ``ignore_layers``). ``rewind_iteration`` k > 0
     rewinds to the weights after k iterations of the first training (late resetting) instead of
     ``w_0``. ``initializer`` draws fresh weights for the ``reinit`` mask-1 action (default:
-    ``reset_parameters()`` of each submodule). ``seed`` fixes data order and every random choice
+    ``reset_parameters()`` of each submodule). ``controls``: names from ``lth.config.CONTROL_NAMES``
+    (a list or a comma-separated string) trained once after every pruned round of
+    :meth:`iterative_pruning` / :meth:`one_shot` (see :meth:`train_controls`): ``reinit`` (the
+    round's mask, freshly initialised weights) and ``random-prune`` (a random mask with the round's
+    per-layer kept counts, from the rewind weights); their rows are in :meth:`lines`, and they never
+    change the ticket's own results. ``seed`` fixes data order and every random choice
     (training runs on a forked, seeded global RNG, so dropout is reproducible too and the
     caller's RNG is untouched): same seed, same results. ``device``: auto, cpu, cuda. Speed
     options (off by default; see :class:`lth.training.Acceleration`): ``precision`` fp32 or bf16
@@ -212,6 +218,7 @@ class LotteryModel:
         ignore_layers: Sequence[str] = (),
         rewind_iteration: int = 0,
         initializer: Initializer = None,
+        controls: Sequence[str] | str = (),
         seed: int = 0,
         device: str | torch.device = "auto",
         precision: str = "fp32",
@@ -225,7 +232,8 @@ class LotteryModel:
             optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
             milestones=milestones, gamma=gamma, warmup=warmup, batch_size=batch_size, iterations=iterations,
             epochs=epochs, eval_every=eval_every, prunable=prunable, prune_biases=prune_biases,
-            ignore_layers=ignore_layers, rewind_iteration=rewind_iteration, initializer=initializer, seed=seed,
+            ignore_layers=ignore_layers, rewind_iteration=rewind_iteration, initializer=initializer,
+            controls=controls, seed=seed,
             device=device, precision=precision, compile=compile, channels_last=channels_last, progress=progress,
             data_dir=data_dir, val_size=val_size,
         )
@@ -243,6 +251,8 @@ class LotteryModel:
         self._module = copy.deepcopy(model).to(self._device)
         self._module.train()
         self._groups = self._resolve_prunable()
+        if "reinit" in settings.controls and settings.initializer is None:
+            check_resettable(self._module, list(self._groups))
         self._data = data
         self._trainer: Trainer | None = None
         self._lockstep = False  # trained side by side with other trials (LotteryRobust)
@@ -279,6 +289,8 @@ class LotteryModel:
         self._rows: list[dict] = []
         self._metrics: list[dict] = []
         self._masks: dict[int, Mask] = {}
+        self._control_rows: dict[str, list[dict]] = {}  # by control name: one row per pruned round
+        self._control_masks: dict[str, dict[int, Mask]] = {}  # by control name and round (not saved)
         self._generator = torch.Generator().manual_seed(settings.seed)
 
     def _resolve_prunable(self) -> dict[str, str]:
@@ -350,6 +362,22 @@ class LotteryModel:
         """One summary row per trained round (as in a run's ``rounds.json``)."""
         return [dict(row, layers=dict(row["layers"])) for row in self._rows]
 
+    @property
+    def control_masks(self) -> dict[str, dict[int, Mask]]:
+        """The mask each control trained under, by control name and round (CPU copies; not saved)."""
+        return {name: {r: _mask_copy(mask) for r, mask in sorted(masks.items())}
+                for name, masks in self._control_masks.items()}
+
+    def lines(self) -> dict[str, list[dict]]:
+        """The per-round rows of every line: ``ticket`` (:attr:`rows`), then each control of the
+        ``controls`` setting (and any other with rows) by name, rows sorted by round."""
+        names = [*self._settings.controls, *(n for n in self._control_rows if n not in self._settings.controls)]
+        return {"ticket": self.rows, **{
+            name: [dict(row, layers=dict(row["layers"]))
+                   for row in sorted(self._control_rows.get(name, []), key=lambda r: r["round"])]
+            for name in names
+        }}
+
     def __repr__(self) -> str:
         return (f"LotteryModel(round={self._round}, weights_remaining={self._mask.density():.4f}, "
                 f"trained_rounds={len(self._rows)})")
@@ -379,7 +407,8 @@ class LotteryModel:
         A fresh optimizer; the first round runs from iteration 0, later rounds from the rewind
         iteration to ``iterations`` (default: the budget). If :meth:`prune` was called without
         :meth:`reinit`, the default re-initialisation (rewind kept weights, zero pruned ones) is
-        applied first. Training a round again replaces its row. A NaN or infinite loss (read at
+        applied first. Training a round again replaces its row (and drops its controls' rows:
+        :meth:`train_controls` trains them again). A NaN or infinite loss (read at
         the evaluations) stops the training with LthError (``TrainingDiverged``) naming the round
         and the iteration; the rows of earlier rounds stay.
         """
@@ -422,11 +451,82 @@ class LotteryModel:
         self._w_final = {name: params[name].detach().clone() for name in self._groups}
         row = _row(self._round, self._mask, result, seconds)
         self._rows = [r for r in self._rows if r["round"] != self._round] + [row]
+        for name in self._control_rows:  # the controls of a round trained again are trained again
+            self._control_rows[name] = [r for r in self._control_rows[name] if r["round"] != self._round]
+            self._control_masks.get(name, {}).pop(self._round, None)
         self._metrics = [m for m in self._metrics if m["round"] != self._round]
         self._metrics.extend({"round": self._round, **m} for m in result.metrics)
         self._masks[self._round] = _mask_copy(self._mask)
         self._trained = True
         return dict(row, layers=dict(row["layers"]))
+
+    def train_controls(self, controls: Sequence[str] | str | None = None) -> dict[str, dict]:
+        """Train the controls of the current pruned, trained round; return their rows by name.
+
+        ``controls`` defaults to the ``controls`` setting. As ``--controls`` of ``lth ticket``:
+        each control trains once with the round's recipe (from the rewind iteration to the
+        budget): ``reinit`` under the round's mask from a fresh draw of the weights
+        (``initializer``/``reset_parameters()``; whatever the draw leaves alone keeps its rewind
+        value), ``random-prune`` under a uniformly random mask with the round's exact
+        per-layer kept counts from the rewind weights. A control's randomness comes from its own
+        generator (:func:`lth.experiments.controls.control_generator`) and its training runs on a
+        forked global RNG; the model's weights are restored afterwards, so the ticket's results
+        are the same with or without controls. Training a control again replaces its row.
+        """
+        names = self._settings.controls if controls is None else make_settings(controls=controls).controls
+        if not names:
+            return {}
+        trainer = self._require_data("train_controls()")
+        if self._round == 0 or not self._trained or self._rewind_state is None:
+            raise LthError("train_controls() needs a pruned round that has been trained; call prune() and train() "
+                           "first (round 0 is dense: it has no controls)")
+        if "reinit" in names and self._settings.initializer is None:
+            check_resettable(self._module, list(self._groups))
+        return {name: self._train_control(name, trainer) for name in names}
+
+    def _control_state(self, seed: int) -> dict[str, torch.Tensor]:
+        """The reinit control's start: a fresh draw under ``seed`` (the rest at its rewind values)."""
+        self._module.load_state_dict(self._rewind_state)
+        drawn = fresh_initialisation(self._module, seed, self._settings.initializer)
+        return _to(drawn.state_dict(), self._device)
+
+    def _train_control(self, name: str, trainer: Trainer) -> dict:
+        ticket_state = _clone(self._module.state_dict())
+        start, stop = self._settings.rewind_iteration, self._budget
+        try:
+            mask = prepare_control(name, self._module, self._mask, self._rewind_state, self._control_state,
+                                   control_generator(self._settings.seed, name, self._round))
+            mask.apply_(self._module)
+            tic = time.perf_counter()
+            # A salt of its own (< 0: the ticket's are >= 0) for the control's dropout and other random layers.
+            salt = -1 - (self._round * len(CONTROL_NAMES) + CONTROL_NAMES.index(name))
+            with self._seeded_rng(salt):
+                result = trainer.train(
+                    self._module, mask, start=start, stop=stop, description=f"{name} control {self._round}",
+                    postfix={"kept": f"{mask.density():.4f}"}, zero_pruned=False,
+                )
+        except TrainingDiverged as error:
+            raise TrainingDiverged(
+                error.iteration, error.loss, error.start, error.network,
+                message=f"training of the {name} control diverged in round {self._round} at iteration "
+                        f"{error.iteration} (loss {error.loss}); {error.hint('lr')}",
+            ) from None
+        finally:
+            self._module.load_state_dict(ticket_state)  # the model stays the ticket as last trained
+        row = _row(self._round, mask, result, time.perf_counter() - tic)
+        rows = self._control_rows.setdefault(name, [])
+        self._control_rows[name] = [r for r in rows if r["round"] != self._round] + [row]
+        self._control_masks.setdefault(name, {})[self._round] = _mask_copy(mask)
+        return dict(row, layers=dict(row["layers"]))
+
+    def _train_missing_controls(self) -> None:
+        """Train the controls of the setting that the current (pruned, trained) round lacks."""
+        if self._round == 0 or not self._trained:
+            return
+        missing = [name for name in self._settings.controls
+                   if not any(r["round"] == self._round for r in self._control_rows.get(name, []))]
+        if missing:
+            self.train_controls(missing)
 
     def _rates(self, rate: float | None, keep: float | None, scope: str,
                rates: Mapping[str, float] | None) -> dict[str, float]:
@@ -593,7 +693,8 @@ class LotteryModel:
     ) -> "pd.DataFrame":
         """Iterative magnitude pruning: train (dense, if not yet), then ``rounds`` x (prune, reinit, train).
 
-        Continues from the current state when called again. Returns :meth:`summary`.
+        Continues from the current state when called again. After every pruned round the
+        ``controls`` setting's controls train (:meth:`train_controls`). Returns :meth:`summary`.
         """
         options = Mask1Options(keep_sign=keep_sign, rescale=rescale, jitter_sd=jitter_sd, constant=constant)
         self._check_procedure(criterion, scope, mask1, mask0, options)
@@ -601,10 +702,12 @@ class LotteryModel:
             raise LthError(f"rounds must be an integer from 0 to {MAX_ROUNDS}, got {rounds!r}")
         self._rates(rate, None, scope, rates)  # validate before any training
         self._train_current(mask1, mask0, options)
+        self._train_missing_controls()
         for _ in range(rounds):
             self.prune(criterion, rate=rate, scope=scope, rates=rates)
             self.reinit(mask1, mask0, keep_sign, rescale, jitter_sd, constant)
             self.train()
+            self._train_missing_controls()
         return self.summary()
 
     def one_shot(
@@ -620,15 +723,18 @@ class LotteryModel:
         jitter_sd: float = 0.01,
         constant: float | None = None,
     ) -> "pd.DataFrame":
-        """One-shot pruning: train (dense, if not yet), prune once to ``keep`` of all weights, reinit, train."""
+        """One-shot pruning: train (dense, if not yet), prune once to ``keep`` of all weights, reinit, train
+        (and the ``controls`` setting's controls, :meth:`train_controls`)."""
         options = Mask1Options(keep_sign=keep_sign, rescale=rescale, jitter_sd=jitter_sd, constant=constant)
         self._check_procedure(criterion, scope, mask1, mask0, options)
         if not is_number(keep) or not 0 < keep <= 1:
             raise LthError(f"keep must be a fraction in (0, 1], got {keep!r}")
         self._train_current(mask1, mask0, options)
+        self._train_missing_controls()
         self.prune(criterion, keep=keep, scope=scope)
         self.reinit(mask1, mask0, keep_sign, rescale, jitter_sd, constant)
         self.train()
+        self._train_missing_controls()
         return self.summary()
 
     # -- results -------------------------------------------------------------------------
@@ -645,10 +751,13 @@ class LotteryModel:
         return pd.DataFrame([dict(m) for m in self._metrics], columns=list(METRIC_KEYS))
 
     def plot_accuracy(self, ax: "Axes | None" = None) -> "Figure":
-        """Test accuracy at early stop and at the end against weights remaining (log x)."""
+        """Test accuracy at early stop and at the end against weights remaining (log x): the ticket
+        solid, each control (:meth:`lines`) dashed."""
         from lth.plots import draw_accuracy
 
-        return draw_accuracy({"ticket": self.rows}, ax=ax)
+        lines = {name: rows for name, rows in self.lines().items() if rows or name == "ticket"}
+        return draw_accuracy({name if name == "ticket" else f"{name} control": rows for name, rows in lines.items()},
+                             ax=ax, dashed=[f"{name} control" for name in lines if name != "ticket"])
 
     def plot_learning_curves(self, ax: "Axes | None" = None) -> "Figure":
         """Test accuracy against training iteration, one line per round."""
@@ -660,7 +769,8 @@ class LotteryModel:
     def save(self, path: str | Path) -> Path:
         """Write the experiment to directory ``path`` (every file atomically); see :meth:`load`.
 
-        Layout: ``settings.json``, ``rounds.json``, ``metrics.csv``, ``masks/round_NN.pt``
+        Layout: ``settings.json``, ``rounds.json``, ``controls.json`` (the controls' rows by name;
+        their masks are not saved), ``metrics.csv``, ``masks/round_NN.pt``
         (mask of each trained round) and ``masks/current.pt``, ``weights/{init,rewind,start,
         final,current}.pt``, ``generator.pt``. The data is not saved (only its lth dataset
         name, when given as one); a callable initializer is not saved.
@@ -696,6 +806,7 @@ class LotteryModel:
         except OSError as error:
             raise LthError(f"cannot write to {str(path)!r}: {error.strerror}") from None
         atomic_write_text(path / "rounds.json", jsonio.dumps(self._rows, indent=2) + "\n")
+        atomic_write_text(path / "controls.json", jsonio.dumps(self._control_rows, indent=2) + "\n")
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=METRIC_KEYS, lineterminator="\n")
         writer.writeheader()
@@ -783,6 +894,13 @@ class LotteryModel:
                            f"are {_listing(list(obj._groups))}")
         obj._mask = current.to(dev)
         obj._rows = json.loads((path / "rounds.json").read_text())
+        if (path / "controls.json").is_file():  # absent in saves from before controls
+            controls = json.loads((path / "controls.json").read_text())
+            if not isinstance(controls, dict) or not all(
+                    isinstance(rows, list) and all(isinstance(r, dict) and "round" in r for r in rows)
+                    for rows in controls.values()):
+                raise LthError(f"{str(path / 'controls.json')!r} must map control names to lists of rows")
+            obj._control_rows = {str(name): rows for name, rows in controls.items()}
         with (path / "metrics.csv").open(newline="") as handle:
             obj._metrics = [
                 {"round": int(m["round"]), "iteration": int(m["iteration"]), "split": m["split"],

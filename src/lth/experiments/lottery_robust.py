@@ -159,8 +159,8 @@ class LotteryRobust:
     def trial_lines(self) -> list[dict[str, list[dict]]]:
         """Each trial's lines of per-round rows, by name, as :meth:`lth.store.RunDir.lines` gives a
         run's: ``ticket`` (:meth:`trial_summaries`), and the lines a trial exposes beside it through
-        a ``lines`` mapping (controls, branches: :class:`LotteryModel` trains none, so today only
-        the ticket; ``lth robust --controls`` trains controls in a study)."""
+        a ``lines`` mapping or method (the controls of the ``controls`` setting,
+        :meth:`LotteryModel.lines`; branches)."""
         return [model_lines(trial) for trial in self.models]
 
     def summary(self, metrics: Sequence[str] | None = None) -> "pd.DataFrame":

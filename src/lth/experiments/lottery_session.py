@@ -105,7 +105,8 @@ class LotterySession:
     def summary(self) -> "pd.DataFrame":
         """Every trained experiment's summary in one DataFrame, with ``experiment`` and ``line``
         columns first: ``line`` is ``ticket``, or a control or branch line an experiment exposes
-        beside it (:func:`~lth.experiments.lottery_robust.model_lines`; LotteryModel trains none)."""
+        beside it (:func:`~lth.experiments.lottery_robust.model_lines`: the controls of the ``controls``
+        setting, :meth:`LotteryModel.lines`)."""
         import pandas as pd
 
         from lth.experiments.lottery_robust import model_lines
@@ -123,14 +124,16 @@ class LotterySession:
 
     def plot_accuracy(self, ax: "Axes | None" = None) -> "Figure":
         """Test accuracy against weights remaining, every trained experiment (and every other line
-        it exposes, as ``EXPERIMENT: LINE``) on one axis."""
+        it exposes, as ``EXPERIMENT: LINE``, dashed: its controls) on one axis."""
         from lth.experiments.lottery_robust import model_lines
         from lth.plots import draw_accuracy
 
-        return draw_accuracy({name if line == "ticket" else f"{name}: {line}": rows
-                              for name, exp in self.experiments.items() if exp.rows
-                              for line, rows in model_lines(exp).items() if rows}, ax=ax,
-                             title="test accuracy by experiment")
+        lines = {name if line == "ticket" else f"{name}: {line}": (line, rows)
+                 for name, exp in self.experiments.items() if exp.rows
+                 for line, rows in model_lines(exp).items() if rows}
+        return draw_accuracy({label: rows for label, (_, rows) in lines.items()}, ax=ax,
+                             title="test accuracy by experiment",
+                             dashed=[label for label, (line, _) in lines.items() if line != "ticket"])
 
     def save(self, path: str | Path) -> Path:
         """Save every experiment to ``path/<name>`` (see :meth:`LotteryModel.save`)."""

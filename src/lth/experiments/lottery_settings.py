@@ -10,7 +10,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from lth.config import MAX_ITERATIONS, SEED_RANGE
+from lth.config import CONTROL_NAMES, MAX_ITERATIONS, SEED_RANGE
 from lth.errors import LthError
 from lth.models.init import INITIALIZERS
 from lth.training import Acceleration, OptimizerSettings
@@ -40,6 +40,7 @@ class LotterySettings:
     ignore_layers: tuple[str, ...] = ()
     rewind_iteration: int = 0
     initializer: Initializer = None
+    controls: tuple[str, ...] = ()
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
@@ -84,6 +85,20 @@ def _require(ok: bool, message: str) -> None:
         raise LthError(message)
 
 
+def _controls(value: Any) -> tuple[str, ...]:
+    """The ``controls`` setting as a tuple of control names (None: none; a string: comma-separated)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise LthError(f"controls must be a list of control names ({', '.join(CONTROL_NAMES)}), got {value!r}")
+    for name in value:
+        if name not in CONTROL_NAMES:
+            raise LthError(f"unknown control {name!r}; choose from: {', '.join(CONTROL_NAMES)}")
+    return tuple(dict.fromkeys(value))
+
+
 def make_settings(**values: Any) -> LotterySettings:
     """Validated :class:`LotterySettings` (LthError naming the first bad value)."""
     check_setting_names(list(values))
@@ -94,6 +109,8 @@ def make_settings(**values: Any) -> LotterySettings:
             values[key] = tuple(values[key])
     if values.get("data_dir") is not None:
         values["data_dir"] = str(values["data_dir"])
+    if "controls" in values:
+        values["controls"] = _controls(values["controls"])
     s = LotterySettings(**values)
     _require(s.optimizer in ("adam", "sgd"), f"unknown optimizer {s.optimizer!r}; choose adam or sgd")
     _require(is_number(s.lr) and s.lr > 0, f"lr must be a positive number, got {s.lr!r}")

@@ -172,6 +172,7 @@ def _continue_study(study: StudyDir, progress: bool, vectorize: int | str | None
     # but a vectorised training equals a lone one only up to float rounding, so a round 0
     # trained in one group and reused in another would not be bit-identical to training it.
     dense_dir = str((study.path / DENSE_DIR).resolve()) if share_trunk and group <= 1 else None
+    shared = _shared_trunks(runs) if dense_dir is not None else set()
     before = study.status()
     dense = {"trained": 0, "reused": 0}
 
@@ -188,7 +189,9 @@ def _continue_study(study: StudyDir, progress: bool, vectorize: int | str | None
     running: set[int] = set()
     failures: list[tuple[TrialSpec, str]] = []
     trials = [TrialSpec(str(study.run(entry["path"]).path.resolve()), entry["config"], i,
-                        f"{experiment} trial {entry['trial']}", dense_dir) for i, (experiment, entry) in enumerate(pending)]
+                        f"{experiment} trial {entry['trial']}",
+                        dense_dir if entry["path"] in shared else None)
+              for i, (experiment, entry) in enumerate(pending)]
 
     def postfix() -> None:
         if runner.name == "local" and group <= 1 and running:
@@ -297,6 +300,23 @@ def study_summary(study: StudyDir) -> list[dict[str, Any]]:
         trials = [study.run(r["path"]).lines() for r in experiment["runs"]]
         rows.extend({"experiment": experiment["name"], **row} for row in summarise_lines(trials))
     return rows
+
+
+def _shared_trunks(runs: list[tuple[str, dict[str, Any]]]) -> set[str]:
+    """The paths of the study's runs whose round 0 another run (finished ones too) may share
+    (:func:`lth.experiments.dense_trunk.trunk_signature`). The others are not given the store:
+    they would only fill it (``lth robust``'s trials all differ in seed)."""
+    from lth.experiments.dense_trunk import trunk_signature
+    from lth.experiments.ticket_search import check_config
+
+    groups: dict[str, list[str]] = {}
+    for _, entry in runs:
+        try:
+            signature = trunk_signature(check_config(make_config(entry["config"])))
+        except LthError:  # the trial itself will say what is wrong
+            continue
+        groups.setdefault(signature, []).append(entry["path"])
+    return {path for paths in groups.values() if len(paths) > 1 for path in paths}
 
 
 def _count(value: Any) -> int:

@@ -515,7 +515,7 @@ class _Search:
             return None
         from lth.experiments.dense_trunk import dense_trunk_key
 
-        return dense_trunk_key(self.config, self.device, self.mask)
+        return dense_trunk_key(self.config, self.device, self.mask, self.data)
 
     def reuse_dense(self, key: str) -> Optional[RoundResult]:
         """Put the search where training round 0 would leave it, from the store; None on a miss."""

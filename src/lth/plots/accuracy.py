@@ -190,19 +190,28 @@ def plot_early_stop(sources: Sequence[Source], out_dir: Path, formats: Sequence[
 
 
 def draw_accuracy(
-    lines: Mapping[str, Sequence[Mapping[str, Any]]], ax: "Axes | None" = None, title: str | None = None
+    lines: Mapping[str, Sequence[Mapping[str, Any]]], ax: "Axes | None" = None, title: str | None = None,
+    dashed: Sequence[str] = (),
 ) -> "Figure":
     """Test accuracy at early stop (solid) and at the end of training (dashed) against weights
-    remaining (log x), one colour per line of per-round rows; returns the figure."""
+    remaining (log x), one colour per line of per-round rows; returns the figure. The lines named
+    in ``dashed`` (controls) are drawn dashed at early stop and dotted at the end."""
     ax = axes_or_new(ax)
     levels: list[float] = []
+    controls = 0
     for index, (label, rows) in enumerate(lines.items()):
         rows = sorted(rows, key=lambda r: r["round"])
         x = [r["weights_remaining"] for r in rows]
         levels.extend(x)
         colour = f"C{index % 10}"
-        ax.plot(x, [r["test_accuracy_at_early_stop"] for r in rows], "o-", color=colour, label=f"{label} (early stop)")
-        ax.plot(x, [r["final_test_accuracy"] for r in rows], "s--", color=colour, alpha=0.6, label=f"{label} (end)")
+        early, end, marker = "-", "--", "o"
+        if label in dashed:
+            early, end, marker = "--", ":", CONTROL_MARKERS[controls % len(CONTROL_MARKERS)]
+            controls += 1
+        ax.plot(x, [r["test_accuracy_at_early_stop"] for r in rows], linestyle=early, marker=marker, color=colour,
+                label=f"{label} (early stop)")
+        ax.plot(x, [r["final_test_accuracy"] for r in rows], linestyle=end, marker="s", color=colour, alpha=0.6,
+                label=f"{label} (end)")
     remaining_axis(ax, levels)
     percent_axis(ax.yaxis)
     ax.set_ylabel("test accuracy")

@@ -107,6 +107,7 @@ class StudyDir:
         study.yaml          kind (robust | session), the experiments and every run's config
         status.json         running | complete, runs done / total
         EXPERIMENT/trial_NN/  one find-ticket run directory per trial (robust: trial_NN/)
+        dense/              the shared dense trunk: round 0 per key (lth.experiments.dense_trunk)
         summary.json        per experiment, line (ticket, controls, branch:NAME) and round: mean,
                             median, min, max, std, 95% CI
         summary.csv         the same as a flat table
