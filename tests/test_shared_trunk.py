@@ -222,7 +222,7 @@ def test_a_damaged_entry_is_ignored_with_a_warning_and_retrained(tmp_path, capsy
         assert fourth.dense == "trained" and counter.calls == 3
         assert "of another shape or type" in capsys.readouterr().err
     assert_same_results(tmp_path / "a", tmp_path / "d")
-    alone = find_ticket(config.model_copy(update={"criterion": "movement"}), out=tmp_path / "e", progress=False)
+    find_ticket(config.model_copy(update={"criterion": "movement"}), out=tmp_path / "e", progress=False)
     assert_same_results(tmp_path / "c", tmp_path / "e")
 
 
