@@ -200,7 +200,10 @@ def print_study(study: Any) -> None:
         ])
     headers = ["experiment", "line", "round", "weights left", "trials", "test acc @ES (mean ± 95% CI)", "[min, max]",
                "final test acc", "early-stop it"]
-    click.echo(tabulate(table, headers=headers, colalign=("left", "left") + ("right",) * 7))
+    align = ("left", "left") + ("right",) * 7
+    if len(experiments) == 1:  # a robust study: one experiment, no column for it
+        table, headers, align = [row[1:] for row in table], headers[1:], align[1:]
+    click.echo(tabulate(table, headers=headers, colalign=align))
 
 
 def _mean_ci(row: dict[str, Any]) -> str:
