@@ -334,3 +334,18 @@ def test_a_branch_on_a_study_runs_on_every_trial_and_joins_the_summary(tmp_path,
     assert "branch:random-prune-seed4" in out
     rc, _, err = cli(capsys, "branch", study, "random-prune", "--seed", "4")
     assert "exists" in one_line_error(rc, err)
+
+
+def test_runs_rm_of_a_trunk_removes_its_branches_and_their_rows(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "runs"
+    monkeypatch.setenv("LTH_RUNS_ROOT", str(root))
+    rc, _, err = cli(capsys, "find-ticket", "lenet-300-100", "digits", "--rounds", "1", "--iterations", "40",
+                     "--eval-every", "20", "--device", "cpu", "--name", "trunk", "-q")
+    assert rc == 0, err
+    assert cli(capsys, "branch", root / "trunk", "flip-sign", "-q")[0] == 0
+    rc, out, _ = cli(capsys, "runs", "list", "--json")
+    assert sorted(r["kind"] for r in json.loads(out)) == ["branch", "find-ticket"]
+    assert cli(capsys, "runs", "rm", "trunk", "--yes")[0] == 0
+    assert not (root / "trunk").exists()
+    rc, out, _ = cli(capsys, "runs", "list", "--json")
+    assert json.loads(out) == []

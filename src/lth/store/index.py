@@ -323,8 +323,11 @@ class RunIndex:
         if target.exists():
             layout = check_owned(target, "run directory")
             kept = remove_owned(target, layout)
+        # Runs inside it (a study's trials, a search's branches) are gone with it, unless kept.
+        inside = [r["id"] for r in self._rows("SELECT * FROM runs")
+                  if r["path"].startswith(row["path"].rstrip("/") + "/") and not (self.root / r["path"]).exists()]
         with closing(self._connect()) as connection:
-            _retry(lambda: connection.execute("DELETE FROM runs WHERE id = ?", (row["id"],)))
+            _retry(lambda: connection.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in [row["id"], *inside]]))
         return row, kept
 
     # -- reading ----------------------------------------------------------------------
