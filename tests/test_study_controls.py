@@ -135,8 +135,8 @@ def test_show_lists_the_lines(study_dir, capsys):
     rc, out, _ = cli(capsys, "show", study_dir)
     assert rc == 0
     table = [line.split() for line in out.splitlines()[1:]]
-    assert table[0][:2] == ["experiment", "line"]
-    shown = [(row[1], int(row[2])) for row in table[2:] if row]
+    assert table[0][:2] == ["line", "round"]  # one experiment: no experiment column
+    shown = [(row[0], int(row[1])) for row in table[2:] if row]
     assert shown == [(line, r) for line in LINES for r in ROUNDS[line]]
     rc, out, _ = cli(capsys, "show", study_dir, "--json")
     summary = json.loads(out)["summary"]
