@@ -17,15 +17,18 @@ pytestmark = [
 ]
 
 
-def test_dense_lenet_300_100_reaches_88_percent_with_the_paper_recipe(tmp_path: Path) -> None:
-    # The paper recipe: Adam 1.2e-3, batch 60, 50,000 iterations. Evaluating every 1,000
-    # iterations instead of 100 only thins the curve; training is the same.
-    config = TicketConfig(model="lenet-300-100", dataset="fashion-mnist", rounds=0, eval_every=1000, device="cpu")
+def test_dense_lenet_300_100_reaches_87_5_percent_in_12000_iterations_of_the_paper_recipe(tmp_path: Path) -> None:
+    # The paper recipe (Adam 1.2e-3, batch 60) for 12,000 of its 50,000 iterations, to keep CI
+    # short: the full budget reaches 88.0% at early stop and 88.5% at the end (README,
+    # Performance); 5,000 iterations reach 87.5-87.9% (README, the ticket against its controls).
+    config = TicketConfig(model="lenet-300-100", dataset="fashion-mnist", rounds=0, iterations=12_000,
+                          eval_every=1000, device="cpu")
     result = find_ticket(config, out=tmp_path / "dense", progress=False)
     dense = result.rounds[0]
-    assert result.config.iterations == 50_000 and result.config.lr == pytest.approx(1.2e-3)
+    assert result.config.batch_size == 60 and result.config.lr == pytest.approx(1.2e-3)
+    assert result.config.optimizer == "adam"
     assert dense["weights_remaining"] == 1.0
-    assert dense["final_test_accuracy"] >= 0.88  # measured 88.5% (88.0% at the early-stop iteration)
+    assert dense["final_test_accuracy"] >= 0.875
     assert dense["test_accuracy_at_early_stop"] >= 0.87
 
 
