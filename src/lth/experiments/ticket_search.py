@@ -12,6 +12,7 @@ see :class:`_Search`) at every stage boundary and every ``checkpoint_every`` ite
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -220,6 +221,7 @@ class _Progress:
 
 
 _IGNORED_ON_RESUME = ("name", "device", "data_dir", "checkpoint_every", "vectorize")
+LIVE_PLOT_SECONDS = 60.0  # an unfinished search redraws its figures at most this often
 CHECKPOINT_FORMAT = 1
 
 
@@ -295,6 +297,7 @@ class _Search:
         self.started = _now()
         self.resumed = 0
         self.side_by_side = False  # inside train_round_side_by_side
+        self.plotted = time.monotonic()  # when the run's figures were last drawn
         self.dense_store: Optional[DenseStore] = None  # a shared dense trunk (find_ticket's dense_store)
         self.dense: Optional[str] = None  # how round 0 was had in this call: trained | reused
 
@@ -453,8 +456,12 @@ class _Search:
             self.stage = following[0]
         else:
             self.round, self.stage = self.round + 1, "start"
-            if self.run is not None:
+            # Figures when the search ends; before that at most once a minute (a live view of a
+            # long search), not after every round: drawing them costs about a second.
+            last = self.round > self.config.rounds
+            if self.run is not None and (last or time.monotonic() - self.plotted >= LIVE_PLOT_SECONDS):
                 plot_run(self.run)
+                self.plotted = time.monotonic()
         self.control_mask = None
         self.checkpoint()
 
