@@ -349,3 +349,15 @@ def test_runs_rm_of_a_trunk_removes_its_branches_and_their_rows(tmp_path, capsys
     assert not (root / "trunk").exists()
     rc, out, _ = cli(capsys, "runs", "list", "--json")
     assert json.loads(out) == []
+
+
+def test_a_trunk_without_the_files_a_branch_needs_is_refused_before_anything_is_written(tmp_path, capsys):
+    run = tmp_path / "trunk"
+    find_ticket(TicketConfig(**{**TRUNK, "rounds": 1}, mask1="signed_constant"), out=run, progress=False)
+    (run / "weights" / "start_round_01.pt").unlink()  # as a run made before lth stored round starts
+    before = _tree(tmp_path)
+    rc, _, err = cli(capsys, "branch", run, "flip-sign")
+    assert "did not store the starting weights of round 1" in one_line_error(rc, err)
+    assert _tree(tmp_path) == before
+    rc, _, err = cli(capsys, "branch", run, "flip-sign", "--levels", "0", "-q")  # level 0 needs only w_0
+    assert rc == 0, err

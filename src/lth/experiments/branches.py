@@ -187,6 +187,7 @@ class _Branch:
             raise LthError(f"level {missing[0]} is not among the levels of {str(trunk.run.path)!r} "
                            f"({_ranges(available)})")
         self.levels = list(wanted)
+        trunk.check_stored(self.levels, spec.kind)
         self.config = _branch_config(trunk, spec, self.name)
         self.seed = trunk.config.seed if spec.seed is None else spec.seed
         self.scope = spec.scope or trunk.config.scope or "layerwise"

@@ -54,12 +54,23 @@ class Trunk:
             return {k: v.mul(mask[k].to(v.dtype)) if k in mask else v.clone() for k, v in self.init.items()}
         if plain_rewind(self.config):
             return masked(self.rewind_state, mask)
-        path = self.run.path / "weights" / f"start_round_{level:02d}.pt"
-        if not path.is_file():
-            raise LthError(f"run {str(self.run.path)!r} (mask1 {self.config.mask1}, mask0 {self.config.mask0}) did "
-                           f"not store the starting weights of round {level} ({path.name}); rerun it with this "
-                           "version of lth to branch off it")
         return self.run.load_weights(f"start_round_{level:02d}")
+
+    def check_stored(self, levels: list[int], kind: str) -> None:
+        """LthError, before anything is written, when the trunk lacks a file the branch needs (runs
+        made before lth stored round starts and w_f)."""
+        from lth.experiments.ticket_search import plain_rewind
+
+        config, weights = self.config, self.run.path / "weights"
+        if not plain_rewind(config):
+            for level in (level for level in levels if level > 0):
+                if not (weights / f"start_round_{level:02d}.pt").is_file():
+                    raise LthError(f"run {str(self.run.path)!r} (mask1 {config.mask1}, mask0 {config.mask0}) did not "
+                                   f"store the starting weights of round {level} (weights/start_round_{level:02d}.pt); "
+                                   "rerun it with this version of lth to branch off it")
+        if kind == "one-shot" and config.w_final != "end" and not (weights / "w_final_round_00.pt").is_file():
+            raise LthError(f"run {str(self.run.path)!r} (w_final {config.w_final}) did not store the w_f of its dense "
+                           "round (weights/w_final_round_00.pt); rerun it with this version of lth for one-shot branches")
 
     def level_rewind(self, level: int) -> dict[str, Tensor]:
         return self.init if level == 0 else self.rewind_state
@@ -117,13 +128,7 @@ class Trunk:
         from lth.experiments.ticket_search import GRADIENT_CRITERIA
 
         config = self.config
-        if config.w_final == "end":
-            final = self.run.load_weights("final_round_00")
-        elif (self.run.path / "weights" / "w_final_round_00.pt").is_file():
-            final = self.run.load_weights("w_final_round_00")
-        else:
-            raise LthError(f"run {str(self.run.path)!r} (w_final {config.w_final}) did not store the w_f of its "
-                           "dense round; rerun it with this version of lth for one-shot branches")
+        final = self.run.load_weights("final_round_00" if config.w_final == "end" else "w_final_round_00")
         names = self.pruned_names
         dense = self.level_mask(0)
         grads = None
