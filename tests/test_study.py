@@ -176,9 +176,9 @@ def test_bad_robust_input(tmp_path, capsys):
 
 
 def _same_up_to_rounding(a: Path, b: Path) -> None:
-    """Identical masks; accuracies within one image of digits' 300 / 397-image val / test sets (1e-4 would
-    forbid any flip: vectorised products sum in another order, and after a few rounds of
-    training a rounding difference can move one borderline image or the early-stop point).
+    """Identical masks; accuracies within 1% (3 of digits' 300 validation / 397 test images; 1e-4 would
+    forbid any flip: vectorised products sum in another order, and after a few rounds of training a
+    rounding difference can move a few borderline images or the early-stop point; CI once saw 2 test images).
     The tight 1e-4 check of vectorised training itself is in test_vectorized.py."""
     for sub in ["", *(["controls/reinit"] if (a / "controls").is_dir() else [])]:
         ra, rb = RunDir(a / sub).rounds(), RunDir(b / sub).rounds()
@@ -191,7 +191,7 @@ def _same_up_to_rounding(a: Path, b: Path) -> None:
             if x["early_stop_iteration"] == y["early_stop_iteration"]:
                 keys += ["test_accuracy_at_early_stop", "val_accuracy_at_early_stop"]
             for key in keys:
-                assert abs(x[key] - y[key]) <= 1 / 300 + 1e-9, (a, sub, x["round"], key)  # one image
+                assert abs(x[key] - y[key]) <= 0.01, (a, sub, x["round"], key)  # a few images
             ma, mb = RunDir(a / sub).load_mask(x["round"]), RunDir(b / sub).load_mask(x["round"])
             assert ma.keys() == mb.keys() and all(ma[k].equal(mb[k]) for k in ma)
 
