@@ -57,7 +57,7 @@ _TENSORBOARD = Layout(_files(r"events\.out\.tfevents\..+", _TEMP))
 _RUN_FILES = _files(
     re.escape(MARKER), _LOCK, _TEMP, _PLOTS, r"config\.yaml", r"status\.json", r"metrics\.csv", r"rounds\.json",
     r"logged\.json", r"checkpoint\.pt", r"trial\.log", r"mlflow_run_id", r"supermask_eval\.(json|csv)",
-    r"supermask_train\.json", r"mask\.pt",
+    r"supermask_train\.json", r"mask\.pt", r"stability\.(json|csv)",
 )
 
 
@@ -76,6 +76,7 @@ RUN = Layout(_RUN_FILES, {
     "controls": lambda p: Layout(_TEMP, {r"[\w.-]+": _run_layout}),
     "dense": _marked_run,  # the dense run inside a supermask evaluation
     "branches": lambda p: Layout(_TEMP, {r"[\w.-]+": _marked_run}),  # lth branch: runs off this search
+    "stability": _marked_run,  # lth stability --from this search: its default output
 })
 _EXPERIMENT = Layout(_TEMP, {r"trial_\d+": _marked_run})
 DENSE_STORE = Layout(_files(r"[0-9a-f]{64}\.pt", _TEMP))  # lth.experiments.dense_trunk.DenseStore's files
