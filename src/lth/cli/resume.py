@@ -19,13 +19,14 @@ from lth.errors import LthError
 def resume_command(run_dir: str, quiet: bool, as_json: bool, **kwargs: Any) -> None:
     """Continue the unfinished run in RUN_DIR (killed or interrupted) where its checkpoint left it.
 
-    RUN_DIR may be a find-ticket run, a branch (RUN/branches/NAME) or a robust/session study (only its unfinished trials run,
+    RUN_DIR may be a find-ticket run, a branch (RUN/branches/NAME), a stability analysis or a robust/session study (only its unfinished trials run,
     on --backend: a study started on Ray may be resumed locally and vice versa).
 
     The results are bit-identical (on CPU) to those of the same run never interrupted.
 
     Example: lth resume runs/lenet-300-100-mnist-20260101-120000
     """
+    from lth.store import RunDir
     from lth.store.study_dir import StudyDir
 
     progress = not quiet and not as_json
@@ -46,8 +47,16 @@ def resume_command(run_dir: str, quiet: bool, as_json: bool, **kwargs: Any) -> N
     if backend != "local" or backend_opts:
         raise LthError("--backend and its options apply to studies; a single run resumes in this process")
     from lth.experiments.branches import is_branch, resume_branch
+    from lth.experiments.stability import is_stability_run, resume_stability
     from lth.experiments.ticket_search import resume_ticket
 
+    if is_stability_run(run_dir):
+        from lth.cli.stability import report_stability
+
+        if RunDir(run_dir).status().get("status") == "complete":
+            raise LthError(f"stability run {run_dir!r} is already complete; nothing to resume")
+        report_stability(resume_stability(run_dir, progress=progress).run_dir, quiet, as_json)
+        return
     if is_branch(run_dir):
         report(resume_branch(run_dir, progress=progress).run_dir, quiet, as_json)
         return

@@ -11,12 +11,18 @@ from lth.cli.main import cli
 from lth.store import RunDir
 
 SUPERMASK_KIND = "supermask-eval"  # the ``kind`` in config.yaml of ``lth supermask eval`` runs
+STABILITY_KIND = "stability"  # the ``kind`` in config.yaml of ``lth stability`` runs
 
 
 def run_json(run: RunDir) -> dict[str, Any]:
     """The documented JSON shape: {"config": {...}, "rounds": [...], "controls": {...}, "branches": {NAME: [...]},
     "status": {...}} (controls and branches only when the run has some);
-    for a supermask-eval run {"config": {...}, "supermask_eval": [rows...], "status": {...}}."""
+    for a supermask-eval run {"config": {...}, "supermask_eval": [rows...], "status": {...}};
+    for a stability run {"config": {...}, "stability": [entries...], "status": {...}}."""
+    if run.config().get("kind") == STABILITY_KIND:
+        from lth.experiments.stability import read_entries
+
+        return {"config": run.config(), "stability": read_entries(run), "status": run.status()}
     if run.config().get("kind") == SUPERMASK_KIND:
         from lth.supermasks.evaluate import read_rows
 
@@ -52,9 +58,37 @@ def print_supermask_table(run: RunDir) -> None:
     click.echo(tabulate(rows, headers=headers, floatfmt=".4f", colalign=("left", "left") + ("right",) * 6))
 
 
+def print_stability_table(run: RunDir) -> None:
+    """One line per (level, rewind point k) of a stability run: barriers (mean +- std over pairs), verdict."""
+    from lth.experiments.stability import read_entries
+
+    def points(entry: dict, key: str) -> str:
+        return f"{100 * entry[key]:.2f} ± {100 * entry.get(key + '_std', 0.0):.2f}"
+
+    entries = read_entries(run)
+    rows = [
+        [e["level"], f"{100 * e['weights_remaining']:.2f}%", e["rewind_iteration"], e.get("pairs", ""),
+         points(e, "instability_test"), points(e, "instability_train"), f"{e['loss_barrier_test']:.4f}",
+         f"{100 * e.get('child_test_error', 0.0):.2f}%", "yes" if e.get("stable") else "no"]
+        for e in entries
+    ]
+    headers = ["level", "weights left", "rewind k", "pairs", "test instability (pp)", "train instability (pp)",
+               "test loss barrier", "children's test error", "stable"]
+    config = run.config()
+    settings = config.get("stability") if isinstance(config.get("stability"), dict) else {}
+    threshold = 100 * float(settings.get("stable_threshold", 0.02))
+    source = f" of {settings['from']}" if settings.get("from") else ""
+    click.echo(f"{config['model']} on {config['dataset']}: instability analysis{source}, {settings.get('copies')} "
+               f"copies per k, stable at <= {threshold:g} points ({run.status().get('status', 'unknown')})")
+    click.echo(tabulate(rows, headers=headers, colalign=("right",) * len(headers)))
+
+
 def print_table(run: RunDir) -> None:
     if run.config().get("kind") == SUPERMASK_KIND:
         print_supermask_table(run)
+        return
+    if run.config().get("kind") == STABILITY_KIND:
+        print_stability_table(run)
         return
     rows = [
         [

@@ -30,8 +30,8 @@ class Trunk:
         raw = self.run.config()
         kind = raw.get("kind", "find-ticket")
         if kind != "find-ticket":
-            raise LthError(f"{str(path)!r} is a {kind} run, not a ticket search; branches run off the runs of "
-                           "`lth find-ticket` and the trials of `lth robust` / `lth session` studies")
+            raise LthError(f"{str(path)!r} is a {kind} run, not a ticket search; branches and stability analyses "
+                           "run off the runs of `lth find-ticket` and the trials of `lth robust` / `lth session` studies")
         try:
             self.config: TicketConfig = check_config(make_config(raw))
         except LthError as error:
