@@ -10,6 +10,8 @@ train again, with lth's trainer, criteria, pruning and mask actions doing the wo
 A round is: start weights -> :meth:`LotteryModel.train` under the mask -> ``w_final`` ->
 :meth:`LotteryModel.prune` (criterion scores, lowest fraction of the kept weights removed) ->
 :meth:`LotteryModel.reinit` (mask-1 action on kept, mask-0 action on pruned weights) -> next round.
+:meth:`LotteryModel.stability` measures the instability (linear mode connectivity, Frankle et al.
+2020) of the current ticket without changing the experiment.
 """
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ import copy
 import csv
 import io
 import json
+import math
+import numbers
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +35,7 @@ from torch import nn
 from lth import jsonio
 from lth.actions import LayerState, Mask1Options, round_start_values, validate_actions
 from lth.atomic import atomic_torch_save, atomic_write_text
-from lth.config import CONTROL_NAMES, MAX_ITERATIONS, MAX_ROUNDS, check_budget
+from lth.config import CONTROL_NAMES, MAX_ITERATIONS, MAX_ROUNDS, SEED_RANGE, check_budget
 from lth.criteria import CRITERIA, compute_scores
 from lth.data import DataBundle
 from lth.data.batcher import epoch_seed
@@ -162,6 +166,52 @@ def _check_output(module: nn.Module, data: DataBundle) -> None:
 
 def _row(round_index: int, mask: Mask, result: RoundResult, seconds: float) -> dict:
     return result.row(round_index, mask, seconds)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _stability_checks(rewind: Any, copies: Any, points: Any, path_train_size: Any, stable_threshold: Any,
+                      batch_norm_reset: Any, seed: Any, start: int, budget: int, round_index: int) -> list[int]:
+    """The sorted, distinct rewind points of :meth:`LotteryModel.stability`; LthError naming the first bad value."""
+    def whole(value: Any, name: str, low: int, high: int | None, why: str) -> None:
+        if not _whole(value) or value < low or (high is not None and value > high):
+            allowed = f"from {low} to {high}" if high is not None else f">= {low}"
+            raise LthError(f"{name} must be a whole number {allowed} ({why}), got {value!r}")
+
+    whole(copies, "copies", 2, 64, "instability compares pairs of copies")
+    whole(points, "points", 2, 10_001, "a path has two ends")
+    whole(path_train_size, "path_train_size", 1, None, "training examples to evaluate the path on")
+    if not is_number(stable_threshold) or not 0 <= stable_threshold <= 100:
+        raise LthError(f"stable_threshold must be between 0 and 100 percentage points, got {stable_threshold!r}")
+    if not isinstance(batch_norm_reset, bool):
+        raise LthError(f"batch_norm_reset must be True or False, got {batch_norm_reset!r}")
+    if seed is not None and (not _whole(seed) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]):
+        raise LthError(f"seed must be None (the model's seed) or an integer from -2^63 to 2^64-1, got {seed!r}")
+    if rewind is None:
+        values = [start]
+    elif _whole(rewind):
+        values = [rewind]
+    elif isinstance(rewind, (str, bytes)) or not isinstance(rewind, Iterable):
+        raise LthError(f"rewind must be an iteration or a list of iterations, got {rewind!r}")
+    else:
+        values = list(rewind)
+    if not values:
+        raise LthError(f"rewind is empty; give rewind iterations from {start} to {budget - 1}, like [{start}]")
+    allowed = f"give iterations from {start} to {budget - 1}"
+    for k in values:
+        if not _whole(k):
+            raise LthError(f"rewind point {k!r} is not a whole number of iterations; {allowed}")
+        if k < 0:
+            raise LthError(f"rewind point {k} is negative; {allowed}")
+        if k >= budget:
+            raise LthError(f"rewind point {k} is not before the end of training (budget {budget} iterations); "
+                           f"{allowed}")
+        if k < start:
+            raise LthError(f"rewind point {k} is before round {round_index}'s start: pruned rounds restart from "
+                           f"rewind_iteration {start}; {allowed}")
+    return sorted({int(k) for k in values})
 
 
 # ------------------------------------------------------------------ the experiment
@@ -736,6 +786,128 @@ class LotteryModel:
         self.train()
         self._train_missing_controls()
         return self.summary()
+
+    # -- instability analysis ------------------------------------------------------------
+    def stability(
+        self,
+        rewind: int | Sequence[int] | None = None,
+        copies: int = 2,
+        points: int = 31,
+        path_train_size: int = 10_000,
+        stable_threshold: float = 2.0,
+        batch_norm_reset: bool = True,
+        seed: int | None = None,
+    ) -> "pd.DataFrame":
+        """Instability analysis (Frankle et al. 2020) of the current ticket: one row per rewind point k.
+
+        Under the current mask (dense before any pruning), from the weights the current round
+        starts from (``w_0``; after pruning the start chosen by :meth:`reinit`, by default the
+        rewind weights) with pruned weights exactly 0, and with the model's recipe and budget: a
+        parent trains once to the largest k (data order of ``seed``), then from its weights at each
+        k ``copies`` children train to the end of the budget, child c with data order
+        ``level_seed(seed, "stability-child", c)``; ``seed`` defaults to the model's. Every pair of
+        children is evaluated at ``points`` evenly spaced alphas
+        (:func:`lth.training.interpolation.evaluate_path`) on the test set and a fixed subset of
+        ``path_train_size`` training examples (BatchNorm statistics recomputed at every point when
+        ``batch_norm_reset`` and the model has BatchNorm). Instability = the maximum error along
+        the path minus the mean of its ends' errors (a fraction); stable when the mean test
+        instability is at most ``stable_threshold`` percentage points. ``rewind``: iterations
+        from the round's start (0; ``rewind_iteration`` after pruning) to the budget - 1; default
+        the round's start. Columns: those of :func:`lth.experiments.stability.entries_frame`
+        (``level`` = :attr:`round`), then ``stable_threshold`` (a fraction), ``per_pair`` and
+        ``children`` (each child's copy, seed and final test accuracy and loss). The experiment
+        is untouched: weights, mask, rows, generator and global RNG are as before the call, so
+        later rounds give the same results with or without it.
+        """
+        import pandas as pd
+
+        from lth.experiments.branch_kinds import level_seed
+        from lth.experiments.stability import SPLITS, _pair_name, _spread, entries_frame
+        from lth.training.interpolation import alphas, evaluate_path, has_batch_norm
+
+        settings = self._settings
+        data = self._data
+        self._require_data("stability()")
+        assert data is not None and self._budget is not None
+        budget = self._budget
+        start = 0 if self._round == 0 else settings.rewind_iteration
+        ks = _stability_checks(rewind, copies, points, path_train_size, stable_threshold, batch_norm_reset, seed,
+                               start, budget, self._round)
+        base = settings.seed if seed is None else int(seed)
+        threshold = float(stable_threshold) / 100
+        mask = Mask({name: m.detach().clone() for name, m in self._mask.items()})
+        source = self._rewind_state if self._needs_start else self._start_state  # train() would reinit to rewind
+        assert source is not None
+        start_state = {name: (value * mask[name].to(value.dtype) if name in mask else value).detach().clone()
+                       for name, value in source.items()}
+        devices = [self._device.index or 0] if self._device.type == "cuda" else []
+
+        def trained(state: Mapping[str, torch.Tensor], data_seed: int, rng_seed: int, first: int, stop: int,
+                    what: str, capture: Sequence[int] = (), on_capture: Any = None) -> tuple[nn.Module, RoundResult]:
+            """A copy of the module trained from ``state`` on the model's recipe (forked, seeded global RNG)."""
+            net = copy.deepcopy(self._module)
+            net.load_state_dict(state)
+            trainer = Trainer(data, settings.batch_size, settings.optimizer_settings(), data_seed,
+                              settings.eval_every, settings.progress, acceleration=settings.acceleration())
+            try:
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(rng_seed)
+                    result = trainer.train(net, mask, start=first, stop=stop, capture=capture, on_capture=on_capture,
+                                           description=f"stability {what}",
+                                           postfix={"kept": f"{mask.density():.4f}"})
+            except TrainingDiverged as error:
+                raise TrainingDiverged(
+                    error.iteration, error.loss, error.start, error.network,
+                    message=f"training of the stability {what} diverged in round {self._round} at iteration "
+                            f"{error.iteration} (loss {error.loss}); {error.hint('lr')}",
+                ) from None
+            return net, result
+
+        # The parent: once from the round's start to the last k, keeping its weights at every k.
+        parents: dict[int, dict[str, torch.Tensor]] = {start: start_state} if start in ks else {}
+        if ks[-1] > start:
+            trained(start_state, base, level_seed(base, "stability-dropout-parent", self._round), start, ks[-1],
+                    f"parent to k={ks[-1]}", capture=[k for k in ks if k > start],
+                    on_capture=lambda t, m: parents.__setitem__(t, _clone(m.state_dict())))
+        n = data.train_x.shape[0]
+        generator = torch.Generator().manual_seed(level_seed(base, "stability-path-train", 0))
+        index = torch.randperm(n, generator=generator)[:min(path_train_size, n)].sort().values.to(data.train_x.device)
+        splits = {"test": (data.test_x, data.test_y), "train": (data.train_x[index], data.train_y[index])}
+        probe = copy.deepcopy(self._module)
+        bn_data = splits["train"][0] if batch_norm_reset and has_batch_norm(probe) else None
+        alpha = alphas(points)
+        entries = []
+        for k in ks:
+            finals, children = [], []
+            for c in range(copies):
+                child_seed = level_seed(base, "stability-child", c)
+                net, result = trained(parents[k], child_seed, level_seed(base, f"stability-dropout-k{k}", c), k,
+                                      budget, f"child {c + 1}/{copies} k={k}")
+                finals.append(_clone(net.state_dict()))
+                children.append({"copy": c, "seed": child_seed, "final_test_accuracy": result.final_test_accuracy,
+                                 "final_test_loss": result.final_test_loss})
+            pairs = []
+            for i in range(copies):
+                for j in range(i + 1, copies):
+                    path = evaluate_path(probe, finals[i], finals[j], mask, alpha, splits, bn_data)
+                    pairs.append({"pair": _pair_name(i, j), "error": path.error, "loss": path.loss,
+                                  **{f"instability_{s}": path.barrier(s) for s in SPLITS},
+                                  **{f"loss_barrier_{s}": path.barrier(s, "loss") for s in SPLITS}})
+            entry: dict[str, Any] = {"level": self._round, "weights_remaining": mask.density(), "rewind_iteration": k,
+                                     "copies": copies, "trials": 1, "pairs": len(pairs)}
+            for key in ("instability_test", "instability_train", "loss_barrier_test", "loss_barrier_train"):
+                entry[key], entry[f"{key}_std"] = _spread([p[key] for p in pairs])
+            entry["child_test_error"] = _spread([1 - c["final_test_accuracy"] for c in children])[0]
+            entry["stable"] = bool(entry["instability_test"] <= threshold)
+            entry["path"] = {"alpha": list(alpha), **{
+                f"{split}_{what}": [math.fsum(p[what][split][i] for p in pairs) / len(pairs) for i in range(points)]
+                for split in SPLITS for what in ("error", "loss")}}
+            entry["stable_threshold"] = threshold
+            entry["per_pair"] = [{key: value for key, value in p.items() if key not in ("error", "loss")} for p in pairs]
+            entry["children"] = children
+            entries.append(entry)
+        columns = [*entries_frame([]).columns, "stable_threshold", "per_pair", "children"]
+        return pd.DataFrame([{key: entry[key] for key in columns} for entry in entries], columns=columns)
 
     # -- results -------------------------------------------------------------------------
     def summary(self) -> "pd.DataFrame":

@@ -1,8 +1,9 @@
 """Linear paths between two trained networks, and their error and loss barriers.
 
 The network at ``alpha`` on the path from ``a`` to ``b`` has the floating-point entries
-``(1 - alpha) * a + alpha * b``, computed so that alpha 0 and 1 give ``a`` and ``b`` bit for bit,
-times the mask: pruned weights are exactly 0 at every point (the path lies in the mask's
+``(1 - alpha) * a + alpha * b``, computed so that alpha 0 and 1 give ``a`` and ``b`` bit for bit
+and an entry equal in ``a`` and ``b`` keeps that value all along (two identical networks give a
+constant path: barrier exactly 0), times the mask: pruned weights are exactly 0 at every point (the path lies in the mask's
 subspace). Integer buffers (BatchNorm's step count) are taken from ``a``.
 
 BatchNorm running statistics do not interpolate meaningfully (the mean of two networks'
@@ -41,6 +42,7 @@ def interpolate(a: Mapping[str, Tensor], b: Mapping[str, Tensor], alpha: float,
             continue
         y = b[name].to(x.device, x.dtype)
         value = x * (1.0 - alpha) + y * alpha  # alpha 0: x*1 + y*0 == x exactly; alpha 1: x*0 + y == y
+        value = torch.where(x == y, x, value)  # (1 - alpha) * x + alpha * x may round away from x
         if mask is not None and name in mask:
             value = value * mask[name].to(value.device, value.dtype)
         state[name] = value
