@@ -6,6 +6,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from lth import LotteryModel, LthError
 from lth.experiments.branch_kinds import level_seed
@@ -14,10 +15,23 @@ from lth.training import Trainer
 from lth.training import interpolation
 from lth.training.evaluate import evaluate
 
-from test_lottery_model import mlp, one_line, timeless
-
 QUICK = dict(iterations=30, eval_every=10, device="cpu", progress=False)
 ANALYSIS = dict(rewind=[0, 10], copies=2, points=3)
+
+
+def mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def one_line(error: pytest.ExceptionInfo) -> str:
+    message = str(error.value)
+    assert message and "\n" not in message
+    return message
+
+
+def timeless(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=["seconds"])
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,8 @@ from lth.training.interpolation import PathResult, alphas, evaluate_path, interp
 SMALL = dict(model="lenet-300-100", dataset="digits", iterations=120, eval_every=40, device="cpu")
 
 
-def analyse(out: Path, rewind=("0", "40"), from_run=None, **settings):
-    config = None if from_run is not None else make_config(SMALL)
+def analyse(out: Path, rewind=("0", "40"), from_run=None, config=None, **settings):
+    config = None if from_run is not None else make_config({**SMALL, **(config or {})})
     values = dict(points=5, path_train_size=300)
     values.update(settings)
     return run_stability(config, StabilitySettings(rewind=rewind, **values), from_run=from_run, out=out,
@@ -162,6 +162,21 @@ def test_children_with_one_data_order_are_identical_and_have_no_barrier(tmp_path
     entries = analyse(tmp_path / "same", rewind=("40",)).entries
     assert entries[0]["instability_test"] == 0.0 and entries[0]["instability_train"] == 0.0
     assert entries[0]["loss_barrier_test"] == 0.0
+
+
+def test_children_trained_side_by_side_match_children_trained_one_by_one(tmp_path):
+    """--vectorize 2: the children of one k in one vectorised training (as on a GPU), equal up to rounding."""
+    alone = analyse(tmp_path / "alone", rewind=("40",), config={"vectorize": "off"})
+    together = analyse(tmp_path / "together", rewind=("40",), config={"vectorize": "2"})
+    for c in range(2):
+        a = alone.run_dir.load_weights(f"t00_level00_k40_child{c}")
+        b = together.run_dir.load_weights(f"t00_level00_k40_child{c}")
+        assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)  # 80 Adam steps: float rounding
+    x, y = alone.entries[0], together.entries[0]
+    for p, q in zip(x["children"], y["children"]):
+        assert abs(p["final_test_loss"] - q["final_test_loss"]) < 1e-5
+    assert [c["seed"] for c in x["children"]] == [c["seed"] for c in y["children"]]
+    assert abs(x["instability_test"] - y["instability_test"]) <= 2 / 397 + 1e-9  # at most 2 test images
 
 
 # ---------------------------------------------------------------------------------- tickets

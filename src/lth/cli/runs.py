@@ -153,7 +153,7 @@ def runs() -> None:
 @click.option("--sort", type=str, default="started", show_default=True, help="Sort key; prefix - for descending.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def list_command(root: str, conditions: tuple[str, ...], sort: str, as_json: bool) -> None:
-    """List the runs in the runs root (find-ticket, robust, session, supermask).
+    """List the runs in the runs root (find-ticket, robust, session, supermask, stability).
 
     Example: lth runs list --where criterion=movement --where rounds>=10 --sort -test_accuracy
     """
@@ -205,6 +205,11 @@ def compare_command(run_ids: tuple[str, ...], root: str, metric: str, as_json: b
         raise LthError("compare needs at least two run ids")
     index = _index(root)
     rows = [index.get(identifier) for identifier in run_ids]
+    for row in rows:
+        if row["kind"] == "stability":  # its results are per (level, rewind point), not per round
+            raise LthError(f"run {row['id']} ({row['path']}) is a stability run: lth runs compare compares ticket "
+                           f"searches and studies round by round; see its results with `lth runs show {row['id']}` "
+                           "or `lth report`")
     known = _known_metrics(index.root, rows)
     if known and metric not in known:
         raise LthError(f"unknown metric {metric!r} for --metric; these runs have: {', '.join(sorted(known))}")

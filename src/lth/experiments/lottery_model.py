@@ -903,7 +903,7 @@ class LotteryModel:
                 f"{split}_{what}": [math.fsum(p[what][split][i] for p in pairs) / len(pairs) for i in range(points)]
                 for split in SPLITS for what in ("error", "loss")}}
             entry["stable_threshold"] = threshold
-            entry["per_pair"] = [{key: value for key, value in p.items() if key not in ("error", "loss")} for p in pairs]
+            entry["per_pair"] = [{key: v for key, v in p.items() if key not in ("error", "loss")} for p in pairs]
             entry["children"] = children
             entries.append(entry)
         columns = [*entries_frame([]).columns, "stable_threshold", "per_pair", "children"]

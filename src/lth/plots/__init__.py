@@ -1,8 +1,8 @@
 """Figures of runs and studies, drawn only from what the store wrote.
 
 One module per family of figures (accuracy, early stop, learning curves, weights, layers, first
-layer, supermask, study); ``kinds`` names them for ``lth plot`` and ``lth report``. Figures are
-pyplot-free (Agg canvas) and every file is written atomically as PNG and/or SVG.
+layer, supermask, stability, study); ``kinds`` names them for ``lth plot`` and ``lth report``.
+Figures are pyplot-free (Agg canvas) and every file is written atomically as PNG and/or SVG.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from lth.plots.first_layer import plot_first_layer
 from lth.plots.kinds import ALL, KINDS, PlotKind, PlotResult, draw_kind, kind_names, make_plots, resolve_kinds
 from lth.plots.layers import plot_layers
 from lth.plots.learning_curves import LEARNING_CURVES_FILE, draw_learning_curves, plot_learning_curves
+from lth.plots.stability import plot_stability, plot_stability_run
 from lth.plots.study import draw_trials_accuracy, plot_study
 from lth.plots.supermask import (
     plot_supermask, plot_supermask_accuracy_vs_kept, plot_supermask_heatmap, plot_supermask_run,
@@ -46,7 +47,8 @@ __all__ = [
     "ALL", "FORMATS", "KINDS", "PlotKind", "PlotResult", "Source", "draw_accuracy", "draw_kind", "draw_learning_curves",
     "draw_trials_accuracy", "kind_names", "make_plots", "open_sources", "plot_accuracy",
     "plot_accuracy_vs_weights_remaining", "plot_early_stop", "plot_first_layer", "plot_layers",
-    "plot_learning_curves", "plot_run", "plot_run_learning_curves", "plot_study", "plot_supermask",
+    "plot_learning_curves", "plot_run", "plot_run_learning_curves", "plot_stability", "plot_stability_run",
+    "plot_study", "plot_supermask",
     "plot_supermask_accuracy_vs_kept", "plot_supermask_heatmap", "plot_supermask_run", "plot_weights_hist",
     "plot_weights_scatter", "resolve_kinds",
 ]

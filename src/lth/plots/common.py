@@ -35,8 +35,9 @@ TICKET = "find-ticket"
 STUDY = "study"
 SUPERMASK_EVAL = "supermask-eval"
 SUPERMASK_TRAIN = "supermask-train"
+STABILITY = "stability"  # instability analysis (``lth stability``)
 BRANCH = "branch"  # the kind in a branch's config.yaml; drawn as a ticket search
-SOURCE_KINDS = (TICKET, STUDY, SUPERMASK_EVAL, SUPERMASK_TRAIN)
+SOURCE_KINDS = (TICKET, STUDY, SUPERMASK_EVAL, SUPERMASK_TRAIN, STABILITY)
 
 
 # ------------------------------------------------------------------ figures and files
@@ -214,7 +215,7 @@ class Source:
 
 
 def source_kind(path: Path) -> str:
-    """find-ticket, supermask-eval, supermask-train or study; LthError for anything else."""
+    """find-ticket, supermask-eval, supermask-train, stability or study; LthError for anything else."""
     if not path.is_dir():
         raise LthError(f"{str(path)!r} is not a directory; give an lth run or study directory")
     if StudyDir.is_study(path):
@@ -230,9 +231,9 @@ def source_kind(path: Path) -> str:
     kind = config.get("kind", TICKET) if isinstance(config, dict) else None
     if kind == BRANCH:  # a branch has a ticket search's layout
         return TICKET
-    if kind not in (TICKET, SUPERMASK_EVAL, SUPERMASK_TRAIN):
+    if kind not in (TICKET, SUPERMASK_EVAL, SUPERMASK_TRAIN, STABILITY):
         raise LthError(f"{str(path)!r} holds a run of unknown kind {kind!r}; lth draws find-ticket, "
-                       "supermask-eval and supermask-train runs and studies")
+                       "supermask-eval, supermask-train and stability runs and studies")
     return kind
 
 

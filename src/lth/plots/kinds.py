@@ -11,11 +11,12 @@ from pathlib import Path
 from lth.errors import LthError
 from lth.plots.accuracy import plot_accuracy, plot_early_stop
 from lth.plots.common import (
-    FORMATS, STUDY, SUPERMASK_EVAL, SUPERMASK_TRAIN, TICKET, Source, check_formats, open_sources,
+    FORMATS, STABILITY, STUDY, SUPERMASK_EVAL, SUPERMASK_TRAIN, TICKET, Source, check_formats, open_sources,
 )
 from lth.plots.first_layer import check_first_layer, plot_first_layer
 from lth.plots.layers import plot_layers
 from lth.plots.learning_curves import plot_learning_curves
+from lth.plots.stability import plot_stability
 from lth.plots.supermask import plot_supermask
 from lth.plots.weights import check_weights, plot_weights_hist, plot_weights_scatter
 
@@ -61,6 +62,14 @@ def _has_rows(source: Source, chosen: int | None) -> str | None:
     return None if (source.path / "supermask_eval.json").is_file() else "it has no supermask_eval.json yet"
 
 
+def _has_entries(source: Source, chosen: int | None) -> str | None:
+    from lth.experiments.stability import ROWS_JSON, read_entries  # lazy: that module imports lth.plots
+
+    if not (source.path / ROWS_JSON).is_file():
+        return f"it has no {ROWS_JSON} yet"
+    return None if read_entries(source.run) else "it has no finished path between copies yet"
+
+
 KINDS: dict[str, PlotKind] = {
     kind.name: kind
     for kind in [
@@ -79,6 +88,8 @@ KINDS: dict[str, PlotKind] = {
         PlotKind("first-layer", "first layer's mask as an image: units kept per input pixel (conv: per kernel "
                  "position)", (TICKET, SUPERMASK_TRAIN), plot_first_layer, check_first_layer, overlay=False,
                  uses_round=True),
+        PlotKind("stability", "stability runs: error along the linear path between copies, instability vs "
+                 "rewind point", (STABILITY,), lambda s, o, f, r: plot_stability(s, o, f), _has_entries, overlay=False),
         PlotKind("supermask", "supermask-eval runs: untrained accuracy vs fraction kept, criterion x keep heatmap",
                  (SUPERMASK_EVAL,), lambda s, o, f, r: plot_supermask(s, o, f), _has_rows, overlay=False),
     ]
@@ -100,9 +111,9 @@ def resolve_kinds(names: Sequence[str] | None) -> list[str]:
 
 
 _DESCRIBED = {TICKET: "a find-ticket run", STUDY: "a study", SUPERMASK_EVAL: "a supermask-eval run",
-              SUPERMASK_TRAIN: "a supermask-train run"}
+              SUPERMASK_TRAIN: "a supermask-train run", STABILITY: "a stability run"}
 _PLURAL = {TICKET: "find-ticket runs", STUDY: "studies", SUPERMASK_EVAL: "supermask-eval runs",
-           SUPERMASK_TRAIN: "supermask-train runs"}
+           SUPERMASK_TRAIN: "supermask-train runs", STABILITY: "stability runs"}
 
 
 def why_not(kind: PlotKind, source: Source, chosen: int | None) -> str | None:

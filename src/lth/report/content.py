@@ -13,7 +13,7 @@ from typing import Any, Union
 from lth import __version__
 from lth.plots import KINDS, Source, draw_kind, open_sources
 from lth.plots.kinds import why_not
-from lth.plots.common import STUDY, SUPERMASK_EVAL, SUPERMASK_TRAIN, TICKET
+from lth.plots.common import STABILITY, STUDY, SUPERMASK_EVAL, SUPERMASK_TRAIN, TICKET
 
 #: Kinds drawn once over all sources when a report covers several.
 OVERLAY_KINDS = ("accuracy", "early-stop", "learning-curves", "layers")
@@ -176,6 +176,35 @@ def supermask_eval_table(source: Source) -> Table:
     )
 
 
+def _points(entry: Mapping[str, Any], key: str) -> str:
+    """A fraction of error as percentage points, mean ± std over pairs: 0.0123 -> '1.23 ± 0.40'."""
+    return f"{100 * entry[key]:.2f} ± {100 * (entry.get(f'{key}_std') or 0.0):.2f}"
+
+
+def stability_table(source: Source) -> Table:
+    """One row per level and rewind point k of a stability run: its barriers and verdict."""
+    from lth.experiments.stability import read_entries
+
+    return Table(
+        ["level", "weights left", "rewind k", "pairs", "test instability (pp)", "train instability (pp)",
+         "test loss barrier", "stable"],
+        [[str(e["level"]), pct(e["weights_remaining"]), str(e["rewind_iteration"]), str(e.get("pairs", "")),
+          _points(e, "instability_test"), _points(e, "instability_train"), f"{e['loss_barrier_test']:.4f}",
+          "yes" if e.get("stable") else "no"] for e in read_entries(source.run)],
+    )
+
+
+def stability_definition(source: Source) -> Text:
+    """What the stability table's numbers mean, with the run's threshold."""
+    settings = source.config.get("stability")
+    threshold = settings.get("stable_threshold") if isinstance(settings, Mapping) else None
+    threshold = threshold if isinstance(threshold, (int, float)) and not isinstance(threshold, bool) else 0.02
+    return Text("Instability is the largest error along the linear path between two copies of the network "
+                "(trained from the same weights at rewind iteration k with different data orders) minus the mean "
+                "of the errors at the path's two ends, in percentage points (pp, mean ± std over pairs), and the "
+                f"network is stable at k when its mean test instability is at most {100 * threshold:g} pp.")
+
+
 def supermask_train_table(source: Source) -> Table:
     from lth.documents import read_document
 
@@ -238,6 +267,8 @@ def source_section(source: Source, anchor: str, work: Path) -> Section:
                 blocks += [Heading(f"Branch: {name}"), control_table(name, rounds)]
         elif source.kind == SUPERMASK_EVAL:
             blocks += [Heading("Supermasks at initialisation"), supermask_eval_table(source)]
+        elif source.kind == STABILITY:
+            blocks += [Heading("Instability analysis"), stability_definition(source), stability_table(source)]
         elif source.kind == SUPERMASK_TRAIN:
             blocks += [Heading("Learned supermask"), supermask_train_table(source)]
     drawn = figures(list(KINDS), [source], work, anchor)

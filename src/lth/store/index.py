@@ -33,7 +33,7 @@ _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     path TEXT UNIQUE NOT NULL,          -- relative to the runs root
-    kind TEXT NOT NULL,                 -- find-ticket | branch | robust | session | supermask-eval | supermask-train
+    kind TEXT NOT NULL,                 -- find-ticket | branch | robust | session | supermask-eval | supermask-train | stability
     name TEXT, model TEXT, dataset TEXT,
     status TEXT, started TEXT, finished TEXT,
     duration REAL,                      -- seconds from start to finish
@@ -117,6 +117,18 @@ def describe_run(path: Path) -> Optional[dict[str, Any]]:
                 best = max(rows, key=lambda r: r["test_accuracy"])
                 test_accuracy, weights_remaining = best["test_accuracy"], best["weights_remaining"]
                 metrics = {"best": {k: best[k] for k in ("criterion", "keep", "weights")}, "cells": len(rows)}
+        elif kind == "stability":
+            from lth.experiments.stability import read_entries
+
+            entries = read_entries(run)
+            metrics = {"entries": len(entries), "stable": sum(bool(e.get("stable")) for e in entries),
+                       "max_instability_test": max((e["instability_test"] for e in entries), default=None)}
+            if entries:
+                # the sparsest level, at its latest rewind point: the children's mean test accuracy
+                sparsest = min(entries, key=lambda e: (e["weights_remaining"], -e["rewind_iteration"]))
+                weights_remaining = sparsest["weights_remaining"]
+                error = sparsest.get("child_test_error")
+                test_accuracy = 1 - error if isinstance(error, (int, float)) and not isinstance(error, bool) else None
         row = dict(kind=kind, name=config.get("name"), model=config.get("model"), dataset=config.get("dataset"),
                    config=config, metrics=metrics, weights_remaining=weights_remaining, test_accuracy=test_accuracy)
     else:
@@ -364,7 +376,7 @@ class RunIndex:
 def _signature(path: Path) -> tuple:
     """What changes when a run writes: the (mtime, size, inode) of the files its row is read from."""
     out = []
-    for name in ("status.json", "config.yaml", "rounds.json", "study.yaml", "summary.json"):
+    for name in ("status.json", "config.yaml", "rounds.json", "study.yaml", "summary.json", "stability.json"):
         try:
             stat = (path / name).stat()
             out.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
