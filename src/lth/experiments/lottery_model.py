@@ -20,7 +20,6 @@ import copy
 import csv
 import io
 import json
-import math
 import numbers
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -822,7 +821,7 @@ class LotteryModel:
         import pandas as pd
 
         from lth.experiments.branch_kinds import level_seed
-        from lth.experiments.stability import SPLITS, _pair_name, _spread, entries_frame
+        from lth.experiments.stability import entries_frame, pair_result, summarise_pairs
         from lth.training.interpolation import alphas, evaluate_path, has_batch_norm
 
         settings = self._settings
@@ -886,25 +885,9 @@ class LotteryModel:
                 finals.append(_clone(net.state_dict()))
                 children.append({"copy": c, "seed": child_seed, "final_test_accuracy": result.final_test_accuracy,
                                  "final_test_loss": result.final_test_loss})
-            pairs = []
-            for i in range(copies):
-                for j in range(i + 1, copies):
-                    path = evaluate_path(probe, finals[i], finals[j], mask, alpha, splits, bn_data)
-                    pairs.append({"pair": _pair_name(i, j), "error": path.error, "loss": path.loss,
-                                  **{f"instability_{s}": path.barrier(s) for s in SPLITS},
-                                  **{f"loss_barrier_{s}": path.barrier(s, "loss") for s in SPLITS}})
-            entry: dict[str, Any] = {"level": self._round, "weights_remaining": mask.density(), "rewind_iteration": k,
-                                     "copies": copies, "trials": 1, "pairs": len(pairs)}
-            for key in ("instability_test", "instability_train", "loss_barrier_test", "loss_barrier_train"):
-                entry[key], entry[f"{key}_std"] = _spread([p[key] for p in pairs])
-            entry["child_test_error"] = _spread([1 - c["final_test_accuracy"] for c in children])[0]
-            entry["stable"] = bool(entry["instability_test"] <= threshold)
-            entry["path"] = {"alpha": list(alpha), **{
-                f"{split}_{what}": [math.fsum(p[what][split][i] for p in pairs) / len(pairs) for i in range(points)]
-                for split in SPLITS for what in ("error", "loss")}}
-            entry["stable_threshold"] = threshold
-            entry["per_pair"] = [{key: v for key, v in p.items() if key not in ("error", "loss")} for p in pairs]
-            entry["children"] = children
+            pairs = [pair_result(i, j, evaluate_path(probe, finals[i], finals[j], mask, alpha, splits, bn_data))
+                     for i in range(copies) for j in range(i + 1, copies)]
+            entry = summarise_pairs(self._round, mask.density(), k, copies, pairs, children, threshold)
             entries.append(entry)
         columns = [*entries_frame([]).columns, "stable_threshold", "per_pair", "children"]
         return pd.DataFrame([{key: entry[key] for key in columns} for entry in entries], columns=columns)

@@ -122,6 +122,37 @@ def _spread(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
+def pair_result(i: int, j: int, path: Any) -> dict[str, Any]:
+    """One pair's path (a :class:`~lth.training.interpolation.PathResult`) with its barriers per split."""
+    return {"pair": _pair_name(i, j), "alpha": path.alpha, "error": path.error, "loss": path.loss,
+            **{f"instability_{s}": path.barrier(s) for s in SPLITS},
+            **{f"loss_barrier_{s}": path.barrier(s, "loss") for s in SPLITS}}
+
+
+_PAIR_KEYS = ("instability_test", "instability_train", "loss_barrier_test", "loss_barrier_train")
+
+
+def summarise_pairs(level: int, weights_remaining: float, k: int, copies: int, pairs: list[dict[str, Any]],
+                    children: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    """The entry of one level and rewind point: each barrier's mean and sample std over ``pairs``
+    (from :func:`pair_result`, with a ``trial`` key when there are trials), the mean path, the
+    verdict (stable: mean test instability <= ``threshold``, a fraction), every pair and child."""
+    entry: dict[str, Any] = {"level": level, "weights_remaining": weights_remaining, "rewind_iteration": k,
+                             "copies": copies, "trials": len({p.get("trial", 0) for p in pairs}), "pairs": len(pairs)}
+    for key in _PAIR_KEYS:
+        entry[key], entry[f"{key}_std"] = _spread([p[key] for p in pairs])
+    alpha = pairs[0]["alpha"]
+    entry["path"] = {"alpha": list(alpha), **{
+        f"{split}_{what}": [math.fsum(p[what][split][i] for p in pairs) / len(pairs) for i in range(len(alpha))]
+        for split in SPLITS for what in ("error", "loss")}}
+    entry["stable"] = bool(entry["instability_test"] <= threshold)
+    entry["stable_threshold"] = threshold
+    entry["child_test_error"] = _spread([1 - c["final_test_accuracy"] for c in children])[0]
+    entry["per_pair"] = [{key: p[key] for key in ("trial", "pair", *_PAIR_KEYS) if key in p} for p in pairs]
+    entry["children"] = children
+    return entry
+
+
 # ---------------------------------------------------------------------------------- the analysis
 
 
@@ -466,11 +497,8 @@ class _Analysis:
         pairs = []
         for i in range(len(children)):
             for j in range(i + 1, len(children)):
-                result = evaluate_path(model, children[i], children[j], mask, points, splits, bn_data)
-                pairs.append({"pair": _pair_name(i, j), "alpha": result.alpha, "error": result.error,
-                              "loss": result.loss,
-                              **{f"instability_{s}": result.barrier(s) for s in SPLITS},
-                              **{f"loss_barrier_{s}": result.barrier(s, "loss") for s in SPLITS}})
+                pairs.append(pair_result(i, j, evaluate_path(model, children[i], children[j], mask, points,
+                                                             splits, bn_data)))
         self.paths[unit] = pairs
         self.done.append(unit)
         self.checkpoint()
@@ -501,23 +529,8 @@ class _Analysis:
                                  if unit in self.children]
                 if not pairs:
                     continue
-                entry: dict[str, Any] = {"level": level.index, "weights_remaining": level.density,
-                                         "rewind_iteration": k, "copies": self.settings.copies,
-                                         "trials": len({p["trial"] for p in pairs}), "pairs": len(pairs)}
-                for key in ("instability_test", "instability_train", "loss_barrier_test", "loss_barrier_train"):
-                    entry[key], entry[f"{key}_std"] = _spread([p[key] for p in pairs])
-                alpha = pairs[0]["alpha"]
-                entry["path"] = {"alpha": alpha, **{
-                    f"{split}_{what}": [math.fsum(p[what][split][i] for p in pairs) / len(pairs)
-                                        for i in range(len(alpha))]
-                    for split in SPLITS for what in ("error", "loss")}}
-                entry["stable"] = bool(entry["instability_test"] <= threshold)
-                entry["stable_threshold"] = threshold
-                entry["child_test_error"] = _spread([1 - c["final_test_accuracy"] for c in children])[0]
-                entry["per_pair"] = [{key: p[key] for key in ("trial", "pair", "instability_test",
-                                                               "instability_train", "loss_barrier_test",
-                                                               "loss_barrier_train")} for p in pairs]
-                entry["children"] = children
+                entry = summarise_pairs(level.index, level.density, k, self.settings.copies, pairs, children,
+                                        threshold)
                 entries.append(entry)
         return entries, rows
 
