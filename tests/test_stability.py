@@ -102,6 +102,29 @@ def test_identical_networks_have_a_barrier_of_exactly_zero(digits):
     assert all(model.state_dict()[k].equal(v) for k, v in state.items())  # the model is left as it was
 
 
+def test_batch_norm_statistics_are_recomputed_on_training_data_at_every_point():
+    from torch import nn
+
+    from lth.training.interpolation import recompute_batch_norm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
+    x = torch.randn(64, 5) * 3 + 1
+    model[1].running_mean.fill_(7.0)
+    recompute_batch_norm(model, x, batch_size=64)  # one batch: its mean and unbiased variance exactly
+    hidden = model[0](x).detach()
+    assert torch.allclose(model[1].running_mean, hidden.mean(0), atol=1e-6)
+    assert torch.allclose(model[1].running_var, hidden.var(0, unbiased=True), atol=1e-5)
+    assert model[1].momentum == 0.1 and model.training
+    a = {k: v.clone() for k, v in model.state_dict().items()}
+    b = {k: (v + 0.5 if v.is_floating_point() else v).clone() for k, v in model.state_dict().items()}
+    splits = {"test": (x, torch.zeros(64, dtype=torch.long))}
+    reset = evaluate_path(model, a, b, None, [0.0, 0.5, 1.0], splits, batch_norm_data=x)
+    kept = evaluate_path(model, a, b, None, [0.0, 0.5, 1.0], splits, batch_norm_data=None)
+    assert reset.loss["test"] != kept.loss["test"]  # interpolated statistics differ from recomputed ones
+    assert all(model.state_dict()[k].equal(v) for k, v in a.items())  # the model's own state is back
+
+
 def test_barrier_is_the_maximum_minus_the_mean_of_the_ends():
     path = PathResult([0.0, 0.5, 1.0], {"test": [0.1, 0.4, 0.2]}, {"test": [1.0, 3.0, 2.0]})
     assert path.barrier("test") == pytest.approx(0.4 - 0.15, abs=1e-15)
