@@ -274,9 +274,15 @@ def test_bad_from_runs_are_refused_before_anything_is_written(search, tmp_path, 
     empty = tmp_path / "unfinished"
     empty.mkdir()
     (empty / "config.yaml").write_text((search.run_dir.path / "config.yaml").read_text())
+    study = tmp_path / "study"
+    study.mkdir()
+    from lth.store.study_dir import STUDY_FILE
+
+    (study / STUDY_FILE).write_text("{}")
     out = tmp_path / "out"
     cases = [
         (["--from", empty], "has no finished level with a mask"),
+        (["--from", study], "is a study; give one of its trials"),
         (["--from", search.run_dir.path, "--levels", "0,7"], "level 7 is not among the levels of"),
         (["--from", search.run_dir.path, "--levels", "x"], "cannot read levels 'x'"),
         (["--from", tmp_path / "nowhere"], "is not an lth run directory"),

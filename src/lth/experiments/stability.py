@@ -619,6 +619,12 @@ def run_stability(
         config = None
     elif config is None:
         raise LthError("give MODEL DATASET, or a finished ticket search to analyse (--from RUN)")
+    if from_run is not None:
+        from lth.store.study_dir import StudyDir
+
+        if StudyDir.is_study(from_run):
+            raise LthError(f"--from {str(from_run)!r} is a study; give one of its trials, e.g. "
+                           f"{str(Path(from_run) / 'EXPERIMENT' / 'trial_00')!r} (`lth show {from_run}` lists them)")
     if from_run is not None and not (Path(from_run) / "config.yaml").is_file():
         raise LthError(f"--from {str(from_run)!r} is not an lth run directory (no config.yaml); give a ticket "
                        "search made by `lth find-ticket` or a trial of a study")
