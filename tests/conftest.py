@@ -128,14 +128,16 @@ def search_global(tmp_path_factory):
 def result_dirs(tmp_path_factory) -> dict[str, Path]:
     """Small finished directories of every kind that ``lth plot`` and ``lth report`` draw, built once:
     ticket (2 rounds, reinit control), rewound (rewind 10it, seed 1), conv (conv-2, 1 round),
-    study (robust, 2 trials of 1 round), sm_eval (supermask eval --from ticket), sm_train (20 iterations)."""
+    study (robust, 2 trials of 1 round), sm_eval (supermask eval --from ticket), sm_train (20 iterations),
+    stability (dense, k = 0 and 20 of 60 iterations)."""
     from lth.cli import main
     from lth.config import make_config
     from lth.experiments.study import robust_experiment, run_study
     from lth.supermasks.train import run_supermask_training
 
     root = tmp_path_factory.mktemp("results")
-    dirs = {name: root / name for name in ("ticket", "rewound", "conv", "study", "sm_eval", "sm_train")}
+    dirs = {name: root / name for name in ("ticket", "rewound", "conv", "study", "sm_eval", "sm_train",
+                                                 "stability")}
     run_search(dirs["ticket"], controls=["reinit"])
     run_search(dirs["rewound"], controls=["reinit"], rewind="10it", seed=1)
     run_search(dirs["conv"], model="conv-2", rounds=1, iterations=20)
@@ -147,4 +149,8 @@ def result_dirs(tmp_path_factory) -> dict[str, Path]:
                  "--weights", "init,signed_constant", "--out", str(dirs["sm_eval"]), "--quiet"]) == 0
     run_supermask_training("lenet-300-100", "digits", iterations=20, eval_every=10, device="cpu",
                            out=dirs["sm_train"], progress=False)
+    import lth
+
+    lth.stability("lenet-300-100", "digits", rewind="0,20", iterations=60, eval_every=20, points=5,
+                  path_train_size=300, device="cpu", out=dirs["stability"], progress=False)
     return dirs

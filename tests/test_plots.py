@@ -24,6 +24,7 @@ SOURCES = {
     "weights-hist": ["ticket"],
     "first-layer": ["ticket", "conv", "sm_train"],
     "supermask": ["sm_eval"],
+    "stability": ["stability"],
 }
 
 
@@ -68,7 +69,7 @@ def test_every_kind_writes_valid_png_and_svg(kind, result_dirs, tmp_path, monkey
         check_image(path)
     overlay = KINDS[kind].overlay
     figures = len(result.written) // 2
-    assert figures == (1 if overlay else len(paths) * (2 if kind == "supermask" else 1))
+    assert figures == (1 if overlay else len(paths) * (2 if kind in ("supermask", "stability") else 1))
     if not overlay and len(paths) > 1:  # one figure per run, named after it
         assert {p.stem.rpartition("--")[2] for p in result.written} == set(SOURCES[kind])
     if KINDS[kind].uses_round and kind != "first-layer":  # default: the last round

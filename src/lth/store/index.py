@@ -33,7 +33,7 @@ _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     path TEXT UNIQUE NOT NULL,          -- relative to the runs root
-    kind TEXT NOT NULL,                 -- find-ticket | branch | robust | session | supermask-eval | supermask-train | stability
+    kind TEXT NOT NULL,                 -- find-ticket | branch | robust | session | supermask-eval | supermask-train
     name TEXT, model TEXT, dataset TEXT,
     status TEXT, started TEXT, finished TEXT,
     duration REAL,                      -- seconds from start to finish
