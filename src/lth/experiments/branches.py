@@ -228,12 +228,7 @@ class _Branch:
         self.run.write_checkpoint({
             "format": CHECKPOINT_FORMAT, "rows": self.rows, "metrics": self.metrics,
             "torch_rng": torch.get_rng_state(),
-            "training": None if training is None else {
-                **training.as_dict(),
-                "model": {k: v.detach().cpu() for k, v in training.model.items()},
-                "best_state": None,
-                "running": training.running.cpu(),
-            },
+            "training": None if training is None else training.portable(),
         })
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -252,10 +247,7 @@ class _Branch:
         torch.set_rng_state(state["torch_rng"])
         training = state.get("training")
         if training is not None:
-            dev = self.device
-            self.pending = TrainProgress.from_dict({
-                **training, "model": {k: v.to(dev) for k, v in training["model"].items()},
-                "running": training["running"].to(dev)})
+            self.pending = TrainProgress.restored(training, self.device)
 
     # -- the loop -----------------------------------------------------------------------
     def run_all(self) -> BranchResult:
@@ -376,8 +368,7 @@ def resume_branch(path: str | Path, progress: bool = True, leave: bool = True) -
         state = run.load_checkpoint()
         if state is not None:
             branch.restore(state)
-        for debris in run.path.glob(".*.tmp"):
-            debris.unlink(missing_ok=True)
+        run.remove_temporary_files()
         return branch.run_all()
 
 

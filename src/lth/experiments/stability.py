@@ -294,9 +294,7 @@ class _Analysis:
         progress = None
         if training is not None:
             unit, state = training
-            progress = {**state.as_dict(), "unit": unit, "best_state": None,
-                        "model": {k: v.detach().cpu() for k, v in state.model.items()},
-                        "running": state.running.cpu()}
+            progress = {**state.portable(), "unit": unit}
         self.run.write_checkpoint({"format": CHECKPOINT_FORMAT, "done": list(self.done),
                                    "children": self.children, "paths": self.paths,
                                    "torch_rng": torch.get_rng_state(), "training": progress})
@@ -315,11 +313,8 @@ class _Analysis:
         torch.set_rng_state(state["torch_rng"])
         training = state.get("training")
         if training is not None:
-            dev = self.device
             unit = training.pop("unit")
-            self.pending = (unit, TrainProgress.from_dict({
-                **training, "model": {k: v.to(dev) for k, v in training["model"].items()},
-                "running": training["running"].to(dev)}))
+            self.pending = (unit, TrainProgress.restored(training, self.device))
 
     def _take_pending(self, unit: str) -> Any:
         if self.pending is not None and self.pending[0] == unit:
@@ -672,8 +667,7 @@ def resume_stability(path: str | Path, progress: bool = True, leave: bool = True
         state = run.load_checkpoint()
         if state is not None:
             analysis.restore(state)
-        for debris in run.path.glob(".*.tmp"):
-            debris.unlink(missing_ok=True)
+        run.remove_temporary_files()
         return analysis.run_all()
 
 

@@ -326,11 +326,7 @@ class _Search:
             "masks": [dict(m) for m in self.masks],
             "ticket": self.ticket.state(),
             "controls": {name: line.state() for name, line in self.controls.items()},
-            "training": None if training is None else {
-                **training.as_dict(),
-                "model": cpu(training.model),
-                "best_state": cpu(training.best_state),
-            },
+            "training": None if training is None else training.portable(),
             "started": self.started,
             "resumed": self.resumed,
         })
@@ -353,14 +349,7 @@ class _Search:
         for name, line in self.controls.items():
             line.restore(state["controls"][name])
         training = state["training"]
-        if training is not None:
-            training = TrainProgress.from_dict({
-                **training,
-                "model": _to(training["model"], dev),
-                "best_state": _to(training["best_state"], dev),
-                "running": training["running"].to(dev),
-            })
-        self.pending = training
+        self.pending = None if training is None else TrainProgress.restored(training, dev)
         self.started = state["started"]
         self.resumed = state["resumed"] + 1
 
@@ -698,8 +687,7 @@ def resume_ticket(
         search.dense_store = dense_store
         if state is not None:  # else it stopped (e.g. on a full disk) before its first checkpoint: start over
             _restore(search, state, run)
-        for debris in run.path.glob(".*.tmp"):  # temp files of writes a kill interrupted
-            debris.unlink(missing_ok=True)
+        run.remove_temporary_files()
         return search.run_all()
 
 

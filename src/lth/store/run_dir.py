@@ -115,6 +115,11 @@ class RunDir:
     def remove_checkpoint(self) -> None:
         self.checkpoint_path.unlink(missing_ok=True)
 
+    def remove_temporary_files(self) -> None:
+        """Delete the temporary files (``.NAME.tmp``) of atomic writes that a kill interrupted."""
+        for debris in self.path.glob(".*.tmp"):
+            debris.unlink(missing_ok=True)
+
     def control(self, name: str) -> "RunDir":
         """The sub-directory holding one control's results (same layout as the ticket's)."""
         return RunDir(self.path / "controls" / name)

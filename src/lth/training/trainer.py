@@ -95,6 +95,22 @@ class TrainProgress:
     def from_dict(cls, values: dict[str, Any]) -> "TrainProgress":
         return cls(**values)
 
+    def portable(self) -> dict[str, Any]:
+        """The fields with every tensor moved to the CPU: what a checkpoint stores (see :meth:`restored`)."""
+        return {**self.as_dict(), "model": _on(self.model, "cpu"), "best_state": _on(self.best_state, "cpu"),
+                "running": self.running.detach().cpu()}
+
+    @classmethod
+    def restored(cls, values: dict[str, Any], device: torch.device | str) -> "TrainProgress":
+        """The progress stored by :meth:`portable`, its tensors on ``device``."""
+        return cls.from_dict({**values, "model": _on(values["model"], device),
+                              "best_state": _on(values.get("best_state"), device),
+                              "running": values["running"].to(device)})
+
+
+def _on(state: Optional[dict[str, torch.Tensor]], device: torch.device | str) -> Optional[dict[str, torch.Tensor]]:
+    return None if state is None else {k: v.detach().to(device) for k, v in state.items()}
+
 
 def check_finite(rows: list[dict], iteration: int, start: int, network: str = "", index: Optional[int] = None) -> None:
     """Raise :class:`~lth.errors.TrainingDiverged` if a loss of this evaluation is NaN or infinite.
