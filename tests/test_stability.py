@@ -347,3 +347,20 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
         x, y = torch.load(path, weights_only=True), torch.load(killed / "weights" / path.name, weights_only=True)
         assert all(x[k].equal(y[k]) for k in x), path.name
     assert RunDir(killed).status()["status"] == "complete" and not (killed / "checkpoint.pt").exists()
+
+
+def test_several_runs_share_one_instability_figure(dense_run, tmp_path):
+    from lth.plots import make_plots
+    from lth.plots.stability import instability_figure
+
+    other = analyse(tmp_path / "other", rewind=("40",), points=3)
+    figure = instability_figure([dense_run.run_dir, other.run_dir])
+    ax = figure.axes[0]
+    labels = [c.get_label() for c in ax.containers]
+    assert labels == ["dense, level 0: 100% of weights", "other, level 0: 100% of weights"]
+    assert [list(c.lines[0].get_xdata()) for c in ax.containers] == [[0, 40], [40]]
+    assert list(ax.containers[0].lines[0].get_ydata()) == [100 * e["instability_test"] for e in dense_run.entries]
+    written = make_plots([dense_run.run_dir.path, other.run_dir.path], ["stability"], tmp_path / "plots", ["png"])
+    assert sorted(p.name for p in written.written) == [
+        "instability--dense.png", "instability--other.png", "instability.png",
+        "stability_path--dense.png", "stability_path--other.png"]

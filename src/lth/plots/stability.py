@@ -58,30 +58,35 @@ def path_figure(run: RunDir) -> Any:
     return fig
 
 
-def instability_figure(run: RunDir) -> Any:
+def instability_figure(runs: RunDir | Sequence[RunDir]) -> Any:
     """Test instability (percentage points, mean +- std over pairs) against the rewind iteration
-    (symmetric-log x: k = 0 included), one line per level; the stability threshold dotted."""
-    entries = _entries(run)
+    (symmetric-log x: k = 0 included), one line per level of each run (several runs: their levels
+    on one figure, labelled with the run's directory name); the stability threshold dotted."""
+    runs = [runs] if isinstance(runs, RunDir) else list(runs)
     fig = new_figure()
     ax = fig.add_subplot()
-    levels = list(dict.fromkeys(e["level"] for e in entries))
     cmap = colormaps["tab10"]
-    for index, level in enumerate(levels):
-        rows = sorted((e for e in entries if e["level"] == level), key=lambda e: e["rewind_iteration"])
-        ax.errorbar([e["rewind_iteration"] for e in rows], [100 * e["instability_test"] for e in rows],
-                    yerr=[100 * e["instability_test_std"] for e in rows], marker="o", markersize=4, capsize=3,
-                    color=cmap(index % cmap.N), label=_level_label(rows[0]))
-    positive = [e["rewind_iteration"] for e in entries if e["rewind_iteration"] > 0]
+    lines, positive, thresholds = 0, [], set()
+    for run in runs:
+        entries = _entries(run)
+        prefix = f"{run.path.name}, " if len(runs) > 1 else ""
+        for level in dict.fromkeys(e["level"] for e in entries):
+            rows = sorted((e for e in entries if e["level"] == level), key=lambda e: e["rewind_iteration"])
+            ax.errorbar([e["rewind_iteration"] for e in rows], [100 * e["instability_test"] for e in rows],
+                        yerr=[100 * e["instability_test_std"] for e in rows], marker="o", markersize=4, capsize=3,
+                        color=cmap(lines % cmap.N), label=prefix + _level_label(rows[0]))
+            lines += 1
+        positive += [e["rewind_iteration"] for e in entries if e["rewind_iteration"] > 0]
+        thresholds |= {e.get("stable_threshold", 0.02) for e in entries}
     ax.set_xscale("symlog", linthresh=min(positive) if positive else 1)
-    if entries:
-        threshold = 100 * entries[0].get("stable_threshold", 0.02)
-        ax.axhline(threshold, color="grey", linestyle=":", linewidth=1,
-                   label=f"stable: at most {threshold:g} points")
+    for threshold in sorted(thresholds):
+        ax.axhline(100 * threshold, color="grey", linestyle=":", linewidth=1,
+                   label=f"stable: at most {100 * threshold:g} points")
     ax.set_xlabel("rewind iteration k (symmetric log scale)")
     ax.set_ylabel("test instability (percentage points)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    ax.set_title(f"{_title(run)}: instability against the rewind point")
+    ax.set_title(f"{_title(runs[0])}: instability against the rewind point")
     return fig
 
 
@@ -94,9 +99,12 @@ def plot_stability_run(run: RunDir) -> list[Path]:
 
 
 def plot_stability(sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS) -> list[Path]:
-    """For every stability run: the error along the paths and the instability against k."""
+    """For every stability run: the error along the paths and the instability against k; for several,
+    also their instabilities on one figure (``instability.*``)."""
     paths = []
     for source in sources:
         paths += save(path_figure(source.run), out_dir, file_stem(PATH_FILE, source, sources), formats)
         paths += save(instability_figure(source.run), out_dir, file_stem(INSTABILITY_FILE, source, sources), formats)
+    if len(sources) > 1:
+        paths += save(instability_figure([s.run for s in sources]), out_dir, INSTABILITY_FILE, formats)
     return paths
