@@ -6,6 +6,7 @@ trainings of the same budget (``lth find-ticket --rounds 0`` twice), LeNet-300-1
 paper recipe (Adam 1.2e-3, batch 60). Both write their run directories. The path evaluation
 (``--points`` networks on the test set and the training subset) is timed on its own, and the
 target is: analysis <= 1.1 x (two trainings) + path evaluation, i.e. (analysis - path) / trainings <= 1.1.
+The same analysis with its two children in two worker processes (``--backend process``) is timed too.
 
 Each side runs --repeats times, interleaved; the table gives the best and the median.
 
@@ -57,7 +58,7 @@ def main() -> None:
             path_seconds[0] += time.perf_counter() - tic
 
     interpolation.evaluate_path = timed_path
-    trainings, analyses, paths = [], [], []
+    trainings, analyses, paths, pooled = [], [], [], []
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         find_ticket(config.model_copy(update={"iterations": 100}), out=root / "warmup", progress=False)  # data, caches
@@ -71,16 +72,22 @@ def main() -> None:
             run_stability(config, settings, out=root / f"s{repeat}", progress=False)
             analyses.append(time.perf_counter() - tic)
             paths.append(path_seconds[0])
+            tic = time.perf_counter()
+            run_stability(config, settings, out=root / f"p{repeat}", progress=False, workers=2)
+            pooled.append(time.perf_counter() - tic)
     ratios = [(a - p) / t for a, t, p in zip(analyses, trainings, paths)]
     device = "cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     print(f"lth stability benchmark, {date.today()}, {platform.processor() or platform.machine()}, torch "
           f"{torch.__version__}, device {device}, {args.dataset}, {args.iterations} iterations, k = {args.rewind}, "
           f"2 copies, {args.points} points, {args.repeats} repeats")
     rows = [("two find-ticket trainings (s)", trainings), ("stability analysis (s)", analyses),
-            ("  of which path evaluation (s)", paths), ("(analysis - path) / trainings", ratios)]
-    print(f"{'':34} {'best':>9} {'median':>9}")
+            ("  of which path evaluation (s)", paths), ("(analysis - path) / trainings", ratios),
+            ("analysis, children in 2 processes (s)", pooled),
+            ("  speed-up of the 2 processes", [a / b for a, b in zip(analyses, pooled)])]
+    print(f"{'':38} {'best':>9} {'median':>9}")
     for name, values in rows:
-        print(f"{name:34} {min(values):9.3f} {statistics.median(values):9.3f}")
+        best = max(values) if name.strip().startswith("speed-up") else min(values)
+        print(f"{name:38} {best:9.3f} {statistics.median(values):9.3f}")
     verdict = "met" if min(ratios) <= 1.1 else "MISSED"
     print(f"target (analysis - path) / trainings <= 1.1: {verdict} (best {min(ratios):.3f}, "
           f"median {statistics.median(ratios):.3f})")

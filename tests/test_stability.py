@@ -202,6 +202,22 @@ def test_children_trained_side_by_side_match_children_trained_one_by_one(tmp_pat
     assert abs(x["instability_test"] - y["instability_test"]) <= 2 / 397 + 1e-9  # at most 2 test images
 
 
+def test_children_trained_in_worker_processes_are_those_trained_here(tmp_path, capsys):
+    """--backend process: each child in its own process (one torch thread each here), same results."""
+    here = analyse(tmp_path / "here", rewind=("40",))
+    rc, _, err = cli(capsys, "stability", "lenet-300-100", "digits", "--iterations", "120", "--eval-every", "40",
+                     "--device", "cpu", "--rewind", "40", "--points", "5", "--path-train-size", "300",
+                     "--backend", "process", "--workers", "2", "--out", tmp_path / "pool", "-q")
+    assert rc == 0, err
+    pool = RunDir(tmp_path / "pool")
+    for c in range(2):
+        a, b = here.run_dir.load_weights(f"t00_level00_k40_child{c}"), pool.load_weights(f"t00_level00_k40_child{c}")
+        assert all(a[k].equal(b[k]) for k in a)
+    assert (pool.path / "stability.csv").read_bytes() == (here.run_dir.path / "stability.csv").read_bytes()
+    rc, _, err = cli(capsys, "stability", "lenet-300-100", "digits", "--backend", "ray", "--out", tmp_path / "r")
+    assert "unknown --backend 'ray' for lth stability; choose local or process" in one_line_error(rc, err)
+
+
 # ---------------------------------------------------------------------------------- tickets
 
 

@@ -44,19 +44,24 @@ def resume_command(run_dir: str, quiet: bool, as_json: bool, **kwargs: Any) -> N
 
             click.echo(dense_line(result))
         return
-    if backend != "local" or backend_opts:
-        raise LthError("--backend and its options apply to studies; a single run resumes in this process")
     from lth.experiments.branches import is_branch, resume_branch
     from lth.experiments.stability import is_stability_run, resume_stability
     from lth.experiments.ticket_search import resume_ticket
 
     if is_stability_run(run_dir):
-        from lth.cli.stability import report_stability
+        from lth.cli.stability import report_stability, stability_workers
 
+        extra = [key for key, value in backend_opts.items() if value is not None and key != "workers"]
+        if extra:
+            raise LthError("a stability run takes --backend local or process (and --workers), not the Ray options")
+        workers = stability_workers(backend, backend_opts.get("workers"))
         if RunDir(run_dir).status().get("status") == "complete":
             raise LthError(f"stability run {run_dir!r} is already complete; nothing to resume")
-        report_stability(resume_stability(run_dir, progress=progress).run_dir, quiet, as_json)
+        report_stability(resume_stability(run_dir, progress=progress, workers=workers).run_dir, quiet, as_json)
         return
+    if backend != "local" or backend_opts:
+        raise LthError("--backend and its options apply to studies and stability runs; a single run resumes in "
+                       "this process")
     if is_branch(run_dir):
         report(resume_branch(run_dir, progress=progress).run_dir, quiet, as_json)
         return

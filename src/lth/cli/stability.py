@@ -40,6 +40,10 @@ def _training_options(function: Any) -> Any:
               help="Recompute BatchNorm statistics on training data at every point of a path.")
 @click.option("--trials", type=int, default=1, show_default=True,
               help="Independent repetitions (trial i: seed + i) pooled into the statistics.")
+@click.option("--backend", type=str, default="local", show_default=True,
+              help="Where the children of each k train: local (this process: one after another on a CPU, side by "
+              "side on a GPU) or process (a local process pool, for multi-core CPUs).")
+@click.option("--workers", type=int, help="process: worker processes [one per CPU, at most --copies].")
 @_training_options
 @click.option("--config", "config_file", type=str, help="YAML file of training settings; flags override it.")
 @click.option("--out", type=str, help="Run directory [with --from: RUN/stability; else runs/NAME].")
@@ -50,7 +54,8 @@ def _training_options(function: Any) -> Any:
 @click.pass_context
 def stability_command(ctx: click.Context, model: Optional[str], dataset: Optional[str], from_run: Optional[str],
                       levels: Optional[str], rewind: Optional[str], copies: int, points: int, path_train_size: int,
-                      stable_threshold: float, bn_reset: bool, trials: int, config_file: Optional[str],
+                      stable_threshold: float, bn_reset: bool, trials: int, backend: str, workers: Optional[int],
+                      config_file: Optional[str],
                       out: Optional[str], overwrite: bool, resume: bool, quiet: bool, as_json: bool,
                       **_: Any) -> None:
     """Instability analysis: is the network stable to SGD noise from rewind point k on?
@@ -105,8 +110,26 @@ def stability_command(ctx: click.Context, model: Optional[str], dataset: Optiona
 
         out_path = str(runs_root() / config.name)
     result = run_stability(config, settings, from_run, out_path, overwrite, resume, progress,
-                           overrides=given if from_run is not None else None)
+                           overrides=given if from_run is not None else None,
+                           workers=stability_workers(backend, workers, copies))
     report_stability(result.run_dir, quiet, as_json)
+
+
+def stability_workers(backend: str, workers: Optional[int], copies: int = 2) -> Optional[int]:
+    """The worker processes of ``--backend`` (None: local), LthError for a bad value."""
+    import os
+
+    from lth.errors import LthError
+
+    if backend not in ("local", "process"):
+        raise LthError(f"unknown --backend {backend!r} for lth stability; choose local or process")
+    if backend == "local":
+        if workers is not None:
+            raise LthError("--workers applies to --backend process")
+        return None
+    if workers is not None and workers < 1:
+        raise LthError(f"--workers must be a whole number >= 1, got {workers}")
+    return workers or max(1, min(os.cpu_count() or 1, copies))
 
 
 def report_stability(run: Any, quiet: bool, as_json: bool) -> None:

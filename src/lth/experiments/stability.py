@@ -177,12 +177,17 @@ class _Analysis:
     """One instability analysis as a resumable loop over its units of work (trainings and paths)."""
 
     def __init__(self, config: Optional[TicketConfig], settings: StabilitySettings,
-                 source: Optional[str | Path] = None, progress: bool = True, leave: bool = True) -> None:
-        """``config``: the recipe (None with a ``source``: the ticket search's own)."""
+                 source: Optional[str | Path] = None, progress: bool = True, leave: bool = True,
+                 workers: Optional[int] = None) -> None:
+        """``config``: the recipe (None with a ``source``: the ticket search's own); ``workers``: train
+        the children of one k in that many local processes (None: in this process)."""
         from lth.experiments.ticket_search import check_config, optimizer_settings, resolve_device
         from lth.experiments.trunk import Trunk
 
         self.settings = settings.check()
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise LthError(f"--workers must be a whole number >= 1, got {workers!r}")
+        self.workers = workers
         self.trunk: Optional[Trunk] = None
         if source is not None:
             self.trunk = Trunk(source)
@@ -424,7 +429,8 @@ class _Analysis:
             return f"child {c + 1}/{self.settings.copies} level {level.index} k={k}"
 
         def finish(c: int, unit: str, model: Any, result: Any) -> None:
-            run.save_weights(self._tag(trial, level.index, k, f"child{c}"), model.state_dict())
+            if model is not None:  # (a worker process saved its child itself)
+                run.save_weights(self._tag(trial, level.index, k, f"child{c}"), model.state_dict())
             self.children[unit] = {
                 "trial": trial, "level": level.index, "rewind_iteration": k, "copy": c,
                 "seed": self.child_seed(trial, c), "final_test_accuracy": result.final_test_accuracy,
@@ -433,6 +439,22 @@ class _Analysis:
                 "seconds": round(result.seconds, 3)}
             self.done.append(unit)
 
+        if len(todo) > 1 and self.workers is not None and self.workers > 1 and self.pending is None:
+            from lth.experiments.stability_workers import ChildJob, train_children
+
+            jobs = [ChildJob(config=self.config.model_dump(), parent=str(run.path / "weights" / f"{self._tag(trial, level.index, k, 'parent')}.pt"),
+                             mask=None if self.trunk is None else str(self.trunk.run.mask_path(level.index)),
+                             out=str(run.path / "weights" / f"{self._tag(trial, level.index, k, f'child{c}')}.pt"),
+                             start=k, stop=self.budget, data_seed=self.child_seed(trial, c),
+                             dropout_seed=level_seed(self.trial_seed(trial), f"stability-dropout-L{level.index}-k{k}", c))
+                    for c, _ in todo]
+            if self.progress:
+                print(f"level {level.index} k={k}: training {len(jobs)} children in {min(self.workers, len(jobs))} "
+                      "processes")
+            for (c, unit), result in zip(todo, train_children(jobs, self.workers)):
+                finish(c, unit, None, result)
+            self.checkpoint()
+            return
         if len(todo) > 1 and self._side_by_side():
             from lth.training.lockstep import Lockstep
 
@@ -599,6 +621,7 @@ def run_stability(
     progress: bool = True,
     leave: bool = True,
     overrides: Optional[dict[str, Any]] = None,
+    workers: Optional[int] = None,
 ) -> StabilityResult:
     """Run an instability analysis into ``out`` (see the module docstring).
 
@@ -606,7 +629,8 @@ def run_stability(
     (``settings.levels``, default all), with its own recipe (``overrides`` may change only
     :data:`FROM_OVERRIDABLE`; ``config`` is ignored). ``out`` defaults to ``FROM/stability``,
     else ``RUNS_ROOT/MODEL-DATASET-stability-TIMESTAMP``. Everything is checked before anything is
-    written; an existing ``out`` is refused unless ``overwrite`` or ``resume``.
+    written; an existing ``out`` is refused unless ``overwrite`` or ``resume``. ``workers``: train
+    the children of each k in that many local processes (:mod:`lth.experiments.stability_workers`).
     """
     from lth.store.run_dir import runs_root
 
@@ -629,7 +653,7 @@ def run_stability(
 
         _check_from_overrides(overrides)
         config = check_config(make_config({**Trunk(from_run).config.model_dump(), **overrides}))
-    analysis = _Analysis(config, settings, from_run, progress, leave)
+    analysis = _Analysis(config, settings, from_run, progress, leave, workers)
     if out is None:
         if from_run is not None:
             out = Path(from_run) / "stability"
@@ -641,13 +665,14 @@ def run_stability(
         if not resume:
             raise LthError(f"{str(out)!r} exists; continue it with --resume (or `lth resume {out}`) "
                            "or replace it with --overwrite")
-        return resume_stability(out, progress, leave)
+        return resume_stability(out, progress, leave, workers)
     with created_and_locked(out, lambda: RunDir.create(out, overwrite=overwrite)) as run:
         analysis.run = run
         return analysis.run_all()
 
 
-def resume_stability(path: str | Path, progress: bool = True, leave: bool = True) -> StabilityResult:
+def resume_stability(path: str | Path, progress: bool = True, leave: bool = True,
+                     workers: Optional[int] = None) -> StabilityResult:
     """Continue an unfinished stability run from its last checkpoint (a finished one is returned as it is)."""
     run = RunDir.open(path)
     described = run.config()
@@ -662,7 +687,7 @@ def resume_stability(path: str | Path, progress: bool = True, leave: bool = True
         source = settings_values.get("from")
         if source is not None and not (Path(source) / "config.yaml").is_file():
             raise LthError(f"the ticket search this analysis reads, {source!r}, is gone; it cannot be resumed")
-        analysis = _Analysis(config, settings, source, progress, leave)
+        analysis = _Analysis(config, settings, source, progress, leave, workers)
         analysis.run = run
         state = run.load_checkpoint()
         if state is not None:
@@ -687,6 +712,7 @@ def stability(
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
+    workers: Optional[int] = None,
     **config: Any,
 ) -> "Any":
     """Instability analysis as a pandas DataFrame: one row per level and rewind point.
@@ -695,7 +721,8 @@ def stability(
     analyses the dense network; ``lth.stability(from_run="runs/lenet", levels="0,5")`` a ticket
     search's levels. ``stable_threshold`` is in percentage points (as the CLI's); the instabilities
     in the frame are fractions (0.02 = 2 points). ``config``: training settings as in
-    :class:`~lth.config.TicketConfig` (``iterations=...``, ``lr=...``, ``seed=...``). The frame's
+    :class:`~lth.config.TicketConfig` (``iterations=...``, ``lr=...``, ``seed=...``). ``workers``:
+    the children of each k train in that many local processes (a multi-core CPU). The frame's
     ``attrs["run_dir"]`` is the run directory; its ``path`` column holds the mean path.
     """
     from lth.experiments.branches import parse_levels
@@ -715,7 +742,8 @@ def stability(
         ticket_config = make_config({"model": model, "dataset": dataset, **values})
     elif model is not None or dataset is not None:
         raise LthError("from_run analyses that run's model and dataset; do not give a model or dataset too")
-    result = run_stability(ticket_config, settings, from_run, out, overwrite, resume, progress, overrides=values)
+    result = run_stability(ticket_config, settings, from_run, out, overwrite, resume, progress, overrides=values,
+                           workers=workers)
     return entries_frame(result.entries, result.run_dir.path)
 
 
