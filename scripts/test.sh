@@ -5,4 +5,5 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LTH_EXTRAS=test,tensorboard,mlflow,ray bash "$repo/scripts/setup.sh"
 cd "$repo"
-.venv/bin/python -m pytest -m "slow or not slow" --durations=5 "$@"
+# -n auto --maxprocesses 4: one worker per core, at most 4 (each test's torch uses one thread).
+.venv/bin/python -m pytest -m "slow or not slow" -n auto --maxprocesses 4 --durations=10 "$@"

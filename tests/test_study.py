@@ -176,7 +176,8 @@ def test_bad_robust_input(tmp_path, capsys):
 
 
 def _same_up_to_rounding(a: Path, b: Path) -> None:
-    """Identical masks; accuracies within 1% (3 of digits' 300 validation / 397 test images; 1e-4 would
+    """The same masks but for at most 0.2% of each layer's entries (weights tied at the pruning threshold up
+    to rounding); accuracies within 1% (3 of digits' 300 validation / 397 test images; 1e-4 would
     forbid any flip: vectorised products sum in another order, and after a few rounds of training a
     rounding difference can move a few borderline images or the early-stop point; CI once saw 2 test images).
     The tight 1e-4 check of vectorised training itself is in test_vectorized.py."""
@@ -193,7 +194,9 @@ def _same_up_to_rounding(a: Path, b: Path) -> None:
             for key in keys:
                 assert abs(x[key] - y[key]) <= 0.01, (a, sub, x["round"], key)  # a few images
             ma, mb = RunDir(a / sub).load_mask(x["round"]), RunDir(b / sub).load_mask(x["round"])
-            assert ma.keys() == mb.keys() and all(ma[k].equal(mb[k]) for k in ma)
+            # Same kept counts (above); a rounding difference may swap a few weights at the pruning threshold.
+            assert ma.keys() == mb.keys()
+            assert all((ma[k] != mb[k]).float().mean() <= 0.002 for k in ma), (a, sub, x["round"])
 
 
 def test_vectorised_robust_equals_sequential(tmp_path, capsys):

@@ -162,9 +162,9 @@ def obtain(
         if failure is None:
             return cache_dir(name)
         reason = failure
-    raise LthError(
-        f"{name} files not found in {', '.join(map(str, searched))}; {reason}; "
-        f"put {hint or ', '.join(files)} in one of those directories or pass --data-dir"
+    raise LthError(  # the advice before the reason: a line cut to its first 1000 characters keeps it
+        f"{name} files not found in {', '.join(map(str, searched))}; put {hint or ', '.join(files)} in one of "
+        f"those directories or pass --data-dir; {reason}"
     )
 
 
@@ -185,5 +185,6 @@ def _download_all(
             except LthError as exc:
                 errors.append(str(exc))
         else:
-            return f"download from {mirrors[0]} failed ({'; '.join(errors)})"
+            more = f"; {len(errors) - 1} other mirror(s) failed too" if len(errors) > 1 else ""
+            return f"download from {mirrors[0]} failed ({errors[0]}{more})"
     return None
