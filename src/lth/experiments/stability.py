@@ -278,6 +278,10 @@ class _Analysis:
         """The data-order seed of child ``copy`` (the same at every level and k of the trial)."""
         return level_seed(self.trial_seed(trial), "stability-child", copy)
 
+    def child_dropout_seed(self, trial: int, level: int, k: int, copy: int) -> int:
+        """The seed of the global generator (dropout) for child ``copy`` of ``level`` at ``k``."""
+        return level_seed(self.trial_seed(trial), f"stability-dropout-L{level}-k{k}", copy)
+
     def start_state(self, trial: int, level: _Level) -> dict[str, Tensor]:
         if self.trunk is None:
             from lth.models import build_model
@@ -442,11 +446,12 @@ class _Analysis:
         if len(todo) > 1 and self.workers is not None and self.workers > 1 and self.pending is None:
             from lth.experiments.stability_workers import ChildJob, train_children
 
-            jobs = [ChildJob(config=self.config.model_dump(), parent=str(run.path / "weights" / f"{self._tag(trial, level.index, k, 'parent')}.pt"),
+            jobs = [ChildJob(config=self.config.model_dump(),
+                             parent=str(run.weights_path(self._tag(trial, level.index, k, "parent"))),
                              mask=None if self.trunk is None else str(self.trunk.run.mask_path(level.index)),
-                             out=str(run.path / "weights" / f"{self._tag(trial, level.index, k, f'child{c}')}.pt"),
+                             out=str(run.weights_path(self._tag(trial, level.index, k, f"child{c}"))),
                              start=k, stop=self.budget, data_seed=self.child_seed(trial, c),
-                             dropout_seed=level_seed(self.trial_seed(trial), f"stability-dropout-L{level.index}-k{k}", c))
+                             dropout_seed=self.child_dropout_seed(trial, level.index, k, c))
                     for c, _ in todo]
             if self.progress:
                 print(f"level {level.index} k={k}: training {len(jobs)} children in {min(self.workers, len(jobs))} "
@@ -478,7 +483,7 @@ class _Analysis:
             pending = self._take_pending(unit)
             if pending is None:
                 model.load_state_dict(parent)
-                torch.manual_seed(level_seed(self.trial_seed(trial), f"stability-dropout-L{level.index}-k{k}", c))
+                torch.manual_seed(self.child_dropout_seed(trial, level.index, k, c))
             result = self._trainer(self.child_seed(trial, c)).train(
                 model, mask, start=k, stop=self.budget, description=describe(c),
                 checkpoint_every=self.config.checkpoint_every,

@@ -99,8 +99,11 @@ class RunDir:
     def save_mask(self, round_index: int, mask: Mask) -> None:
         mask.save(self.mask_path(round_index))
 
+    def weights_path(self, tag: str) -> Path:
+        return self.path / "weights" / f"{tag}.pt"
+
     def save_weights(self, tag: str, state: dict[str, torch.Tensor]) -> None:
-        atomic_torch_save({k: v.detach().cpu() for k, v in state.items()}, self.path / "weights" / f"{tag}.pt")
+        atomic_torch_save({k: v.detach().cpu() for k, v in state.items()}, self.weights_path(tag))
 
     def write_checkpoint(self, state: dict[str, Any]) -> None:
         """Replace the resume point atomically: a kill at any moment leaves the old or the new one.
@@ -223,7 +226,7 @@ class RunDir:
 
     def load_weights(self, tag: str) -> dict[str, torch.Tensor]:
         """The state dict saved as ``weights/TAG.pt`` (LthError if missing or damaged)."""
-        path = self.path / "weights" / f"{tag}.pt"
+        path = self.weights_path(tag)
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
