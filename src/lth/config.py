@@ -111,6 +111,11 @@ class TicketConfig(BaseModel):
     keep: Optional[Annotated[float, Field(gt=0.0, le=1.0)]] = None
     controls: list[str] = []
     init_mask: Optional[str] = None
+    prune_at_init: Optional[str] = None  # prune at initialisation first: snip | grasp | synflow | magnitude | random
+    init_keep: Optional[Annotated[float, Field(gt=0.0, le=1.0)]] = None  # ... keeping this fraction
+    init_ablation: Literal["none", "shuffle", "reinit", "invert"] = "none"  # ... with this sanity check
+    prune_iterations: Optional[PositiveInt] = None  # ... in this many iterations [synflow 100, others 1]
+    score_batches: Optional[PositiveInt] = None  # ... scored on this many training batches [10] (snip, grasp)
     rewind: str = "0"
     iterations: Optional[PositiveInt] = None
     epochs: Optional[PositiveFloat] = None
@@ -173,6 +178,15 @@ class TicketConfig(BaseModel):
     def _to_str(cls, v: Any) -> Any:
         return None if v is None else str(v)
 
+    @field_validator("prune_at_init")
+    @classmethod
+    def _known_method(cls, v: Optional[str]) -> Optional[str]:
+        from lth.init_pruning.prune import METHOD_NAMES
+
+        if v is not None and v not in METHOD_NAMES:
+            raise ValueError(f"unknown pruning-at-init method {v!r}; choose from {', '.join(METHOD_NAMES)}")
+        return v
+
     @field_validator("seed")
     @classmethod
     def _seed_range(cls, v: int) -> int:
@@ -209,9 +223,28 @@ class TicketConfig(BaseModel):
             raise ValueError("one-shot pruning needs the fraction to keep (--keep F)")
         if self.keep is not None and not self.one_shot:
             raise ValueError("--keep sets the fraction kept by one-shot pruning; add --one-shot")
+        self._check_prune_at_init()
         if self.precision != "fp32" and self.vectorize not in ("auto", "off", "1"):
             raise ValueError(f"--precision {self.precision} trains networks one at a time; use --vectorize off or auto")
         return self
+
+    def _check_prune_at_init(self) -> None:
+        at_init = {"init_keep": self.init_keep, "prune_iterations": self.prune_iterations,
+                   "score_batches": self.score_batches, "init_ablation": None if self.init_ablation == "none" else 1}
+        if self.prune_at_init is None:
+            given = [key for key, value in at_init.items() if value is not None]
+            if given:
+                raise ValueError(f"--{given[0].replace('_', '-')} applies to pruning at initialisation; add --prune-at-init METHOD")
+            return
+        if self.init_keep is None:
+            raise ValueError("pruning at initialisation needs the fraction to keep (--init-keep F)")
+        if self.init_mask is not None:
+            raise ValueError("give either --init-mask or --prune-at-init, not both: both set the round-0 mask")
+        from lth.init_pruning.prune import needs_data
+
+        if self.score_batches is not None and not needs_data(self.prune_at_init):
+            raise ValueError(f"--score-batches applies to snip and grasp, which score with data; "
+                             f"{self.prune_at_init} needs none")
 
     def acceleration(self) -> Any:
         """The :class:`~lth.training.Acceleration` these settings ask for."""

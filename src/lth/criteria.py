@@ -24,6 +24,8 @@ class ScoreInputs:
     mask: torch.Tensor  # bool, the current mask (True = still kept); only kept entries compete
     generator: torch.Generator  # seeded, for random scores
     grad: Optional[torch.Tensor] = None  # loss gradient at the rewind point, for gradient criteria
+    hessian_grad: Optional[torch.Tensor] = None  # H g (Hessian times loss gradient), for grasp
+    flow_grad: Optional[torch.Tensor] = None  # dR/d|w| of the SynFlow objective R, for synflow
 
 
 Criterion = Callable[[ScoreInputs], torch.Tensor]
@@ -37,7 +39,11 @@ ALIASES: dict[str, str] = {
     "mov": "movement",
     "lfss": "large_final_same_sign",
 }
-_NEEDS_DATA = ("snip", "grad")
+#: Criteria that need a derivative of the model, not only weights: criterion -> the
+#: ``ScoreInputs`` field it reads (computed by :mod:`lth.init_pruning.derivatives`).
+NEEDS_DERIVATIVE: dict[str, str] = {"snip": "grad", "grad": "grad", "grasp": "hessian_grad", "synflow": "flow_grad"}
+#: Those of them that need training data (SynFlow is data-free).
+NEEDS_DATA: tuple[str, ...] = ("snip", "grad", "grasp")
 
 
 def _same_sign(s: ScoreInputs) -> torch.Tensor:
@@ -147,32 +153,54 @@ def random(s: ScoreInputs) -> torch.Tensor:
     return torch.rand(s.w_final.shape, generator=s.generator).to(s.w_final.device)
 
 
-def _grad(s: ScoreInputs, name: str) -> torch.Tensor:
-    if s.grad is None:
+def _needed(s: ScoreInputs, name: str) -> torch.Tensor:
+    """The derivative that criterion ``name`` reads; LthError when it was not given."""
+    field = NEEDS_DERIVATIVE[name]
+    value = getattr(s, field)
+    if value is None:
         others = ", ".join(RANKED_CRITERIA + ["random"])
+        what = {"grad": "a loss gradient", "hessian_grad": "a Hessian-gradient product",
+                "flow_grad": "the SynFlow gradient"}[field]
         raise LthError(
-            f"criterion {name!r} needs data: a loss gradient at the rewind point, and none was "
-            f"given; pass grads or choose a criterion that needs none: {others}"
+            f"criterion {name!r} needs the model: {what} at the rewind point, and none was "
+            f"given; compute it with lth.init_pruning or choose a criterion that needs none: {others}"
         )
-    return s.grad
+    return value
 
 
 @CRITERIA.register("snip")
 def snip(s: ScoreInputs) -> torch.Tensor:
-    """|w_i * g| (SNIP connection sensitivity), g the loss gradient at the rewind point."""
-    return (s.w_init * _grad(s, "snip")).abs()
+    """|w_i * g| (SNIP connection sensitivity, Lee et al. 2019), g the loss gradient at w_i."""
+    return (s.w_init * _needed(s, "snip")).abs()
 
 
 @CRITERIA.register("grad")
 def grad(s: ScoreInputs) -> torch.Tensor:
     """|g|, g the loss gradient at the rewind point."""
-    return _grad(s, "grad").abs()
+    return _needed(s, "grad").abs()
+
+
+@CRITERIA.register("grasp")
+def grasp(s: ScoreInputs) -> torch.Tensor:
+    """w_i * (H g) (GraSP, Wang et al. 2020), with g and H the loss gradient and Hessian at w_i.
+
+    The paper's score is S = -w * (H g) and it removes the weights of *highest* S; here higher
+    is kept, so the score is -S: keeping the highest -S removes exactly the paper's weights.
+    """
+    return s.w_init * _needed(s, "grasp")
+
+
+@CRITERIA.register("synflow")
+def synflow(s: ScoreInputs) -> torch.Tensor:
+    """|w_i| * dR/d|w| (SynFlow, Tanaka et al. 2020): R the output sum of the network with every
+    weight replaced by its absolute value, biases 0, on an all-ones input (data-free)."""
+    return s.w_init.abs() * _needed(s, "synflow")
 
 
 #: Canonical criterion names (no aliases).
 CRITERION_NAMES: list[str] = CRITERIA.names()
 #: Criteria that rank weights by their values alone (no randomness, no data).
-RANKED_CRITERIA: list[str] = [n for n in CRITERION_NAMES if n not in ("random", *_NEEDS_DATA)]
+RANKED_CRITERIA: list[str] = [n for n in CRITERION_NAMES if n not in ("random", *NEEDS_DERIVATIVE)]
 
 for _alias, _target in ALIASES.items():
     CRITERIA.add(_alias, CRITERIA.get(_target))
@@ -185,14 +213,27 @@ def compute_scores(
     mask: dict[str, torch.Tensor],
     generator: torch.Generator,
     grads: Optional[dict[str, torch.Tensor]] = None,
+    derivatives: Optional[dict[str, dict[str, torch.Tensor]]] = None,
 ) -> dict[str, torch.Tensor]:
-    """Scores for every parameter in ``mask`` under the criterion ``name``."""
+    """Scores for every parameter in ``mask`` under the criterion ``name``.
+
+    ``grads``: loss gradients per parameter (snip, grad). ``derivatives``: any of the
+    ``ScoreInputs`` derivative fields (``grad``, ``hessian_grad``, ``flow_grad``) per parameter.
+    """
     criterion = CRITERIA.get(name)
+    fields = dict(derivatives or {})
+    if grads is not None:
+        fields["grad"] = grads
+
+    def pick(field: str, key: str) -> Optional[torch.Tensor]:
+        values = fields.get(field)
+        return None if values is None or key not in values else values[key].float()
+
     return {
         key: criterion(
             ScoreInputs(
                 w_init[key].float(), w_final[key].float(), mask[key].bool(), generator,
-                None if grads is None or key not in grads else grads[key].float(),
+                pick("grad", key), pick("hessian_grad", key), pick("flow_grad", key),
             )
         )
         for key in mask

@@ -106,6 +106,29 @@ def prune(
     return new
 
 
+def prune_to(
+    scores: Mapping[str, torch.Tensor], mask: Mask, counts: Mapping[str, int] | int, generator: torch.Generator,
+) -> Mask:
+    """Keep, among the weights still kept, the ``counts[name]`` highest-scoring ones of each tensor
+    (a mapping), or that many over all of ``mask``'s tensors pooled (an int: one global
+    threshold). A count at or above what is kept keeps everything; pruned weights never come
+    back; ties are broken uniformly at random, as in :func:`prune`."""
+    new = Mask({name: m.clone() for name, m in mask.items()})
+    names = list(mask)
+    kept = [new[name].flatten().nonzero().squeeze(1) for name in names]
+    if isinstance(counts, int):
+        pooled = torch.cat([scores[n].flatten()[k].float() for n, k in zip(names, kept)]) if names else torch.zeros(0)
+        drop = _lowest(pooled, max(0, pooled.numel() - counts), generator)
+        offsets = torch.tensor([0] + [k.numel() for k in kept]).cumsum(0).tolist()
+        for name, k, start, stop in zip(names, kept, offsets[:-1], offsets[1:]):
+            new[name].view(-1)[k[drop[(drop >= start) & (drop < stop)] - start]] = False
+        return new
+    for name, k in zip(names, kept):
+        local = scores[name].flatten()[k].float()
+        new[name].view(-1)[k[_lowest(local, max(0, k.numel() - counts[name]), generator)]] = False
+    return new
+
+
 def keep_highest(
     scores: Mapping[str, torch.Tensor], counts: Mapping[str, int] | int, names: Sequence[str],
     generator: torch.Generator,

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lth import jsonio
@@ -59,7 +58,6 @@ if TYPE_CHECKING:
 DEFAULT_ITERATIONS = 1000
 #: Prune rate of :meth:`LotteryModel.prune` when neither ``rate``, ``keep`` nor ``rates`` is given.
 DEFAULT_RATE = 0.2
-GRADIENT_CRITERIA = ("snip", "grad")
 ROW_KEYS = (
     "round", "weights_remaining", "kept_weights", "total_weights", "layers", "early_stop_iteration",
     "val_accuracy_at_early_stop", "test_accuracy_at_early_stop", "final_val_accuracy",
@@ -627,18 +625,21 @@ class LotteryModel:
             raise LthError(f"global pruning needs one rate for all layers, got {sorted(set(out.values()))}")
         return out
 
-    def _gradients(self) -> dict[str, torch.Tensor]:
-        """Loss gradients at the rewind point (current mask applied), on the first training batch."""
+    def _derivatives(self, criterion: str) -> dict[str, dict[str, torch.Tensor]]:
+        """What a model-based criterion (snip, grad, grasp, synflow) needs at the rewind point,
+        current mask applied, on the first training batch ({} for the weight-only criteria)."""
+        from lth.criteria import NEEDS_DERIVATIVE
+        from lth.init_pruning.derivatives import criterion_derivatives
+
+        if criterion not in NEEDS_DERIVATIVE:
+            return {}
         trainer = self._require_data("a gradient criterion")
         scratch = copy.deepcopy(self._module)
         scratch.load_state_dict(self._rewind_state)
         self._mask.apply_(scratch)
-        scratch.train()
-        x, y = trainer.batcher.batch(0)
-        with self._seeded_rng(2 * self._round + 1):
-            F.cross_entropy(scratch(x), y).backward()
-        params = dict(scratch.named_parameters())
-        return {name: params[name].grad.detach().clone() for name in self._groups if params[name].grad is not None}
+        batch = trainer.batcher.batch(0)
+        return criterion_derivatives(criterion, scratch, self._groups, [batch], tuple(batch[0].shape[1:]),
+                                     seed=epoch_seed(self._settings.seed, 2 * self._round + 1))
 
     def prune(
         self,
@@ -662,8 +663,8 @@ class LotteryModel:
         if not self._trained or self._w_final is None:
             raise LthError("prune() needs a trained network for the current mask; call train() first")
         w_init = {name: self._rewind_state[name] for name in self._groups}
-        grads = self._gradients() if criterion in GRADIENT_CRITERIA else None
-        scores = compute_scores(criterion, w_init, self._w_final, self._mask, self._generator, grads)
+        scores = compute_scores(criterion, w_init, self._w_final, self._mask, self._generator,
+                                derivatives=self._derivatives(criterion))
         before, self._mask = self._mask, prune(scores, self._mask, per_param, scope, self._generator)
         self._round += 1
         warn_emptied(before, self._mask, self._round, "lower the prune rate")

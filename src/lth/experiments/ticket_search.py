@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lth.actions import LayerState, Mask1Options, round_start_values, validate_actions
 from lth.config import TicketConfig, make_config, parse_duration
-from lth.criteria import CRITERIA, compute_scores
+from lth.criteria import CRITERIA, NEEDS_DERIVATIVE, compute_scores
 from lth.data import DATASETS, Batcher, shared_dataset
 from lth.errors import LthError, TrainingDiverged, warn
 from lth.experiments.controls import control_generator, prepare_control
@@ -41,7 +40,8 @@ from lth.training.lockstep import Lockstep
 from lth.training.optim import check_settings
 from lth.training.vectorized import check_vectorizable
 
-GRADIENT_CRITERIA = ("snip", "grad")
+#: Criteria scored on the model (its gradients, Hessian-gradient product or SynFlow flow).
+GRADIENT_CRITERIA = tuple(NEEDS_DERIVATIVE)
 
 
 @dataclass
@@ -81,15 +81,15 @@ def _summary(round_index: int, mask: Mask, result: RoundResult) -> dict:
     return result.row(round_index, mask)
 
 
-def _gradients(model: nn.Module, batcher: Batcher, names: list[str]) -> dict[str, torch.Tensor]:
-    """Loss gradients of ``names`` on the first training batch, for the snip/grad criteria."""
-    x, y = batcher.batch(0)
-    model.zero_grad(set_to_none=True)
-    F.cross_entropy(model(x), y).backward()
-    params = dict(model.named_parameters())
-    grads = {name: params[name].grad.detach().clone() for name in names}
-    model.zero_grad(set_to_none=True)
-    return grads
+def _derivatives(criterion: str, model: nn.Module, batcher: Batcher, names: list[str],
+                 input_shape: tuple[int, ...]) -> dict[str, dict[str, torch.Tensor]]:
+    """What a model-based criterion needs (:mod:`lth.init_pruning.derivatives`), on the first
+    training batch; {} for the weight-only criteria."""
+    if criterion not in NEEDS_DERIVATIVE:
+        return {}
+    from lth.init_pruning.derivatives import criterion_derivatives
+
+    return criterion_derivatives(criterion, model, names, [batcher.batch(0)], input_shape)
 
 
 def _initial_mask(path: str, dense: Mask, params: dict[str, nn.Parameter]) -> Mask:
@@ -221,6 +221,7 @@ class _Progress:
 
 
 _IGNORED_ON_RESUME = ("name", "device", "data_dir", "checkpoint_every", "vectorize")
+SCORE_BATCHES = 10  # training batches that snip and grasp score on at initialisation (--score-batches)
 LIVE_PLOT_SECONDS = 60.0  # an unfinished search redraws its figures at most this often
 CHECKPOINT_FORMAT = 1
 
@@ -279,6 +280,9 @@ class _Search:
         mask = Mask.ones({name: self.params[name] for name in self.prunable})
         if config.init_mask is not None:
             mask = _initial_mask(config.init_mask, mask, self.params)
+        self.at_init: Optional[dict] = None  # how --prune-at-init chose the round-0 mask
+        if config.prune_at_init is not None:
+            mask = self.prune_at_init(progress)
         self.run = run
 
         # The loop state: all of it goes into a checkpoint.
@@ -300,6 +304,37 @@ class _Search:
         self.plotted = time.monotonic()  # when the run's figures were last drawn
         self.dense_store: Optional[DenseStore] = None  # a shared dense trunk (find_ticket's dense_store)
         self.dense: Optional[str] = None  # how round 0 was had in this call: trained | reused
+
+    # -- pruning at initialisation ------------------------------------------------------
+    def prune_at_init(self, progress: bool) -> Mask:
+        """The round-0 mask of ``--prune-at-init`` (:mod:`lth.init_pruning`), after its ablation;
+        ``reinit`` also redraws the kept weights of the model. Deterministic given the config, so
+        a resumed search recomputes it (and then takes the mask from its checkpoint)."""
+        from lth.experiments.branch_kinds import level_seed
+        from lth.init_pruning import ablate_mask, needs_data, prune_at_init, reinit_weights
+
+        config = self.config
+        method = config.prune_at_init
+        assert method is not None and config.init_keep is not None
+        batches = None
+        if needs_data(method):
+            batches = [self.batcher.batch(i) for i in range(config.score_batches or SCORE_BATCHES)]
+        found = prune_at_init(
+            self.model, method, config.init_keep, batches=batches, input_shape=self.data.input_shape,
+            scope=config.scope, iterations=config.prune_iterations, names=self.prunable,
+            seed=level_seed(config.seed, "prune-at-init", 0), progress=progress, warn_collapsed=False,
+        )
+        generator = torch.Generator().manual_seed(level_seed(config.seed, "prune-at-init-ablation", 0))
+        mask = ablate_mask(config.init_ablation, found.mask, found.first_scores, generator)
+        if config.init_ablation == "reinit":
+            fresh = self.fresh_state(level_seed(config.seed, "prune-at-init-reinit", 0))
+            values = reinit_weights({n: self.params[n].detach() for n in mask}, fresh, mask)
+            with torch.no_grad():
+                for name, value in values.items():
+                    self.params[name].copy_(value)
+        self.at_init = {**found.summary(), "ablation": config.init_ablation, "batches": len(batches or []),
+                        "layers": mask.layer_density(), "collapsed": [n for n, m in mask.items() if not bool(m.any())]}
+        return mask
 
     # -- fresh weights -----------------------------------------------------------------
     def fresh_state(self, seed: int) -> dict[str, torch.Tensor]:
@@ -375,7 +410,14 @@ class _Search:
             for line in (self.ticket, *self.controls.values()):
                 line.attach(loggers)
             if self.round == 0 and self.stage == "start":
-                self.mask.apply_(self.model)  # an --init-mask prunes from round 0 on
+                self.mask.apply_(self.model)  # an --init-mask or --prune-at-init prunes from round 0 on
+                if self.at_init is not None:
+                    if run is not None:
+                        run.write_prune_at_init(self.at_init)
+                    if self.at_init["collapsed"]:
+                        warn(f"{config.prune_at_init} keeping {100 * self.at_init['keep']:.3g}% of the weights "
+                             f"leaves no weight in {', '.join(self.at_init['collapsed'])}: the network is "
+                             "disconnected (layer collapse)")
                 self.checkpoint()
             stages = ["ticket", *config.controls]
             while self.round <= config.rounds:
@@ -459,12 +501,13 @@ class _Search:
         config, prunable = self.config, self.prunable
         w_init = {name: self.rewind_state[name] for name in prunable}
         self.model.load_state_dict(self.rewind_state)
-        grads = None
-        if config.criterion in GRADIENT_CRITERIA:
+        derivatives = {}
+        if config.criterion in NEEDS_DERIVATIVE:
             self.mask.apply_(self.model)
-            grads = _gradients(self.model, self.batcher, prunable)
+            derivatives = _derivatives(config.criterion, self.model, self.batcher, prunable, self.data.input_shape)
             self.model.load_state_dict(self.rewind_state)
-        scores = compute_scores(config.criterion, w_init, self.w_final, self.mask, self.generator, grads)
+        scores = compute_scores(config.criterion, w_init, self.w_final, self.mask, self.generator,
+                                derivatives=derivatives)
         before, self.mask = self.mask, prune(scores, self.mask, self.rates, config.scope, self.generator)
         warn_emptied(before, self.mask, self.round, "lower --prune-rate or --rounds")
         fresh = None

@@ -125,24 +125,26 @@ class Trunk:
     def dense_scores(self, generator: torch.Generator) -> dict[str, Tensor]:
         """The trunk criterion's scores of the dense round-0 network (w_i: the rewind weights)."""
         from lth.criteria import compute_scores
-        from lth.experiments.ticket_search import GRADIENT_CRITERIA
 
         config = self.config
         final = self.run.load_weights("final_round_00" if config.w_final == "end" else "w_final_round_00")
         names = self.pruned_names
         dense = self.level_mask(0)
-        grads = None
-        if config.criterion in GRADIENT_CRITERIA:
-            grads = self._gradients(dense)
         scores = compute_scores(config.criterion, {n: self.rewind_state[n] for n in names},
-                                {n: final[n] for n in names}, {n: dense[n] for n in names}, generator, grads)
+                                {n: final[n] for n in names}, {n: dense[n] for n in names}, generator,
+                                derivatives=self._derivatives(dense))
         # A weight the dense round already had pruned (an --init-mask) must stay pruned.
         return {n: torch.where(dense[n], s, torch.full_like(s, -float("inf"))) for n, s in scores.items()}
 
-    def _gradients(self, mask: Mask) -> dict[str, Tensor]:
+    def _derivatives(self, mask: Mask) -> dict[str, dict[str, Tensor]]:
+        """What a model-based criterion needs at the rewind weights under ``mask`` ({} for the others)."""
+        from lth.criteria import NEEDS_DERIVATIVE
         from lth.data import Batcher
-        from lth.experiments.ticket_search import _gradients
+        from lth.experiments.ticket_search import _derivatives
         from lth.models import build_model
+
+        if self.config.criterion not in NEEDS_DERIVATIVE:
+            return {}
 
         config, data = self.config, self.data
         model = build_model(config.model, data.input_shape, data.num_classes, seed=config.seed)
@@ -150,4 +152,5 @@ class Trunk:
         model.load_state_dict(self.rewind_state)
         mask.apply_(model)
         batcher = Batcher(data.train_x, data.train_y, config.batch_size, seed=config.seed)
-        return {k: v.cpu() for k, v in _gradients(model, batcher, self.pruned_names).items()}
+        found = _derivatives(self.config.criterion, model, batcher, self.pruned_names, tuple(data.input_shape))
+        return {kind: {k: v.cpu() for k, v in values.items()} for kind, values in found.items()}

@@ -57,7 +57,7 @@ _TENSORBOARD = Layout(_files(r"events\.out\.tfevents\..+", _TEMP))
 _RUN_FILES = _files(
     re.escape(MARKER), _LOCK, _TEMP, _PLOTS, r"config\.yaml", r"status\.json", r"metrics\.csv", r"rounds\.json",
     r"logged\.json", r"checkpoint\.pt", r"trial\.log", r"mlflow_run_id", r"supermask_eval\.(json|csv)",
-    r"supermask_train\.json", r"mask\.pt", r"stability\.(json|csv)",
+    r"supermask_train\.json", r"mask\.pt", r"stability\.(json|csv)", r"prune_at_init\.json",
 )
 
 

@@ -23,6 +23,9 @@ from lth.store.file_checks import (
 )
 
 
+PRUNE_AT_INIT_FILE = "prune_at_init.json"
+
+
 class RunDir:
     """A directory holding one run: config, metrics, per-round summary, masks, weights, plots.
 
@@ -84,6 +87,20 @@ class RunDir:
 
     def write_rounds(self, rounds: list[dict[str, Any]]) -> None:
         atomic_write_text(self.path / "rounds.json", jsonio.dumps(rounds, indent=2) + "\n")
+
+    def write_prune_at_init(self, summary: dict[str, Any]) -> None:
+        """``prune_at_init.json``: how ``--prune-at-init`` chose the round-0 mask (method, keep,
+        ablation, iterations, kept per iteration, fraction kept per layer, collapsed layers)."""
+        atomic_write_text(self.path / PRUNE_AT_INIT_FILE, jsonio.dumps(summary, indent=2) + "\n")
+
+    def prune_at_init(self) -> dict[str, Any]:
+        """``prune_at_init.json`` ({} for a run that did not prune at initialisation)."""
+        path = self.path / PRUNE_AT_INIT_FILE
+        if not path.is_file():
+            return {}
+        from lth.documents import read_document
+
+        return read_document(path, dict, lambda d: None if isinstance(d.get("layers"), dict) else "it has no layers")
 
     def logged_round(self) -> int:
         """The last round handed to the run's loggers (-1: none), so that a resumed run does not

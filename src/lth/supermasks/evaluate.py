@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 
 from lth import jsonio
 from lth.actions import MASK1_COMBINATIONS, MASK1_NAMES, LayerState, Mask1Options, mask1_values, validate_actions
@@ -52,7 +51,6 @@ DEFAULT_KEEPS: list[float] = [round(0.8**k, 12) for k in range(25)]
 DEFAULT_WEIGHTS: list[str] = ["init", "signed_constant", "rand_signed_constant"]
 #: ``init`` (the initial values on the kept positions) and every mask-1 action name.
 WEIGHT_TRANSFORMS: list[str] = ["init", *MASK1_NAMES]
-GRADIENT_CRITERIA = ("snip", "grad")
 SCOPES = ("layerwise", "global")
 
 
@@ -161,20 +159,24 @@ class SupermaskGrid:
         self.w_final = {name: w_final[name].to(device=device, dtype=self.w_init[name].dtype) for name in self.names}
         self.ones = Mask.ones(self.w_init)
         self._scores: dict[str, dict[str, torch.Tensor]] = {}
-        self._grads: Optional[dict[str, torch.Tensor]] = None
+        self._derivatives: dict[str, dict[str, torch.Tensor]] = {}
         self._fresh: Optional[dict[str, torch.Tensor]] = None
 
-    def gradients(self) -> dict[str, torch.Tensor]:
-        """Loss gradients at w_i on the first training batch (for snip and grad), computed once."""
-        if self._grads is None:
+    def derivatives(self, criterion: str) -> dict[str, dict[str, torch.Tensor]]:
+        """What a model-based criterion (snip, grad, grasp, synflow) needs at w_i, on the first
+        training batch (:mod:`lth.init_pruning.derivatives`); computed once per kind."""
+        from lth.criteria import NEEDS_DERIVATIVE
+        from lth.init_pruning.derivatives import criterion_derivatives
+
+        field = NEEDS_DERIVATIVE.get(criterion)
+        if field is None:
+            return {}
+        if field not in self._derivatives:
             self.model.load_state_dict(self.init_state)
-            x, y = Batcher(self.data.train_x, self.data.train_y, self.batch_size, seed=self.seed).batch(0)
-            params = dict(self.model.named_parameters())
-            with torch.inference_mode(False), torch.enable_grad():
-                loss = F.cross_entropy(self.model(x), y)
-                grads = torch.autograd.grad(loss, [params[name] for name in self.names])
-            self._grads = {name: g.detach() for name, g in zip(self.names, grads)}
-        return self._grads
+            batch = Batcher(self.data.train_x, self.data.train_y, self.batch_size, seed=self.seed).batch(0)
+            self._derivatives.update(criterion_derivatives(criterion, self.model, self.names, [batch],
+                                                           self.data.input_shape))
+        return {field: self._derivatives[field]}
 
     def fresh(self) -> dict[str, torch.Tensor]:
         """A fresh initialiser draw (another seed) for the reinit-type transforms, drawn once."""
@@ -187,9 +189,10 @@ class SupermaskGrid:
     def scores(self, criterion: str) -> dict[str, torch.Tensor]:
         name = resolve_criteria([criterion])[0]
         if name not in self._scores:
-            grads = self.gradients() if name in GRADIENT_CRITERIA else None
+            derivatives = self.derivatives(name)
             generator = _generator(self.seed, "scores", name)
-            self._scores[name] = compute_scores(name, self.w_init, self.w_final, self.ones, generator, grads)
+            self._scores[name] = compute_scores(name, self.w_init, self.w_final, self.ones, generator,
+                                                derivatives=derivatives)
         return self._scores[name]
 
     def mask(self, criterion: str, keep: float, scope: str = "layerwise") -> Mask:
