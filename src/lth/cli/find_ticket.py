@@ -41,6 +41,14 @@ _CONFIG_OPTIONS = [
     click.option("--one-shot", is_flag=True, default=None, help="Prune once, to --keep, instead of iteratively."),
     click.option("--keep", type=float, help="Fraction of the weights kept by --one-shot pruning, in (0, 1]."),
     click.option("--init-mask", type=str, help="Start from this mask (lth mask file, e.g. from `lth mask` or a supermask)."),
+    click.option("--prune-at-init", type=str, help="Prune at initialisation before round 0: snip, grasp, synflow, "
+                 "magnitude or random (see `lth prune-at-init`)."),
+    click.option("--init-keep", type=float, help="Fraction of the weights --prune-at-init keeps, in (0, 1]."),
+    click.option("--init-ablation", type=str, help="Sanity check of the --prune-at-init mask: none, shuffle, reinit "
+                 "or invert [none]."),
+    click.option("--prune-iterations", type=int, help="Iterations of pruning at initialisation, on an exponential "
+                 "schedule [synflow 100, others 1]."),
+    click.option("--score-batches", type=int, help="Training batches snip and grasp score on at initialisation [10]."),
     click.option("--controls", type=str, help="Comma-separated controls run beside the ticket: reinit,random-prune."),
     click.option("--rewind", type=str, help="Rewind point: 0, 500it, 2ep or a fraction like 0.05 of the budget [0]."),
     click.option("--iterations", type=int, help="Training budget per round in iterations."),

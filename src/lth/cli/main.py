@@ -21,7 +21,8 @@ def cli() -> None:
 
 def _register_commands() -> None:
     from lth.cli import branch, catalog, find_ticket, mask, show  # noqa: F401  (each adds its commands)
-    from lth.cli import plot, report, resume, runs, stability, study, supermask, supermask_train  # noqa: F401
+    from lth.cli import plot, prune_at_init, report, resume, runs, stability, study, supermask  # noqa: F401
+    from lth.cli import supermask_train  # noqa: F401
 
 
 MAX_MESSAGE = 1000  # characters of an error line; a longer one is cut (a huge value quoted in it)

@@ -216,5 +216,10 @@ def report_study(study: Any, quiet: bool, as_json: bool) -> None:
     if as_json:
         click.echo(jsonio.dumps(study_json(study), indent=2))
     elif not quiet:
-        print_study(study)
+        if study.study().get("kind") == "prune-at-init":
+            from lth.cli.prune_at_init import print_prune_at_init_study
+
+            print_prune_at_init_study(study)
+        else:
+            print_study(study)
         click.echo(f"results and plots in {study.path}/")

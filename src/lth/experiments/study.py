@@ -295,6 +295,10 @@ def study_summary(study: StudyDir) -> list[dict[str, Any]]:
     controls (``reinit``, ``random-prune``) and branches (``branch:NAME``), each line summarised
     when every trial with ticket rounds has it (:func:`~lth.experiments.statistics.summarise_lines`).
     Rows: ``experiment``, ``line``, ``round``, ``weights_remaining``, ``metric``, ``trials``, ``mean``, ..."""
+    from lth.experiments.init_pruning_study import KIND as PRUNE_AT_INIT, summarise_study
+
+    if study.study().get("kind") == PRUNE_AT_INIT:  # one line per method and ablation, a level per keep
+        return summarise_study(study)
     rows = []
     for experiment in study.study()["experiments"]:
         trials = [study.run(r["path"]).lines() for r in experiment["runs"]]

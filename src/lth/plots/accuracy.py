@@ -14,7 +14,7 @@ from lth.plots.common import (
     FORMATS, STUDY, TICKET, Source, axes_or_new, legend_below, lighter, new_figure, percent_axis, remaining_axis, save,
     subject,
 )
-from lth.store.study_dir import BRANCH_PREFIX, TICKET_LINE, line_order
+from lth.store.study_dir import ABLATION_PREFIX, BRANCH_PREFIX, TICKET_LINE, line_order
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -52,6 +52,8 @@ def line_label(line: str) -> str:
         return line
     if line.startswith(BRANCH_PREFIX):
         return f"branch {line[len(BRANCH_PREFIX):]}"
+    if line.startswith(ABLATION_PREFIX):
+        return f"{line[len(ABLATION_PREFIX):]} ablation"
     return f"{line} control"
 
 
@@ -100,6 +102,7 @@ def draw_metric(
     bands = study_bands(sources)
     colour_of = _colours(len(bands) + sum(1 for s in sources if s.kind != STUDY))
     single = len(sources) == 1 and sources[0].kind == TICKET
+    method_colour: dict[tuple[Path, str], Any] = {}
     for source in sources:
         if source.kind == STUDY:
             mine = [(name, line) for s, name, line in bands if s is source]
@@ -114,9 +117,16 @@ def draw_metric(
                 label = base if line == TICKET_LINE else (
                     line_label(line) if base == TICKET_LINE else f"{base}: {line_label(line)}")
                 linestyle, marker = line_style(line)
+                # an ablation is drawn in its method's colour (dashed); every other line in its own
+                if line.startswith(ABLATION_PREFIX) and (source.path, name) in method_colour:
+                    colour = method_colour[(source.path, name)]
+                else:
+                    colour = colour_of(colour_index)
+                    colour_index += 1
+                    if line == TICKET_LINE:
+                        method_colour[(source.path, name)] = colour
                 levels += band(ax, [r for r in rows if r["experiment"] == name and r["line"] == line], metric,
-                               colour_of(colour_index), label, linestyle, marker)
-                colour_index += 1
+                               colour, label, linestyle, marker)
             continue
         colour = colour_of(colour_index)
         colour_index += 1

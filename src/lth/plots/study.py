@@ -70,7 +70,22 @@ def study_figure(study: "StudyDir") -> "Figure":
     """The figure :func:`plot_study` saves: every line (ticket, controls, branches) of every
     experiment of the study as a band over its trials."""
     source = Source(Path(study.path), STUDY, Path(study.path).resolve().name)
-    return accuracy_figure([source])
+    from lth.experiments.init_pruning_study import compare_sources
+
+    # a pruning-at-init study draws the IMP runs it was given (--compare) on the same axes
+    others = [_source(path) for path in compare_sources(study)]
+    return accuracy_figure([source, *(s for s in others if s is not None)])
+
+
+def _source(path: str) -> "Source | None":
+    """A run or study to overlay, as a plot source (None when it cannot be read any more)."""
+    from lth.errors import LthError
+    from lth.plots.common import open_sources
+
+    try:
+        return open_sources([path])[0]
+    except LthError:
+        return None
 
 
 def plot_study(study: "StudyDir") -> list[Path]:

@@ -49,6 +49,8 @@ SUMMARY_FIELDS = {  # what every summary.json entry holds (lth.experiments.stati
 #: summarised have none, and are the ticket's). Controls are named as such, branches ``branch:NAME``.
 TICKET_LINE = "ticket"
 BRANCH_PREFIX = "branch:"
+#: A pruning-at-initialisation study's ablation lines: ``ablation:shuffle`` beside the method's own mask.
+ABLATION_PREFIX = "ablation:"
 
 
 def line_order(name: str) -> tuple[int, int, str]:
@@ -60,6 +62,11 @@ def line_order(name: str) -> tuple[int, int, str]:
         return (0, 0, "")
     if name.startswith(BRANCH_PREFIX):
         return (2, 0, name)
+    if name.startswith(ABLATION_PREFIX):  # after the method's own line, in the order they were named
+        from lth.init_pruning.ablations import ABLATIONS
+
+        ablation = name[len(ABLATION_PREFIX):]
+        return (1, ABLATIONS.index(ablation) if ablation in ABLATIONS else len(ABLATIONS), name)
     return (1, CONTROL_NAMES.index(name) if name in CONTROL_NAMES else len(CONTROL_NAMES), name)
 
 
