@@ -91,6 +91,9 @@ def build_experiments(base: dict[str, Any], methods: Sequence[str], keeps: Seque
                     f"{len(methods)} methods x {len(keeps)} keeps x {len(ablations)} ablations x --trials "
                     f"{format_count(trials)} gives ", "--max-runs {n}")
     values = {"scope": "global", **base, "rounds": 0}
+    if values.get("score_batches") is not None and not any(needs_data(m) for m in methods):
+        raise LthError(f"--score-batches applies to snip and grasp, which score with data; {', '.join(methods)} "
+                       "need none")
     for key in ("prune_at_init", "init_keep", "init_ablation", "one_shot", "keep", "init_mask", "controls"):
         if values.get(key) not in (None, False, [], "none"):
             raise LthError(f"{key.replace('_', '-')} is not an option of a pruning-at-init study; "
@@ -109,10 +112,27 @@ def build_experiments(base: dict[str, Any], methods: Sequence[str], keeps: Seque
             if not needs_data(method):
                 cell.pop("score_batches", None)
             configs.append(make_config(cell))
-        check_config(configs[0])
+        if not experiments:
+            check_prunable(check_config(configs[0]))
+        else:
+            check_config(configs[0])
         name = f"{method} keep={keep:g}" + ("" if ablation == "none" else f" {ablation}")
         experiments.append(Experiment(name=name, slug=slug, settings=settings, trials=tuple(configs)))
     return experiments
+
+
+def check_prunable(config: TicketConfig) -> None:
+    """LthError when ``config``'s model has nothing to prune (e.g. every layer in ``ignore_layers``)."""
+    from lth.data import DATASETS
+    from lth.models import build_model
+    from lth.pruning import prunable_parameters
+
+    source = DATASETS.get(config.dataset)
+    model = build_model(config.model, source.input_shape, source.num_classes, seed=0)
+    if not prunable_parameters(model, config.prune_biases, config.ignore_layers):
+        raise LthError(f"model {config.model!r} has no prunable layers left (--ignore-layers "
+                       f"{','.join(config.ignore_layers) or 'none'}): pruning at initialisation needs Linear or "
+                       "Conv weights to prune")
 
 
 def check_compare(paths: Sequence[str]) -> list[str]:

@@ -84,13 +84,15 @@ def hessian_gradient(model: nn.Module, names: Sequence[str], batches: Sequence[B
             return F.cross_entropy(scratch(x) / temperature, y)
 
         g = [torch.zeros_like(p) for p in params]
-        for x, y in batches:
+        for i, (x, y) in enumerate(batches):
+            torch.manual_seed(seed + i)  # the same dropout draws for a batch in both passes
             for total, part in zip(g, torch.autograd.grad(loss(x, y), params, allow_unused=True)):
                 if part is not None:
                     total.add_(part)
         g = [t / len(batches) for t in g]
         hg = [torch.zeros_like(p) for p in params]
-        for x, y in batches:
+        for i, (x, y) in enumerate(batches):
+            torch.manual_seed(seed + i)
             grads = torch.autograd.grad(loss(x, y), params, create_graph=True, allow_unused=True)
             dot = sum((gi * fixed).sum() for gi, fixed in zip(grads, g) if gi is not None)
             if isinstance(dot, Tensor) and dot.requires_grad:

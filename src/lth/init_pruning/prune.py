@@ -73,12 +73,23 @@ def schedule_counts(sizes: Mapping[str, int], keep: float, iterations: int,
 def check_method_arguments(method: str, keep: float, scope: str, iterations: Optional[int]) -> None:
     """LthError for an unknown method or scope, a ``keep`` outside (0, 1] or fewer than 1 iteration."""
     METHODS.get(method)
-    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0 or math.isnan(keep):
+    if not _fraction(keep):
         raise LthError(f"keep must be in (0, 1] (the fraction of the weights kept), got {keep!r}")
     if scope not in SCOPES:
         raise LthError(f"unknown scope {scope!r}; choose global or layerwise")
     if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1):
         raise LthError(f"prune iterations must be a whole number >= 1, got {iterations!r}")
+
+
+def _fraction(value: Any) -> bool:
+    """A real number (Python, NumPy or a one-element tensor; not a bool) in (0, 1]."""
+    if isinstance(value, bool):
+        return False
+    try:
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    return not math.isnan(number) and 0.0 < number <= 1.0
 
 
 @dataclass
@@ -149,6 +160,7 @@ def prune_at_init(
     ``generator``) breaks ties and draws random scores.
     """
     check_method_arguments(method, keep, scope, iterations)
+    keep = float(keep)
     criterion = METHODS.get(method)
     if criterion in NEEDS_DATA and not batches:
         raise LthError(f"method {method!r} scores with training data and none was given; pass batches, "
@@ -187,7 +199,7 @@ def prune_at_init(
         kept_per_iteration.append(mask.kept())
         bar.update(1)
     bar.close()
-    result = InitPruning(mask, method, float(keep), scope, iterations, kept_per_iteration, first)
+    result = InitPruning(mask, method, keep, scope, iterations, kept_per_iteration, first)
     if warn_collapsed:
         warn_collapse(result)
     return result
