@@ -14,13 +14,14 @@ from lth.experiments.lottery_robust import LotteryRobust  # noqa: E402
 from lth.experiments.lottery_session import LotterySession  # noqa: E402
 from lth.experiments.stability import stability  # noqa: E402
 from lth.experiments.statistics import summarise_trials  # noqa: E402
+from lth.init_pruning import InitPruning, prune_at_init  # noqa: E402
 from lth.mask_from_weights import compute_mask  # noqa: E402
 from lth.masks import Mask  # noqa: E402
 from lth.pruning import prunable_parameters, prune  # noqa: E402
 from lth.torch_prune import apply_with_torch_prune, mask_from_torch_prune  # noqa: E402
 
 __all__ = [
-    "LotteryModel", "LotteryRobust", "LotterySession", "LthError", "Mask", "TicketConfig", "TicketResult",
+    "InitPruning", "LotteryModel", "LotteryRobust", "LotterySession", "LthError", "Mask", "TicketConfig", "TicketResult",
     "__version__", "apply_with_torch_prune", "branch", "compute_mask", "find_ticket", "mask_from_torch_prune",
-    "prunable_parameters", "prune", "stability", "summarise_trials",
+    "prunable_parameters", "prune", "prune_at_init", "stability", "summarise_trials",
 ]

@@ -16,7 +16,7 @@ STABILITY_KIND = "stability"  # the ``kind`` in config.yaml of ``lth stability``
 
 def run_json(run: RunDir) -> dict[str, Any]:
     """The documented JSON shape: {"config": {...}, "rounds": [...], "controls": {...}, "branches": {NAME: [...]},
-    "status": {...}} (controls and branches only when the run has some);
+    "status": {...}, "prune_at_init": {...}} (controls, branches and prune_at_init only when the run has some);
     for a supermask-eval run {"config": {...}, "supermask_eval": [rows...], "status": {...}};
     for a stability run {"config": {...}, "stability": [entries...], "status": {...}}."""
     if run.config().get("kind") == STABILITY_KIND:
@@ -34,6 +34,8 @@ def run_json(run: RunDir) -> dict[str, Any]:
     branches = run.branches()
     if branches:
         shown["branches"] = branches
+    if (run.path / "prune_at_init.json").is_file():
+        shown["prune_at_init"] = run.prune_at_init()
     return shown
 
 
@@ -115,7 +117,23 @@ def print_table(run: RunDir) -> None:
     if config.get("kind") == "branch" and isinstance(config.get("branch"), dict):
         what = f"branch {run.path.name} ({config['branch'].get('kind')}) of {run.path.parent.parent}: {what}"
     click.echo(f"{what} ({run.status().get('status', 'unknown')})")
+    at_init = run.prune_at_init() if (run.path / "prune_at_init.json").is_file() else {}
+    if at_init:
+        click.echo(at_init_line(at_init))
     click.echo(tabulate(rows, headers=headers, colalign=("right",) * len(headers)))
+
+
+def at_init_line(at_init: dict[str, Any]) -> str:
+    """``pruned at initialisation: synflow (100 iterations, global) keeping 1%, shuffle ablation;
+    kept per layer fc1.weight 0.61%, ...; layer collapse: fc2.weight`` from ``prune_at_init.json``."""
+    ablation = at_init.get("ablation", "none")
+    layers = ", ".join(f"{name} {100 * float(d):.3g}%" for name, d in at_init.get("layers", {}).items())
+    line = (f"pruned at initialisation: {at_init.get('method')} ({at_init.get('iterations')} iteration"
+            f"{'s' * (at_init.get('iterations') != 1)}, {at_init.get('scope')}) keeping "
+            f"{100 * float(at_init.get('keep', 0)):g}%" + ("" if ablation == "none" else f", {ablation} ablation")
+            + f"; kept per layer: {layers}")
+    collapsed = at_init.get("collapsed") or []
+    return line + (f"; layer collapse: {', '.join(collapsed)}" if collapsed else "")
 
 
 def run_or_study_json(path: Any) -> dict[str, Any]:

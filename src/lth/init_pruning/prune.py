@@ -14,8 +14,9 @@ come back; ties are broken at random by the seeded generator.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -137,7 +138,8 @@ def prune_at_init(
     method: str,
     keep: float,
     *,
-    batches: Optional[Sequence[Batch]] = None,
+    batches: Optional[Iterable[Batch]] = None,
+    score_batches: Optional[int] = None,
     input_shape: Optional[Sequence[int]] = None,
     scope: str = "global",
     iterations: Optional[int] = None,
@@ -152,8 +154,9 @@ def prune_at_init(
     """A mask keeping ``keep`` of ``model``'s prunable weights, chosen by ``method`` at the
     model's current weights (the model itself is not changed).
 
-    ``batches``: (inputs, labels) pairs for the data-driven methods (snip, grasp); the scores use
-    their mean loss. ``input_shape`` (SynFlow): the shape of one input, e.g. ``(1, 28, 28)``
+    ``batches``: (inputs, labels) pairs for the data-driven methods (snip, grasp): a list, or any
+    iterable such as a DataLoader, of which the first ``score_batches`` (default: all of a list,
+    10 of another iterable) are used; the scores use their mean loss. ``input_shape`` (SynFlow): the shape of one input, e.g. ``(1, 28, 28)``
     (default: that of the first batch). ``iterations``: default 100 for synflow, 1 for the
     others. ``names``: the parameters to prune (default: the Linear/Conv weights, see
     :func:`lth.pruning.prunable_parameters` with ``prune_biases`` and ``ignore``). ``seed`` (or a
@@ -161,6 +164,14 @@ def prune_at_init(
     """
     check_method_arguments(method, keep, scope, iterations)
     keep = float(keep)
+    if score_batches is not None and (isinstance(score_batches, bool) or not isinstance(score_batches, int)
+                                      or score_batches < 1):
+        raise LthError(f"score_batches must be a whole number >= 1, got {score_batches!r}")
+    if batches is not None:
+        if isinstance(batches, Sequence):
+            batches = list(batches[:score_batches] if score_batches else batches)
+        else:
+            batches = list(itertools.islice(batches, score_batches or 10))
     criterion = METHODS.get(method)
     if criterion in NEEDS_DATA and not batches:
         raise LthError(f"method {method!r} scores with training data and none was given; pass batches, "

@@ -158,11 +158,13 @@ def statistics_table(summary: Sequence[Mapping[str, Any]]) -> Table:
     for experiment, line, round_index, metric in keys:
         r = by_key[(experiment, line, round_index, metric)]
         es = by_key.get((experiment, line, round_index, "early_stop_iteration"))
-        rows.append([experiment, line, str(round_index), pct(r["weights_remaining"]), str(r["trials"]), _mean_ci(r),
+        level = f"keep {100 * r['keep']:g}%" if "keep" in r else str(round_index)  # a pruning-at-init study's level
+        rows.append([experiment, line, level, pct(r["weights_remaining"]), str(r["trials"]), _mean_ci(r),
                      f"[{100 * r['min']:.2f}, {100 * r['max']:.2f}]",
                      _mean_ci(by_key.get((experiment, line, round_index, "final_test_accuracy"))),
                      _mean_ci(es, percent=False)])
-    return Table(["experiment", "line", "round", "weights left", "trials", "test acc @ES (mean ± 95% CI)",
+    level = "level" if any("keep" in r for r in summary) else "round"
+    return Table(["experiment", "line", level, "weights left", "trials", "test acc @ES (mean ± 95% CI)",
                   "[min, max] %", "final test acc", "early-stop it"], rows)
 
 
