@@ -268,3 +268,23 @@ def test_resume_with_controls_side_by_side(tmp_path, monkeypatch):
     for a, b in zip(reference.controls["reinit"], sequential.controls["reinit"]):
         assert a["kept_weights"] == b["kept_weights"]
         assert abs(a["test_accuracy_at_early_stop"] - b["test_accuracy_at_early_stop"]) <= 1e-4
+
+
+@pytest.mark.parametrize("extra", [
+    dict(scope="global"),  # lenet's recipe is layerwise: the config.yaml holds its group rates
+    dict(scope="global", prune_rate=0.4),
+    dict(prune_at_init="synflow", init_keep=0.1, scope="global", prune_iterations=5, init_ablation="shuffle"),
+])
+def test_resume_of_a_global_scope_run(tmp_path, monkeypatch, extra):
+    """A run whose resolved config (recipe filled in) has --scope global resumes: the recipe's group
+    rates in config.yaml are not taken for per-group rates given with --scope global."""
+    _no_plots(monkeypatch)
+    config = dict(model="lenet-300-100", dataset="digits", iterations=40, eval_every=20, rounds=1, device="cpu",
+                  checkpoint_every=15, **extra)
+    find_ticket(TicketConfig(**config), out=tmp_path / "ref", progress=False)
+    with crash_after(3, monkeypatch), pytest.raises(Crash):
+        find_ticket(TicketConfig(**config), out=tmp_path / "run", progress=False)
+    resume_ticket(tmp_path / "run", progress=False)
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    assert strip(RunDir(tmp_path / "run").rounds()) == strip(RunDir(tmp_path / "ref").rounds())
+    assert (tmp_path / "run" / "metrics.csv").read_bytes() == (tmp_path / "ref" / "metrics.csv").read_bytes()

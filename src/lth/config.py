@@ -268,8 +268,11 @@ class TicketConfig(BaseModel):
             "scope": recipe.scope,
             "prune_rate": recipe.prune_rate,
         }
+        # A group rate equal to the recipe's (or to --prune-rate) is what a config with its recipe
+        # already filled in holds (a run's config.yaml, read back on resume): not a user's choice.
         explicit_group_rates = any(
-            values[k] is not None for k in ("prune_rate_fc", "prune_rate_conv", "prune_rate_output")
+            values[k] is not None and values[k] not in (getattr(recipe, k), values["prune_rate"])
+            for k in ("prune_rate_fc", "prune_rate_conv", "prune_rate_output")
         )
         scope = values["scope"] or recipe.scope
         if scope == "global" and explicit_group_rates:
