@@ -77,13 +77,25 @@ def test_gradient_criteria_through_compute_scores():
     assert torch.equal(scores["w"], t([1.0, 1.0, 1.0, 4.0, 0.0]))
 
 
-@pytest.mark.parametrize("name", ["snip", "grad"])
-def test_gradient_criteria_need_a_gradient(name: str):
-    with pytest.raises(LthError, match=f"criterion '{name}' needs data: a loss gradient"):
+@pytest.mark.parametrize("name, what", [("snip", "a loss gradient"), ("grad", "a loss gradient"),
+                                        ("grasp", "a Hessian-gradient product"), ("synflow", "the SynFlow gradient")])
+def test_model_criteria_need_their_derivative(name: str, what: str):
+    with pytest.raises(LthError, match=f"criterion '{name}' needs the model: {what}"):
         score(name)
     ones = {"w": torch.ones(5, dtype=torch.bool)}
     with pytest.raises(LthError, match="large_final"):
         compute_scores(name, {"w": W_I}, {"w": W_F}, ones, gen())
+
+
+def test_grasp_and_synflow_from_their_derivatives():
+    """grasp = w_i * Hg (the negated paper score: its highest -w*Hg go); synflow = |w_i| * dR/d|w|."""
+    ones = {"w": torch.ones(5, dtype=torch.bool)}
+    hg = {"w": t([2.0, -1.0, 0.5, 0.0, 3.0])}
+    flow = {"w": t([1.0, 2.0, 3.0, 4.0, 5.0])}
+    grasp = compute_scores("grasp", {"w": W_I}, {"w": W_F}, ones, gen(), derivatives={"hessian_grad": hg})
+    assert torch.equal(grasp["w"], W_I * hg["w"])
+    synflow = compute_scores("synflow", {"w": W_I}, {"w": W_F}, ones, gen(), derivatives={"flow_grad": flow})
+    assert torch.equal(synflow["w"], W_I.abs() * flow["w"])
 
 
 # ------------------------------------------------------------------ lilf / sisf
@@ -188,7 +200,7 @@ def test_name_lists():
         "large_final_diff_sign", "magnitude_increase_same_sign", "magnitude_increase_diff_sign",
     ]
     assert RANKED_CRITERIA == ranked
-    assert sorted(CRITERION_NAMES) == sorted(ranked + ["random", "snip", "grad"])
+    assert sorted(CRITERION_NAMES) == sorted(ranked + ["random", "snip", "grad", "grasp", "synflow"])
     assert sorted(CRITERIA.names()) == sorted(CRITERION_NAMES + list(ALIASES))
 
 
