@@ -152,9 +152,9 @@ def print_run(path: Any) -> None:
     from lth.store.study_dir import StudyDir
 
     if StudyDir.is_study(path):
-        from lth.cli.study import print_study
+        from lth.cli.study import print_any_study
 
-        print_study(StudyDir(path))
+        print_any_study(StudyDir(path))
         return
     print_table(RunDir.open(path))
 

@@ -216,10 +216,15 @@ def report_study(study: Any, quiet: bool, as_json: bool) -> None:
     if as_json:
         click.echo(jsonio.dumps(study_json(study), indent=2))
     elif not quiet:
-        if study.study().get("kind") == "prune-at-init":
-            from lth.cli.prune_at_init import print_prune_at_init_study
-
-            print_prune_at_init_study(study)
-        else:
-            print_study(study)
+        print_any_study(study)
         click.echo(f"results and plots in {study.path}/")
+
+
+def print_any_study(study: Any) -> None:
+    """The table of a study of any kind (a pruning-at-init study's is per method, ablation and keep)."""
+    if study.study().get("kind") == "prune-at-init":
+        from lth.cli.prune_at_init import print_prune_at_init_study
+
+        print_prune_at_init_study(study)
+    else:
+        print_study(study)

@@ -90,10 +90,13 @@ def build_experiments(base: dict[str, Any], methods: Sequence[str], keeps: Seque
     check_run_count(len(cells) * trials, max_runs,
                     f"{len(methods)} methods x {len(keeps)} keeps x {len(ablations)} ablations x --trials "
                     f"{format_count(trials)} gives ", "--max-runs {n}")
+    if base.get("rounds") not in (None, 0):
+        raise LthError(f"rounds ({base['rounds']}) is not an option of a pruning-at-init study: each run trains the "
+                       "network pruned at initialisation once; for IMP rounds after it use find-ticket --prune-at-init")
     values = {"scope": "global", **base, "rounds": 0}
     if values.get("score_batches") is not None and not any(needs_data(m) for m in methods):
         raise LthError(f"--score-batches applies to snip and grasp, which score with data; {', '.join(methods)} "
-                       "need none")
+                       f"need{'s' * (len(methods) == 1)} none")
     for key in ("prune_at_init", "init_keep", "init_ablation", "one_shot", "keep", "init_mask", "controls"):
         if values.get(key) not in (None, False, [], "none"):
             raise LthError(f"{key.replace('_', '-')} is not an option of a pruning-at-init study; "

@@ -416,8 +416,8 @@ class _Search:
                         run.write_prune_at_init(self.at_init)
                     if self.at_init["collapsed"]:
                         warn(f"{config.prune_at_init} keeping {100 * self.at_init['keep']:.3g}% of the weights "
-                             f"leaves no weight in {', '.join(self.at_init['collapsed'])}: the network is "
-                             "disconnected (layer collapse)")
+                             f"leaves no weight in {', '.join(self.at_init['collapsed'])}: nothing flows through it "
+                             "(layer collapse; without a path around it the network is disconnected)")
                 self.checkpoint()
             stages = ["ticket", *config.controls]
             while self.round <= config.rounds:

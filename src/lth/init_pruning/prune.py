@@ -112,7 +112,7 @@ class InitPruning:
         return self.mask.layer_density()
 
     def collapsed(self) -> list[str]:
-        """The pruned tensors left without a weight (layer collapse: the network is disconnected)."""
+        """The pruned tensors left without a weight (layer collapse: nothing flows through them)."""
         return [name for name, m in self.mask.items() if not bool(m.any())]
 
     def summary(self) -> dict[str, Any]:
@@ -130,7 +130,7 @@ def warn_collapse(result: InitPruning, where: str = "") -> None:
     names = result.collapsed()
     if names:
         warn(f"{result.method} keeping {100 * result.keep:.3g}% of the weights{where} leaves no weight in "
-             f"{', '.join(names)}: the network is disconnected (layer collapse)")
+             f"{', '.join(names)}: nothing flows through it (layer collapse; without a path around it the network is disconnected)")
 
 
 def prune_at_init(
