@@ -92,6 +92,7 @@ def print_prune_at_init_study(study: Any) -> None:
     [min, max]), the final one, and how many runs lost a whole layer (layer collapse)."""
     from tabulate import tabulate
 
+    from lth.cli.study import _mean_ci
     from lth.experiments.init_pruning_study import collapsed_runs
     from lth.store.study_dir import ABLATION_PREFIX, line_order
 
@@ -119,9 +120,3 @@ def print_prune_at_init_study(study: Any) -> None:
     headers = ["method", "ablation", "keep", "weights left", "trials", "test acc @ES (mean ± 95% CI)", "[min, max]",
                "final test acc", "layer collapse"]
     click.echo(tabulate(table, headers=headers, colalign=("left", "left") + ("right",) * 7))
-
-
-def _mean_ci(row: dict[str, Any]) -> str:
-    if row["ci95_high"] is None:
-        return f"{100 * row['mean']:.2f}%"
-    return f"{100 * row['mean']:.2f} ± {100 * (row['ci95_high'] - row['mean']):.2f}%"
