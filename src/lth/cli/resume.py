@@ -39,7 +39,7 @@ def resume_command(run_dir: str, quiet: bool, as_json: bool, **kwargs: Any) -> N
             raise LthError(f"study {run_dir!r} is already complete; nothing to resume")
         result = continue_study(run_dir, progress=progress, backend=backend, backend_options=backend_opts)
         report_study(result.study_dir, quiet, as_json)
-        if progress:
+        if progress and StudyDir(run_dir).study().get("kind") != "prune-at-init":  # its round 0 is not dense
             from lth.cli.study import dense_line
 
             click.echo(dense_line(result))

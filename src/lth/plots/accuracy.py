@@ -100,7 +100,8 @@ def draw_metric(
     levels: list[float] = []
     colour_index = 0
     bands = study_bands(sources)
-    colour_of = _colours(len(bands) + sum(1 for s in sources if s.kind != STUDY))
+    own = [b for b in bands if not b[2].startswith(ABLATION_PREFIX)]  # an ablation takes its method's colour
+    colour_of = _colours(len(own) + sum(1 for s in sources if s.kind != STUDY))
     single = len(sources) == 1 and sources[0].kind == TICKET
     method_colour: dict[tuple[Path, str], Any] = {}
     for source in sources:
