@@ -40,10 +40,6 @@ from lth.training.lockstep import Lockstep
 from lth.training.optim import check_settings
 from lth.training.vectorized import check_vectorizable
 
-#: Criteria scored on the model (its gradients, Hessian-gradient product or SynFlow flow).
-GRADIENT_CRITERIA = tuple(NEEDS_DERIVATIVE)
-
-
 @dataclass
 class TicketResult:
     """The rounds' summaries (as in ``rounds.json``), the controls' and where they were written."""
