@@ -404,3 +404,48 @@ def test_console_script_reports_errors(processes):
     rc, out, err = processes["script_error"]
     assert one_line_error(rc, err).startswith("lth: error: unknown model 'no-such-model'")
     assert out == ""
+
+
+HEAVY = ("torch", "scipy", "pandas", "matplotlib")
+
+
+def _imported_after(code: str) -> list[str]:
+    """The heavy modules in sys.modules after running ``code`` in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    probe = f"import sys\n{code}\nprint('loaded:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    line = next(line for line in done.stdout.splitlines() if line.startswith("loaded:"))
+    return [m for m in line.removeprefix("loaded:").split(",") if m]
+
+
+def test_help_and_import_lth_load_no_heavy_module():
+    """`lth --help` lists every command from lth.cli.main.COMMANDS, and `import lth` defers its
+    names: neither loads torch, scipy, pandas or matplotlib (start-up in a tenth of a second)."""
+    assert _imported_after("from lth.cli import main\nmain(['--help'])") == []
+    assert _imported_after("import lth\nassert lth.__version__") == []
+    assert _imported_after("from lth import Mask") == ["torch"]
+
+
+def test_lazy_help_lists_what_the_commands_say(capsys):
+    """The short help `lth --help` shows before importing the commands equals the one it shows
+    after (COMMANDS cannot drift from the commands' docstrings), and every command is listed."""
+    from lth.cli.main import COMMANDS, _register_commands, cli as group, main
+
+    main(["--help"])
+    lazy = capsys.readouterr().out
+    _register_commands()
+    assert set(group.commands) == set(COMMANDS)
+    main(["--help"])
+    assert capsys.readouterr().out == lazy
+    assert all(f"  {name} " in lazy for name in COMMANDS)
+
+
+def test_lth_exports_resolve():
+    import lth
+
+    for name in lth.__all__:
+        assert getattr(lth, name) is not None
+    with pytest.raises(AttributeError, match="no_such_name"):
+        getattr(lth, "no_such_name")

@@ -2,26 +2,50 @@
 
 Find sparse trainable sub-networks ("winning tickets") by iterative magnitude pruning with
 rewinding, on the bundled models or any ``torch.nn.Module``.
+
+The names below are imported on first use (``import lth`` alone loads neither torch nor the
+plotting stack), so that ``lth --help`` and a script's start stay fast.
 """
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from lth.config import TicketConfig  # noqa: E402
-from lth.errors import LthError  # noqa: E402
-from lth.experiments import TicketResult, find_ticket  # noqa: E402
-from lth.experiments.branches import branch  # noqa: E402
-from lth.experiments.lottery_model import LotteryModel  # noqa: E402
-from lth.experiments.lottery_robust import LotteryRobust  # noqa: E402
-from lth.experiments.lottery_session import LotterySession  # noqa: E402
-from lth.experiments.stability import stability  # noqa: E402
-from lth.experiments.statistics import summarise_trials  # noqa: E402
-from lth.init_pruning import InitPruning, prune_at_init  # noqa: E402
-from lth.mask_from_weights import compute_mask  # noqa: E402
-from lth.masks import Mask  # noqa: E402
-from lth.pruning import prunable_parameters, prune  # noqa: E402
-from lth.torch_prune import apply_with_torch_prune, mask_from_torch_prune  # noqa: E402
+#: Public name -> the module that defines it.
+_EXPORTS: dict[str, str] = {
+    "TicketConfig": "lth.config",
+    "LthError": "lth.errors",
+    "TicketResult": "lth.experiments",
+    "find_ticket": "lth.experiments",
+    "branch": "lth.experiments.branches",
+    "LotteryModel": "lth.experiments.lottery_model",
+    "LotteryRobust": "lth.experiments.lottery_robust",
+    "LotterySession": "lth.experiments.lottery_session",
+    "stability": "lth.experiments.stability",
+    "summarise_trials": "lth.experiments.statistics",
+    "InitPruning": "lth.init_pruning",
+    "prune_at_init": "lth.init_pruning",
+    "compute_mask": "lth.mask_from_weights",
+    "Mask": "lth.masks",
+    "prunable_parameters": "lth.pruning",
+    "prune": "lth.pruning",
+    "apply_with_torch_prune": "lth.torch_prune",
+    "mask_from_torch_prune": "lth.torch_prune",
+}
 
-__all__ = [
-    "InitPruning", "LotteryModel", "LotteryRobust", "LotterySession", "LthError", "Mask", "TicketConfig", "TicketResult",
-    "__version__", "apply_with_torch_prune", "branch", "compute_mask", "find_ticket", "mask_from_torch_prune",
-    "prunable_parameters", "prune", "prune_at_init", "stability", "summarise_trials",
-]
+__all__ = sorted(["__version__", *_EXPORTS])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:  # e.g. a submodule not imported yet: ``from lth import jsonio`` then imports it
+        raise AttributeError(f"module 'lth' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

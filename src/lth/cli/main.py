@@ -1,6 +1,7 @@
 """Entry point: the command group and the error policy (user mistakes -> one line, exit 2)."""
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Optional, Sequence
 
@@ -10,7 +11,62 @@ from lth import __version__
 from lth.errors import LthError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+#: Every command: its module (imported when the command runs, or for its own --help) and the
+#: first paragraph of its help, which ``lth --help`` lists without importing anything heavy.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "branch": ("lth.cli.branch", "Run a branch of KIND off the ticket search in RUN, or off every trial of the study in RUN."),
+    "datasets": ("lth.cli.catalog", "List the registered datasets."),
+    "find-ticket": ("lth.cli.find_ticket", "Find a winning ticket of MODEL on DATASET by iterative magnitude pruning."),
+    "mask": ("lth.cli.mask", "Compute a mask from INIT and FINAL weights and write it to OUT."),
+    "models": ("lth.cli.catalog", "List the registered models with their paper recipes."),
+    "plot": ("lth.cli.plot", "Draw figures of run or study directories (several are overlaid on one figure)."),
+    "prune-at-init": ("lth.cli.prune_at_init", "Prune MODEL at initialisation, then train it on DATASET with the model's "
+                      "recipe: one run per method x --keep x --ablation x trial, summarised over trials and plotted "
+                      "(test accuracy against weights remaining, one line per method, ablations dashed)."),
+    "report": ("lth.cli.report", "Write a report on run and study directories: configs, per-round tables, controls, "
+               "statistics over trials and every figure that applies (several runs are also compared on shared axes)."),
+    "resume": ("lth.cli.resume", "Continue the unfinished run in RUN_DIR (killed or interrupted) where its checkpoint "
+               "left it."),
+    "robust": ("lth.cli.study", "Repeat a ticket search of MODEL on DATASET over --trials seeds; report mean, spread "
+               "and 95% CI per level."),
+    "runs": ("lth.cli.runs", "Find, compare and remove runs through the results index of a runs root."),
+    "session": ("lth.cli.study", "Run the grid of experiments described in SESSION.yaml (base config x grid x trials)."),
+    "show": ("lth.cli.show", "Print the per-round table of a run directory (or the grid of a supermask-eval run, or "
+             'the statistics of a robust/session study; their --json adds a "summary" list).'),
+    "stability": ("lth.cli.stability", "Instability analysis: is the network stable to SGD noise from rewind point k on?"),
+    "supermask": ("lth.cli.supermask", "Supermasks: masks that make an untrained network perform (Zhou et al. 2019)."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported only when used: ``lth --help`` lists them from
+    :data:`COMMANDS` without importing torch (their modules register them on import)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            importlib.import_module(COMMANDS[cmd_name][0])
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            command = self.commands.get(name)
+            if command is not None:
+                rows.append((name, command.get_short_help_str(limit)))
+            else:
+                rows.append((name, click.utils.make_default_short_help(COMMANDS[name][1], limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="lth")
 def cli() -> None:
     """lth: a laboratory for the Lottery Ticket Hypothesis.
@@ -20,9 +76,9 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from lth.cli import branch, catalog, find_ticket, mask, show  # noqa: F401  (each adds its commands)
-    from lth.cli import plot, prune_at_init, report, resume, runs, stability, study, supermask  # noqa: F401
-    from lth.cli import supermask_train  # noqa: F401
+    """Import every command's module (``lth --help`` does not need it: see :class:`LazyGroup`)."""
+    for module in dict.fromkeys(module for module, _ in COMMANDS.values()):
+        importlib.import_module(module)
 
 
 MAX_MESSAGE = 1000  # characters of an error line; a longer one is cut (a huge value quoted in it)
@@ -36,7 +92,6 @@ def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; return the exit code (2 for every user mistake)."""
-    _register_commands()
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="lth", standalone_mode=False)
     except LthError as error:

@@ -147,3 +147,6 @@ def eval_command(
             click.echo(f"dense training (w_f): {result.dense}"
                        + (" (stored by an earlier eval with the same dense recipe)" if result.dense == "reused" else ""))
         click.echo(f"results and plots in {out_path}/")
+
+
+from lth.cli import supermask_train  # noqa: E402,F401  (adds `lth supermask train` to the group above)
