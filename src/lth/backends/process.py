@@ -13,6 +13,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Optional
 
 from lth.backends.base import Events, TrialResult, TrialSpec, one_line, run_trial, worker_setup
+from lth.cpus import available_cpus
 from lth.errors import LthError
 
 
@@ -64,7 +65,7 @@ class ProcessBackend:
     name = "process"
 
     def __init__(self, workers: Optional[int] = None, max_retries: int = 3) -> None:
-        cpus = os.cpu_count() or 1
+        cpus = available_cpus()
         if workers is not None and workers < 1:
             raise LthError(f"--workers must be at least 1, got {workers}")
         self.workers = workers or cpus

@@ -68,11 +68,17 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="lth")
-def cli() -> None:
+@click.option("--threads", type=int, envvar="LTH_THREADS", metavar="N",
+              help="Torch threads per process (env LTH_THREADS) [the CPUs this process may use, where an affinity "
+              "mask or a cgroup quota gives it fewer than the machine's; else torch's default].")
+def cli(threads: Optional[int]) -> None:
     """lth: a laboratory for the Lottery Ticket Hypothesis.
 
     Find winning tickets by iterative magnitude pruning with rewinding, and study them.
     """
+    from lth.cpus import use_threads
+
+    use_threads(threads)
 
 
 def _register_commands() -> None:

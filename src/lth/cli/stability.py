@@ -9,6 +9,7 @@ from click.core import ParameterSource
 from lth import jsonio
 from lth.cli.find_ticket import config_options
 from lth.cli.main import cli
+from lth.cpus import available_cpus
 
 #: The training flags of the command (the recipe of the dense network analysed).
 TRAINING_KEYS = (
@@ -117,8 +118,6 @@ def stability_command(ctx: click.Context, model: Optional[str], dataset: Optiona
 
 def stability_workers(backend: str, workers: Optional[int], copies: int = 2) -> Optional[int]:
     """The worker processes of ``--backend`` (None: local), LthError for a bad value."""
-    import os
-
     from lth.errors import LthError
 
     if backend not in ("local", "process"):
@@ -129,7 +128,7 @@ def stability_workers(backend: str, workers: Optional[int], copies: int = 2) -> 
         return None
     if workers is not None and workers < 1:
         raise LthError(f"--workers must be a whole number >= 1, got {workers}")
-    return workers or max(1, min(os.cpu_count() or 1, copies))
+    return workers or max(1, min(available_cpus(), copies))
 
 
 def report_stability(run: Any, quiet: bool, as_json: bool) -> None:

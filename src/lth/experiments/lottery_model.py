@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from lth import jsonio
+from lth.cpus import check_threads
 from lth.actions import LayerState, Mask1Options, round_start_values, validate_actions
 from lth.atomic import atomic_torch_save, atomic_write_text
 from lth.config import CONTROL_NAMES, MAX_ITERATIONS, MAX_ROUNDS, SEED_RANGE, check_budget
@@ -240,7 +241,8 @@ class LotteryModel:
     caller's RNG is untouched): same seed, same results. ``device``: auto, cpu, cuda. Speed
     options (off by default; see :class:`lth.training.Acceleration`): ``precision`` fp32 or bf16
     autocast, ``compile`` (torch.compile), ``channels_last`` (conv nets). The validation
-    hold-out (when the data has none) uses a fixed seed, the same for every ``seed``.
+    hold-out (when the data has none) uses a fixed seed, the same for every ``seed``. ``threads``:
+    torch's intra-op threads for this process (default: unchanged; the CLI's ``--threads``).
     """
 
     def __init__(
@@ -274,7 +276,12 @@ class LotteryModel:
         progress: bool = True,
         data_dir: str | Path | None = None,
         val_size: int | None = None,
+        threads: int | None = None,
     ) -> None:
+        if threads is not None:  # torch's intra-op threads for this process (lth.cpus.use_threads)
+            from lth.cpus import use_threads
+
+            use_threads(check_threads(threads, "threads"))
         settings = make_settings(
             optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
             milestones=milestones, gamma=gamma, warmup=warmup, batch_size=batch_size, iterations=iterations,

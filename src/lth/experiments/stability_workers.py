@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from lth.cpus import available_cpus
 from lth.errors import LthError
 
 
@@ -71,7 +72,7 @@ def train_children(jobs: list[ChildJob], workers: int) -> list[Any]:
     from lth.backends.process import _init
 
     count = max(1, min(workers, len(jobs)))
-    threads = max(1, (os.cpu_count() or 1) // count)
+    threads = max(1, available_cpus() // count)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(count, mp_context=context, initializer=_init, initargs=(threads, os.getpid())) as pool:
         results = list(pool.map(_train_child, jobs))

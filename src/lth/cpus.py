@@ -1,0 +1,86 @@
+"""How many CPUs this process may use, and torch's thread count.
+
+``os.cpu_count()`` counts the machine's CPUs; a batch scheduler or a container often gives a
+process fewer: an affinity mask (``taskset``, Slurm's cgroups cpusets) or a CPU quota (Docker's
+``--cpus``, Kubernetes limits: cgroup ``cpu.max``). Torch's default thread count follows the
+machine, so on a shared or limited machine its OpenMP threads outnumber the CPUs and wait on
+each other. :func:`available_cpus` reads both limits; :func:`use_threads` sets torch's count.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+from lth.errors import LthError
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _affinity() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cgroup_quota(root: Path = CGROUP_ROOT) -> Optional[float]:
+    """The CPU quota of this process's cgroup in CPUs (e.g. 1.5), or None when unlimited/unknown.
+
+    cgroup v2: ``cpu.max`` = ``QUOTA PERIOD`` or ``max PERIOD``; v1: ``cpu/cpu.cfs_quota_us``
+    (-1: none) over ``cpu/cpu.cfs_period_us``.
+    """
+    try:
+        text = (root / "cpu.max").read_text().split()
+        if len(text) == 2 and text[0] != "max":
+            return int(text[0]) / int(text[1])
+        if text:
+            return None
+    except (OSError, ValueError, ZeroDivisionError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def available_cpus(root: Path = CGROUP_ROOT) -> int:
+    """The CPUs this process may use: its affinity mask, capped by its cgroup's quota (rounded up)."""
+    cpus = _affinity()
+    quota = cgroup_quota(root)
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def check_threads(threads: Optional[int], what: str = "--threads") -> Optional[int]:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise LthError(f"{what} must be a whole number >= 1, got {threads!r}")
+    return threads
+
+
+def use_threads(threads: Optional[int] = None) -> Optional[int]:
+    """Give torch ``threads`` intra-op threads; without it, :func:`available_cpus` when something
+    limits this process below the machine's CPUs (and ``OMP_NUM_THREADS`` is not set), else
+    torch's own default. Before torch is imported this sets ``OMP_NUM_THREADS`` (torch reads it
+    at import); after, ``torch.set_num_threads``. Returns the count set (None: left as it was)."""
+    check_threads(threads)
+    if threads is None:
+        if os.environ.get("OMP_NUM_THREADS"):
+            return None  # the user's choice
+        cpus = available_cpus()
+        if cpus >= (os.cpu_count() or cpus):
+            return None  # nothing limits this process: torch's default
+        threads = cpus
+    if "torch" in sys.modules:
+        import torch
+
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    return threads

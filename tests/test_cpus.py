@@ -1,0 +1,95 @@
+"""The CPUs a process may use (affinity, cgroup quota) and torch's thread count (--threads)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cli_helpers import cli, one_line_error
+from lth.cpus import available_cpus, cgroup_quota, use_threads
+from lth.errors import LthError
+
+
+@pytest.fixture
+def restore_threads(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_cgroup_v2_and_v1_quotas(tmp_path):
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_quota(tmp_path) == 1.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_quota(tmp_path) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("250000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_quota(v1) == 2.5
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_quota(v1) is None
+    assert cgroup_quota(tmp_path / "absent") is None
+
+
+def test_available_cpus_is_the_affinity_capped_by_the_quota(tmp_path, monkeypatch):
+    monkeypatch.setattr("lth.cpus._affinity", lambda: 8)
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert available_cpus(tmp_path) == 2  # 1.5 CPUs of quota: two threads may run
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(tmp_path) == 8
+    monkeypatch.setattr("lth.cpus._affinity", lambda: 3)
+    (tmp_path / "cpu.max").write_text("800000 100000\n")
+    assert available_cpus(tmp_path) == 3
+
+
+def test_threads_option_sets_torchs_threads(capsys, restore_threads):
+    rc, _, err = cli(capsys, "--threads", "3", "datasets")
+    assert rc == 0, err
+    assert torch.get_num_threads() == 3
+    assert use_threads(2) == 2 and torch.get_num_threads() == 2
+
+
+def test_default_leaves_torch_alone_unless_limited(monkeypatch, restore_threads):
+    torch.set_num_threads(2)
+    monkeypatch.setattr("lth.cpus.available_cpus", lambda root=None: os.cpu_count())
+    assert use_threads() is None and torch.get_num_threads() == 2
+    monkeypatch.setattr("lth.cpus.available_cpus", lambda root=None: 1)
+    monkeypatch.setattr("lth.cpus.os.cpu_count", lambda: 4)
+    assert use_threads() == 1 and torch.get_num_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own setting wins
+    torch.set_num_threads(2)
+    assert use_threads() is None and torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_bad_threads_is_one_line(capsys, value):
+    rc, _, err = cli(capsys, "--threads", value, "datasets")
+    assert one_line_error(rc, err) == f"lth: error: --threads must be a whole number >= 1, got {value}"
+
+
+def test_lottery_model_threads(restore_threads):
+    from torch import nn
+
+    import lth
+
+    lth.LotteryModel(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), "digits", iterations=5, threads=1)
+    assert torch.get_num_threads() == 1
+    with pytest.raises(LthError, match="threads must be a whole number >= 1, got 0"):
+        lth.LotteryModel(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), "digits", threads=0)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2, reason="needs 2 CPUs and affinity")
+def test_a_process_pinned_to_one_cpu_gets_one_torch_thread():
+    """Under an affinity mask of one CPU (taskset, a scheduler's cpuset) the CLI sets OMP_NUM_THREADS
+    before torch is imported: torch starts with one thread, not one per machine CPU."""
+    code = ("import os, io, contextlib\nos.sched_setaffinity(0, {0})\nos.environ.pop('OMP_NUM_THREADS', None)\n"
+            "from lth.cli import main\nwith contextlib.redirect_stdout(io.StringIO()): main(['datasets'])\n"
+            "import torch\nprint('threads', torch.get_num_threads())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert "threads 1" in done.stdout
