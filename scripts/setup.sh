@@ -15,7 +15,11 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2
     || echo "setup: dataset-fashion-mnist not installable here; lth will download Fashion-MNIST"
 fi
 
-[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+if [ ! -x "$venv/bin/python" ]; then
+  echo "setup: creating the virtual environment $venv"
+  "$python" -m venv "$venv"
+fi
+echo "setup: installing lth${LTH_EXTRAS:+[$LTH_EXTRAS]} and its dependencies (torch among them; a minute or two the first time)"
 spec="$repo"
 [ -n "${LTH_EXTRAS:-}" ] && spec="$repo[${LTH_EXTRAS}]"
 # constraints/ci.txt pins the torch build that this project's machines keep on disk; where it
