@@ -176,7 +176,7 @@ def test_bad_robust_input(tmp_path, capsys):
 
 
 def _same_up_to_rounding(a: Path, b: Path) -> None:
-    """The same masks but for at most 0.2% of each layer's entries (weights tied at the pruning threshold up
+    """The same masks but for at most 0.2% of each layer's entries or 6 entries (weights tied at the pruning threshold up
     to rounding: the strong check, as another data order or mask would change far more); accuracies within
     2% (6 of digits' 300 validation / 397 test images; 1e-4 would forbid any flip: vectorised products sum
     in another order, and after some training a rounding difference can move a few borderline images or
@@ -195,9 +195,12 @@ def _same_up_to_rounding(a: Path, b: Path) -> None:
             for key in keys:
                 assert abs(x[key] - y[key]) <= 0.01, (a, sub, x["round"], key)  # a few images
             ma, mb = RunDir(a / sub).load_mask(x["round"]), RunDir(b / sub).load_mask(x["round"])
-            # Same kept counts (above); a rounding difference may swap a few weights at the pruning threshold.
+            # Same kept counts (above); a rounding difference may swap a few weights at the pruning threshold:
+            # at most 0.2% of a layer's entries, or 3 swaps (6 entries) in a small one (digits' output layer
+            # has 1,000; CI once saw the movement criterion, |w_f - w_i|, swap more than one pair there).
             assert ma.keys() == mb.keys()
-            assert all((ma[k] != mb[k]).float().mean() <= 0.002 for k in ma), (a, sub, x["round"])
+            differ = {k: int((ma[k] != mb[k]).sum()) for k in ma}
+            assert all(differ[k] <= max(0.002 * ma[k].numel(), 6) for k in ma), (a, sub, x["round"], differ)
 
 
 def test_vectorised_robust_equals_sequential(tmp_path, capsys):
