@@ -214,16 +214,8 @@ def collapsed_runs(study: Any) -> dict[tuple[str, str, float], int]:
     return out
 
 
-def is_prune_at_init_study(study: Any) -> bool:
-    return study.study().get("kind") == KIND
-
-
 def compare_sources(study: Any) -> list[str]:
     """The IMP runs and studies recorded to be drawn beside the study (those that still exist)."""
     spec = study.study().get("spec") or {}
     paths = spec.get("compare") or []
     return [p for p in paths if isinstance(p, str) and Path(p).is_dir()]
-
-
-def configs_of(study: Any) -> list[TicketConfig]:
-    return [make_config(r["config"]) for e in study.study()["experiments"] for r in e["runs"]]
