@@ -347,10 +347,12 @@ def test_models_lists_all_12(capsys):
 def test_datasets_lists_all_4(capsys):
     rc, out, err = cli(capsys, "datasets")
     assert rc == 0 and err == ""
-    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    table = out.split("\n\n")[0].splitlines()[2:]
+    rows = {line.split()[0]: line.split() for line in table}
     assert sorted(rows) == sorted(DATASETS)
     assert rows["digits"][1:6] == ["1x8x8", "10", "1100", "300", "397"]
     assert rows["mnist"][1:6] == ["1x28x28", "10", "55000", "5000", "10000"]
+    assert " ".join(rows["digits"][6:]) == "bundled with scikit-learn"
 
 
 def test_version(capsys):

@@ -477,14 +477,14 @@ def test_torch_runtime_error_with_enospc_cause_is_recognised(monkeypatch, tmp_pa
         except OSError:
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
 
-    monkeypatch.setattr(lth.atomic.torch, "save", failing_save)
+    monkeypatch.setattr(torch, "save", failing_save)
     with pytest.raises(LthError, match="^no space left on device while writing"):
         atomic_torch_save({}, tmp_path / "x.pt")
 
     def other_error(obj, handle):
         raise RuntimeError("some other torch failure")
 
-    monkeypatch.setattr(lth.atomic.torch, "save", other_error)
+    monkeypatch.setattr(torch, "save", other_error)
     with pytest.raises(RuntimeError, match="some other torch failure"):
         atomic_torch_save({}, tmp_path / "x.pt")
     assert list(tmp_path.iterdir()) == []

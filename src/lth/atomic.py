@@ -12,8 +12,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import torch
-
 from lth.errors import LthError
 
 
@@ -109,6 +107,8 @@ class _Recorder:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` with the same all-or-nothing guarantee (and the same one line for a full disk)."""
+    import torch  # here: the modules that only write text (the store, downloads) load without torch
+
     def save(handle: Any) -> None:
         recorder = _Recorder(handle)
         try:

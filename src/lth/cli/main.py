@@ -15,7 +15,7 @@ from lth.errors import LthError
 #: first paragraph of its help, which ``lth --help`` lists without importing anything heavy.
 COMMANDS: dict[str, tuple[str, str]] = {
     "branch": ("lth.cli.branch", "Run a branch of KIND off the ticket search in RUN, or off every trial of the study in RUN."),
-    "datasets": ("lth.cli.catalog", "List the registered datasets."),
+    "datasets": ("lth.cli.catalog", "List the registered datasets and where each one's files are on this machine."),
     "find-ticket": ("lth.cli.find_ticket", "Find a winning ticket of MODEL on DATASET by iterative magnitude pruning."),
     "mask": ("lth.cli.mask", "Compute a mask from INIT and FINAL weights and write it to OUT."),
     "models": ("lth.cli.catalog", "List the registered models with their paper recipes."),
@@ -61,7 +61,7 @@ class LazyGroup(click.Group):
             if command is not None:
                 rows.append((name, command.get_short_help_str(limit)))
             else:
-                rows.append((name, click.utils.make_default_short_help(COMMANDS[name][1], limit)))
+                rows.append((name, click.Command(name, help=COMMANDS[name][1]).get_short_help_str(limit)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

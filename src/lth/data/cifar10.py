@@ -41,6 +41,17 @@ def _load(data_dir: Path | None, allow_download: bool) -> RawSplits:
     return RawSplits(*read_cifar10(batches))
 
 
+def _locate(data_dir: Path | None) -> str | None:
+    for directory in dataset_search_dirs("cifar10", data_dir):
+        batches = find_batches_dir(directory)
+        if batches is not None:
+            return str(batches)
+        tarball = existing_variant(directory, TARBALL)
+        if tarball is not None:
+            return str(tarball)
+    return None
+
+
 DATASETS.add(
     "cifar10",
     DatasetSource(
@@ -52,5 +63,6 @@ DATASETS.add(
         test_size=10000,
         load=_load,
         augment=True,
+        locate=_locate,
     ),
 )

@@ -24,6 +24,17 @@ def _load(data_dir: Path | None, allow_download: bool) -> RawSplits:
     return RawSplits(x[train], y[train], x[test], y[test])
 
 
+def _locate(data_dir: Path | None) -> str | None:
+    """Present when scikit-learn, which bundles the file, is installed (checked without importing it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+    return "bundled with scikit-learn" if path.is_file() else None
+
+
 DATASETS.add(
     "digits",
     DatasetSource(
@@ -35,5 +46,6 @@ DATASETS.add(
         test_size=TEST_SIZE,
         load=_load,
         val_size=300,
+        locate=_locate,
     ),
 )

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lth.data.mnist import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, load_mnist_like
+from lth.data.mnist import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, load_mnist_like, locate_mnist_like
 from lth.data.registry import DATASETS, DatasetSource, RawSplits
 
 MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
@@ -42,5 +42,6 @@ DATASETS.add(
         train_size=60000,
         test_size=10000,
         load=_load,
+        locate=lambda data_dir: locate_mnist_like("fashion-mnist", data_dir),
     ),
 )

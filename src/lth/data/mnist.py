@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lth.data.download import existing_variant, obtain
+from lth.data.download import existing_variant, find_files, obtain
 from lth.data.idx import read_idx
 from lth.data.registry import DATASETS, DatasetSource, RawSplits
 from lth.errors import LthError
@@ -63,6 +63,15 @@ def load_mnist_like(
     return RawSplits(train_x, train_y, test_x, test_y)
 
 
+FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+
+
+def locate_mnist_like(name: str, data_dir: Path | None) -> str | None:
+    """The directory holding all four files of ``name`` (gzipped or not), or None."""
+    found = find_files(name, FILES, data_dir)
+    return None if found is None else str(found)
+
+
 def _load(data_dir: Path | None, allow_download: bool) -> RawSplits:
     return load_mnist_like("mnist", SHA256, MIRRORS, data_dir, allow_download)
 
@@ -77,5 +86,6 @@ DATASETS.add(
         train_size=60000,
         test_size=10000,
         load=_load,
+        locate=lambda data_dir: locate_mnist_like("mnist", data_dir),
     ),
 )

@@ -21,7 +21,9 @@ class RawSplits(NamedTuple):
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """A named dataset: its shape, sizes and a loader ``load(data_dir, download_allowed)``."""
+    """A named dataset: its shape, sizes, a loader ``load(data_dir, download_allowed)`` and
+    ``locate(data_dir)``, which says where its files are on this machine (None: not present, so a
+    first use downloads them) without reading them."""
 
     name: str
     description: str
@@ -32,6 +34,7 @@ class DatasetSource:
     load: Callable[[Path | None, bool], RawSplits]
     val_size: int = 5000
     augment: bool = False
+    locate: Callable[[Path | None], str | None] = lambda data_dir: None
 
 
 DATASETS: Registry[DatasetSource] = Registry("dataset")

@@ -1,11 +1,11 @@
-"""Conv-2/4/6 of Frankle & Carbin (2019): small VGG-like nets without BatchNorm."""
+"""Conv-2/4/6 of Frankle & Carbin (2019): small VGG-like nets without BatchNorm (recipes in
+:mod:`lth.models.zoo`)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from lth.models.recipe import Recipe
-from lth.models.registry import InputShape, register_model, require_positive
+from lth.models.registry import InputShape, require_positive
 
 Plan = tuple[int | str, ...]  # conv widths, 'M' = 2x2 max pool
 
@@ -46,27 +46,6 @@ class ConvNet(nn.Module):
         return self.classifier(self.flatten(self.features(x)))
 
 
-def _register(depth: int, lr: float, budget: str, conv_rate: float) -> None:
-    recipe = Recipe(
-        optimizer="adam",
-        lr=lr,
-        batch_size=60,
-        budget=budget,
-        scope="layerwise",
-        prune_rate_fc=0.2,
-        prune_rate_conv=conv_rate,
-        prune_rate_output=0.1,
-        initializer="glorot_normal",
-    )
-    plan = PLANS[depth]
-
-    @register_model(
-        f"conv-{depth}", "conv", f"Conv-{depth} of Frankle & Carbin (2019)", recipe
-    )
-    def build(input_shape: InputShape, num_classes: int) -> nn.Module:
-        return ConvNet(plan, input_shape, num_classes)
-
-
-_register(2, 2e-4, "20000it", 0.1)
-_register(4, 3e-4, "25000it", 0.1)
-_register(6, 3e-4, "30000it", 0.15)
+def conv_net(input_shape: InputShape, num_classes: int, depth: int) -> nn.Module:
+    """Conv-``depth`` (2, 4 or 6)."""
+    return ConvNet(PLANS[depth], input_shape, num_classes)

@@ -1,28 +1,31 @@
-"""Weight initialisers, selected by name in a model's recipe."""
+"""Weight initialisers, selected by name in a model's recipe (torch is imported when one runs)."""
 from __future__ import annotations
 
-from typing import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from lth.registry import Registry
 
-INITIALIZERS: Registry[Callable[[nn.Module], None]] = Registry("initializer")
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-_WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+INITIALIZERS: Registry[Callable[["nn.Module"], None]] = Registry("initializer")
 
 
 def _apply(module: nn.Module, init_weight: Callable[[torch.Tensor], object]) -> None:
     """Initialise Linear/Conv weights with ``init_weight``; zero biases; BN to identity."""
+    import torch
+    from torch import nn
+
+    weighted = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
     with torch.no_grad():
         for m in module.modules():
-            if isinstance(m, _WEIGHTED):
+            if isinstance(m, weighted):
                 init_weight(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-            elif isinstance(m, _NORMS):
+            elif isinstance(m, norms):
                 if m.weight is not None:
                     nn.init.ones_(m.weight)
                 if m.bias is not None:
@@ -32,6 +35,8 @@ def _apply(module: nn.Module, init_weight: Callable[[torch.Tensor], object]) -> 
 @INITIALIZERS.register("glorot_normal")
 def glorot_normal(module: nn.Module) -> None:
     """Glorot & Bengio (2010) normal: std = sqrt(2 / (fan_in + fan_out))."""
+    from torch import nn
+
     _apply(module, nn.init.xavier_normal_)
 
 
@@ -41,6 +46,8 @@ def kaiming_normal(module: nn.Module) -> None:
 
     fan_in = in_channels * kernel area (conv) or in_features (linear).
     """
+    from torch import nn
+
     _apply(module, lambda w: nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="relu"))
 
 
@@ -51,6 +58,8 @@ def initialize(module: nn.Module, name: str, generator_seed: int | None = None) 
     result is a pure function of the seed (for a given device) and the caller's
     global RNG state is left untouched.
     """
+    import torch
+
     init = INITIALIZERS.get(name)
     if generator_seed is None:
         init(module)

@@ -1,24 +1,10 @@
-"""LeNet family (LeCun et al. 1998) with the recipes of Frankle & Carbin (2019)."""
+"""LeNet family (LeCun et al. 1998); registered with its recipe in :mod:`lth.models.zoo`."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from lth.models.recipe import Recipe
-from lth.models.registry import InputShape, register_model, require_positive, spatial_after
-
-LENET_RECIPE = Recipe(
-    optimizer="adam",
-    lr=1.2e-3,
-    batch_size=60,
-    budget="50000it",
-    scope="layerwise",
-    prune_rate_fc=0.2,
-    prune_rate_conv=0.1,
-    prune_rate_output=0.1,
-    initializer="glorot_normal",
-)
-
+from lth.models.registry import InputShape, require_positive, spatial_after
 
 class LeNet300100(nn.Module):
     """Fully-connected 300-100 network: flatten -> fc1 -> fc2 -> fc3 (output)."""
@@ -66,13 +52,9 @@ class LeNet5(nn.Module):
         return self.fc3(x)
 
 
-@register_model(
-    "lenet-300-100", "lenet", "fully-connected 300-100 LeNet (Frankle & Carbin 2019)", LENET_RECIPE
-)
 def lenet_300_100(input_shape: InputShape, num_classes: int) -> nn.Module:
     return LeNet300100(input_shape, num_classes)
 
 
-@register_model("lenet-5", "lenet", "convolutional LeNet-5 (LeCun et al. 1998)", LENET_RECIPE)
 def lenet_5(input_shape: InputShape, num_classes: int) -> nn.Module:
     return LeNet5(input_shape, num_classes)

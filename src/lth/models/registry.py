@@ -1,115 +1,83 @@
-"""The model registry: name -> builder + the paper's recipe."""
+"""The model registry: name -> builder + the paper's recipe (importable without torch).
+
+The built-in models are listed in :mod:`lth.models.zoo`, which names their builders as
+``"module:function"`` strings: ``lth models`` reads recipes and layer groups without importing
+torch, and a builder's module is imported the first time a model is built.
+"""
 from __future__ import annotations
 
+import importlib
 import threading
-from dataclasses import dataclass
-from typing import Callable
-
-import torch
-from torch import nn
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from lth.errors import LthError
-from lth.models.init import initialize
 from lth.models.recipe import Recipe
 from lth.registry import Registry
 
+if TYPE_CHECKING:
+    from torch import nn
+
 InputShape = tuple[int, int, int]
-Builder = Callable[[InputShape, int], nn.Module]
+Builder = Callable[..., "nn.Module"]
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered model: ``build(input_shape=(C, H, W), num_classes)`` + its recipe."""
+    """A registered model: its recipe, the layer groups it has and how to build it.
+
+    ``builder`` is ``builder(input_shape, num_classes, **options) -> nn.Module`` or its
+    ``"module:function"`` name; ``groups`` lists the prunable layer groups the model has (a subset
+    of fc, conv, output), or None where only building it would tell.
+    """
 
     name: str
     family: str
     description: str
-    build: Builder
+    builder: Union[Builder, str]
     recipe: Recipe
+    groups: Optional[tuple[str, ...]] = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self, input_shape: InputShape, num_classes: int) -> "nn.Module":
+        """An uninitialised instance (use :func:`lth.models.build_model` for a seeded, checked one)."""
+        builder = self.builder
+        if isinstance(builder, str):
+            module, _, function = builder.partition(":")
+            builder = getattr(importlib.import_module(module), function)
+        return builder(input_shape, num_classes, **self.options)
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
 
 
+def add_model(
+    name: str,
+    family: str,
+    description: str,
+    recipe: Recipe,
+    builder: Union[Builder, str],
+    groups: Optional[tuple[str, ...]] = None,
+    **options: Any,
+) -> ModelSpec:
+    """Register ``name``; ``options`` are passed to the builder as keyword arguments."""
+    return MODELS.add(name, ModelSpec(name, family, description, builder, recipe, groups, options))
+
+
 def register_model(
-    name: str, family: str, description: str, recipe: Recipe
+    name: str, family: str, description: str, recipe: Recipe, groups: Optional[tuple[str, ...]] = None
 ) -> Callable[[Builder], Builder]:
     """Decorator registering ``builder(input_shape, num_classes) -> nn.Module`` as ``name``."""
 
     def decorator(builder: Builder) -> Builder:
-        MODELS.add(name, ModelSpec(name, family, description, builder, recipe))
+        add_model(name, family, description, recipe, builder, groups)
         return builder
 
     return decorator
 
 
-def _check_shape(name: str, input_shape: object) -> InputShape:
-    try:
-        shape = tuple(int(s) for s in input_shape)  # type: ignore[union-attr]
-        ok = len(shape) == 3 and all(s >= 1 for s in shape) and shape == tuple(input_shape)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise LthError(
-            f"input shape {input_shape!r} for model {name!r} is invalid; use "
-            f"(channels, height, width) with positive integers"
-        )
-    return shape  # type: ignore[return-value]
-
-
 GLOBAL_RNG_LOCK = threading.RLock()  # held while a forked global RNG is seeded and drawn from
-_GLOBAL_RNG = GLOBAL_RNG_LOCK
-
-
-def build_model(name: str, input_shape: InputShape, num_classes: int, seed: int) -> nn.Module:
-    """Build model ``name``, initialise it under ``seed`` and check it fits ``input_shape``.
-
-    The result is bit-identical for the same seed and the caller's global RNG is
-    untouched. A forward pass on zeros of shape ``(2, *input_shape)`` is dry-run;
-    any failure raises ``LthError`` naming the model and the shape.
-    """
-    spec = MODELS.get(name)
-    shape = _check_shape(name, input_shape)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise LthError(
-            f"num_classes {num_classes!r} for model {name!r} must be a positive integer"
-        )
-
-    def unfit(reason: str) -> LthError:
-        return LthError(
-            f"model {name!r} does not fit input shape {shape} of the dataset: {reason}"
-        )
-
-    with _GLOBAL_RNG:  # the draws below use the global RNG (forked): one thread at a time
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            try:
-                model = spec.build(shape, num_classes)
-            except LthError as e:
-                raise unfit(str(e)) from e
-            except Exception as e:  # any failure means the model does not fit
-                raise unfit(_short(e)) from e
-        initialize(model, spec.recipe.initializer, generator_seed=seed)
-
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(torch.zeros(2, *shape))
-    except LthError as e:
-        raise unfit(str(e)) from e
-    except Exception as e:  # any failure means the model does not fit
-        raise unfit(_short(e)) from e
-    finally:
-        model.train()
-    if tuple(out.shape) != (2, num_classes):
-        raise unfit(f"output shape {tuple(out.shape)} is not (batch, {num_classes})")
-    return model
-
-
-def _short(error: Exception) -> str:
-    """First line of an exception message, for a one-sentence error."""
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def spatial_after(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:

@@ -4,26 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lth.models.recipe import Recipe
-from lth.models.registry import InputShape, register_model
-
-RESNET_RECIPE = Recipe(
-    optimizer="sgd",
-    lr=0.1,
-    momentum=0.9,
-    weight_decay=1e-4,
-    batch_size=128,
-    budget="160ep",
-    milestones=("80ep", "120ep"),
-    gamma=0.1,
-    warmup="1ep",
-    scope="global",
-    prune_rate=0.2,
-    prune_rate_fc=0.2,
-    prune_rate_conv=0.2,
-    prune_rate_output=0.2,
-    initializer="kaiming_normal",
-)
+from lth.models.registry import InputShape
 
 WIDTHS = (16, 32, 64)
 
@@ -87,13 +68,6 @@ class ResNet(nn.Module):
         return self.fc(self.flatten(self.pool(x)))
 
 
-def _register(depth: int) -> None:
-    @register_model(
-        f"resnet-{depth}", "resnet", f"CIFAR ResNet-{depth} (He et al. 2016)", RESNET_RECIPE
-    )
-    def build(input_shape: InputShape, num_classes: int) -> nn.Module:
-        return ResNet(depth, input_shape, num_classes)
-
-
-for _depth in (20, 32, 56):
-    _register(_depth)
+def resnet(input_shape: InputShape, num_classes: int, depth: int) -> nn.Module:
+    """ResNet-``depth`` (6n+2: 20, 32, 56, ...)."""
+    return ResNet(depth, input_shape, num_classes)

@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lth.models.recipe import Recipe
-from lth.models.registry import InputShape, register_model, require_positive
+from lth.models.registry import InputShape, require_positive
 
 Config = tuple[int | str, ...]  # conv widths, 'M' = 2x2 max pool
 
@@ -18,25 +17,6 @@ CONFIGS: dict[int, Config] = {
         512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
     ),
 }
-
-VGG_RECIPE = Recipe(
-    optimizer="sgd",
-    lr=0.1,
-    momentum=0.9,
-    weight_decay=1e-4,
-    batch_size=128,
-    budget="160ep",
-    milestones=("80ep", "120ep"),
-    gamma=0.1,
-    warmup="10000it",
-    scope="global",
-    prune_rate=0.2,
-    prune_rate_fc=0.2,
-    prune_rate_conv=0.2,
-    prune_rate_output=0.2,
-    initializer="kaiming_normal",
-)
-
 
 class VGG(nn.Module):
     """3x3 conv (no bias) + BN + ReLU blocks with max pools, global average pool, one Linear.
@@ -71,16 +51,6 @@ class VGG(nn.Module):
         return self.classifier(self.flatten(self.pool(self.features(x))))
 
 
-def _register(depth: int) -> None:
-    config = CONFIGS[depth]
-
-    @register_model(
-        f"vgg-{depth}", "vgg", f"CIFAR VGG-{depth} with BatchNorm (Simonyan & Zisserman 2015)",
-        VGG_RECIPE,
-    )
-    def build(input_shape: InputShape, num_classes: int) -> nn.Module:
-        return VGG(config, input_shape, num_classes)
-
-
-for _depth in CONFIGS:
-    _register(_depth)
+def vgg(input_shape: InputShape, num_classes: int, depth: int) -> nn.Module:
+    """VGG-``depth`` (11, 13, 16 or 19)."""
+    return VGG(CONFIGS[depth], input_shape, num_classes)

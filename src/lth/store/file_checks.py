@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import torch
-
 from lth.documents import brief, damaged, is_number
 
 METRIC_FIELDS = ("round", "iteration", "split", "loss", "accuracy")
@@ -40,12 +38,18 @@ def status_problem(status: dict[str, Any]) -> Optional[str]:
     return f"its {wrong[0]} is {brief(status[wrong[0]], 40)}, not a whole number" if wrong else None
 
 
+def _is_tensor(value: Any) -> bool:
+    import torch  # here, not at the top: ``lth show`` and ``lth runs`` read run directories without torch
+
+    return isinstance(value, torch.Tensor)
+
+
 def tensor_map_problem(data: Any) -> Optional[str]:
     """What keeps ``data`` from being a mapping of names to tensors, or None."""
     if not isinstance(data, dict):
         return f"it holds a {type(data).__name__}, not a mapping of names to tensors"
     for key, value in data.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+        if not isinstance(key, str) or not _is_tensor(value):
             return f"it maps {brief(key, 40)} to a {type(value).__name__}, not a tensor"
     return None
 
@@ -66,11 +70,13 @@ def _is_line(value: Any) -> bool:  # one line of results: {"rounds": [...], "met
     return isinstance(value, dict) and isinstance(value.get("rounds"), list) and isinstance(value.get("metrics"), list)
 
 
+#: The format number of a find-ticket run's ``checkpoint.pt`` (written by ticket_search._Search).
+CHECKPOINT_FORMAT = 1
 CHECKPOINT_FIELDS: dict[str, Callable[[Any], bool]] = {  # what a checkpoint.pt holds (see ticket_search._Search)
     "format": is_int, "round": is_int, "stage": lambda v: isinstance(v, str),
     "mask": _is_tensor_map, "control_mask": _optional(_is_tensor_map), "w_final": _is_tensor_map,
     "rewind_state": _optional(_is_tensor_map),
-    "generator": lambda v: isinstance(v, torch.Tensor), "torch_rng": lambda v: isinstance(v, torch.Tensor),
+    "generator": _is_tensor, "torch_rng": _is_tensor,
     "snapshots": lambda v: isinstance(v, dict) and all(_is_tensor_map(s) for s in v.values()),
     "masks": lambda v: isinstance(v, list) and all(_is_tensor_map(m) for m in v),
     "ticket": _is_line, "controls": lambda v: isinstance(v, dict) and all(_is_line(c) for c in v.values()),
@@ -79,7 +85,7 @@ CHECKPOINT_FIELDS: dict[str, Callable[[Any], bool]] = {  # what a checkpoint.pt 
 }
 TRAINING_FIELDS: dict[str, Callable[[Any], bool]] = {  # an interrupted training (TrainProgress.as_dict)
     "iteration": is_int, "model": _is_tensor_map, "optimizer": lambda v: isinstance(v, dict),
-    "metrics": lambda v: isinstance(v, list), "running": lambda v: isinstance(v, torch.Tensor), "seen": is_int,
+    "metrics": lambda v: isinstance(v, list), "running": _is_tensor, "seen": is_int,
     "best_loss": is_number, "best_state": _optional(_is_tensor_map), "seconds": is_number,
 }
 
@@ -88,8 +94,6 @@ def checkpoint_problem(state: Any) -> Optional[str]:
     """What is wrong with a loaded checkpoint (missing keys, values of the wrong type), or None.
 
     A checkpoint of another format is left for the resuming code to refuse by its number."""
-    from lth.experiments.ticket_search import CHECKPOINT_FORMAT
-
     if not isinstance(state, dict):
         return f"it holds a {type(state).__name__}, not a mapping"
     if "format" in state and state["format"] != CHECKPOINT_FORMAT:

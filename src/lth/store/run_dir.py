@@ -7,23 +7,36 @@ import json
 import os
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
-import torch
 import yaml
 
 from lth.documents import damaged, read_document, row_problem
 from lth import jsonio
 from lth.errors import LthError
-from lth.masks import Mask
 from lth.atomic import atomic_torch_save, atomic_write_text
 
 from lth.store.file_checks import (
     METRIC_FIELDS, ROUND_FIELDS, checkpoint_problem, metric_row, status_problem, tensor_map_problem,
 )
 
+if TYPE_CHECKING:  # torch is imported by the methods that read or write tensors: reading a run's
+    import torch  # tables (``lth show``, ``lth runs``) stays free of it
+
+    from lth.masks import Mask
+
 
 PRUNE_AT_INIT_FILE = "prune_at_init.json"
+
+#: Called with the directory of every run or study that wrote its ``status.json``. The results
+#: index (:mod:`lth.store.index`) adds itself when ``lth.store`` is imported.
+STATUS_LISTENERS: list[Callable[[Path], None]] = []
+
+
+def status_written(path: Path) -> None:
+    """Tell the :data:`STATUS_LISTENERS` that ``path`` wrote its status."""
+    for listener in STATUS_LISTENERS:
+        listener(path)
 
 
 class RunDir:
@@ -73,10 +86,8 @@ class RunDir:
 
     def write_status(self, **fields: Any) -> None:
         """Write ``status.json`` and update the runs root's results index."""
-        from lth.store.index import index_run
-
         atomic_write_text(self.path / "status.json", jsonio.dumps(fields, indent=2) + "\n")
-        index_run(self.path)
+        status_written(self.path)
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         buffer = io.StringIO()
@@ -181,6 +192,8 @@ class RunDir:
         if not self.checkpoint_path.is_file():
             return None
         try:
+            import torch
+
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         except Exception as error:  # a checkpoint is only ever replaced atomically; this is foreign damage
             raise LthError(f"checkpoint {str(self.checkpoint_path)!r} cannot be read ({type(error).__name__}); "
@@ -239,10 +252,14 @@ class RunDir:
             raise damaged(path, f"it is not valid CSV ({error})") from None
 
     def load_mask(self, round_index: int) -> Mask:
+        from lth.masks import Mask
+
         return Mask.load(self.mask_path(round_index))
 
     def load_weights(self, tag: str) -> dict[str, torch.Tensor]:
         """The state dict saved as ``weights/TAG.pt`` (LthError if missing or damaged)."""
+        import torch
+
         path = self.weights_path(tag)
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
