@@ -35,6 +35,8 @@ SEED_RANGE = (-(2**63), 2**64 - 1)
 #: The largest float32 value: a weight magnitude (``constant``, ``jitter_sd``) beyond it is infinite.
 FLOAT32_MAX = 3.4028234663852886e38
 CONTROL_NAMES = ("reinit", "random-prune")
+#: The loggers ``log`` (``--log``) may name; :mod:`lth.loggers` implements them.
+LOGGER_NAMES = ("tensorboard", "mlflow")
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]  # prune rates and momentum: [0, 1)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(it|ep)?\s*$")
 
@@ -158,8 +160,6 @@ class TicketConfig(BaseModel):
     @field_validator("log")
     @classmethod
     def _known_loggers(cls, v: list[str]) -> list[str]:
-        from lth.loggers import LOGGER_NAMES
-
         for name in v:
             if name not in LOGGER_NAMES:
                 raise ValueError(f"unknown logger {name!r}; choose from {', '.join(LOGGER_NAMES)}")

@@ -32,7 +32,8 @@ from lth.experiments.branch_kinds import BRANCH_KINDS, BranchLevel, level_seed
 from lth.experiments.trunk import Trunk
 from lth.masks import Mask
 from lth.store import RunDir
-from lth.store.lock import created_and_locked, run_lock
+from lth.store.lock import run_lock
+from lth.store.ownership import created_and_locked
 
 KIND = "branch"  # the ``kind`` in a branch's config.yaml
 CHECKPOINT_FORMAT = "branch-1"

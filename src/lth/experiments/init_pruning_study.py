@@ -16,14 +16,14 @@ from typing import Any, Optional, Sequence
 
 from lth.config import TicketConfig, make_config
 from lth.errors import LthError
+from lth.experiments.init_pruning_summary import (  # noqa: F401  (re-exported)
+    KIND, collapsed_runs, line_name, summarise_study,
+)
 from lth.experiments.limits import check_run_count, check_trials, format_count
 from lth.experiments.session_spec import Experiment
-from lth.experiments.statistics import summarise_trials
 from lth.init_pruning.ablations import ABLATIONS
 from lth.init_pruning.prune import METHOD_NAMES, needs_data
-from lth.store.study_dir import ABLATION_PREFIX
-
-KIND = "prune-at-init"
+from lth.store.study_dir import compare_sources  # noqa: F401  (re-exported)
 
 
 def _split(text: str | Sequence[Any]) -> list[str]:
@@ -156,7 +156,7 @@ def check_compare(paths: Sequence[str]) -> list[str]:
 def run_prune_at_init(base: dict[str, Any], methods: Sequence[str], keeps: Sequence[float],
                       ablations: Sequence[str] = ("none",), trials: int = 1, out: str | Path = "",
                       compare: Sequence[str] = (), name: Optional[str] = None, overwrite: bool = False,
-                      resume: bool = False, progress: bool = True, backend: str = "local",
+                      resume: bool = False, progress: bool = True, backend: Optional[str] = None,
                       backend_options: Optional[dict[str, Any]] = None, max_runs: Optional[int] = None) -> Any:
     """Run (or continue) a pruning-at-initialisation study into ``out``; returns its
     :class:`~lth.experiments.study.StudyResult`."""
@@ -168,54 +168,3 @@ def run_prune_at_init(base: dict[str, Any], methods: Sequence[str], keeps: Seque
     vectorize = str(base.get("vectorize") or "auto")
     return run_study(KIND, experiments, out, spec, name=name, overwrite=overwrite, resume=resume, progress=progress,
                      vectorize=vectorize, backend=backend, backend_options=backend_options)
-
-
-def line_name(ablation: str) -> str:
-    from lth.store.study_dir import TICKET_LINE
-
-    return TICKET_LINE if ablation == "none" else f"{ABLATION_PREFIX}{ablation}"
-
-
-def summarise_study(study: Any) -> list[dict[str, Any]]:
-    """Statistics over trials per method, ablation (``line``) and fraction kept: rows as
-    :func:`~lth.experiments.statistics.summarise_trials` gives them, with ``experiment`` = the
-    method, ``round`` = the index of the fraction kept (0 = the largest) and ``keep`` = that
-    fraction. A fraction is summarised when every trial has finished it."""
-    description = study.study()
-    keeps = sorted({float(e["settings"]["keep"]) for e in description["experiments"]}, reverse=True)
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for experiment in description["experiments"]:
-        settings = experiment["settings"]
-        groups.setdefault((settings["method"], settings["ablation"]), []).append(experiment)
-    rows: list[dict[str, Any]] = []
-    for (method, ablation), experiments in groups.items():
-        trials: dict[int, list[dict[str, Any]]] = {}
-        for experiment in experiments:
-            level = keeps.index(float(experiment["settings"]["keep"]))
-            for entry in experiment["runs"]:
-                run = study.run(entry["path"])
-                if run.status().get("status") != "complete" or not run.rounds():
-                    continue
-                trials.setdefault(entry["trial"], []).append({**run.rounds()[0], "round": level})
-        if not trials:
-            continue
-        for row in summarise_trials([trials[t] for t in sorted(trials)]):
-            rows.append({"experiment": method, "line": line_name(ablation), **row, "keep": keeps[row["round"]]})
-    return rows
-
-
-def collapsed_runs(study: Any) -> dict[tuple[str, str, float], int]:
-    """(method, ablation, keep) -> how many of its finished runs had a layer left without weights."""
-    out: dict[tuple[str, str, float], int] = {}
-    for experiment in study.study()["experiments"]:
-        s = experiment["settings"]
-        key = (s["method"], s["ablation"], float(s["keep"]))
-        out[key] = sum(bool(study.run(e["path"]).prune_at_init().get("collapsed")) for e in experiment["runs"])
-    return out
-
-
-def compare_sources(study: Any) -> list[str]:
-    """The IMP runs and studies recorded to be drawn beside the study (those that still exist)."""
-    spec = study.study().get("spec") or {}
-    paths = spec.get("compare") or []
-    return [p for p in paths if isinstance(p, str) and Path(p).is_dir()]

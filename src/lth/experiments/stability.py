@@ -18,8 +18,6 @@ bit (``lth resume``).
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,19 +28,19 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor
 
-from lth import jsonio
-from lth.atomic import atomic_write_text
 from lth.config import TicketConfig, make_config, parse_duration
 from lth.errors import LthError
 from lth.experiments.branch_kinds import level_seed
 from lth.masks import Mask
 from lth.store import RunDir
-from lth.store.lock import created_and_locked, run_lock
+from lth.store.lock import run_lock
+from lth.store.ownership import created_and_locked
+from lth.store.stability_rows import (  # noqa: F401  (re-exported)
+    CSV_FIELDS, ROWS_CSV, ROWS_JSON, read_entries, write_rows,
+)
 
 KIND = "stability"  # the ``kind`` in a stability run's config.yaml
 CHECKPOINT_FORMAT = "stability-1"
-ROWS_JSON, ROWS_CSV = "stability.json", "stability.csv"
-CSV_FIELDS = ("trial", "level", "weights_remaining", "rewind_iteration", "pair", "alpha", "split", "error", "loss")
 SPLITS = ("test", "train")
 
 
@@ -561,49 +559,6 @@ class _Analysis:
         entries, rows = self.entries()
         write_rows(self.run, entries, rows)
         return entries
-
-
-def write_rows(run: RunDir, entries: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
-    """``stability.json`` (the entries) and ``stability.csv`` (long rows), each written atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(run.path / ROWS_CSV, buffer.getvalue())
-    atomic_write_text(run.path / ROWS_JSON, jsonio.dumps(entries, indent=2) + "\n")
-
-
-def _entry_problem(entry: Any) -> Optional[str]:
-    from lth.documents import is_number
-
-    if not isinstance(entry, dict):
-        return f"an entry is a {type(entry).__name__}, not a mapping"
-    for key in ("level", "weights_remaining", "rewind_iteration", "instability_test", "instability_train",
-                "loss_barrier_test"):
-        if not is_number(entry.get(key)):
-            return f"an entry's {key!r} is not a number"
-    path = entry.get("path")
-    if not isinstance(path, dict) or not all(isinstance(path.get(k), list) for k in ("alpha", "test_error")):
-        return "an entry's 'path' lacks its alpha and test_error lists"
-    return None
-
-
-def read_entries(run: RunDir) -> list[dict[str, Any]]:
-    """The entries of a stability run's ``stability.json`` ([] before its first path; LthError if damaged)."""
-    from lth.documents import read_document
-
-    path = run.path / ROWS_JSON
-    if not path.is_file():
-        return []
-
-    def check(entries: list) -> Optional[str]:
-        for entry in entries:
-            problem = _entry_problem(entry)
-            if problem:
-                return problem
-        return None
-
-    return read_document(path, list, check)
 
 
 def is_stability_run(path: str | Path) -> bool:

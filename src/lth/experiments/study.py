@@ -18,6 +18,7 @@ import torch
 
 from lth.config import TicketConfig, make_config
 from lth.errors import LthError
+from lth.experiments.init_pruning_summary import KIND as PRUNE_AT_INIT, summarise_study
 from lth.experiments.limits import check_run_count, check_trials, format_count
 from lth.experiments.session_spec import Experiment
 from lth.experiments.statistics import summarise_lines
@@ -85,7 +86,7 @@ def run_study(
     resume: bool = False,
     progress: bool = True,
     vectorize: int | str = "auto",
-    backend: str = "local",
+    backend: Optional[str] = None,
     backend_options: Optional[dict[str, Any]] = None,
     share_trunk: bool = True,
 ) -> StudyResult:
@@ -101,7 +102,10 @@ def run_study(
         if study.study()["experiments"] != wanted["experiments"]:
             raise LthError(f"cannot resume {str(out)!r}: it holds a different study (its experiments or configs differ)")
         return continue_study(out, progress, vectorize, backend, backend_options, share_trunk)
-    if backend != "local" or backend_options:  # check the backend before creating anything
+    from lth.backends import check_options
+
+    # Check the backend before creating anything (a named one is also started: Ray must be installed).
+    if check_options(backend, dict(backend_options or {})) not in ("auto", "local"):
         _backend(backend, backend_options, 1)
     study = StudyDir.create(out, overwrite=overwrite)
     study.write_study({**wanted, "vectorize": vectorize, "share_trunk": bool(share_trunk)})
@@ -109,7 +113,7 @@ def run_study(
 
 
 def continue_study(path: str | Path, progress: bool = True, vectorize: int | str | None = None,
-                   backend: str = "local", backend_options: Optional[dict[str, Any]] = None,
+                   backend: Optional[str] = None, backend_options: Optional[dict[str, Any]] = None,
                    share_trunk: Optional[bool] = None) -> StudyResult:
     """Run what is unfinished in a study directory, then write its statistics and plots.
 
@@ -119,8 +123,10 @@ def continue_study(path: str | Path, progress: bool = True, vectorize: int | str
     killed study resumes those searches from their last round boundary. None: the setting the
     study was started with. Only the ``local`` backend vectorises.
 
-    ``backend``: ``local`` (this process), ``process`` (a process pool) or ``ray`` (a Ray
-    cluster), with ``backend_options`` (see :func:`lth.backends.get_backend`). The results are
+    ``backend`` (None: ``$LTH_BACKEND``, else ``auto``): ``auto`` (the process pool when there are 2 CPUs and 2 pending trials and no
+    GPU, else this process: :func:`lth.backends.choose_backend`), ``local`` (this process),
+    ``process`` (a process pool) or ``ray`` (a Ray cluster), with ``backend_options`` (see
+    :func:`lth.backends.get_backend`). The results are
     the same on every backend; this process keeps the progress bar and the study's status.
     Trials that fail are reported together at the end (LthError); ``lth resume`` retries them.
 
@@ -163,7 +169,9 @@ def _continue_study(study: StudyDir, progress: bool, vectorize: int | str | None
     pending = [(experiment, entry) for experiment, entry in runs if not _complete(study.run(entry["path"]))]
     if vectorize is None:
         vectorize = description.get("vectorize", "auto")
-    group = vector_size(vectorize, [make_config(entry["config"]) for _, entry in pending]) if backend == "local" else 1
+    configs = [make_config(entry["config"]) for _, entry in pending]
+    backend, backend_options = _choose(backend, backend_options, vectorize, configs)
+    group = vector_size(vectorize, configs) if backend == "local" else 1
     runner = _backend(backend, backend_options, group)
     if share_trunk is None:
         share_trunk = bool(description.get("share_trunk", True))
@@ -252,7 +260,23 @@ def _continue_study(study: StudyDir, progress: bool, vectorize: int | str | None
     return StudyResult(study, summary, dense["trained"], dense["reused"], dense_dir is not None)
 
 
-def _backend(name: str, options: Optional[dict[str, Any]], group: int) -> Any:
+def _choose(backend: Optional[str], options: Optional[dict[str, Any]], vectorize: int | str,
+            configs: list[TicketConfig]) -> tuple[str, dict[str, Any]]:
+    """The concrete backend for ``backend`` (``auto``: :func:`lth.backends.choose_backend`; an
+    explicit ``vectorize`` of more than 1 asks for local, the backend that vectorises)."""
+    from lth.backends import choose_backend
+
+    size = parse_vectorize(vectorize)
+    wanted = dict(options or {})
+    if size is not None and size > 1:
+        wanted["group"] = size
+    gpu = torch.cuda.is_available() and any(c.device != "cpu" for c in configs)
+    name, chosen = choose_backend(backend, wanted, trials=len(configs), gpu=gpu)
+    chosen.pop("group", None)  # the local backend gets its group from vector_size
+    return name, chosen
+
+
+def _backend(name: Optional[str], options: Optional[dict[str, Any]], group: int) -> Any:
     from lth.backends import get_backend
 
     options = dict(options or {})
@@ -295,8 +319,6 @@ def study_summary(study: StudyDir) -> list[dict[str, Any]]:
     controls (``reinit``, ``random-prune``) and branches (``branch:NAME``), each line summarised
     when every trial with ticket rounds has it (:func:`~lth.experiments.statistics.summarise_lines`).
     Rows: ``experiment``, ``line``, ``round``, ``weights_remaining``, ``metric``, ``trials``, ``mean``, ..."""
-    from lth.experiments.init_pruning_study import KIND as PRUNE_AT_INIT, summarise_study
-
     if study.study().get("kind") == PRUNE_AT_INIT:  # one line per method and ablation, a level per keep
         return summarise_study(study)
     rows = []

@@ -34,7 +34,9 @@ from lth.models import MODELS, build_model
 from lth.plots import plot_run
 from lth.pruning import layer_rates, prunable_parameters, prune, warn_emptied
 from lth.store import RunDir
-from lth.store.lock import created_and_locked, run_lock
+from lth.store.file_checks import CHECKPOINT_FORMAT
+from lth.store.lock import run_lock
+from lth.store.ownership import created_and_locked
 from lth.training import OptimizerSettings, RoundResult, Trainer, TrainProgress
 from lth.training.lockstep import Lockstep
 from lth.training.optim import check_settings
@@ -219,7 +221,6 @@ class _Progress:
 _IGNORED_ON_RESUME = ("name", "device", "data_dir", "checkpoint_every", "vectorize")
 SCORE_BATCHES = 10  # training batches that snip and grasp score on at initialisation (--score-batches)
 LIVE_PLOT_SECONDS = 60.0  # an unfinished search redraws its figures at most this often
-CHECKPOINT_FORMAT = 1
 
 
 class _Search:

@@ -15,13 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 
+from lth.config import LOGGER_NAMES
 from lth.errors import LthError
 from lth.loggers.base import TICKET, Logger, flatten, round_scalars
 
 if TYPE_CHECKING:
     from lth.store import RunDir
-
-LOGGER_NAMES = ("tensorboard", "mlflow")
 
 __all__ = [
     "LOGGER_NAMES", "TICKET", "Logger", "check_loggers", "close_loggers", "flatten", "make_loggers", "round_scalars",

@@ -19,6 +19,7 @@ from lth.plots.learning_curves import plot_learning_curves
 from lth.plots.stability import plot_stability
 from lth.plots.supermask import plot_supermask
 from lth.plots.weights import check_weights, plot_weights_hist, plot_weights_scatter
+from lth.store.stability_rows import ROWS_JSON, read_entries
 
 #: draw(sources that apply, out_dir, formats, round or None) -> written files
 Draw = Callable[[Sequence[Source], Path, Sequence[str], "int | None"], list[Path]]
@@ -63,8 +64,6 @@ def _has_rows(source: Source, chosen: int | None) -> str | None:
 
 
 def _has_entries(source: Source, chosen: int | None) -> str | None:
-    from lth.experiments.stability import ROWS_JSON, read_entries  # lazy: that module imports lth.plots
-
     if not (source.path / ROWS_JSON).is_file():
         return f"it has no {ROWS_JSON} yet"
     return None if read_entries(source.run) else "it has no finished path between copies yet"
@@ -77,7 +76,8 @@ KINDS: dict[str, PlotKind] = {
                  "controls, studies as bands", (TICKET, STUDY), lambda s, o, f, r: plot_accuracy(s, o, f), _has_rounds),
         PlotKind("early-stop", "early-stopping iteration vs weights remaining: runs with dashed controls, "
                  "studies as bands", (TICKET, STUDY), lambda s, o, f, r: plot_early_stop(s, o, f), _has_rounds),
-        PlotKind("learning-curves", "test accuracy vs training iteration, several rounds per panel, one panel per run",
+        PlotKind("learning-curves", "test accuracy and validation loss vs training iteration, up to 4 rounds "
+                 "per panel, early stops starred, one block of panels per run",
                  (TICKET, SUPERMASK_TRAIN), lambda s, o, f, r: plot_learning_curves(s, o, f), _has_metrics),
         PlotKind("layers", "weights remaining per layer vs pruning round, one panel per run",
                  (TICKET,), lambda s, o, f, r: plot_layers(s, o, f), _has_layers),

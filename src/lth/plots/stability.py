@@ -9,15 +9,10 @@ from matplotlib import colormaps
 
 from lth.plots.common import FORMATS, Source, file_stem, new_figure, percent_axis, save
 from lth.store.run_dir import RunDir
+from lth.store.stability_rows import read_entries
 
 PATH_FILE = "stability_path"
 INSTABILITY_FILE = "instability"
-
-
-def _entries(run: RunDir) -> list[dict[str, Any]]:
-    from lth.experiments.stability import read_entries  # lazy: that module imports this package
-
-    return read_entries(run)
 
 
 def _level_label(entry: dict[str, Any]) -> str:
@@ -32,7 +27,7 @@ def _title(run: RunDir) -> str:
 def path_figure(run: RunDir) -> Any:
     """Error along the linear path between children (mean over pairs), one panel per level, one colour
     per rewind point k; test solid, training subset dashed."""
-    entries = _entries(run)
+    entries = read_entries(run)
     levels = list(dict.fromkeys(e["level"] for e in entries)) or [0]
     rewinds = sorted({e["rewind_iteration"] for e in entries})
     fig = new_figure(4.4 * len(levels), 4.2)
@@ -68,7 +63,7 @@ def instability_figure(runs: RunDir | Sequence[RunDir]) -> Any:
     cmap = colormaps["tab10"]
     lines, positive, thresholds = 0, [], set()
     for run in runs:
-        entries = _entries(run)
+        entries = read_entries(run)
         prefix = f"{run.path.name}, " if len(runs) > 1 else ""
         for level in dict.fromkeys(e["level"] for e in entries):
             rows = sorted((e for e in entries if e["level"] == level), key=lambda e: e["rewind_iteration"])
@@ -92,7 +87,7 @@ def instability_figure(runs: RunDir | Sequence[RunDir]) -> Any:
 
 def plot_stability_run(run: RunDir) -> list[Path]:
     """Both figures of a stability run, as PNG in its directory (none before its first path)."""
-    if not _entries(run):
+    if not read_entries(run):
         return []
     return (save(path_figure(run), run.path, PATH_FILE, ("png",))
             + save(instability_figure(run), run.path, INSTABILITY_FILE, ("png",)))

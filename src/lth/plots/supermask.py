@@ -10,6 +10,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
 from lth.plots.common import FORMATS, Source, file_stem, new_figure, percent, percent_axis, save
 from lth.store.run_dir import RunDir
+from lth.store.supermask_rows import read_rows
 
 ACCURACY_FILE = "supermask_accuracy_vs_kept"
 HEATMAP_FILE = "supermask_heatmap"
@@ -17,8 +18,6 @@ HEATMAP_FILE = "supermask_heatmap"
 
 def _supermask_rows(run: RunDir) -> tuple[list[dict], list[str], list[str], list[float]]:
     """The rows of a supermask-eval run and its criteria, transforms and keeps (in first-seen order)."""
-    from lth.supermasks.evaluate import read_rows  # lazy: that module imports this package
-
     rows = read_rows(run)
     criteria = list(dict.fromkeys(r["criterion"] for r in rows))
     transforms = list(dict.fromkeys(r["weights"] for r in rows))

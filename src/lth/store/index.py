@@ -24,6 +24,11 @@ import yaml
 
 from lth import jsonio
 from lth.errors import LthError
+from lth.store.ownership import check_owned, remove_owned
+from lth.store.run_dir import STATUS_LISTENERS, RunDir, runs_root
+from lth.store.stability_rows import read_entries
+from lth.store.supermask_rows import read_rows
+from lth.store.study_dir import StudyDir
 
 INDEX_FILE = "lth-index.sqlite"
 SCHEMA_VERSION = 1
@@ -65,9 +70,6 @@ def run_id(relative_path: str) -> str:
 
 def describe_run(path: Path) -> Optional[dict[str, Any]]:
     """The index row of a run or study directory, read from its files; None if it is neither."""
-    from lth.store.run_dir import RunDir
-    from lth.store.study_dir import StudyDir
-
     if StudyDir.is_study(path):
         study = StudyDir(path)
         description, status = study.study(), study.status()
@@ -110,16 +112,12 @@ def describe_run(path: Path) -> Optional[dict[str, Any]]:
                 weights_remaining, test_accuracy = summary.get("density"), summary.get("test_accuracy_expected")
                 metrics = {k: summary.get(k) for k in ("test_accuracy_sampled_mean", "test_accuracy_sampled_std")}
         elif kind == "supermask-eval":
-            from lth.supermasks.evaluate import read_rows
-
             rows = read_rows(run) if (path / "supermask_eval.json").is_file() else []
             if rows:
                 best = max(rows, key=lambda r: r["test_accuracy"])
                 test_accuracy, weights_remaining = best["test_accuracy"], best["weights_remaining"]
                 metrics = {"best": {k: best[k] for k in ("criterion", "keep", "weights")}, "cells": len(rows)}
         elif kind == "stability":
-            from lth.experiments.stability import read_entries
-
             entries = read_entries(run)
             metrics = {"entries": len(entries), "stable": sum(bool(e.get("stable")) for e in entries),
                        "max_instability_test": max((e["instability_test"] for e in entries), default=None)}
@@ -318,8 +316,6 @@ class RunIndex:
         Only a directory inside the runs root that carries lth's marker is touched, never one
         an lth process is using, never through a symbolic link; files lth did not write stay.
         """
-        from lth.store.ownership import check_owned, remove_owned
-
         row = self.get(identifier)
         target = self.root / row["path"]
         root = self.root.resolve()
@@ -407,8 +403,6 @@ def _run_dirs(root: Path) -> Iterator[Path]:
 
 
 def inside_study(path: Path) -> bool:
-    from lth.store.study_dir import StudyDir
-
     return any(StudyDir.is_study(parent) for parent in list(path.resolve().parents)[:2])
 
 
@@ -419,8 +413,6 @@ def index_run(path: str | Path) -> None:
     Runs inside a study are indexed through the study. A broken index never stops a run: it
     gets a warning, and ``lth runs reindex`` repairs it.
     """
-    from lth.store.run_dir import runs_root
-
     path = Path(path)
     if os.environ.get("LTH_NO_INDEX") or inside_study(path):
         return
@@ -428,3 +420,6 @@ def index_run(path: str | Path) -> None:
         RunIndex(runs_root()).register(path)
     except (LthError, sqlite3.Error, OSError) as error:
         print(f"lth: warning: run not indexed ({error})", file=sys.stderr)
+
+
+STATUS_LISTENERS.append(index_run)  # every status write (RunDir, StudyDir) updates the index

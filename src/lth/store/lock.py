@@ -17,7 +17,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional, TypeVar
+from typing import Iterator, Optional
 
 from lth.atomic import current_umask
 from lth.errors import LthError
@@ -33,7 +33,6 @@ _ATTEMPTS = 4  # a holder that is only probing (lock_holder) lets go within micr
 _PAUSE = 0.05
 _HELD: dict[str, list[int]] = {}  # realpath -> [pid, fd, depth] of the locks this process holds
 _GUARD = threading.Lock()
-T = TypeVar("T")
 
 
 def _key(path: Path) -> str:
@@ -150,7 +149,7 @@ def run_lock(path: str | Path) -> Iterator[None]:
             _release(entry[1])
 
 
-def _relock(path: Path) -> None:
+def relock(path: Path) -> None:
     """Take the lock again when the lock file this process holds was removed or replaced (e.g. by an overwrite)."""
     key = _key(path)
     with _GUARD:
@@ -166,32 +165,6 @@ def _relock(path: Path) -> None:
         if fd is not None:
             os.close(entry[1])
             entry[1] = fd
-
-
-@contextmanager
-def created_and_locked(path: str | Path, create: Callable[[], T]) -> Iterator[T]:
-    """``create()`` the directory ``path`` (e.g. ``RunDir.create``) and hold its lock for the body.
-
-    A directory that already holds something is locked *before* ``create`` may replace it, so
-    that an ``--overwrite`` never replaces a run another process is writing; a new one is
-    locked as soon as it exists.
-    """
-    from lth.store.ownership import read_marker
-
-    path = Path(path)
-    try:  # only lth's own directories are locked before create(): nothing is written into a foreign one
-        existing = path.is_dir() and any(path.iterdir()) and read_marker(path) is not None
-    except OSError:
-        existing = False
-    if existing:
-        with run_lock(path):
-            made = create()
-            _relock(path)
-            yield made
-    else:
-        made = create()
-        with run_lock(path):
-            yield made
 
 
 def lock_holder(path: str | Path) -> Optional[str]:

@@ -9,24 +9,26 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Callable, Iterator, Literal, Optional, TypeVar
 
 from lth import jsonio
 from lth.atomic import atomic_write_text
 from lth.errors import LthError
+from lth.store.lock import LOCK_FILE, lock_holder, relock, run_lock
 
 MARKER = ".lth-dir.json"
 FORMAT_VERSION = 1
 Kind = Literal["run", "study"]
+T = TypeVar("T")
 
 _TEMP = r"\..+\.tmp"  # files of atomic writes a kill interrupted
 _PLOTS = (r"(accuracy_vs_weights_remaining|learning_curves|early_stop_iteration|first_layer_mask|"
           r"layers_weights_remaining|supermask_accuracy_vs_kept|supermask_heatmap|weights_scatter|weights_hist)"
           r"[\w.-]*\.(png|pdf|svg)")
-LOCK_FILE = ".lth-lock"  # see lth.store.lock
 _LOCK = re.escape(LOCK_FILE)
 
 
@@ -117,8 +119,6 @@ def read_marker(path: str | Path, kind: Optional[Kind] = None) -> Optional[dict]
 
 def check_owned(path: Path, what: str) -> Layout:
     """The layout of ``path`` if lth may replace or delete it now; LthError naming the reason otherwise."""
-    from lth.store.lock import lock_holder
-
     if path.is_symlink():
         raise LthError(f"{what} {str(path)!r} is a symbolic link; lth replaces or deletes only real directories "
                        "it created (give the link's target, or another path)")
@@ -212,3 +212,27 @@ def claim_directory(path: str | Path, kind: Kind, overwrite: bool) -> Path:
     except OSError as error:
         raise LthError(f"cannot write to output directory {str(path)!r}: {error.strerror}") from None
     return path
+
+
+@contextmanager
+def created_and_locked(path: str | Path, create: Callable[[], T]) -> Iterator[T]:
+    """``create()`` the directory ``path`` (e.g. ``RunDir.create``) and hold its lock for the body.
+
+    A directory that already holds something is locked *before* ``create`` may replace it, so
+    that an ``--overwrite`` never replaces a run another process is writing; a new one is
+    locked as soon as it exists.
+    """
+    path = Path(path)
+    try:  # only lth's own directories are locked before create(): nothing is written into a foreign one
+        existing = path.is_dir() and any(path.iterdir()) and read_marker(path) is not None
+    except OSError:
+        existing = False
+    if existing:
+        with run_lock(path):
+            made = create()
+            relock(path)
+            yield made
+    else:
+        made = create()
+        with run_lock(path):
+            yield made

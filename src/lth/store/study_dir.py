@@ -13,7 +13,7 @@ from lth.atomic import atomic_write_text
 from lth.documents import brief, is_number, read_document, row_problem
 from lth.errors import LthError
 from lth.store.file_checks import is_int, status_problem
-from lth.store.run_dir import RunDir
+from lth.store.run_dir import RunDir, status_written
 
 STUDY_FILE = "study.yaml"
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml if built in: the same text, faster
@@ -165,10 +165,8 @@ class StudyDir:
 
     def write_status(self, **fields: Any) -> None:
         """Write ``status.json`` and update the runs root's results index."""
-        from lth.store.index import index_run
-
         atomic_write_text(self.path / "status.json", jsonio.dumps(fields, indent=2) + "\n")
-        index_run(self.path)
+        status_written(self.path)
 
     def status(self) -> dict[str, Any]:
         """``status.json`` ({} before the study wrote one; LthError if damaged)."""
@@ -193,3 +191,11 @@ class StudyDir:
 
     def run(self, relative: str) -> RunDir:
         return RunDir(self.path / relative)
+
+
+def compare_sources(study: StudyDir) -> list[str]:
+    """The IMP runs and studies recorded (``spec.compare``: ``lth prune-at-init --compare``) to be
+    drawn beside the study, those that still exist."""
+    spec = study.study().get("spec") or {}
+    paths = spec.get("compare") or []
+    return [p for p in paths if isinstance(p, str) and Path(p).is_dir()]

@@ -7,9 +7,7 @@ other parameters and buffers at their initial values; then accuracy and loss WIT
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,9 +16,7 @@ from typing import Any, Optional
 
 import torch
 
-from lth import jsonio
 from lth.actions import MASK1_COMBINATIONS, MASK1_NAMES, LayerState, Mask1Options, mask1_values, validate_actions
-from lth.atomic import atomic_write_text
 from lth.config import TicketConfig, make_config
 from lth.criteria import ALIASES, CRITERIA, CRITERION_NAMES, RANKED_CRITERIA, compute_scores
 from lth.data import Batcher, DataBundle, load_dataset
@@ -32,18 +28,14 @@ from lth.plots import plot_supermask_run
 from lth.progress import progress_bar
 from lth.pruning import prunable_parameters, prune
 from lth.store import RunDir
-from lth.store.lock import created_and_locked
-from lth.store.ownership import remove_owned
+from lth.store.ownership import created_and_locked, remove_owned
 from lth.store.run_dir import check_name, runs_root
+from lth.store.supermask_rows import (  # noqa: F401  (re-exported)
+    ROW_FIELDS, ROWS_CSV, ROWS_JSON, read_rows, write_rows,
+)
 from lth.training.evaluate import evaluate
 
 KIND = "supermask-eval"
-ROWS_CSV = "supermask_eval.csv"
-ROWS_JSON = "supermask_eval.json"
-ROW_FIELDS = (
-    "criterion", "keep", "weights", "test_accuracy", "train_accuracy", "test_loss", "train_loss",
-    "weights_remaining",
-)
 #: Training accuracy and loss are measured on at most this many (the first) training examples.
 TRAIN_EVAL_LIMIT = 10_000
 #: 1.0, 0.8, 0.64, ... 0.8**24 (~0.47%): the geometric ladder of fractions kept.
@@ -280,28 +272,6 @@ def evaluate_supermasks(
 
 
 # ------------------------------------------------------------------ run directories
-
-
-def write_rows(run: RunDir, rows: list[dict[str, Any]]) -> None:
-    """``supermask_eval.csv`` and ``supermask_eval.json`` (atomic writes)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=ROW_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(run.path / ROWS_CSV, buffer.getvalue())
-    atomic_write_text(run.path / ROWS_JSON, jsonio.dumps(rows, indent=2) + "\n")
-
-
-def read_rows(run: RunDir) -> list[dict[str, Any]]:
-    """The rows of a supermask-eval run ([] when it has none yet)."""
-    from lth.documents import is_number, read_document, row_problem
-
-    path = run.path / ROWS_JSON
-    if not path.is_file():
-        return []
-    fields = {name: (lambda v: isinstance(v, str)) if name in ("criterion", "weights") else is_number
-              for name in ROW_FIELDS}
-    return read_document(path, list, lambda rows: row_problem(rows, fields, "entry"))  # LthError if damaged
 
 
 def is_supermask_run(run: RunDir) -> bool:

@@ -28,7 +28,7 @@ from lth.data import DataBundle
 from lth.errors import LthError
 from lth.masks import Mask
 from lth.store import RunDir
-from lth.store.lock import created_and_locked
+from lth.store.ownership import created_and_locked
 from lth.supermasks.learned import SupermaskNet, check_keep, check_method, check_weights
 from lth.training.evaluate import evaluate
 from lth.training import Trainer
