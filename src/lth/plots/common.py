@@ -15,8 +15,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 from matplotlib import colors as mcolors  # noqa: E402
+from matplotlib.collections import LineCollection, PathCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FixedLocator, Formatter, FuncFormatter, NullLocator  # noqa: E402
 
 from lth.atomic import atomic_write_bytes  # noqa: E402
 from lth.errors import LthError  # noqa: E402
@@ -90,13 +93,91 @@ def percent(value: float, _pos: object = None) -> str:
     return f"{100 * value:.3g}%"
 
 
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-7 * max(1.0, abs(a), abs(b))
+
+
+def percent_decimals(values: Iterable[float], most: int = 4) -> int:
+    """The decimals that percentages of ``values`` (fractions) need: the fewest that write every
+    value exactly (ticks 0.8, 0.825 -> 1: '80.0%', '82.5%'), else the fewest that tell every value
+    apart (at most ``most``), so labels neither lie about a tick nor repeat each other."""
+    values = [100 * float(v) for v in values if math.isfinite(v)]
+    if not values:
+        return 0
+    for decimals in range(most + 1):
+        if all(_close(round(v, decimals), v) for v in values):
+            return decimals
+    for decimals in range(most + 1):
+        labels = [f"{v:.{decimals}f}" for v in values]
+        if len(set(labels)) == len(set(round(v, 9) for v in values)):
+            return decimals
+    return most
+
+
+class PercentFormatter(Formatter):
+    """Fractions as percentages with one number of decimals per axis, the fewest the ticks'
+    spacing needs (see :func:`percent_decimals`): '81.00%', '81.25%', '81.50%', never '81.2%'
+    for 81.25% nor the same label twice."""
+
+    def __init__(self) -> None:
+        self.decimals: int | None = None
+
+    def set_locs(self, locs: Sequence[float]) -> None:
+        super().set_locs(locs)
+        self.decimals = percent_decimals(locs)
+
+    def __call__(self, x: float, pos: object = None) -> str:
+        decimals = self.decimals if self.decimals is not None else percent_decimals([x])
+        value = 100 * x
+        return f"{0.0 if _close(value, 0.0) else value:.{decimals}f}%"  # no '-0%' from float noise
+
+
+def significant(value: float, digits: int) -> str:
+    """``value`` to ``digits`` significant digits in plain notation, trailing zeros kept where they
+    are significant ('41.0' for 40.96) and dropped where the value is exact ('64' for 64.0)."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    text = f"{value:.{decimals}f}"
+    if decimals and _close(float(text), value):
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def level_digits(values: Iterable[float], least: int = 3, most: int = 7) -> int:
+    """Significant digits for percentages of measured (not round) ``values``: ``least``, more only
+    where two values would otherwise read the same."""
+    values = sorted({float(v) for v in values if math.isfinite(v)})
+    for digits in range(least, most + 1):
+        if len({significant(100 * v, digits) for v in values}) == len(values):
+            return digits
+    return most
+
+
+class LevelFormatter(Formatter):
+    """Measured weights-remaining levels as percentages with three significant digits (100%,
+    51.2%, 26.2%, 13.4%, 41.0% for 40.96%: never 13.421772799999998%), more only to keep two labels
+    apart."""
+
+    def __init__(self) -> None:
+        self.digits = 3
+
+    def set_locs(self, locs: Sequence[float]) -> None:
+        super().set_locs(locs)
+        self.digits = level_digits(locs)
+
+    def __call__(self, x: float, pos: object = None) -> str:
+        return f"{significant(100 * x, self.digits)}%"
+
+
 def percent_axis(axis: Any) -> None:
-    axis.set_major_formatter(FuncFormatter(percent))
+    """Tick labels of ``axis`` as percentages with the decimals their spacing needs."""
+    axis.set_major_formatter(PercentFormatter())
 
 
 def remaining_axis(ax: "Axes", levels: Iterable[float], label: str = "weights remaining (log scale)") -> None:
     """Weights remaining on a log x axis, decreasing to the right (as in the papers), ticks at the
-    measured levels (at most ~8 labelled)."""
+    measured levels (at most ~8 labelled, each label distinct)."""
     levels = sorted({float(v) for v in levels if v and v > 0}, reverse=True)
     ax.set_xscale("log")
     if levels:
@@ -105,10 +186,134 @@ def remaining_axis(ax: "Axes", levels: Iterable[float], label: str = "weights re
             ax.set_xlim(levels[0] * 1.25, levels[0] / 1.25)
     if not ax.xaxis_inverted():
         ax.invert_xaxis()
-    ax.xaxis.set_major_formatter(FuncFormatter(percent))
+    ax.xaxis.set_major_formatter(LevelFormatter())
     ax.xaxis.set_minor_locator(NullLocator())  # the log decades' minor ticks would crowd the measured levels
     ax.set_xlabel(label)
     ax.grid(True, alpha=0.3)
+
+
+def plain_log_axis(axis: Any, low: float | None = None, high: float | None = None) -> None:
+    """A log axis labelled in plain numbers (0.5, 0.7, 1, 1.5, 2), not powers of ten: a loss rarely
+    spans a decade. The narrower the range ``low``-``high`` (default: the axis' view), the more of
+    1, 1.5, 2, 3, 5, 7 times each power of ten are ticked, so a few labels always show."""
+    from matplotlib.ticker import LogLocator
+
+    if low is None or high is None:
+        low, high = sorted(axis.get_view_interval())
+    decades = math.log10(high / low) if low and high and low > 0 and high > low else 1.0
+    subs = ((1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades < 1.2 else (1.0, 2.0, 5.0) if decades < 3
+            else (1.0,))
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_minor_locator(NullLocator())
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.6g}"))
+
+
+# ------------------------------------------------------------------ y limits from the data
+
+
+def metric_bounds(metric: str) -> tuple[float | None, float | None]:
+    """What values ``metric`` can take: an accuracy lies in [0, 1]; iterations, losses, times and
+    counts are never negative; anything else is unbounded."""
+    name = metric.lower()
+    if "accuracy" in name:
+        return 0.0, 1.0
+    if any(word in name for word in ("iteration", "loss", "seconds", "weights", "kept", "error")):
+        return 0.0, None
+    return None, None
+
+
+def clip(values: Iterable[float | None], bounds: tuple[float | None, float | None]) -> list[float | None]:
+    """``values`` clipped into ``bounds`` (None values stay None)."""
+    low, high = bounds
+    out: list[float | None] = []
+    for value in values:
+        if value is not None:
+            value = value if low is None else max(low, value)
+            value = value if high is None else min(high, value)
+        out.append(value)
+    return out
+
+
+def drawn_y(ax: "Axes") -> list[float]:
+    """The y values (data units) of everything drawn on ``ax``: lines, filled bands, markers and
+    reference lines; lines given in axes units (axvline) are left out."""
+    import numpy as np
+
+    values: list[Any] = []
+    for line in ax.lines:
+        if line.get_visible() and line.get_transform().contains_branch_seperately(ax.transData)[1]:
+            values.append(np.asarray(line.get_ydata(), dtype=float).ravel())
+    for collection in ax.collections:
+        if not collection.get_visible():
+            continue
+        if isinstance(collection, PathCollection):  # scatter: the markers sit at their offsets
+            offsets = np.asarray(collection.get_offsets(), dtype=float)
+            if offsets.size:
+                values.append(offsets[:, 1])
+        elif collection.get_transform().contains_branch_seperately(ax.transData)[1]:
+            values += [np.asarray(path.vertices, dtype=float)[:, 1] for path in collection.get_paths()]
+    if not values:
+        return []
+    flat = np.concatenate(values)
+    return flat[np.isfinite(flat)].tolist()
+
+
+def fit_ylim(axes: "Axes | Sequence[Axes]", margin: float = 0.06, min_span: float | None = None,
+             include: Iterable[float] = ()) -> tuple[float, float] | None:
+    """Set the y range of ``axes`` (one, or several sharing y) to everything drawn on them (and the
+    values in ``include``, e.g. 0 for a count) plus ``margin`` of the span on each side, so no
+    point, band or marker sits on or past the edge, and no fixed range (0-100%) flattens the data.
+    A log axis gets its margin in log space. ``min_span`` (data units) keeps a flat series from
+    filling the axes. Returns the limits."""
+    axes = [axes] if hasattr(axes, "get_yscale") else list(axes)
+    if not axes:
+        return None
+    values = [v for ax in axes for v in drawn_y(ax)] + [float(v) for v in include]
+    log = axes[0].get_yscale() == "log"
+    if log:
+        values = [math.log10(v) for v in values if v > 0]
+    if not values:
+        return None
+    low, high = min(values), max(values)
+    span = high - low
+    least = 0.05 if log else (min_span if min_span is not None else max(abs(high), 1e-9) * 0.02)
+    if span < least:
+        low, high = (low + high) / 2 - least / 2, (low + high) / 2 + least / 2
+        span = least
+    low, high = low - margin * span, high + margin * span
+    if log:
+        low, high = 10 ** low, 10 ** high
+    for ax in axes:
+        ax.set_ylim(low, high)
+    return low, high
+
+
+# ------------------------------------------------------------------ reference lines and legend keys
+
+
+def reference_line(ax: "Axes", y: float, label: str, colour: Any = "0.35", linestyle: Any = (0, (7, 3)),
+                   linewidth: float = 1.0) -> LineCollection:
+    """A horizontal reference line across the whole axes at ``y`` (e.g. the dense network's
+    accuracy), labelled for the legend. It is a LineCollection, not a Line2D, so code that counts
+    an axes' lines (one per series) is unaffected; :func:`fit_ylim` keeps it in view."""
+    line = LineCollection([[(0.0, y), (1.0, y)]], transform=ax.get_yaxis_transform(), colors=[colour],
+                          linestyles=[linestyle], linewidths=[linewidth], label=label, zorder=1.6)
+    ax.add_collection(line, autolim=False)
+    return line
+
+
+def reference_y(line: LineCollection) -> float:
+    """The y of a :func:`reference_line`."""
+    return float(line.get_segments()[0][0][1])
+
+
+def band_key(colour: Any, alpha: float, line: Any) -> tuple[Patch, Line2D]:
+    """A legend handle for a mean drawn over a band: the band's swatch (its colour and alpha) with
+    the mean's line and marker on top, as drawn."""
+    patch = Patch(facecolor=colour, alpha=alpha, edgecolor="none", linewidth=0)
+    mean = Line2D([], [], color=line.get_color(), linestyle=line.get_linestyle(), linewidth=line.get_linewidth(),
+                  marker=line.get_marker(), markersize=line.get_markersize())
+    return patch, mean
 
 
 def spread_levels(levels: Sequence[float], most: int = 8) -> list[float]:
@@ -130,14 +335,22 @@ def lighter(colour: Any, amount: float = 0.45) -> tuple[float, float, float]:
     return (r + (1 - r) * amount, g + (1 - g) * amount, b + (1 - b) * amount)
 
 
-def legend_below(ax: "Axes", ncol: int = 2, extra: Sequence[tuple[Any, str]] = ()) -> None:
+def legend_below(ax: "Axes", ncol: int = 2, extra: Sequence[tuple[Any, str]] = (),
+                 entries: Sequence[tuple[Any, str]] | None = None, title: str | None = None) -> None:
     """The legend under the axes (lines that cross the whole plot leave no free inner corner);
-    ``extra`` adds (handle, label) pairs such as proxies for bands."""
-    handles, labels = ax.get_legend_handles_labels()
+    ``extra`` adds (handle, label) pairs such as proxies for bands; ``entries`` replaces the axes'
+    own (handle, label) pairs; ``title`` heads the legend."""
+    if entries is None:
+        handles, labels = ax.get_legend_handles_labels()
+    else:
+        handles, labels = [h for h, _ in entries], [label for _, label in entries]
     handles, labels = handles + [h for h, _ in extra], labels + [label for _, label in extra]
     if handles:
+        from matplotlib.legend_handler import HandlerTuple
+
         ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=min(ncol, len(labels)),
-                  fontsize="small", frameon=False)
+                  fontsize="small", frameon=False, title=title, title_fontsize="small",
+                  handler_map={tuple: HandlerTuple(ndivide=1)})
 
 
 def layer_label(name: str) -> str:

@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lth.plots.accuracy import ACCURACY_FILE, accuracy_figure
-from lth.plots.common import STUDY, Source, axes_or_new, percent_axis, remaining_axis, save
+from lth.plots.common import (
+    STUDY, Source, axes_or_new, band_key, clip, fit_ylim, metric_bounds, percent_axis, reference_line,
+    remaining_axis, save,
+)
 from lth.store.study_dir import TICKET_LINE, line_order
 
 if TYPE_CHECKING:
@@ -14,6 +17,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from lth.store.study_dir import StudyDir
+
+#: The opacity of a study's min-max band and of its 95% CI band (over it: darker).
+MINMAX_ALPHA, CI_ALPHA = 0.12, 0.3
 
 
 def draw_trials_accuracy(
@@ -27,17 +33,21 @@ def draw_trials_accuracy(
     lighter min-max band; ``summary`` holds ``summarise_trials`` rows. Rows that name their
     ``line`` (``summarise_lines``: the ticket, its controls, its branches) give one mean and
     bands per line in its own colour, the ticket solid, controls dashed, branches dash-dotted.
-    Returns the figure."""
+    The CI band is clipped to what the metric can take (an accuracy stays within 0-100%), each
+    line's legend key shows its bands' colours and opacities under its mean, and the y range fits
+    the data. Returns the figure."""
     from matplotlib.patches import Patch
 
-    from lth.plots.accuracy import line_label, line_style
+    from lth.plots.accuracy import DENSE_COLOUR, dense_value, line_label, line_style
 
     ax = axes_or_new(ax)
     rows = [r for r in summary if r["metric"] == metric]
     lines = sorted(dict.fromkeys(r.get("line", TICKET_LINE) for r in rows), key=line_order) or [TICKET_LINE]
     several = len(lines) > 1
+    bounds = metric_bounds(metric)
     levels: list[float] = []
     trials = 0
+    entries: list[tuple[Any, str]] = []
     for line in lines:
         mine = sorted((r for r in rows if r.get("line", TICKET_LINE) == line), key=lambda r: r["round"])
         x = [r["weights_remaining"] for r in mine]
@@ -49,20 +59,33 @@ def draw_trials_accuracy(
         linestyle, marker = line_style(line)
         drawn = ax.plot(x, [r["mean"] for r in mine], linestyle=linestyle, marker=marker, label=f"{name} (mean)")[0]
         colour = drawn.get_color()
-        ax.fill_between(x, [r["min"] for r in mine], [r["max"] for r in mine], color=colour, alpha=0.12,
+        ax.fill_between(x, [r["min"] for r in mine], [r["max"] for r in mine], color=colour, alpha=MINMAX_ALPHA,
                         linewidth=0, label=None if several else "min-max")
-        if all(r["ci95_low"] is not None for r in mine):
-            ax.fill_between(x, [r["ci95_low"] for r in mine], [r["ci95_high"] for r in mine], color=colour,
-                            alpha=0.3, linewidth=0, label=None if several else "95% CI")
+        shaded = bool(mine) and all(r["ci95_low"] is not None for r in mine)
+        if shaded:
+            ax.fill_between(x, clip([r["ci95_low"] for r in mine], bounds), clip([r["ci95_high"] for r in mine], bounds),
+                            color=colour, alpha=CI_ALPHA, linewidth=0, label=None if several else "95% CI")
+        if several:  # one key per line: its min-max and CI swatches (its colour, their opacities) under its mean
+            swatches = [Patch(facecolor=colour, alpha=MINMAX_ALPHA, edgecolor="none", linewidth=0)]
+            if shaded:
+                swatches.append(band_key(colour, CI_ALPHA, drawn)[0])
+            entries.append(((*swatches, band_key(colour, CI_ALPHA, drawn)[1]), f"{name} (mean)"))
+    ticket = [r for r in rows if r.get("line", TICKET_LINE) == TICKET_LINE]
+    dense = dense_value(ticket, "mean")
+    if dense is not None:  # the dense network (round 0) as a reference across the axes
+        reference = reference_line(ax, dense, f"{label + ': ' if label else ''}dense (mean)", DENSE_COLOUR)
+        entries.append((reference, reference.get_label()))
     remaining_axis(ax, levels)
-    percent_axis(ax.yaxis)
+    if bounds == (0.0, 1.0):
+        percent_axis(ax.yaxis)
+    fit_ylim(ax)
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(title or f"mean over {trials} trials")
-    handles, labels = ax.get_legend_handles_labels()
-    if several:  # one grey key for the bands of every line
-        handles += [Patch(color="0.45", alpha=0.3, linewidth=0), Patch(color="0.45", alpha=0.12, linewidth=0)]
-        labels += ["95% CI", "min-max"]
-    ax.legend(handles, labels, fontsize="small")
+    if several:
+        ax.legend([h for h, _ in entries], [lbl for _, lbl in entries], fontsize="small",
+                  title="darker band: 95% CI; lighter: min-max", title_fontsize="small")
+    else:
+        ax.legend(fontsize="small")
     return ax.figure
 
 
@@ -70,7 +93,7 @@ def study_figure(study: "StudyDir") -> "Figure":
     """The figure :func:`plot_study` saves: every line (ticket, controls, branches) of every
     experiment of the study as a band over its trials."""
     source = Source(Path(study.path), STUDY, Path(study.path).resolve().name)
-    from lth.experiments.init_pruning_study import compare_sources
+    from lth.store.study_dir import compare_sources
 
     # a pruning-at-init study draws the IMP runs it was given (--compare) on the same axes
     others = [_source(path) for path in compare_sources(study)]
