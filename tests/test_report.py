@@ -66,7 +66,7 @@ def test_html_report_holds_configs_rounds_controls_statistics_and_every_figure(h
     assert {n for n in names if n.startswith("comparison-")} == {
         "comparison-accuracy_vs_weights_remaining", "comparison-early_stop_iteration"}
     assert len([n for n in names if n.startswith("ticket-")]) == 7
-    assert re.findall(r"<h2>([^<]+)</h2>", text) == ["Comparison", "ticket: lenet-300-100 on digits",
+    assert re.findall(r"<h2>([^<]+)</h2>", text) == ["Headlines", "Comparison", "ticket: lenet-300-100 on digits",
                                                      "study: tiny (robust study)"]
 
 

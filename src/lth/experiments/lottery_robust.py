@@ -7,6 +7,7 @@ sample std and Student-t 95% CI of every metric over the trials::
     robust = LotteryRobust(my_net, data, trials=5, iterations=2000)
     robust.run("iterative_pruning", rounds=4)
     robust.summary(); robust.plot_accuracy()
+    robust.pivot()  # one row per line and round, metrics as columns: fits 80 columns
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from lth.experiments.lottery_model import (
     fresh_initialisation,
     make_settings,
 )
-from lth.experiments.statistics import summarise_lines, summary_frame
+from lth.experiments.statistics import pivot_summary, summarise_lines, summary_frame
 from lth.progress import progress_bar
 from lth.training.lockstep import Lockstep
 from lth.training.vectorized import check_vectorizable, parse_vectorize
@@ -173,6 +174,16 @@ class LotteryRobust:
         if not any(self.trial_summaries()):
             raise LthError("no trial has been trained yet; call run() first")
         return summary_frame(summarise_lines(self.trial_lines(), metrics))
+
+    def pivot(self, metrics: Sequence[str] | None = None, value: str = "mean", ci: bool = True) -> "pd.DataFrame":
+        """:meth:`summary` as one row per line and round (index ``line``, ``round``), one column per
+        metric under a short name, to read at 80 columns: ``weights`` (mean fraction remaining),
+        ``test`` and ``test_ci`` (mean test accuracy at early stop and its 95% CI half-width),
+        ``test_end`` (final test accuracy), ``es_iter`` (early-stop iteration). ``metrics``: others
+        of the summary (names in :data:`lth.experiments.statistics.SHORT_NAMES`); ``value``: the
+        statistic shown (mean, median, min, max or std); see
+        :func:`~lth.experiments.statistics.pivot_summary`."""
+        return pivot_summary(self.summary(), metrics, value, ci)
 
     def plot_accuracy(self, ax: "Axes | None" = None, metric: str = "test_accuracy_at_early_stop") -> "Figure":
         """The mean of ``metric`` against weights remaining with its 95% CI band (and a lighter min-max

@@ -7,10 +7,12 @@ weights, so criteria, actions or rates can be compared on one ``w_0``::
     session.new_experiment("magnitude").iterative_pruning(rounds=3)
     session.new_experiment("movement").iterative_pruning(rounds=3, criterion="movement")
     session.summary(); session.plot_accuracy()
+    session.pivot()  # the same rows, fewer and shorter columns: fits 80 columns
 """
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -121,6 +123,20 @@ class LotterySession:
             return pd.DataFrame(columns=["experiment", "line", *ROW_KEYS])
         frame = pd.concat(frames, ignore_index=True)
         return frame[["experiment", "line", *[c for c in frame.columns if c not in ("experiment", "line")]]]
+
+    def pivot(self, metrics: Sequence[str] | None = None) -> "pd.DataFrame":
+        """:meth:`summary` to read at 80 columns: one row per experiment, line and round (the
+        index), one column per metric under a short name (``weights`` = weights remaining,
+        ``test`` = test accuracy at early stop, ``test_end`` = final test accuracy, ``es_iter`` =
+        early-stop iteration by default; ``metrics``: others of :meth:`summary`'s columns, named as
+        in :data:`lth.experiments.statistics.SHORT_NAMES`). Values are the summary's own."""
+        from lth.experiments.statistics import pivot_metrics, short_name
+
+        frame = self.summary()
+        keys = ["experiment", "line", "round"]
+        present = [c for c in frame.columns if c not in (*keys, "weights_remaining", "layers")]
+        chosen = ["weights_remaining", *pivot_metrics(present, metrics, "LotterySession.summary()")]
+        return frame.set_index(keys)[chosen].rename(columns={c: short_name(c) for c in chosen})
 
     def plot_accuracy(self, ax: "Axes | None" = None) -> "Figure":
         """Test accuracy against weights remaining, every trained experiment (and every other line

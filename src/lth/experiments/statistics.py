@@ -157,3 +157,84 @@ def summary_frame(rows: Sequence[Mapping[str, Any]]) -> "pd.DataFrame":
     if any("line" in row for row in rows):
         columns.insert(0, "line")
     return pd.DataFrame(rows, columns=columns)
+
+
+#: Short column names of metrics in the compact views (:func:`pivot_summary`,
+#: :meth:`lth.LotterySession.pivot`); other metrics keep their names.
+SHORT_NAMES: dict[str, str] = {
+    "weights_remaining": "weights",
+    "test_accuracy_at_early_stop": "test",
+    "final_test_accuracy": "test_end",
+    "val_accuracy_at_early_stop": "val",
+    "final_val_accuracy": "val_end",
+    "early_stop_iteration": "es_iter",
+    "final_test_loss": "loss_end",
+}
+
+#: The metrics of a compact view when none are asked for (those present): test accuracy at early
+#: stop, final test accuracy and the early-stop iteration (all six do not fit 80 columns).
+PIVOT_METRICS: tuple[str, ...] = ("test_accuracy_at_early_stop", "final_test_accuracy", "early_stop_iteration")
+
+#: The statistics :func:`pivot_summary` can put in the metric columns.
+PIVOT_VALUES: tuple[str, ...] = ("mean", "median", "min", "max", "std")
+
+
+def short_name(metric: str) -> str:
+    """A metric's column name in the compact views: ``test_accuracy_at_early_stop`` -> ``test``."""
+    return SHORT_NAMES.get(metric, metric)
+
+
+def pivot_metrics(present: Sequence[str], metrics: Sequence[str] | None, where: str) -> list[str]:
+    """The metrics of a compact view: ``metrics`` (each must be in ``present``), else those of
+    :data:`PIVOT_METRICS` present (else every one present)."""
+    if metrics is None:
+        return [m for m in PIVOT_METRICS if m in present] or list(present)
+    if isinstance(metrics, str) or len(metrics) == 0:
+        raise LthError(f"metrics must be a non-empty list of metric names, got {metrics!r}")
+    metrics = list(dict.fromkeys(metrics))
+    for name in metrics:
+        if name not in present:
+            raise LthError(f"unknown metric {name!r}: {where} has {', '.join(present) or 'none'}")
+    return metrics
+
+
+def pivot_summary(summary: "pd.DataFrame | Sequence[Mapping[str, Any]]", metrics: Sequence[str] | None = None,
+                  value: str = "mean", ci: bool = True) -> "pd.DataFrame":
+    """The long summary (one row per line, round and metric: :func:`summary_frame`, the rows of
+    :func:`summarise_lines` or of a study's ``summary.json``) as one row per line and round, one
+    column per metric, under short names (:data:`SHORT_NAMES`), to read at 80 columns.
+
+    The index is (``experiment``,) ``line`` (when the rows name them) and ``round``; the columns
+    are ``weights`` (the mean fraction of weights remaining), then per metric its ``value``
+    statistic (mean, median, min, max or std), the first metric followed, with ``ci``, by
+    ``NAME_ci``: its 95% CI half-width (``ci95_high - mean``; NaN for one trial). ``metrics``
+    default to :data:`PIVOT_METRICS` present. Values are the summary's own, unrounded; rows keep
+    its order (ticket, controls, branches; rounds ascending)."""
+    import pandas as pd
+
+    if value not in PIVOT_VALUES:
+        raise LthError(f"unknown statistic {value!r}; choose one of: {', '.join(PIVOT_VALUES)}")
+    rows = summary.to_dict("records") if isinstance(summary, pd.DataFrame) else [dict(r) for r in summary]
+    keys = [k for k in ("experiment", "line") if any(k in r for r in rows)] + ["round"]
+    present = list(dict.fromkeys(r["metric"] for r in rows))
+    metrics = pivot_metrics(present, metrics, "the summary")
+    columns = ["weights"]
+    for i, name in enumerate(metrics):
+        columns.append(short_name(name))
+        if ci and i == 0:
+            columns.append(f"{short_name(name)}_ci")
+    table: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        if r["metric"] not in metrics:
+            continue
+        key = tuple(r.get(k) for k in keys)
+        entry = table.setdefault(key, {"weights": r.get("weights_remaining")})
+        entry[short_name(r["metric"])] = r[value]
+        if ci and r["metric"] == metrics[0]:
+            high = r.get("ci95_high")
+            entry[f"{short_name(r['metric'])}_ci"] = (high - r["mean"] if high is not None and not pd.isna(high)
+                                                      else float("nan"))
+    index = pd.MultiIndex.from_arrays([list(level) for level in zip(*table)] if table else [[] for _ in keys],
+                                      names=keys) if len(keys) > 1 else pd.Index([k[0] for k in table], name=keys[0])
+    frame = pd.DataFrame([table[k] for k in table], index=index, columns=columns)
+    return frame.astype({c: float for c in columns})

@@ -1,7 +1,8 @@
 """Reports on runs and studies: one self-contained HTML file, or Markdown with an image folder.
 
-``content`` gathers the sections (configs, per-round tables, controls, statistics, figures);
-``html`` and ``markdown`` render them. Every file is written atomically.
+``content`` gathers the sections, results first (per run or study: a headline, the per-round or
+statistics tables, the figures, then the configuration: non-default settings, the full one
+collapsed); ``html`` and ``markdown`` render them. Every file is written atomically.
 """
 from __future__ import annotations
 

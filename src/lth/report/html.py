@@ -6,7 +6,7 @@ import base64
 import re
 from html import escape
 
-from lth.report.content import Figure, Heading, Report, Table, Text
+from lth.report.content import Details, Figure, Heading, Report, Table, Text
 
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
@@ -30,6 +30,9 @@ table.settings td:first-child { font-family: ui-monospace, "DejaVu Sans Mono", m
 figure { margin: 1em 0 1.8em; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
 figcaption { color: #57606a; font-size: 0.88em; margin-top: 0.3em; }
+p.headline { font-size: 1.05em; font-weight: 600; margin: 0.4em 0; }
+details { margin: 0.4em 0 1em; }
+details > summary { cursor: pointer; font-weight: 600; color: #333; }
 """.strip()
 
 _NUMERIC = re.compile(r"^[-+]?[\d,.]+(%| ± [\d.]+%?)?$|^\[[-\d., ]+\]$")
@@ -41,7 +44,7 @@ def _cell(value: str, numbers: bool) -> str:
 
 
 def _table(table: Table) -> str:
-    settings = table.headers in (["setting", "value"], ["result", "value"])  # key-value lists: left-aligned
+    settings = table.headers[:1] in (["setting"], ["result"])  # key-value lists: left-aligned
     css = ' class="settings"' if settings else ""
     caption = f"<caption>{escape(table.caption)}</caption>" if table.caption else ""
     head = "".join(f"<th>{escape(h)}</th>" for h in table.headers)
@@ -54,6 +57,24 @@ def _figure(figure: Figure) -> str:
     data = base64.b64encode(figure.png).decode("ascii")
     return (f'<figure id="{escape(figure.name)}"><img src="data:image/png;base64,{data}" '
             f'alt="{escape(figure.caption)}"><figcaption>{escape(figure.caption)}</figcaption></figure>')
+
+
+def _blocks(blocks: list) -> list[str]:
+    """The elements of ``blocks``; a :class:`Details` as a ``<details>`` element, collapsed."""
+    parts = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append(f"<h3>{escape(block.text)}</h3>")
+        elif isinstance(block, Text):
+            css = ' class="headline"' if block.strong else ""
+            parts.append(f"<p{css}>{escape(block.text)}</p>")
+        elif isinstance(block, Table):
+            parts.append(_table(block))
+        elif isinstance(block, Figure):
+            parts.append(_figure(block))
+        elif isinstance(block, Details):
+            parts += [f"<details><summary>{escape(block.summary)}</summary>", *_blocks(block.blocks), "</details>"]
+    return parts
 
 
 def render_html(report: Report) -> str:
@@ -78,15 +99,7 @@ def render_html(report: Report) -> str:
     for section in report.sections:
         parts.append(f'<section id="{escape(section.anchor)}">')
         parts.append(f"<h2>{escape(section.title)}</h2>")
-        for block in section.blocks:
-            if isinstance(block, Heading):
-                parts.append(f"<h3>{escape(block.text)}</h3>")
-            elif isinstance(block, Text):
-                parts.append(f"<p>{escape(block.text)}</p>")
-            elif isinstance(block, Table):
-                parts.append(_table(block))
-            elif isinstance(block, Figure):
-                parts.append(_figure(block))
+        parts += _blocks(section.blocks)
         parts.append("</section>")
     parts += ["</body>", "</html>", ""]
     return "\n".join(parts)

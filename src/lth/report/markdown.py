@@ -1,7 +1,9 @@
 """A report as Markdown (GitHub pipe tables) with its figures as PNG files in a folder beside it."""
 from __future__ import annotations
 
-from lth.report.content import Figure, Heading, Report, Table, Text
+from html import escape
+
+from lth.report.content import Details, Figure, Heading, Report, Table, Text
 
 
 def _escape(text: str) -> str:
@@ -26,14 +28,25 @@ def render_markdown(report: Report, image_dir: str) -> str:
     parts += [f"- [{s.title}](#{s.anchor})" for s in report.sections]
     for section in report.sections:
         parts += ["", f'<a id="{section.anchor}"></a>', "", f"## {section.title}", ""]
-        for block in section.blocks:
-            if isinstance(block, Heading):
-                parts += [f"### {block.text}", ""]
-            elif isinstance(block, Text):
-                parts += [block.text, ""]
-            elif isinstance(block, Table):
-                parts += [_table(block), ""]
-            elif isinstance(block, Figure):
-                parts += [f"![{_escape(block.caption)}]({image_dir}/{image_name(block)})", "",
-                          f"*{_escape(block.caption)}*", ""]
+        parts += _blocks(section.blocks, image_dir)
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _blocks(blocks: list, image_dir: str) -> list[str]:
+    """The lines of ``blocks``; a :class:`Details` as an HTML ``<details>`` element, which GitHub
+    renders collapsed (the blank lines around its content let the Markdown inside be read)."""
+    parts: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts += [f"### {block.text}", ""]
+        elif isinstance(block, Text):
+            parts += [f"**{block.text}**" if block.strong else block.text, ""]
+        elif isinstance(block, Table):
+            parts += [_table(block), ""]
+        elif isinstance(block, Figure):
+            parts += [f"![{_escape(block.caption)}]({image_dir}/{image_name(block)})", "",
+                      f"*{_escape(block.caption)}*", ""]
+        elif isinstance(block, Details):
+            parts += ["<details>", f"<summary>{escape(block.summary)}</summary>", "",
+                      *_blocks(block.blocks, image_dir), "</details>", ""]
+    return parts
