@@ -17,12 +17,18 @@ torch.set_num_threads(1)
 # The runs root (default run directories and the results index) of fixtures wider than one
 # test; each test gets its own below. Never the repository's runs/.
 os.environ["LTH_RUNS_ROOT"] = str(Path(tempfile.mkdtemp(prefix="lth-tests-")) / "runs")
+# Studies run in the test's own process unless a test names a backend: ``auto`` would start a
+# process pool for every 2-trial study on a multi-core machine (seconds each, and a monkeypatch
+# would not reach its workers). The tests of ``auto`` itself pass it explicitly.
+os.environ["LTH_BACKEND"] = "local"
 
 
 @pytest.fixture(autouse=True)
 def _runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test's runs root (``$LTH_RUNS_ROOT``): ``tmp_path/runs``."""
+    """Each test's runs root (``$LTH_RUNS_ROOT``): ``tmp_path/runs``; ``lth --threads`` (which sets
+    ``$LTH_THREADS`` for a process pool's workers) does not outlive the test."""
     monkeypatch.setenv("LTH_RUNS_ROOT", str(tmp_path / "runs"))
+    monkeypatch.delenv("LTH_THREADS", raising=False)
 
 
 @pytest.fixture(scope="session")

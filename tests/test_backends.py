@@ -85,6 +85,23 @@ def test_process_backend_equals_local(reference, spec_file, tmp_path, capsys):
     assert_same_study(reference, out)
 
 
+def test_auto_backend_is_a_process_pool_on_2_cpus_and_equals_local(reference, spec_file, tmp_path, capsys,
+                                                                    monkeypatch):
+    """The default backend on a 2-CPU machine without a GPU: 2 workers of 1 thread each, the same
+    tables as the local backend at 1 thread (this test process's count)."""
+    import torch
+
+    assert torch.get_num_threads() == 1  # the reference ran at 1 thread, as each worker does
+    monkeypatch.setattr("lth.cpus.available_cpus", lambda *a: 2)
+    monkeypatch.setattr("lth.backends.process.available_cpus", lambda *a: 2)
+    monkeypatch.delenv("LTH_BACKEND")
+    out = tmp_path / "auto"
+    rc, _, err = cli(capsys, "session", spec_file, "--out", out, "-q")
+    assert rc == 0, err
+    assert StudyDir(out).status()["backend"] == "process"
+    assert_same_study(reference, out)
+
+
 def test_ray_backend_equals_local(ray_instance, reference, spec_file, tmp_path, capsys):
     out = tmp_path / "ray"
     rc, _, err = cli(capsys, "session", spec_file, "--out", out, "-q", "--backend", "ray", "--cpus-per-trial", "1")
@@ -178,7 +195,8 @@ def test_resume_continues_only_unfinished_trials_on_ray(ray_instance, reference,
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--backend", "spark"], "unknown backend 'spark': use local, process or ray"),
+    (["--backend", "spark"], "unknown backend 'spark': use auto, local, process or ray"),
+    (["--backend", "auto", "--ray-address", "auto"], "--ray-address applies to the ray backend, not to auto"),
     (["--backend", "process", "--workers", "0"], "--workers must be at least 1, got 0"),
     (["--workers", "2"], "--workers applies to the process backend, not to local"),
     (["--backend", "process", "--ray-address", "auto"], "--ray-address applies to the ray backend, not to process"),
@@ -197,3 +215,50 @@ def test_ray_missing_says_how_to_install_it(spec_file, tmp_path, capsys, monkeyp
     msg = one_line_error(*cli(capsys, "robust", "lenet-300-100", "digits", "--trials", "2", "--backend", "ray",
                               "--out", tmp_path / "robust")[::2])
     assert "pip install 'lth[ray]'" in msg
+
+
+@pytest.mark.parametrize("name, options, trials, gpu, cpus, expected", [
+    ("auto", {}, 2, False, 2, ("process", {"workers": 2})),
+    ("auto", {}, 8, False, 16, ("process", {"workers": 8})),  # one worker per trial at most
+    ("auto", {}, 20, False, 16, ("process", {"workers": 16})),  # one per CPU
+    ("auto", {}, 1, False, 16, ("local", {})),  # one trial
+    ("auto", {}, 4, False, 1, ("local", {})),  # one CPU
+    ("auto", {}, 4, True, 16, ("local", {})),  # trials on a GPU
+    ("auto", {"workers": 3}, 1, True, 1, ("process", {"workers": 3})),  # --workers asks for processes
+    ("auto", {"group": 4}, 8, False, 16, ("local", {"group": 4})),  # --vectorize 4 asks for local
+    ("AUTO ", {}, 2, False, 2, ("process", {"workers": 2})),
+    ("local", {}, 8, False, 16, ("local", {})),
+    ("process", {"workers": None}, 1, True, 1, ("process", {})),
+    ("ray", {"address": "auto"}, 1, False, 1, ("ray", {"address": "auto"})),
+])
+def test_choose_backend(name, options, trials, gpu, cpus, expected):
+    from lth.backends import choose_backend
+
+    assert choose_backend(name, options, trials=trials, gpu=gpu, cpus=cpus) == expected
+
+
+def test_backend_defaults_to_lth_backend_then_auto(monkeypatch):
+    from lth.backends import choose_backend
+    from lth.errors import LthError
+
+    monkeypatch.setenv("LTH_BACKEND", "local")
+    assert choose_backend(None, {}, trials=4, gpu=False, cpus=4) == ("local", {})
+    monkeypatch.delenv("LTH_BACKEND")
+    assert choose_backend(None, {}, trials=4, gpu=False, cpus=4) == ("process", {"workers": 4})
+    monkeypatch.setenv("LTH_BACKEND", "spark")
+    with pytest.raises(LthError, match="^unknown backend 'spark': use auto, local, process or ray$"):
+        choose_backend(None, {}, trials=4, gpu=False, cpus=4)
+
+
+def test_threads_option_sets_the_workers_thread_count(monkeypatch):
+    """`lth --threads N` (``$LTH_THREADS``) gives each process worker N threads; else CPUs / workers."""
+    from lth.backends.process import ProcessBackend
+    from lth.errors import LthError
+
+    monkeypatch.setattr("lth.backends.process.available_cpus", lambda *a: 8)
+    assert (ProcessBackend(workers=2).threads, ProcessBackend(workers=3).threads, ProcessBackend().threads) == (4, 2, 1)
+    monkeypatch.setenv("LTH_THREADS", "3")
+    assert ProcessBackend(workers=2).threads == 3
+    monkeypatch.setenv("LTH_THREADS", "0")
+    with pytest.raises(LthError, match=r"^\$LTH_THREADS must be a whole number >= 1, got '0'$"):
+        ProcessBackend(workers=2)

@@ -17,6 +17,7 @@ from typing import Optional
 from lth.errors import LthError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+THREADS_ENV = "LTH_THREADS"  # ``lth --threads N``: also the thread count of a process pool's workers
 
 
 def _affinity() -> int:
@@ -60,6 +61,20 @@ def available_cpus(root: Path = CGROUP_ROOT) -> int:
 def check_threads(threads: Optional[int], what: str = "--threads") -> Optional[int]:
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise LthError(f"{what} must be a whole number >= 1, got {threads!r}")
+    return threads
+
+
+def requested_threads() -> Optional[int]:
+    """The thread count the user asked for with ``lth --threads N`` / ``$LTH_THREADS`` (None: none)."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = -1
+    if threads < 1:
+        raise LthError(f"${THREADS_ENV} must be a whole number >= 1, got {value!r}")
     return threads
 
 

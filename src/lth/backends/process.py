@@ -13,7 +13,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Optional
 
 from lth.backends.base import Events, TrialResult, TrialSpec, one_line, run_trial, worker_setup
-from lth.cpus import available_cpus
+from lth.cpus import available_cpus, requested_threads
 from lth.errors import LthError
 
 
@@ -56,7 +56,8 @@ def _work(spec: TrialSpec, echo: bool) -> TrialResult:
 
 
 class ProcessBackend:
-    """``workers`` processes (default: one per CPU), each with ``cpus // workers`` torch threads.
+    """``workers`` processes (default: one per CPU), each with ``cpus // workers`` torch threads
+    (``lth --threads N``: N each).
 
     A worker that dies breaks the pool: a new pool is started and the unfinished trials resume
     from their checkpoints (up to ``max_retries`` times).
@@ -69,7 +70,7 @@ class ProcessBackend:
         if workers is not None and workers < 1:
             raise LthError(f"--workers must be at least 1, got {workers}")
         self.workers = workers or cpus
-        self.threads = max(1, cpus // self.workers)
+        self.threads = requested_threads() or max(1, cpus // self.workers)
         self.max_retries = max_retries
         self.slots = self.workers
 

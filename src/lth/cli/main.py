@@ -23,8 +23,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prune-at-init": ("lth.cli.prune_at_init", "Prune MODEL at initialisation, then train it on DATASET with the model's "
                       "recipe: one run per method x --keep x --ablation x trial, summarised over trials and plotted "
                       "(test accuracy against weights remaining, one line per method, ablations dashed)."),
-    "report": ("lth.cli.report", "Write a report on run and study directories: configs, per-round tables, controls, "
-               "statistics over trials and every figure that applies (several runs are also compared on shared axes)."),
+    "report": ("lth.cli.report", "Write a report on run and study directories, results first: per run or study a "
+               "headline (the best ticket, i.e. the sparsest level at most 0.5 points below the dense accuracy, and "
+               "the best-accuracy level, against dense and the controls), the per-round tables, controls and "
+               "statistics over trials, every figure that applies, and last the configuration (settings that differ "
+               "from the defaults, then the full configuration collapsed). Several runs are also compared on shared "
+               "axes, after a summary of every headline."),
     "resume": ("lth.cli.resume", "Continue the unfinished run in RUN_DIR (killed or interrupted) where its checkpoint "
                "left it."),
     "robust": ("lth.cli.study", "Repeat a ticket search of MODEL on DATASET over --trials seeds; report mean, spread "
@@ -76,8 +80,12 @@ def cli(threads: Optional[int]) -> None:
 
     Find winning tickets by iterative magnitude pruning with rewinding, and study them.
     """
-    from lth.cpus import use_threads
+    import os
 
+    from lth.cpus import THREADS_ENV, check_threads, use_threads
+
+    if threads is not None:  # the workers of a process pool take the same count
+        os.environ[THREADS_ENV] = str(check_threads(threads))
     use_threads(threads)
 
 

@@ -54,12 +54,12 @@ def resume_command(run_dir: str, quiet: bool, as_json: bool, **kwargs: Any) -> N
         extra = [key for key, value in backend_opts.items() if value is not None and key != "workers"]
         if extra:
             raise LthError("a stability run takes --backend local or process (and --workers), not the Ray options")
-        workers = stability_workers(backend, backend_opts.get("workers"))
+        workers = stability_workers(backend if backend not in (None, "auto") else "local", backend_opts.get("workers"))
         if RunDir(run_dir).status().get("status") == "complete":
             raise LthError(f"stability run {run_dir!r} is already complete; nothing to resume")
         report_stability(resume_stability(run_dir, progress=progress, workers=workers).run_dir, quiet, as_json)
         return
-    if backend != "local" or backend_opts:
+    if (backend is not None and backend.strip().lower() not in ("auto", "local")) or backend_opts:
         raise LthError("--backend and its options apply to studies and stability runs; a single run resumes in "
                        "this process")
     if is_branch(run_dir):

@@ -20,8 +20,10 @@ from lth.store.run_dir import check_name
 def backend_options(command: Any) -> Any:
     """``--backend`` and its options (local | process | ray), for the study commands."""
     options = [
-        click.option("--backend", type=str, default="local", show_default=True,
-                     help="Where trials run: local (this process), process (a local process pool) or ray (a Ray cluster)."),
+        click.option("--backend", type=str,
+                     help="Where trials run: local (this process), process (a local process pool), ray (a Ray "
+                     "cluster), or auto: process with one worker per CPU when there are 2+ CPUs, 2+ trials and no "
+                     "GPU, else local [$LTH_BACKEND, else auto]."),
         click.option("--workers", type=int, help="process: worker processes [one per CPU]."),
         click.option("--ray-address", type=str, help="ray: the cluster to join (auto, HOST:PORT) [a local Ray]."),
         click.option("--cpus-per-trial", type=float, help="ray: CPUs each trial reserves [1]."),
@@ -35,9 +37,9 @@ def backend_options(command: Any) -> Any:
     return command
 
 
-def gather_backend(values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def gather_backend(values: dict[str, Any]) -> tuple[Optional[str], dict[str, Any]]:
     """(backend name, its options) from the command's keyword arguments (they are removed from ``values``)."""
-    name = values.pop("backend", None) or "local"
+    name = values.pop("backend", None)
     options = {
         "workers": values.pop("workers", None),
         "address": values.pop("ray_address", None),
