@@ -8,15 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lth.report.content import (
-    HEADLINE_METRIC,
-    TICKET_TOLERANCE,
-    Value,
-    config_defaults,
-    pick_headline,
-    run_headline,
-    study_headlines,
-)
+from lth.report.configuration import config_defaults
+from lth.report.headline import HEADLINE_METRIC, TICKET_TOLERANCE, Value, pick_headline, run_headline, study_headlines
 from lth.plots import open_sources
 from lth.store import RunDir
 from lth.store.study_dir import StudyDir

@@ -115,8 +115,13 @@ def test_study_plot_has_a_band_per_line(study_dir):
 
     fig = study_figure(StudyDir(study_dir))
     ax = fig.axes[0]
+    from matplotlib.collections import LineCollection
+
     bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
-    assert len(bands) == len(ax.collections) == 3  # one 95% CI band per line
+    assert len(bands) == 3  # one 95% CI band per line
+    others = [c for c in ax.collections if not isinstance(c, PolyCollection)]
+    assert len(others) == 1 and isinstance(others[0], LineCollection)  # the dense reference
+    assert others[0].get_label().startswith("dense (mean of 2)")
     means = [line for line in ax.lines if not line.get_label().startswith("_")]
     assert [m.get_label() for m in means] == ["ticket (mean of 2)", "reinit control (mean of 2)",
                                               "random-prune control (mean of 2)"]

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from lth.atomic import atomic_write_bytes, atomic_write_text
 from lth.errors import LthError
-from lth.report.content import Report, build_report
+from lth.report.blocks import Report
+from lth.report.content import build_report
 from lth.report.html import render_html
 from lth.report.markdown import image_name, render_markdown
 

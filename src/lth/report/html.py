@@ -6,7 +6,7 @@ import base64
 import re
 from html import escape
 
-from lth.report.content import Details, Figure, Heading, Report, Table, Text
+from lth.report.blocks import Details, Figure, Heading, Report, Table, Text
 
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from html import escape
 
-from lth.report.content import Details, Figure, Heading, Report, Table, Text
+from lth.report.blocks import Details, Figure, Heading, Report, Table, Text
 
 
 def _escape(text: str) -> str:
