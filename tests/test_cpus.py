@@ -93,3 +93,75 @@ def test_a_process_pinned_to_one_cpu_gets_one_torch_thread():
             "import torch\nprint('threads', torch.get_num_threads())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert "threads 1" in done.stdout
+
+
+def _stat(path, busy: int, idle: int, iowait: int = 0) -> None:
+    """A /proc/stat whose first line has ``busy`` ticks spread over user/system and ``idle``."""
+    path.write_text(f"cpu  {busy - busy // 3} 0 {busy // 3} {idle} {iowait} 0 0 0 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+
+
+def test_cpu_times_reads_the_first_line_of_proc_stat(tmp_path):
+    from lth.cpus import cpu_times
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 5 20 400 30 1 2 3 7 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n")
+    assert cpu_times(stat) == (100 + 5 + 20 + 1 + 2 + 3, 561)  # idle and iowait are not busy; guest is in user
+    stat.write_text("intr 1 2 3\n")
+    assert cpu_times(stat) is None
+    assert cpu_times(tmp_path / "missing") is None
+
+
+def test_busy_cpus_is_the_others_load_while_lth_sleeps(tmp_path, monkeypatch):
+    import lth.cpus as cpus
+
+    stat = tmp_path / "stat"
+    _stat(stat, busy=1000, idle=1000)
+    monkeypatch.setattr(cpus.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(cpus.time, "sleep", lambda s: _stat(stat, busy=1000 + 150, idle=1000 + 50))  # 75% busy
+    assert cpus.busy_cpus(0.1, stat) == pytest.approx(3.0)
+    monkeypatch.setattr(cpus.time, "sleep", lambda s: None)  # no tick passed: unknown
+    assert cpus.busy_cpus(0.1, stat) is None
+
+
+@pytest.mark.parametrize("busy, preset, torch_loaded, expected", [
+    (1.8, {}, False, "PASSIVE"),  # a 2-thread load: yield
+    (0.2, {}, False, None),  # an idle machine: OpenMP's own policy (spinning is faster there)
+    (None, {}, False, None),  # /proc/stat unreadable
+    (1.8, {"OMP_WAIT_POLICY": "ACTIVE"}, False, "ACTIVE"),  # the user's choice stays
+    (1.8, {"GOMP_SPINCOUNT": "1000"}, False, None),
+    (1.8, {}, True, None),  # too late: OpenMP has read its settings
+])
+def test_yield_when_busy(monkeypatch, busy, preset, torch_loaded, expected):
+    import sys
+
+    import lth.cpus as cpus
+
+    for name in cpus.OPENMP_WAIT_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in preset.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cpus, "busy_cpus", lambda seconds=0.1: busy)
+    if not torch_loaded:
+        monkeypatch.delitem(sys.modules, "torch")
+    assert cpus.yield_when_busy() == (expected == "PASSIVE" and "OMP_WAIT_POLICY" not in preset)
+    assert os.environ.get("OMP_WAIT_POLICY") == expected
+
+
+def test_a_training_command_started_on_a_busy_machine_yields(tmp_path):
+    """In a fresh interpreter (torch not loaded yet) on a machine that looks busy, `lth find-ticket`
+    sets OMP_WAIT_POLICY=PASSIVE before torch loads; `lth models` never samples the load."""
+    import subprocess
+    import sys
+
+    probe = ("import os, sys\nimport lth.cpus as cpus\ncpus.busy_cpus = lambda seconds=0.1: 1.9\n"
+             "from lth.cli import main\nrc = main(sys.argv[1:])\nprint('policy:', os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    env["LTH_RUNS_ROOT"] = str(tmp_path / "runs")
+    train = subprocess.run([sys.executable, "-c", probe, "find-ticket", "lenet-300-100", "digits", "--iterations", "2",
+                            "--rounds", "0", "--out", str(tmp_path / "run"), "-q"], capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert train.returncode == 0, train.stderr
+    assert train.stdout.strip().splitlines()[-1] == "policy: PASSIVE"
+    listing = subprocess.run([sys.executable, "-c", probe, "models"], capture_output=True, text=True, env=env,
+                             timeout=120)
+    assert listing.stdout.strip().splitlines()[-1] == "policy: None"

@@ -11,12 +11,17 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
 from lth.errors import LthError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_STAT = Path("/proc/stat")
+#: OpenMP settings a user may have chosen; lth changes the wait policy only when none is set.
+OPENMP_WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+BUSY_THRESHOLD = 0.5  # CPUs kept busy by other processes from which lth's OpenMP threads yield
 THREADS_ENV = "LTH_THREADS"  # ``lth --threads N``: also the thread count of a process pool's workers
 
 
@@ -62,6 +67,50 @@ def check_threads(threads: Optional[int], what: str = "--threads") -> Optional[i
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise LthError(f"{what} must be a whole number >= 1, got {threads!r}")
     return threads
+
+
+def cpu_times(path: Path = PROC_STAT) -> Optional[tuple[int, int]]:
+    """(busy, total) time of all the machine's CPUs since boot, in clock ticks (Linux), or None."""
+    try:
+        with open(path, encoding="ascii") as stat:
+            fields = stat.readline().split()
+        ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return None
+    if fields[:1] != ["cpu"] or len(ticks) < 8:
+        return None
+    total = sum(ticks)
+    return total - ticks[3] - ticks[4], total
+
+
+def busy_cpus(seconds: float = 0.1, path: Path = PROC_STAT) -> Optional[float]:
+    """How many CPUs the machine's processes keep busy, averaged over ``seconds`` during which
+    this process sleeps (so: the others' load), or None where /proc/stat is not readable."""
+    first = cpu_times(path)
+    time.sleep(seconds)
+    second = cpu_times(path)
+    if first is None or second is None or second[1] <= first[1]:
+        return None
+    return (second[0] - first[0]) / (second[1] - first[1]) * (os.cpu_count() or 1)
+
+
+def yield_when_busy(seconds: float = 0.1, threshold: float = BUSY_THRESHOLD) -> bool:
+    """Make torch's OpenMP threads sleep instead of spin while they wait (``OMP_WAIT_POLICY=PASSIVE``)
+    when other processes keep ``threshold`` CPUs or more busy as lth starts.
+
+    Spinning threads fight a competing load for the cores: a LeNet training beside a 2-thread load
+    on 2 cores ran 4.7x slower than alone, 1.4x with the passive policy (which costs 17-45% on an
+    idle machine, hence only when busy; benchmarks/bench_startup.py). Only before torch is
+    imported (OpenMP reads the setting once) and when the user set none of
+    :data:`OPENMP_WAIT_SETTINGS`. Returns whether the policy was set.
+    """
+    if "torch" in sys.modules or any(os.environ.get(name) for name in OPENMP_WAIT_SETTINGS):
+        return False
+    busy = busy_cpus(seconds)
+    if busy is None or busy < threshold:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
 
 
 def requested_threads() -> Optional[int]:

@@ -40,6 +40,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stability": ("lth.cli.stability", "Instability analysis: is the network stable to SGD noise from rewind point k on?"),
     "supermask": ("lth.cli.supermask", "Supermasks: masks that make an untrained network perform (Zhou et al. 2019)."),
 }
+#: The commands that train networks: their OpenMP threads yield when the machine is busy as they start.
+TRAINING_COMMANDS = ("branch", "find-ticket", "mask", "prune-at-init", "resume", "robust", "session", "stability",
+                     "supermask")
 
 
 class LazyGroup(click.Group):
@@ -75,18 +78,21 @@ class LazyGroup(click.Group):
 @click.option("--threads", type=int, envvar="LTH_THREADS", metavar="N",
               help="Torch threads per process (env LTH_THREADS) [the CPUs this process may use, where an affinity "
               "mask or a cgroup quota gives it fewer than the machine's; else torch's default].")
-def cli(threads: Optional[int]) -> None:
+@click.pass_context
+def cli(ctx: click.Context, threads: Optional[int]) -> None:
     """lth: a laboratory for the Lottery Ticket Hypothesis.
 
     Find winning tickets by iterative magnitude pruning with rewinding, and study them.
     """
     import os
 
-    from lth.cpus import THREADS_ENV, check_threads, use_threads
+    from lth.cpus import THREADS_ENV, check_threads, use_threads, yield_when_busy
 
     if threads is not None:  # the workers of a process pool take the same count
         os.environ[THREADS_ENV] = str(check_threads(threads))
     use_threads(threads)
+    if ctx.invoked_subcommand in TRAINING_COMMANDS:
+        yield_when_busy()  # before torch loads: OpenMP reads its wait policy once
 
 
 def _register_commands() -> None:
