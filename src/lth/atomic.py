@@ -6,10 +6,13 @@ directories are read by other users, other nodes of a cluster and web servers.
 """
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable, Optional
 
 from lth.errors import LthError
@@ -78,6 +81,15 @@ def _atomic(path: str | Path, write: Callable[[Any], None], mode: str) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` so that readers see either the old file or the whole new one."""
     _atomic(path, lambda handle: handle.write(text), "w")
+
+
+def atomic_write_csv(path: str | Path, fields: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """Write ``rows`` as CSV with the header ``fields`` ("\\n" line ends), atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -6,7 +6,6 @@ The row layouts, copies of weights and masks, and :func:`save_experiment` /
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -17,7 +16,7 @@ import torch
 from torch import nn
 
 from lth import jsonio
-from lth.atomic import atomic_torch_save, atomic_write_text
+from lth.atomic import atomic_torch_save, atomic_write_csv, atomic_write_text
 from lth.data.user_data import as_bundle, resolve_device
 from lth.errors import LthError
 from lth.experiments.lottery_model_checks import listing, short_error
@@ -95,11 +94,7 @@ def _write(experiment: LotteryModel, path: Path, meta: dict) -> None:
         raise LthError(f"cannot write to {str(path)!r}: {error.strerror}") from None
     atomic_write_text(path / "rounds.json", jsonio.dumps(experiment._rows, indent=2) + "\n")
     atomic_write_text(path / "controls.json", jsonio.dumps(experiment._control_rows, indent=2) + "\n")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_KEYS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(experiment._metrics)
-    atomic_write_text(path / "metrics.csv", buffer.getvalue())
+    atomic_write_csv(path / "metrics.csv", METRIC_KEYS, experiment._metrics)
     for stale in (path / "masks").glob("round_*.pt"):  # rounds of an earlier save, now gone
         index = stale.stem.removeprefix("round_")
         if index.isdigit() and int(index) not in experiment._masks:

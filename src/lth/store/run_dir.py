@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 from pathlib import Path
@@ -14,7 +13,7 @@ import yaml
 from lth.documents import damaged, read_document, row_problem
 from lth import jsonio
 from lth.errors import LthError
-from lth.atomic import atomic_torch_save, atomic_write_text
+from lth.atomic import atomic_torch_save, atomic_write_csv, atomic_write_text
 
 from lth.store.file_checks import (
     METRIC_FIELDS, ROUND_FIELDS, checkpoint_problem, metric_row, status_problem, tensor_map_problem,
@@ -90,11 +89,7 @@ class RunDir:
         status_written(self.path)
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(self.path / "metrics.csv", buffer.getvalue())
+        atomic_write_csv(self.path / "metrics.csv", METRIC_FIELDS, rows)
 
     def write_rounds(self, rounds: list[dict[str, Any]]) -> None:
         atomic_write_text(self.path / "rounds.json", jsonio.dumps(rounds, indent=2) + "\n")

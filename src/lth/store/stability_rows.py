@@ -6,12 +6,10 @@ and the reports, none of which need the analysis itself.
 """
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any, Optional
 
 from lth import jsonio
-from lth.atomic import atomic_write_text
+from lth.atomic import atomic_write_csv, atomic_write_text
 from lth.documents import is_number, read_document
 from lth.store.run_dir import RunDir
 
@@ -21,11 +19,7 @@ CSV_FIELDS = ("trial", "level", "weights_remaining", "rewind_iteration", "pair",
 
 def write_rows(run: RunDir, entries: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
     """``stability.json`` (the entries) and ``stability.csv`` (long rows), each written atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(run.path / ROWS_CSV, buffer.getvalue())
+    atomic_write_csv(run.path / ROWS_CSV, CSV_FIELDS, rows)
     atomic_write_text(run.path / ROWS_JSON, jsonio.dumps(entries, indent=2) + "\n")
 
 

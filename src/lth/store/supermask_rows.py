@@ -5,12 +5,10 @@ and the reports, none of which need the evaluation itself.
 """
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 from lth import jsonio
-from lth.atomic import atomic_write_text
+from lth.atomic import atomic_write_csv, atomic_write_text
 from lth.documents import is_number, read_document, row_problem
 from lth.store.run_dir import RunDir
 
@@ -24,11 +22,7 @@ ROW_FIELDS = (
 
 def write_rows(run: RunDir, rows: list[dict[str, Any]]) -> None:
     """``supermask_eval.csv`` and ``supermask_eval.json`` (atomic writes)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=ROW_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(run.path / ROWS_CSV, buffer.getvalue())
+    atomic_write_csv(run.path / ROWS_CSV, ROW_FIELDS, rows)
     atomic_write_text(run.path / ROWS_JSON, jsonio.dumps(rows, indent=2) + "\n")
 
 
