@@ -285,6 +285,27 @@ def test_save_load_round_trip_and_further_rounds(digits, tmp_path):
         LotteryModel.load(tmp_path / "nothing", TinyMLP())
 
 
+def test_save_removes_only_its_own_stale_masks(digits, tmp_path):
+    """Saving a 1-round experiment over its own 2-round save removes the gone round's mask; saving
+    into a directory lth did not write keeps the files there, whatever their names."""
+    ticket = LotteryModel(mlp(), digits, **FAST)
+    ticket.iterative_pruning(rounds=2)
+    ticket.save(tmp_path / "exp")
+    assert sorted(p.name for p in (tmp_path / "exp" / "masks").iterdir()) == [
+        "current.pt", "round_00.pt", "round_01.pt", "round_02.pt"]
+    shorter = LotteryModel(mlp(), digits, **FAST)
+    shorter.iterative_pruning(rounds=1)
+    shorter.save(tmp_path / "exp")
+    assert sorted(p.name for p in (tmp_path / "exp" / "masks").iterdir()) == ["current.pt", "round_00.pt",
+                                                                               "round_01.pt"]
+
+    mine = tmp_path / "mine"
+    (mine / "masks").mkdir(parents=True)
+    (mine / "masks" / "round_07.pt").write_bytes(b"the user's file")
+    shorter.save(mine)
+    assert (mine / "masks" / "round_07.pt").read_bytes() == b"the user's file"
+
+
 # ------------------------------------------------------------------ the user's data
 
 

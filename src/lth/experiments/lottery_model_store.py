@@ -83,11 +83,22 @@ def save_experiment(experiment: LotteryModel, path: str | Path) -> Path:
     from lth.store.lock import run_lock
 
     with run_lock(path):  # one writer at a time: another process saving here is a one-line LthError
-        _write(experiment, path, meta)
+        _write(experiment, path, meta, earlier_save=is_saved_experiment(path))
     return path
 
 
-def _write(experiment: LotteryModel, path: Path, meta: dict) -> None:
+def is_saved_experiment(path: Path) -> bool:
+    """Whether ``path`` holds a save of :func:`save_experiment` (its ``settings.json``)."""
+    try:
+        meta = json.loads((path / "settings.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == SAVE_FORMAT and "settings" in meta
+
+
+def _write(experiment: LotteryModel, path: Path, meta: dict, earlier_save: bool) -> None:
+    """The files of a save; masks of rounds an earlier save had and this one has not are removed,
+    only when ``path`` held an earlier save (never files in a directory lth did not write)."""
     try:
         atomic_write_text(path / "settings.json", jsonio.dumps(meta, indent=2) + "\n")
     except OSError as error:
@@ -95,7 +106,7 @@ def _write(experiment: LotteryModel, path: Path, meta: dict) -> None:
     atomic_write_text(path / "rounds.json", jsonio.dumps(experiment._rows, indent=2) + "\n")
     atomic_write_text(path / "controls.json", jsonio.dumps(experiment._control_rows, indent=2) + "\n")
     atomic_write_csv(path / "metrics.csv", METRIC_KEYS, experiment._metrics)
-    for stale in (path / "masks").glob("round_*.pt"):  # rounds of an earlier save, now gone
+    for stale in (path / "masks").glob("round_*.pt") if earlier_save else ():  # rounds of the earlier save, now gone
         index = stale.stem.removeprefix("round_")
         if index.isdigit() and int(index) not in experiment._masks:
             stale.unlink()
