@@ -193,7 +193,7 @@ def _same_up_to_rounding(a: Path, b: Path) -> None:
             if x["early_stop_iteration"] == y["early_stop_iteration"]:
                 keys += ["test_accuracy_at_early_stop", "val_accuracy_at_early_stop"]
             for key in keys:
-                assert abs(x[key] - y[key]) <= 0.01, (a, sub, x["round"], key)  # a few images
+                assert abs(x[key] - y[key]) <= 0.02, (a, sub, x["round"], key)  # a few images (6 of 300)
             ma, mb = RunDir(a / sub).load_mask(x["round"]), RunDir(b / sub).load_mask(x["round"])
             # Same kept counts (above); a rounding difference may swap a few weights at the pruning threshold:
             # at most 0.2% of a layer's entries, or 3 swaps (6 entries) in a small one (digits' output layer
