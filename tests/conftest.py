@@ -23,12 +23,26 @@ os.environ["LTH_RUNS_ROOT"] = str(Path(tempfile.mkdtemp(prefix="lth-tests-")) / 
 os.environ["LTH_BACKEND"] = "local"
 
 
+# Environment variables that change a training's numbers (thread counts: a sum over 2 threads
+# rounds differently from one over 1). No test may leave them changed: a module-scoped fixture
+# set up after that test would train with them (``lth --threads`` reads ``$LTH_THREADS``) and
+# differ in the last bits from what the tests' own subprocesses train.
+os.environ.pop("LTH_THREADS", None)
+NUMERIC_ENV = {name: os.environ.get(name) for name in ("LTH_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                          "OMP_WAIT_POLICY")}
+
+
 @pytest.fixture(autouse=True)
-def _runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test's runs root (``$LTH_RUNS_ROOT``): ``tmp_path/runs``; ``lth --threads`` (which sets
-    ``$LTH_THREADS`` for a process pool's workers) does not outlive the test."""
+def _runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Each test's runs root (``$LTH_RUNS_ROOT``): ``tmp_path/runs``. After the test, the
+    variables of :data:`NUMERIC_ENV` are as they were when the suite started, whatever it set."""
     monkeypatch.setenv("LTH_RUNS_ROOT", str(tmp_path / "runs"))
-    monkeypatch.delenv("LTH_THREADS", raising=False)
+    yield
+    for name, value in NUMERIC_ENV.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

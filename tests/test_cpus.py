@@ -55,6 +55,20 @@ def test_threads_option_sets_torchs_threads(capsys, restore_threads):
     assert use_threads(2) == 2 and torch.get_num_threads() == 2
 
 
+@pytest.mark.parametrize("before", [None, "2"])
+def test_threads_option_leaves_the_callers_environment_alone(capsys, restore_threads, monkeypatch, before):
+    """`lth --threads 3` sets $LTH_THREADS for the processes the command starts, but a call of
+    `main` from Python gives the caller's environment back as it was: a $LTH_THREADS left over
+    made every later `lth` subprocess train on 3 threads, whose sums round differently."""
+    if before is None:
+        monkeypatch.delenv("LTH_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("LTH_THREADS", before)
+    rc, _, err = cli(capsys, "--threads", "3", "datasets")
+    assert rc == 0, err
+    assert os.environ.get("LTH_THREADS") == before
+
+
 def test_default_leaves_torch_alone_unless_limited(monkeypatch, restore_threads):
     torch.set_num_threads(2)
     monkeypatch.setattr("lth.cpus.available_cpus", lambda root=None: os.cpu_count())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -84,8 +85,6 @@ def cli(ctx: click.Context, threads: Optional[int]) -> None:
 
     Find winning tickets by iterative magnitude pruning with rewinding, and study them.
     """
-    import os
-
     from lth.cpus import THREADS_ENV, check_threads, use_threads, yield_when_busy
 
     if threads is not None:  # the workers of a process pool take the same count
@@ -111,7 +110,24 @@ def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the CLI; return the exit code (2 for every user mistake)."""
+    """Run the CLI; return the exit code (2 for every user mistake).
+
+    ``lth --threads N`` puts N in ``$LTH_THREADS`` for the processes the command starts; a call
+    from Python leaves the caller's environment as it found it.
+    """
+    from lth.cpus import THREADS_ENV
+
+    threads_before = os.environ.get(THREADS_ENV)
+    try:
+        return _run(argv)
+    finally:
+        if threads_before is None:
+            os.environ.pop(THREADS_ENV, None)
+        else:
+            os.environ[THREADS_ENV] = threads_before
+
+
+def _run(argv: Optional[Sequence[str]]) -> int:
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="lth", standalone_mode=False)
     except LthError as error:
