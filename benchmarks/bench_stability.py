@@ -13,6 +13,7 @@ Each side runs --repeats times, interleaved; the table gives the best and the me
 Usage: python benchmarks/bench_stability.py [--dataset fashion-mnist] [--iterations 2000] [--rewind 0]
        [--repeats 3] [--device auto]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,17 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
-    config = make_config({"model": "lenet-300-100", "dataset": args.dataset, "iterations": args.iterations,
-                          "rounds": 0, "device": args.device, "data_dir": args.data_dir, "eval_every": 500})
+    config = make_config(
+        {
+            "model": "lenet-300-100",
+            "dataset": args.dataset,
+            "iterations": args.iterations,
+            "rounds": 0,
+            "device": args.device,
+            "data_dir": args.data_dir,
+            "eval_every": 500,
+        }
+    )
     settings = StabilitySettings(rewind=(args.rewind,), copies=2, points=args.points)
 
     path_seconds = [0.0]
@@ -77,20 +87,28 @@ def main() -> None:
             pooled.append(time.perf_counter() - tic)
     ratios = [(a - p) / t for a, t, p in zip(analyses, trainings, paths)]
     device = "cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-    print(f"lth stability benchmark, {date.today()}, {platform.processor() or platform.machine()}, torch "
-          f"{torch.__version__}, device {device}, {args.dataset}, {args.iterations} iterations, k = {args.rewind}, "
-          f"2 copies, {args.points} points, {args.repeats} repeats")
-    rows = [("two find-ticket trainings (s)", trainings), ("stability analysis (s)", analyses),
-            ("  of which path evaluation (s)", paths), ("(analysis - path) / trainings", ratios),
-            ("analysis, children in 2 processes (s)", pooled),
-            ("  speed-up of the 2 processes", [a / b for a, b in zip(analyses, pooled)])]
+    print(
+        f"lth stability benchmark, {date.today()}, {platform.processor() or platform.machine()}, torch "
+        f"{torch.__version__}, device {device}, {args.dataset}, {args.iterations} iterations, k = {args.rewind}, "
+        f"2 copies, {args.points} points, {args.repeats} repeats"
+    )
+    rows = [
+        ("two find-ticket trainings (s)", trainings),
+        ("stability analysis (s)", analyses),
+        ("  of which path evaluation (s)", paths),
+        ("(analysis - path) / trainings", ratios),
+        ("analysis, children in 2 processes (s)", pooled),
+        ("  speed-up of the 2 processes", [a / b for a, b in zip(analyses, pooled)]),
+    ]
     print(f"{'':38} {'best':>9} {'median':>9}")
     for name, values in rows:
         best = max(values) if name.strip().startswith("speed-up") else min(values)
         print(f"{name:38} {best:9.3f} {statistics.median(values):9.3f}")
     verdict = "met" if min(ratios) <= 1.1 else "MISSED"
-    print(f"target (analysis - path) / trainings <= 1.1: {verdict} (best {min(ratios):.3f}, "
-          f"median {statistics.median(ratios):.3f})")
+    print(
+        f"target (analysis - path) / trainings <= 1.1: {verdict} (best {min(ratios):.3f}, "
+        f"median {statistics.median(ratios):.3f})"
+    )
 
 
 if __name__ == "__main__":

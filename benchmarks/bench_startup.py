@@ -17,6 +17,7 @@ Each command runs ``--repeats`` times, interleaved; the tables give the best and
 Usage: python benchmarks/bench_startup.py [--repeats 5] [--iterations 200] [--load-threads 2]
                                           [--data-dir /usr/share/datasets/fashion-mnist]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,21 @@ def best_median(times: list[float]) -> str:
 def startup(args: argparse.Namespace, work: Path) -> None:
     env = {**os.environ, "LTH_RUNS_ROOT": str(work / "runs")}
     (work / "runs").mkdir()
-    search = ["find-ticket", "lenet-300-100", "fashion-mnist", "--data-dir", args.data_dir, "--iterations", "1",
-              "--rounds", "1", "--out", str(work / "one"), "--overwrite", "-q"]
+    search = [
+        "find-ticket",
+        "lenet-300-100",
+        "fashion-mnist",
+        "--data-dir",
+        args.data_dir,
+        "--iterations",
+        "1",
+        "--rounds",
+        "1",
+        "--out",
+        str(work / "one"),
+        "--overwrite",
+        "-q",
+    ]
     timed(LTH + search, env)  # warm the file cache; RUN for `lth show`
     commands = {
         'python -c "import torch"': [sys.executable, "-c", "import torch"],
@@ -74,24 +88,44 @@ def startup(args: argparse.Namespace, work: Path) -> None:
         for name, command in commands.items():
             times[name].append(timed(command, env))
     base = times['python -c "import torch"']
-    print(f"\nStart-up, {args.repeats} repeats (seconds best / median; ratio and difference to import torch, "
-          "by best)\n")
-    print(f"| command | seconds | / import torch | - import torch |\n|---|---|---|---|")
+    print(
+        f"\nStart-up, {args.repeats} repeats (seconds best / median; ratio and difference to import torch, by best)\n"
+    )
+    print("| command | seconds | / import torch | - import torch |\n|---|---|---|---|")
     for name, seconds in times.items():
-        print(f"| `{name}` | {best_median(seconds)} | {min(seconds) / min(base):5.2f}x | "
-              f"{min(seconds) - min(base):+6.2f} s |")
+        print(
+            f"| `{name}` | {best_median(seconds)} | {min(seconds) / min(base):5.2f}x | "
+            f"{min(seconds) - min(base):+6.2f} s |"
+        )
 
 
 def loaded(args: argparse.Namespace, work: Path) -> None:
     env = {**os.environ, "LTH_RUNS_ROOT": str(work / "runs")}
-    run = ["find-ticket", "lenet-300-100", "fashion-mnist", "--data-dir", args.data_dir, "--iterations",
-           str(args.iterations), "--eval-every", str(args.iterations), "--rounds", "0", "--out", str(work / "load"),
-           "--overwrite", "-q"]
+    run = [
+        "find-ticket",
+        "lenet-300-100",
+        "fashion-mnist",
+        "--data-dir",
+        args.data_dir,
+        "--iterations",
+        str(args.iterations),
+        "--eval-every",
+        str(args.iterations),
+        "--rounds",
+        "0",
+        "--out",
+        str(work / "load"),
+        "--overwrite",
+        "-q",
+    ]
     # GOMP_SPINCOUNT=300000 is libgomp's own default: setting it keeps lth from choosing the
     # passive wait policy on a busy machine, i.e. the behaviour before lth did.
     spinning = {**env, "GOMP_SPINCOUNT": "300000"}
-    variants = {"lth defaults": (LTH + run, env), "OpenMP spinning (lth before)": (LTH + run, spinning),
-                "lth --threads 1": (LTH[:3] + ["--threads", "1"] + run, env)}
+    variants = {
+        "lth defaults": (LTH + run, env),
+        "OpenMP spinning (lth before)": (LTH + run, spinning),
+        "lth --threads 1": (LTH[:3] + ["--threads", "1"] + run, env),
+    }
     times = {(name, state): [] for name in variants for state in ("alone", "loaded")}
     for _ in range(args.repeats):
         for name, (command, variant_env) in variants.items():
@@ -103,13 +137,17 @@ def loaded(args: argparse.Namespace, work: Path) -> None:
             finally:
                 load.kill()
                 load.wait()
-    print(f"\nA {args.iterations}-iteration find-ticket (--rounds 0) alone and beside a {args.load_threads}-thread "
-          f"matrix-product load, {args.repeats} repeats (seconds best / median)\n")
+    print(
+        f"\nA {args.iterations}-iteration find-ticket (--rounds 0) alone and beside a {args.load_threads}-thread "
+        f"matrix-product load, {args.repeats} repeats (seconds best / median)\n"
+    )
     print("| settings | alone | loaded | slowdown (best) | slowdown (median) |\n|---|---|---|---|---|")
     for name in variants:
         alone, busy = times[(name, "alone")], times[(name, "loaded")]
-        print(f"| {name} | {best_median(alone)} | {best_median(busy)} | {min(busy) / min(alone):4.2f}x | "
-              f"{statistics.median(busy) / statistics.median(alone):4.2f}x |")
+        print(
+            f"| {name} | {best_median(alone)} | {best_median(busy)} | {min(busy) / min(alone):4.2f}x | "
+            f"{statistics.median(busy) / statistics.median(alone):4.2f}x |"
+        )
 
 
 def main() -> None:
@@ -122,8 +160,10 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    print(f"{date.today()}, {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"python {platform.python_version()}")
+    print(
+        f"{date.today()}, {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"python {platform.python_version()}"
+    )
     with tempfile.TemporaryDirectory(prefix="lth-bench-startup-") as tmp:
         if args.skip != "startup":
             startup(args, Path(tmp))

@@ -12,6 +12,7 @@ machine the least disturbed one; the median is printed beside it).
 
 Usage: python benchmarks/bench_training.py [--iterations 1500] [--repeats 7] [--data-dir DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from lth.data import DATASETS, load_dataset
 from lth.masks import Mask
 from lth.models import build_model
-from lth.pruning import layer_rates, prunable_parameters, prune
+from lth.pruning import prunable_parameters, prune
 from lth.training import OptimizerSettings, Trainer
 
 BATCH = 60
@@ -70,7 +71,10 @@ def conventional(raw, iterations: int) -> float:
     mean, std = float(images.mean() / 255), float(images.std() / 255)
     loader = DataLoader(
         PerSampleDataset(images, raw.train_y, mean, std),
-        batch_size=BATCH, shuffle=True, drop_last=True, num_workers=0,
+        batch_size=BATCH,
+        shuffle=True,
+        drop_last=True,
+        num_workers=0,
     )
     net = model()
     opt = torch.optim.Adam(net.parameters(), lr=LR)
@@ -104,7 +108,7 @@ def bare(data, iterations: int) -> float:
         k = i % per_epoch
         if k == 0:
             perm = torch.randperm(n, generator=generator)
-        idx = perm[k * BATCH:(k + 1) * BATCH]
+        idx = perm[k * BATCH : (k + 1) * BATCH]
         loss = F.cross_entropy(net(data.train_x[idx]), data.train_y[idx])
         opt.zero_grad()
         loss.backward()
@@ -156,8 +160,10 @@ def main() -> None:
             results[name].append(run())
     best = {name: max(values) for name, values in results.items()}
     a, b = best["(a) conventional Dataset+DataLoader"], best["(b) bare loop, preloaded tensors"]
-    print(f"# LeNet-300-100, Fashion-MNIST, batch {BATCH}, Adam; {date.today()}; "
-          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"# LeNet-300-100, Fashion-MNIST, batch {BATCH}, Adam; {date.today()}; "
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
     print(f"{'pipeline':40s} {'best it/s':>9s} {'vs (a)':>8s} {'vs (b)':>8s} {'median it/s':>12s}")
     for name, value in best.items():
         median = statistics.median(results[name])

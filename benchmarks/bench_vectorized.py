@@ -24,14 +24,15 @@ the configurations of a table take turns (on a shared machine a slow spell then 
 
 Usage: python benchmarks/bench_vectorized.py [--repeats 3] [--data-dir DIR] [--device auto|cpu|cuda] [--skip-conv]
 """
+
 from __future__ import annotations
 
 import argparse
 import platform
 import sys
 import time
+from collections.abc import Callable
 from datetime import date
-from typing import Callable
 from pathlib import Path
 
 import torch
@@ -77,11 +78,11 @@ def sgemm_gflops() -> float:
         sync()
         return (time.perf_counter() - tic) / 5
 
-    return 2 * n ** 3 / best_of(3, once) / 1e9
+    return 2 * n**3 / best_of(3, once) / 1e9
 
 
 def copy_gbs() -> float:
-    src = torch.randn(64 * 2 ** 20, device=DEVICE)
+    src = torch.randn(64 * 2**20, device=DEVICE)
     dst = torch.empty_like(src)
     dst.copy_(src)
 
@@ -149,10 +150,11 @@ def differenced(train: Callable[[int], None], lengths: tuple[int, int]) -> float
     return (times[1] - times[0]) / (lengths[1] - lengths[0])
 
 
-def single_step(name: str, data: DataBundle, lengths: tuple[int, int],
-                acceleration: Acceleration = Acceleration()) -> Measure:
+def single_step(
+    name: str, data: DataBundle, lengths: tuple[int, int], acceleration: Acceleration = Acceleration()
+) -> Measure:
     net = models_for(name, data, 1)[0].to(DEVICE)
-    trainer = Trainer(data, BATCH, ADAM, seed=0, eval_every=10 ** 9, progress=False, acceleration=acceleration)
+    trainer = Trainer(data, BATCH, ADAM, seed=0, eval_every=10**9, progress=False, acceleration=acceleration)
     trainer.train(net, None, 0, 2)  # warm-up; compiles the model once with torch.compile
     return lambda: differenced(lambda n: trainer.train(net, None, 0, n), lengths)
 
@@ -161,7 +163,7 @@ def vector_step(name: str, data: DataBundle, k: int, lengths: tuple[int, int], m
     def train(n: int) -> None:
         nets = [net.to(DEVICE) for net in models_for(name, data, k)]
         mask_list = [_half_mask(net) if masks else None for net in nets]
-        trainer = VectorTrainer(data, BATCH, ADAM, list(range(k)), eval_every=10 ** 9, progress=False)
+        trainer = VectorTrainer(data, BATCH, ADAM, list(range(k)), eval_every=10**9, progress=False)
         trainer.train(nets, mask_list, 0, n)  # ends with an evaluation read on the host: synchronised
 
     return lambda: differenced(train, lengths)
@@ -184,7 +186,9 @@ def two_processes_step(data_dir: str | None, lengths: tuple[int, int]) -> Measur
 
     def measure() -> float:
         barrier, results = context.Barrier(2), context.Queue()
-        workers = [context.Process(target=_process_worker, args=(data_dir, lengths, barrier, results)) for _ in range(2)]
+        workers = [
+            context.Process(target=_process_worker, args=(data_dir, lengths, barrier, results)) for _ in range(2)
+        ]
         for worker in workers:
             worker.start()
         steps = [results.get(timeout=600) for _ in workers]
@@ -208,7 +212,10 @@ def step_breakdown(name: str, data: DataBundle, k: int, steps: int = 100) -> dic
 
     nets = models_for(name, data, k)
     template = nets[0]
-    params = {n: torch.stack([m.state_dict()[n] for m in nets]).to(DEVICE).requires_grad_() for n, _ in template.named_parameters()}
+    params = {
+        n: torch.stack([m.state_dict()[n] for m in nets]).to(DEVICE).requires_grad_()
+        for n, _ in template.named_parameters()
+    }
     masks = {n: (torch.rand(p.shape, device=DEVICE) < 0.5).float() for n, p in params.items() if n.endswith("weight")}
     optimizer = build_optimizer([p for n, p in params.items() if n not in masks], ADAM, [params[n] for n in masks])
     trainer = VectorTrainer(data, BATCH, ADAM, list(range(k)), progress=False)
@@ -246,7 +253,9 @@ def main() -> None:
     parser.add_argument("--skip-conv", action="store_true")
     args = parser.parse_args()
     global DEVICE
-    DEVICE = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    DEVICE = torch.device(
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
     threads = torch.get_num_threads()
     where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else f"{threads} threads"
     print(f"# {date.today()}; {platform.processor() or platform.machine()}, {where}, torch {torch.__version__}")
@@ -273,8 +282,10 @@ def main() -> None:
     seconds = interleaved(measures, args.repeats)
     single = seconds["lth trainer, 1 net"][1]
     print(f"\nLeNet-300-100, batch {BATCH}, Adam ({flops / 1e6:.1f} MFLOP of matrix products per step)")
-    header = (f"{'pipeline':44s} {'samples/s':>10s} {'GFLOP/s':>8s} {'% sgemm':>8s} {'vs lth 1 net':>12s} "
-              f"{'vs conventional':>15s}")
+    header = (
+        f"{'pipeline':44s} {'samples/s':>10s} {'GFLOP/s':>8s} {'% sgemm':>8s} {'vs lth 1 net':>12s} "
+        f"{'vs conventional':>15s}"
+    )
     print(header)
 
     def row(label: str, seconds_per_step: float, k: int, alone: float | None, conventional: bool = True) -> None:
@@ -284,8 +295,10 @@ def main() -> None:
         against = f"{samples / (conventional_its * BATCH):14.2f}x" if conventional else ""
         print(f"{label:44s} {samples:10.0f} {gflops:8.1f} {100 * gflops / peak:7.0f}% {versus} {against}".rstrip())
 
-    print(f"{'conventional Dataset+DataLoader, 1 net':44s} {conventional_its * BATCH:10.0f} "
-          f"{conventional_its * flops / 1e9:8.1f} {100 * conventional_its * flops / 1e9 / peak:7.0f}%")
+    print(
+        f"{'conventional Dataset+DataLoader, 1 net':44s} {conventional_its * BATCH:10.0f} "
+        f"{conventional_its * flops / 1e9:8.1f} {100 * conventional_its * flops / 1e9 / peak:7.0f}%"
+    )
     for label, (k, value) in seconds.items():
         row(label, value, k, None if label == "lth trainer, 1 net" else single)
     k = 8
@@ -306,17 +319,29 @@ def main() -> None:
         return
     d = DEVICE
     cifar = DataBundle(
-        name="cifar-shaped", train_x=torch.randn(5000, 3, 32, 32, device=d), train_y=torch.randint(0, 10, (5000,), device=d),
-        val_x=torch.randn(60, 3, 32, 32, device=d), val_y=torch.randint(0, 10, (60,), device=d),  # evaluation is not timed
-        test_x=torch.randn(60, 3, 32, 32, device=d), test_y=torch.randint(0, 10, (60,), device=d),
-        input_shape=(3, 32, 32), num_classes=10, augment=False,
+        name="cifar-shaped",
+        train_x=torch.randn(5000, 3, 32, 32, device=d),
+        train_y=torch.randint(0, 10, (5000,), device=d),
+        val_x=torch.randn(60, 3, 32, 32, device=d),
+        val_y=torch.randint(0, 10, (60,), device=d),  # evaluation is not timed
+        test_x=torch.randn(60, 3, 32, 32, device=d),
+        test_y=torch.randint(0, 10, (60,), device=d),
+        input_shape=(3, 32, 32),
+        num_classes=10,
+        augment=False,
     )
     flops = matmul_flops(models_for("conv-4", cifar, 1)[0], cifar.input_shape, BATCH)
     single_lengths, vector_lengths = ((100, 400), (50, 200)) if DEVICE.type == "cuda" else ((2, 10), (1, 4))
     measures = {
         "lth trainer, 1 net": (1, single_step("conv-4", cifar, single_lengths)),
-        "lth trainer, 1 net, bf16 autocast": (1, single_step("conv-4", cifar, single_lengths, Acceleration(precision="bf16"))),
-        "lth trainer, 1 net, channels-last": (1, single_step("conv-4", cifar, single_lengths, Acceleration(channels_last=True))),
+        "lth trainer, 1 net, bf16 autocast": (
+            1,
+            single_step("conv-4", cifar, single_lengths, Acceleration(precision="bf16")),
+        ),
+        "lth trainer, 1 net, channels-last": (
+            1,
+            single_step("conv-4", cifar, single_lengths, Acceleration(channels_last=True)),
+        ),
     }
     for k in (4, 8, 16, 32) if DEVICE.type == "cuda" else (4, 8):
         measures[f"lth vectorised, K={k}"] = (k, vector_step("conv-4", cifar, k, vector_lengths))

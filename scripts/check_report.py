@@ -9,6 +9,7 @@ browser log error (e.g. a resource that failed to load), image that did not deco
 to an external http(s) resource; exit 2 when no browser can be started. Needs Debian's
 ``chromium`` package (or chromium-browser / google-chrome on the PATH, or $CHROMIUM).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 PAGE_FACTS = """JSON.stringify({
@@ -35,7 +36,7 @@ PAGE_FACTS = """JSON.stringify({
 })"""
 
 
-def find_browser() -> Optional[str]:
+def find_browser() -> str | None:
     """The Chromium executable: $CHROMIUM, else the first of BROWSERS on the PATH."""
     if os.environ.get("CHROMIUM"):
         return shutil.which(os.environ["CHROMIUM"])
@@ -48,21 +49,37 @@ class DevTools:
     def __init__(self, browser: str, profile: str, width: int, height: int) -> None:
         to_browser_read, self.to_browser = os.pipe()
         self.from_browser, from_browser_write = os.pipe()
-        args = [browser, "--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu",
-                "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--hide-scrollbars",
-                f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"]
+        args = [
+            browser,
+            "--headless",
+            "--remote-debugging-pipe",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-extensions",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            "about:blank",
+        ]
         # The browser expects the pipe on fds 3 and 4 exactly; a shell puts it there.
         command = ["sh", "-c", f'exec "$0" "$@" 3<&{to_browser_read} 4>&{from_browser_write}', *args]
         self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(command, pass_fds=(to_browser_read, from_browser_write),
-                                        stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        self.process = subprocess.Popen(
+            command,
+            pass_fds=(to_browser_read, from_browser_write),
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+        )
         os.close(to_browser_read)
         os.close(from_browser_write)
         self.buffer = b""
         self.next_id = 0
         self.events: list[dict[str, Any]] = []
 
-    def send(self, method: str, params: Optional[dict] = None, session: Optional[str] = None) -> int:
+    def send(self, method: str, params: dict | None = None, session: str | None = None) -> int:
         self.next_id += 1
         message: dict[str, Any] = {"id": self.next_id, "method": method, "params": params or {}}
         if session:
@@ -82,8 +99,9 @@ class DevTools:
         message, _, self.buffer = self.buffer.partition(b"\0")
         return json.loads(message)
 
-    def call(self, method: str, params: Optional[dict] = None, session: Optional[str] = None,
-             timeout: float = 30.0) -> dict[str, Any]:
+    def call(
+        self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
         """Send a command and wait for its reply, keeping the events that arrive meanwhile."""
         wanted = self.send(method, params, session)
         deadline = time.monotonic() + timeout
@@ -144,7 +162,7 @@ def problems(events: list[dict[str, Any]]) -> list[str]:
     return found
 
 
-def check(report: Path, screenshot: Optional[Path], width: int, max_height: int) -> int:
+def check(report: Path, screenshot: Path | None, width: int, max_height: int) -> int:
     browser = find_browser()
     if browser is None:
         print("check_report: no Chromium found; install Debian's chromium package or set $CHROMIUM", file=sys.stderr)
@@ -157,22 +175,34 @@ def check(report: Path, screenshot: Optional[Path], width: int, max_height: int)
             session = tools.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
             for domain in ("Runtime", "Log", "Page"):
                 tools.call(f"{domain}.enable", session=session)
-            tools.call("Emulation.setDeviceMetricsOverride",
-                       {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=session)
+            tools.call(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+                session=session,
+            )
             tools.call("Page.navigate", {"url": report.resolve().as_uri()}, session=session)
             tools.wait_for("Page.loadEventFired")
             tools.drain(0.3)
-            facts = json.loads(tools.call("Runtime.evaluate", {"expression": PAGE_FACTS, "returnByValue": True},
-                                          session=session)["result"]["value"])
+            facts = json.loads(
+                tools.call("Runtime.evaluate", {"expression": PAGE_FACTS, "returnByValue": True}, session=session)[
+                    "result"
+                ]["value"]
+            )
             found = problems(tools.events)
             found += [f"image did not load: {alt!r}" for alt in facts["broken"]]
             found += [f"external resource: {url}" for url in facts["external"]]
             if screenshot is not None:
                 height = min(facts["height"], max_height)
-                shot = tools.call("Page.captureScreenshot", {
-                    "format": "png", "captureBeyondViewport": True,
-                    "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
-                }, session=session, timeout=60)
+                shot = tools.call(
+                    "Page.captureScreenshot",
+                    {
+                        "format": "png",
+                        "captureBeyondViewport": True,
+                        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+                    },
+                    session=session,
+                    timeout=60,
+                )
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 screenshot.write_bytes(base64.b64decode(shot["data"]))
         except (TimeoutError, ConnectionError, RuntimeError, KeyError) as error:
@@ -182,14 +212,15 @@ def check(report: Path, screenshot: Optional[Path], width: int, max_height: int)
         tools.close()
     seconds = time.monotonic() - started
     shot_note = f"; screenshot {screenshot} ({width}x{min(facts['height'], max_height)})" if screenshot else ""
-    print(f"{report}: {facts['title']!r}, {facts['images']} images, {len(found)} problem(s) "
-          f"in {seconds:.1f} s{shot_note}")
+    print(
+        f"{report}: {facts['title']!r}, {facts['images']} images, {len(found)} problem(s) in {seconds:.1f} s{shot_note}"
+    )
     for problem in found:
         print(f"  {problem}")
     return 1 if found else 0
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", type=Path, help="the HTML file to open")
     parser.add_argument("--screenshot", type=Path, help="write a PNG of the page here (full page up to --max-height)")

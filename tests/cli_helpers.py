@@ -1,4 +1,5 @@
 """Helpers for CLI tests: run `lth` in-process and check the one-line error contract."""
+
 from __future__ import annotations
 
 from lth.cli import main

@@ -1,4 +1,5 @@
 """Shared fixtures: the digits data set (loaded once), tiny ticket-search runs, an offline environment."""
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,9 @@ os.environ["LTH_BACKEND"] = "local"
 # set up after that test would train with them (``lth --threads`` reads ``$LTH_THREADS``) and
 # differ in the last bits from what the tests' own subprocesses train.
 os.environ.pop("LTH_THREADS", None)
-NUMERIC_ENV = {name: os.environ.get(name) for name in ("LTH_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                          "OMP_WAIT_POLICY")}
+NUMERIC_ENV = {
+    name: os.environ.get(name) for name in ("LTH_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")
+}
 
 
 @pytest.fixture(autouse=True)
@@ -156,8 +158,7 @@ def result_dirs(tmp_path_factory) -> dict[str, Path]:
     from lth.supermasks.train import run_supermask_training
 
     root = tmp_path_factory.mktemp("results")
-    dirs = {name: root / name for name in ("ticket", "rewound", "conv", "study", "sm_eval", "sm_train",
-                                                 "stability")}
+    dirs = {name: root / name for name in ("ticket", "rewound", "conv", "study", "sm_eval", "sm_train", "stability")}
     run_search(dirs["ticket"], controls=["reinit"])
     run_search(dirs["rewound"], controls=["reinit"], rewind="10it", seed=1)
     run_search(dirs["conv"], model="conv-2", rounds=1, iterations=20)
@@ -165,12 +166,41 @@ def result_dirs(tmp_path_factory) -> dict[str, Path]:
         mp.setattr("lth.experiments.ticket_search.plot_run", lambda run: [])
         config = make_config({**SEARCH, "rounds": 1, "iterations": 40})
         run_study("robust", [robust_experiment(config, 2)], dirs["study"], {"trials": 2}, name="tiny", progress=False)
-    assert main(["supermask", "eval", "--from", str(dirs["ticket"]), "--criteria", "lf,random", "--keep", "1.0,0.5,0.2",
-                 "--weights", "init,signed_constant", "--out", str(dirs["sm_eval"]), "--quiet"]) == 0
-    run_supermask_training("lenet-300-100", "digits", iterations=20, eval_every=10, device="cpu",
-                           out=dirs["sm_train"], progress=False)
+    assert (
+        main(
+            [
+                "supermask",
+                "eval",
+                "--from",
+                str(dirs["ticket"]),
+                "--criteria",
+                "lf,random",
+                "--keep",
+                "1.0,0.5,0.2",
+                "--weights",
+                "init,signed_constant",
+                "--out",
+                str(dirs["sm_eval"]),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    run_supermask_training(
+        "lenet-300-100", "digits", iterations=20, eval_every=10, device="cpu", out=dirs["sm_train"], progress=False
+    )
     import lth
 
-    lth.stability("lenet-300-100", "digits", rewind="0,20", iterations=60, eval_every=20, points=5,
-                  path_train_size=300, device="cpu", out=dirs["stability"], progress=False)
+    lth.stability(
+        "lenet-300-100",
+        "digits",
+        rewind="0,20",
+        iterations=60,
+        eval_every=20,
+        points=5,
+        path_train_size=300,
+        device="cpu",
+        out=dirs["stability"],
+        progress=False,
+    )
     return dirs

@@ -1,5 +1,6 @@
 """Speed options (bf16 autocast, torch.compile, channels-last): they do what they say, keep masks
 exact, and are refused where they cannot apply."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,13 +24,20 @@ ADAM = OptimizerSettings(name="adam", lr=1e-3)
 
 def images(digits):
     """Digits as (1, 8, 8) images, for the conv nets."""
-    return dataclasses.replace(digits, train_x=digits.train_x.view(-1, 1, 8, 8), val_x=digits.val_x.view(-1, 1, 8, 8),
-                               test_x=digits.test_x.view(-1, 1, 8, 8), input_shape=(1, 8, 8))
+    return dataclasses.replace(
+        digits,
+        train_x=digits.train_x.view(-1, 1, 8, 8),
+        val_x=digits.val_x.view(-1, 1, 8, 8),
+        test_x=digits.test_x.view(-1, 1, 8, 8),
+        input_shape=(1, 8, 8),
+    )
 
 
 def half_mask(model: nn.Module, seed: int = 3) -> Mask:
     g = torch.Generator().manual_seed(seed)
-    return Mask({n: torch.rand(p.shape, generator=g) < 0.5 for n, p in model.named_parameters() if n.endswith("weight")})
+    return Mask(
+        {n: torch.rand(p.shape, generator=g) < 0.5 for n, p in model.named_parameters() if n.endswith("weight")}
+    )
 
 
 def train(data, name: str, acceleration: Acceleration, steps: int = 60, mask: bool = True, hook=None):
@@ -39,7 +47,8 @@ def train(data, name: str, acceleration: Acceleration, steps: int = 60, mask: bo
         first = next(mod for mod in model.modules() if isinstance(mod, (nn.Linear, nn.Conv2d)))
         first.register_forward_hook(hook)
     result = Trainer(data, 30, ADAM, seed=0, eval_every=20, progress=False, acceleration=acceleration).train(
-        model, m, 0, steps)
+        model, m, 0, steps
+    )
     return result, model, m
 
 
@@ -78,7 +87,8 @@ def test_channels_last_uses_nhwc_and_equals_the_default_layout(digits):
                 module.register_forward_hook(hook)
         mask = half_mask(model)
         result = Trainer(data, 30, ADAM, seed=0, eval_every=20, progress=False, acceleration=acceleration).train(
-            model, mask, 0, 60)
+            model, mask, 0, 60
+        )
         return result, model, mask
 
     plain, plain_model, _ = train_watched(Acceleration())
@@ -131,15 +141,32 @@ def test_precision_settings_are_checked(capsys):
         vector_size(4, [TicketConfig(**base)] * 4)
     line = one_line_error(*cli(capsys, "find-ticket", "lenet-300-100", "digits", "--precision", "fp16")[::2])
     assert "'fp16'" in line and "fp32" in line and "bf16" in line
-    line = one_line_error(*cli(capsys, "find-ticket", "lenet-300-100", "digits", "--precision", "bf16",
-                               "--vectorize", "4")[::2])
+    line = one_line_error(
+        *cli(capsys, "find-ticket", "lenet-300-100", "digits", "--precision", "bf16", "--vectorize", "4")[::2]
+    )
     assert line == "lth: error: --precision bf16 trains networks one at a time; use --vectorize off or auto"
 
 
 def test_find_ticket_records_and_resumes_with_the_speed_options(tmp_path, capsys):
     out = tmp_path / "run"
-    rc, _, err = cli(capsys, "find-ticket", "conv-2", "digits", "--rounds", "1", "--iterations", "40",
-                     "--eval-every", "20", "--channels-last", "--precision", "bf16", "--out", out, "-q")
+    rc, _, err = cli(
+        capsys,
+        "find-ticket",
+        "conv-2",
+        "digits",
+        "--rounds",
+        "1",
+        "--iterations",
+        "40",
+        "--eval-every",
+        "20",
+        "--channels-last",
+        "--precision",
+        "bf16",
+        "--out",
+        out,
+        "-q",
+    )
     assert rc == 0, err
     from lth.store import RunDir
 
@@ -192,4 +219,5 @@ def test_lottery_model_takes_the_speed_options(digits):
         LotteryModel(net, digits, iterations=20, compile="yes")
     with pytest.raises(LthError, match="precision bf16 trains networks one at a time"):
         LotteryRobust(net, digits, trials=2, iterations=20, progress=False, precision="bf16", vectorize=2).run(
-            "iterative_pruning", rounds=1)
+            "iterative_pruning", rounds=1
+        )

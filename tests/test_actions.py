@@ -1,4 +1,5 @@
 """Tests for lth.actions: mask-1 values, mask-0 starting tensors, validation."""
+
 from __future__ import annotations
 
 import math
@@ -63,10 +64,18 @@ def random_state(seed: int, n: int, keep: float) -> LayerState:
 
 def test_names():
     assert MASK1_ACTIONS.names() == [
-        "rewind", "reinit", "random_reinit", "random_reshuffle", "constant", "jitter",
+        "rewind",
+        "reinit",
+        "random_reinit",
+        "random_reshuffle",
+        "constant",
+        "jitter",
     ]
     assert MASK1_NAMES == MASK1_ACTIONS.names() + [
-        "signed_reinit", "signed_reshuffle", "signed_constant", "rand_signed_constant",
+        "signed_reinit",
+        "signed_reshuffle",
+        "signed_constant",
+        "rand_signed_constant",
     ]
     assert MASK0_ACTIONS.names() == ["zero", "freeze_init", "freeze_init_zero_mask", "freeze_init_zero_all"]
 

@@ -1,6 +1,7 @@
 """Controls in the Python API: LotteryModel(controls=[...]) trains the CLI's reinit and
 random-prune controls after every pruned round, without changing the ticket's own results;
 LotteryRobust and LotterySession summarise and draw them as lines of their own."""
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,13 @@ class Recorder:
 
     def __call__(self, model, mask, **kwargs):
         params = lambda: {n: p.detach().clone() for n, p in model.named_parameters()}  # noqa: E731
-        call = {"description": kwargs["description"], "mask": Mask({n: m.clone() for n, m in mask.items()}),
-                "start": kwargs["start"], "stop": kwargs["stop"], "before": params()}
+        call = {
+            "description": kwargs["description"],
+            "mask": Mask({n: m.clone() for n, m in mask.items()}),
+            "start": kwargs["start"],
+            "stop": kwargs["stop"],
+            "before": params(),
+        }
         result = self.inner(model, mask, **kwargs)
         call["after"] = params()
         self.calls.append(call)
@@ -200,8 +206,10 @@ def test_robust_summary_has_every_line_at_every_round(robust):
         mine = summary[summary["line"] == line]
         assert sorted(set(mine["round"])) == rounds
         for _, row in mine.iterrows():
-            values = [next(r for r in trial.lines()[line] if r["round"] == row["round"])[row["metric"]]
-                      for trial in robust.models]
+            values = [
+                next(r for r in trial.lines()[line] if r["round"] == row["round"])[row["metric"]]
+                for trial in robust.models
+            ]
             assert row["trials"] == 2
             assert row["mean"] == pytest.approx(math.fsum(values) / 2, abs=1e-12)
             assert row["min"] == min(values) and row["max"] == max(values)
@@ -227,8 +235,11 @@ def test_session_summary_and_plot_show_the_controls(digits):
     session.new_experiment("controlled", controls="reinit").iterative_pruning(rounds=1)
     summary = session.summary()
     assert list(zip(summary["experiment"], summary["line"], summary["round"])) == [
-        ("plain", "ticket", 0), ("plain", "ticket", 1),
-        ("controlled", "ticket", 0), ("controlled", "ticket", 1), ("controlled", "reinit", 1),
+        ("plain", "ticket", 0),
+        ("plain", "ticket", 1),
+        ("controlled", "ticket", 0),
+        ("controlled", "ticket", 1),
+        ("controlled", "reinit", 1),
     ]
     styles = {line.get_label(): line.get_linestyle() for line in session.plot_accuracy().axes[0].lines}
     assert styles["controlled (early stop)"] == "-"
@@ -247,7 +258,9 @@ def test_robust_controls_side_by_side_equal_trials_alone(digits):
         for name in CONTROLS:
             a, b = alone.lines()[name], together.lines()[name]
             assert [r["kept_weights"] for r in a] == [r["kept_weights"] for r in b]
-            assert all(abs(x["test_accuracy_at_early_stop"] - y["test_accuracy_at_early_stop"]) <= 1 / 300 + 1e-9
-                       for x, y in zip(a, b))
+            assert all(
+                abs(x["test_accuracy_at_early_stop"] - y["test_accuracy_at_early_stop"]) <= 1 / 300 + 1e-9
+                for x, y in zip(a, b)
+            )
             masks = alone.control_masks[name][1], together.control_masks[name][1]
             assert all(torch.equal(masks[0][n], masks[1][n]) for n in NAMES)

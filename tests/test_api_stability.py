@@ -1,4 +1,5 @@
 """Tests for LotteryModel.stability: instability analysis of the user's own model (tiny MLP on digits)."""
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,7 @@ from torch import nn
 from lth import LotteryModel, LthError
 from lth.experiments.branch_kinds import level_seed
 from lth.experiments.stability import entries_frame
-from lth.training import Trainer
-from lth.training import interpolation
+from lth.training import Trainer, interpolation
 from lth.training.evaluate import evaluate
 
 QUICK = dict(iterations=30, eval_every=10, device="cpu", progress=False)
@@ -79,8 +79,14 @@ def test_path_ends_are_the_children(dense, digits):
     # Child 0 at k = 0, trained again by hand from w_0 with its documented data order, evaluated directly.
     net = mlp()
     settings = ticket.settings
-    trainer = Trainer(digits, settings.batch_size, settings.optimizer_settings(), level_seed(0, "stability-child", 0),
-                      settings.eval_every, progress=False)
+    trainer = Trainer(
+        digits,
+        settings.batch_size,
+        settings.optimizer_settings(),
+        level_seed(0, "stability-child", 0),
+        settings.eval_every,
+        progress=False,
+    )
     trainer.train(net, ticket.mask, start=0, stop=30)
     n = digits.train_x.shape[0]
     generator = torch.Generator().manual_seed(level_seed(0, "stability-path-train", 0))
@@ -122,22 +128,32 @@ def test_pruned_ticket_analysed_under_its_mask_and_left_untouched(digits, monkey
     ticket = LotteryModel(mlp(), digits, **QUICK)
     ticket.iterative_pruning(rounds=1, rate=0.5)
     mask = ticket.mask
-    before = (ticket.summary(), ticket.metrics(), ticket.model.state_dict(), ticket._generator.get_state(),
-              torch.get_rng_state())
+    before = (
+        ticket.summary(),
+        ticket.metrics(),
+        ticket.model.state_dict(),
+        ticket._generator.get_state(),
+        torch.get_rng_state(),
+    )
     monkeypatch.setattr(interpolation, "evaluate_path", spy)
     frame = ticket.stability(points=2)
     monkeypatch.undo()
     row = frame.iloc[0]
     assert (row["level"], row["rewind_iteration"]) == (1, 0)
     assert row["weights_remaining"] == mask.density() < 0.6
-    (a, b, used), = seen
+    ((a, b, used),) = seen
     assert list(used) == list(mask) and all(torch.equal(used[n].cpu(), mask[n]) for n in mask)
     for name, m in mask.items():  # both children: pruned weights exactly 0
         assert bool((a[name][~m] == 0).all()) and bool((b[name][~m] == 0).all())
         assert not torch.equal(a[name], b[name])  # different data orders
     # Nothing of the experiment changed ...
-    after = (ticket.summary(), ticket.metrics(), ticket.model.state_dict(), ticket._generator.get_state(),
-             torch.get_rng_state())
+    after = (
+        ticket.summary(),
+        ticket.metrics(),
+        ticket.model.state_dict(),
+        ticket._generator.get_state(),
+        torch.get_rng_state(),
+    )
     pd.testing.assert_frame_equal(after[0], before[0])
     pd.testing.assert_frame_equal(after[1], before[1])
     assert all(torch.equal(after[2][k], v) for k, v in before[2].items())
@@ -152,23 +168,28 @@ def test_pruned_ticket_analysed_under_its_mask_and_left_untouched(digits, monkey
     assert all(torch.equal(v, theirs[k]) for k, v in ticket.model.state_dict().items())
 
 
-@pytest.mark.parametrize("kwargs, expected", [
-    (dict(copies=1), "copies must be a whole number from 2 to 64 (instability compares pairs of copies), got 1"),
-    (dict(copies=True), "copies must be a whole number from 2 to 64"),
-    (dict(points=1), "points must be a whole number from 2 to 10001 (a path has two ends), got 1"),
-    (dict(path_train_size=0), "path_train_size must be a whole number >= 1"),
-    (dict(rewind=30), "rewind point 30 is not before the end of training (budget 30 iterations); "
-                      "give iterations from 0 to 29"),
-    (dict(rewind=[0, -1]), "rewind point -1 is negative; give iterations from 0 to 29"),
-    (dict(rewind=[0.5]), "rewind point 0.5 is not a whole number of iterations; give iterations from 0 to 29"),
-    (dict(rewind=[]), "rewind is empty; give rewind iterations from 0 to 29"),
-    (dict(rewind="0,10"), "rewind must be an iteration or a list of iterations, got '0,10'"),
-    (dict(stable_threshold=101), "stable_threshold must be between 0 and 100 percentage points, got 101"),
-    (dict(stable_threshold=-0.5), "stable_threshold must be between 0 and 100 percentage points, got -0.5"),
-    (dict(stable_threshold=float("nan")), "stable_threshold must be between 0 and 100 percentage points, got nan"),
-    (dict(batch_norm_reset="yes"), "batch_norm_reset must be True or False, got 'yes'"),
-    (dict(seed=1.5), "seed must be None (the model's seed) or an integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        (dict(copies=1), "copies must be a whole number from 2 to 64 (instability compares pairs of copies), got 1"),
+        (dict(copies=True), "copies must be a whole number from 2 to 64"),
+        (dict(points=1), "points must be a whole number from 2 to 10001 (a path has two ends), got 1"),
+        (dict(path_train_size=0), "path_train_size must be a whole number >= 1"),
+        (
+            dict(rewind=30),
+            "rewind point 30 is not before the end of training (budget 30 iterations); give iterations from 0 to 29",
+        ),
+        (dict(rewind=[0, -1]), "rewind point -1 is negative; give iterations from 0 to 29"),
+        (dict(rewind=[0.5]), "rewind point 0.5 is not a whole number of iterations; give iterations from 0 to 29"),
+        (dict(rewind=[]), "rewind is empty; give rewind iterations from 0 to 29"),
+        (dict(rewind="0,10"), "rewind must be an iteration or a list of iterations, got '0,10'"),
+        (dict(stable_threshold=101), "stable_threshold must be between 0 and 100 percentage points, got 101"),
+        (dict(stable_threshold=-0.5), "stable_threshold must be between 0 and 100 percentage points, got -0.5"),
+        (dict(stable_threshold=float("nan")), "stable_threshold must be between 0 and 100 percentage points, got nan"),
+        (dict(batch_norm_reset="yes"), "batch_norm_reset must be True or False, got 'yes'"),
+        (dict(seed=1.5), "seed must be None (the model's seed) or an integer"),
+    ],
+)
 def test_bad_input(dense, kwargs, expected):
     ticket, _ = dense
     with pytest.raises(LthError) as error:
@@ -182,6 +203,7 @@ def test_rewind_before_a_pruned_round_start(digits):
     ticket.prune(rate=0.5)
     with pytest.raises(LthError) as error:
         ticket.stability(rewind=[0, 10])
-    assert one_line(error) == ("rewind point 0 is before round 1's start: pruned rounds restart from rewind_iteration "
-                               "5; give iterations from 5 to 29")
-
+    assert one_line(error) == (
+        "rewind point 0 is before round 1's start: pruned rounds restart from rewind_iteration "
+        "5; give iterations from 5 to 29"
+    )

@@ -1,4 +1,5 @@
 """Execution backends: a session gives the same tables on local, process and ray; Ray retries a killed worker."""
+
 from __future__ import annotations
 
 import os
@@ -11,15 +12,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cli_helpers import cli, one_line_error
 from lth.store import RunDir
 from lth.store.study_dir import StudyDir
 
-from cli_helpers import cli, one_line_error
-
 SESSION = {
     "name": "backends",
-    "base": {"model": "lenet-300-100", "dataset": "digits", "rounds": 1, "iterations": 30, "eval_every": 15,
-             "device": "cpu", "checkpoint_every": 10},
+    "base": {
+        "model": "lenet-300-100",
+        "dataset": "digits",
+        "rounds": 1,
+        "iterations": 30,
+        "eval_every": 15,
+        "device": "cpu",
+        "checkpoint_every": 10,
+    },
     "grid": {"criterion": ["large_final", "movement"]},
     "trials": 2,
 }
@@ -85,8 +92,7 @@ def test_process_backend_equals_local(reference, spec_file, tmp_path, capsys):
     assert_same_study(reference, out)
 
 
-def test_auto_backend_is_a_process_pool_on_2_cpus_and_equals_local(reference, spec_file, tmp_path, capsys,
-                                                                    monkeypatch):
+def test_auto_backend_is_a_process_pool_on_2_cpus_and_equals_local(reference, spec_file, tmp_path, capsys, monkeypatch):
     """The default backend on a 2-CPU machine without a GPU: 2 workers of 1 thread each, the same
     tables as the local backend at 1 thread (this test process's count)."""
     import torch
@@ -173,7 +179,9 @@ def test_killed_ray_worker_resumes_from_its_checkpoint(ray_instance, reference, 
     log = (victim / "trial.log").read_text()
     assert re.search(r"pid \d+ on .*: resuming criterion=movement trial 1 from checkpoint at round \d", log), log
     assert f"pid {killed[0]}" in log and log.count(" pid ") >= 2
-    assert "criterion=movement trial 1: resumed from its checkpoint at round" in shown + err  # so does the driver's progress output
+    assert (
+        "criterion=movement trial 1: resumed from its checkpoint at round" in shown + err
+    )  # so does the driver's progress output
     assert_same_study(reference, out)
 
 
@@ -194,14 +202,17 @@ def test_resume_continues_only_unfinished_trials_on_ray(ray_instance, reference,
     assert_same_study(reference, out)
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--backend", "spark"], "unknown backend 'spark': use auto, local, process or ray"),
-    (["--backend", "auto", "--ray-address", "auto"], "--ray-address applies to the ray backend, not to auto"),
-    (["--backend", "process", "--workers", "0"], "--workers must be at least 1, got 0"),
-    (["--workers", "2"], "--workers applies to the process backend, not to local"),
-    (["--backend", "process", "--ray-address", "auto"], "--ray-address applies to the ray backend, not to process"),
-    (["--no-shared-fs"], "--no-shared-fs applies to the ray backend, not to local"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--backend", "spark"], "unknown backend 'spark': use auto, local, process or ray"),
+        (["--backend", "auto", "--ray-address", "auto"], "--ray-address applies to the ray backend, not to auto"),
+        (["--backend", "process", "--workers", "0"], "--workers must be at least 1, got 0"),
+        (["--workers", "2"], "--workers applies to the process backend, not to local"),
+        (["--backend", "process", "--ray-address", "auto"], "--ray-address applies to the ray backend, not to process"),
+        (["--no-shared-fs"], "--no-shared-fs applies to the ray backend, not to local"),
+    ],
+)
 def test_bad_backend_options(spec_file, tmp_path, capsys, args, expected):
     msg = one_line_error(*cli(capsys, "session", spec_file, "--out", tmp_path / "out", "-q", *args)[::2])
     assert expected in msg
@@ -212,25 +223,40 @@ def test_ray_missing_says_how_to_install_it(spec_file, tmp_path, capsys, monkeyp
     monkeypatch.setitem(__import__("sys").modules, "ray", None)
     msg = one_line_error(*cli(capsys, "session", spec_file, "--out", tmp_path / "out", "-q", "--backend", "ray")[::2])
     assert "the ray backend needs Ray: pip install 'lth[ray]'" in msg
-    msg = one_line_error(*cli(capsys, "robust", "lenet-300-100", "digits", "--trials", "2", "--backend", "ray",
-                              "--out", tmp_path / "robust")[::2])
+    msg = one_line_error(
+        *cli(
+            capsys,
+            "robust",
+            "lenet-300-100",
+            "digits",
+            "--trials",
+            "2",
+            "--backend",
+            "ray",
+            "--out",
+            tmp_path / "robust",
+        )[::2]
+    )
     assert "pip install 'lth[ray]'" in msg
 
 
-@pytest.mark.parametrize("name, options, trials, gpu, cpus, expected", [
-    ("auto", {}, 2, False, 2, ("process", {"workers": 2})),
-    ("auto", {}, 8, False, 16, ("process", {"workers": 8})),  # one worker per trial at most
-    ("auto", {}, 20, False, 16, ("process", {"workers": 16})),  # one per CPU
-    ("auto", {}, 1, False, 16, ("local", {})),  # one trial
-    ("auto", {}, 4, False, 1, ("local", {})),  # one CPU
-    ("auto", {}, 4, True, 16, ("local", {})),  # trials on a GPU
-    ("auto", {"workers": 3}, 1, True, 1, ("process", {"workers": 3})),  # --workers asks for processes
-    ("auto", {"group": 4}, 8, False, 16, ("local", {"group": 4})),  # --vectorize 4 asks for local
-    ("AUTO ", {}, 2, False, 2, ("process", {"workers": 2})),
-    ("local", {}, 8, False, 16, ("local", {})),
-    ("process", {"workers": None}, 1, True, 1, ("process", {})),
-    ("ray", {"address": "auto"}, 1, False, 1, ("ray", {"address": "auto"})),
-])
+@pytest.mark.parametrize(
+    "name, options, trials, gpu, cpus, expected",
+    [
+        ("auto", {}, 2, False, 2, ("process", {"workers": 2})),
+        ("auto", {}, 8, False, 16, ("process", {"workers": 8})),  # one worker per trial at most
+        ("auto", {}, 20, False, 16, ("process", {"workers": 16})),  # one per CPU
+        ("auto", {}, 1, False, 16, ("local", {})),  # one trial
+        ("auto", {}, 4, False, 1, ("local", {})),  # one CPU
+        ("auto", {}, 4, True, 16, ("local", {})),  # trials on a GPU
+        ("auto", {"workers": 3}, 1, True, 1, ("process", {"workers": 3})),  # --workers asks for processes
+        ("auto", {"group": 4}, 8, False, 16, ("local", {"group": 4})),  # --vectorize 4 asks for local
+        ("AUTO ", {}, 2, False, 2, ("process", {"workers": 2})),
+        ("local", {}, 8, False, 16, ("local", {})),
+        ("process", {"workers": None}, 1, True, 1, ("process", {})),
+        ("ray", {"address": "auto"}, 1, False, 1, ("ray", {"address": "auto"})),
+    ],
+)
 def test_choose_backend(name, options, trials, gpu, cpus, expected):
     from lth.backends import choose_backend
 

@@ -1,6 +1,7 @@
 """Branches run off a finished ticket search (`lth branch`): what each kind starts from, exactly;
 a retrain with the trunk's own settings reproduces the trunk; a killed branch resumes bit for bit;
 bad input is one line, exit 2, and writes nothing."""
+
 from __future__ import annotations
 
 import json
@@ -10,18 +11,24 @@ import pytest
 import torch
 
 import lth
-
+from cli_helpers import cli, one_line_error
 from lth import TicketConfig, find_ticket
 from lth.data import DATASETS
-from lth.experiments.branches import BRANCH_KINDS, BranchSpec, branch, level_seed, parse_levels, resume_branch
 from lth.errors import LthError
+from lth.experiments.branches import BRANCH_KINDS, BranchSpec, branch, level_seed, parse_levels, resume_branch
 from lth.models import build_model
 from lth.store import RunDir
 
-from cli_helpers import cli, one_line_error
-
-TRUNK = dict(model="lenet-300-100", dataset="digits", iterations=60, eval_every=30, rounds=2, device="cpu",
-             checkpoint_every=20, vectorize="off")
+TRUNK = dict(
+    model="lenet-300-100",
+    dataset="digits",
+    iterations=60,
+    eval_every=30,
+    rounds=2,
+    device="cpu",
+    checkpoint_every=20,
+    vectorize="off",
+)
 KINDS = ("random-reinit", "random-prune", "shuffle-mask", "flip-sign", "one-shot", "retrain")
 
 
@@ -152,8 +159,9 @@ def test_random_reinit_draws_from_the_models_initialiser_with_the_branch_seed(tr
     branch(run, "random-reinit", levels="1", seed=11, progress=False)
     out = run / "branches" / "random-reinit-seed11"
     source = DATASETS.get("digits")
-    fresh = build_model("lenet-300-100", source.input_shape, source.num_classes,
-                        seed=level_seed(11, "random-reinit", 1)).state_dict()
+    fresh = build_model(
+        "lenet-300-100", source.input_shape, source.num_classes, seed=level_seed(11, "random-reinit", 1)
+    ).state_dict()
     mask = RunDir(run).load_mask(1)
     start = _weights(out, "start_round_01")
     for key, value in fresh.items():
@@ -248,15 +256,18 @@ def _tree(path: Path) -> list[str]:
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["nowhere", "retrain"], "does not exist"),
-    (["{run}", "grow"], "unknown branch kind 'grow'"),
-    (["{run}", "retrain", "--levels", "7"], "level 7 is not among the levels"),
-    (["{run}", "retrain", "--model", "conv2"], "--model conv2 would change the model"),
-    (["{run}", "retrain", "--dataset", "cifar10"], "--dataset cifar10 has inputs of shape"),
-    (["{run}", "flip-sign", "--scope", "global"], "--scope applies to"),
-    (["{run}/branches/retrain", "retrain"], "is a branch run, not a ticket search"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["nowhere", "retrain"], "does not exist"),
+        (["{run}", "grow"], "unknown branch kind 'grow'"),
+        (["{run}", "retrain", "--levels", "7"], "level 7 is not among the levels"),
+        (["{run}", "retrain", "--model", "conv2"], "--model conv2 would change the model"),
+        (["{run}", "retrain", "--dataset", "cifar10"], "--dataset cifar10 has inputs of shape"),
+        (["{run}", "flip-sign", "--scope", "global"], "--scope applies to"),
+        (["{run}/branches/retrain", "retrain"], "is a branch run, not a ticket search"),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(trunk, tmp_path, capsys, args, message):
     run = _copy(trunk, tmp_path)
     branch(run, "retrain", levels="0", progress=False)
@@ -291,17 +302,20 @@ def _fake_mnist(directory: Path, seed: int) -> Path:
         labels = rng.integers(0, 10, count).astype(np.uint8)
         images = (rng.integers(0, 60, (count, 28, 28)) + labels[:, None, None] * 19).astype(np.uint8)
         (directory / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
-            gzip.compress(struct.pack(">HBB", 0, 8, 3) + struct.pack(">III", count, 28, 28) + images.tobytes()))
+            gzip.compress(struct.pack(">HBB", 0, 8, 3) + struct.pack(">III", count, 28, 28) + images.tobytes())
+        )
         (directory / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(
-            gzip.compress(struct.pack(">HBB", 0, 8, 1) + struct.pack(">I", count) + labels.tobytes()))
+            gzip.compress(struct.pack(">HBB", 0, 8, 1) + struct.pack(">I", count) + labels.tobytes())
+        )
     return directory
 
 
 def test_retrain_on_another_dataset_of_the_same_shape_transfers_the_ticket(tmp_path, capsys):
     mnist, fashion = _fake_mnist(tmp_path / "mnist", 0), _fake_mnist(tmp_path / "fashion", 1)
     run = tmp_path / "trunk"
-    find_ticket(TicketConfig(**{**TRUNK, "dataset": "mnist", "rounds": 1}, data_dir=str(mnist)), out=run,
-                progress=False)
+    find_ticket(
+        TicketConfig(**{**TRUNK, "dataset": "mnist", "rounds": 1}, data_dir=str(mnist)), out=run, progress=False
+    )
     rc, _, err = cli(capsys, "branch", run, "retrain", "--dataset", "fashion-mnist", "--data-dir", fashion, "-q")
     assert rc == 0, err
     out = RunDir(run / "branches" / "retrain-dataset-fashion-mnist")
@@ -314,20 +328,41 @@ def test_retrain_on_another_dataset_of_the_same_shape_transfers_the_ticket(tmp_p
 
 def test_a_branch_on_a_study_runs_on_every_trial_and_joins_the_summary(tmp_path, capsys):
     study = tmp_path / "study"
-    rc, _, err = cli(capsys, "robust", "lenet-300-100", "digits", "--trials", "2", "--rounds", "1", "--iterations",
-                     "40", "--eval-every", "20", "--device", "cpu", "--out", study, "-q")
+    rc, _, err = cli(
+        capsys,
+        "robust",
+        "lenet-300-100",
+        "digits",
+        "--trials",
+        "2",
+        "--rounds",
+        "1",
+        "--iterations",
+        "40",
+        "--eval-every",
+        "20",
+        "--device",
+        "cpu",
+        "--out",
+        study,
+        "-q",
+    )
     assert rc == 0, err
     rc, out, err = cli(capsys, "branch", study, "random-prune", "--seed", "4", "-q")
     assert rc == 0, err
     trials = [RunDir(study / f"trial_{i:02d}" / "branches" / "random-prune-seed4") for i in (0, 1)]
     assert [t.config()["branch"]["seed_used"] for t in trials] == [4, 5]  # trial i: seed + i
     assert not torch.equal(trials[0].load_mask(1)["fc1.weight"], trials[1].load_mask(1)["fc1.weight"])
-    rows = [r for r in json.loads((study / "summary.json").read_text())
-            if r["line"] == "branch:random-prune-seed4" and r["metric"] == "test_accuracy_at_early_stop"]
+    rows = [
+        r
+        for r in json.loads((study / "summary.json").read_text())
+        if r["line"] == "branch:random-prune-seed4" and r["metric"] == "test_accuracy_at_early_stop"
+    ]
     assert [r["round"] for r in rows] == [0, 1]
     for row in rows:
-        values = [next(x for x in t.rounds() if x["round"] == row["round"])["test_accuracy_at_early_stop"]
-                  for t in trials]
+        values = [
+            next(x for x in t.rounds() if x["round"] == row["round"])["test_accuracy_at_early_stop"] for t in trials
+        ]
         assert row["trials"] == 2 and row["mean"] == pytest.approx(sum(values) / 2, abs=1e-15)
         assert (row["min"], row["max"]) == (min(values), max(values))
     rc, out, _ = cli(capsys, "show", study)
@@ -339,8 +374,23 @@ def test_a_branch_on_a_study_runs_on_every_trial_and_joins_the_summary(tmp_path,
 def test_runs_rm_of_a_trunk_removes_its_branches_and_their_rows(tmp_path, capsys, monkeypatch):
     root = tmp_path / "runs"
     monkeypatch.setenv("LTH_RUNS_ROOT", str(root))
-    rc, _, err = cli(capsys, "find-ticket", "lenet-300-100", "digits", "--rounds", "1", "--iterations", "40",
-                     "--eval-every", "20", "--device", "cpu", "--name", "trunk", "-q")
+    rc, _, err = cli(
+        capsys,
+        "find-ticket",
+        "lenet-300-100",
+        "digits",
+        "--rounds",
+        "1",
+        "--iterations",
+        "40",
+        "--eval-every",
+        "20",
+        "--device",
+        "cpu",
+        "--name",
+        "trunk",
+        "-q",
+    )
     assert rc == 0, err
     assert cli(capsys, "branch", root / "trunk", "flip-sign", "-q")[0] == 0
     rc, out, _ = cli(capsys, "runs", "list", "--json")

@@ -1,5 +1,6 @@
 """The catalog and inspection commands (`lth models`, `lth datasets`, `lth runs list`, `lth show`)
 start without torch, and say what a new user needs: the layer groups a model has, where data is."""
+
 from __future__ import annotations
 
 import os
@@ -8,21 +9,26 @@ import sys
 
 import pytest
 
+from cli_helpers import cli
 from lth.models import MODELS, build_model
 from lth.pruning import prunable_parameters
-from cli_helpers import cli
 
 HEAVY = ("torch", "scipy", "pandas", "matplotlib")
-MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-               "t10k-labels-idx1-ubyte.gz")
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 
 def _heavy_after(args: list[str], env: dict[str, str]) -> tuple[list[str], str]:
     """Run ``lth ARGS`` in a fresh interpreter; the heavy modules it loaded and its stdout."""
-    probe = ("import sys\nfrom lth.cli import main\nrc = main(sys.argv[1:])\n"
-             f"print('loaded:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))\nsys.exit(rc)")
-    done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120,
-                          env=env)
+    probe = (
+        "import sys\nfrom lth.cli import main\nrc = main(sys.argv[1:])\n"
+        f"print('loaded:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))\nsys.exit(rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     out, _, loaded = done.stdout.rpartition("loaded:")
     return [m for m in loaded.strip().split(",") if m], out
@@ -88,8 +94,9 @@ def test_datasets_says_where_the_files_are(capsys, offline_env, monkeypatch):
     rc, out, _ = cli(capsys, "datasets", "--data-dir", mine)  # an incomplete --data-dir is named
     rows = {line.split()[0]: line for line in out.split("\n\n")[0].splitlines()[2:]}
     assert rc == 0
-    assert rows["mnist"].endswith(f"incomplete: data directory {str(mine)!r} lacks {MNIST_FILES[1]!r} "
-                                  f"(it holds {MNIST_FILES[0]!r})")
+    assert rows["mnist"].endswith(
+        f"incomplete: data directory {str(mine)!r} lacks {MNIST_FILES[1]!r} (it holds {MNIST_FILES[0]!r})"
+    )
     assert "Fashion-MNIST clothing items" in out  # descriptions under the table
 
 

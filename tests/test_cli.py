@@ -1,4 +1,5 @@
 """Tests for the ``lth`` command line: exit codes, one-line errors, config merging, show/models/datasets."""
+
 from __future__ import annotations
 
 import json
@@ -11,26 +12,39 @@ import pytest
 import torch
 import yaml
 
+from cli_helpers import cli, one_line_error
 from lth.cli import main
 from lth.cli.show import run_json
 from lth.models import build_model
 from lth.store import RunDir
-from cli_helpers import cli, one_line_error
 
 pytestmark = pytest.mark.usefixtures("offline_env")
 
 MODELS = [
-    "lenet-300-100", "lenet-5", "conv-2", "conv-4", "conv-6",
-    "vgg-11", "vgg-13", "vgg-16", "vgg-19", "resnet-20", "resnet-32", "resnet-56",
+    "lenet-300-100",
+    "lenet-5",
+    "conv-2",
+    "conv-4",
+    "conv-6",
+    "vgg-11",
+    "vgg-13",
+    "vgg-16",
+    "vgg-19",
+    "resnet-20",
+    "resnet-32",
+    "resnet-56",
 ]
 DATASETS = ["mnist", "fashion-mnist", "cifar10", "digits"]
 FAST = ["--iterations", "20", "--eval-every", "10", "--device", "cpu", "--quiet"]
 ROUND_KEYS = {
-    "round", "weights_remaining", "layers", "early_stop_iteration",
-    "val_accuracy_at_early_stop", "test_accuracy_at_early_stop", "final_test_accuracy",
+    "round",
+    "weights_remaining",
+    "layers",
+    "early_stop_iteration",
+    "val_accuracy_at_early_stop",
+    "test_accuracy_at_early_stop",
+    "final_test_accuracy",
 }
-
-
 
 
 def usage_error(rc: int, err: str) -> str:
@@ -61,39 +75,43 @@ def test_unknown_dataset_lists_datasets(capsys, tmp_path):
         assert name in line
 
 
-@pytest.mark.parametrize("flags,fragment", [
-    (["--prune-rate", "1.0"], "prune_rate"),
-    (["--prune-rate", "-0.1"], "prune_rate"),
-    (["--prune-rate=-0.1"], "prune_rate"),
-    (["--prune-rate-output", "1.5"], "prune_rate_output"),
-    (["--rounds", "-1"], "rounds"),
-    (["--iterations", "0"], "iterations"),
-    (["--batch-size", "0"], "batch_size"),
-    (["--lr", "0"], "lr"),
-    (["--eval-every", "0"], "eval_every"),
-    (["--scope", "per-layer"], "scope"),
-    (["--optimizer", "rmsprop"], "optimizer"),
-    (["--device", "tpu"], "device"),
-    (["--criterion", "smallest"], "large_final"),
-    (["--epochs", "1"], "either iterations or epochs"),
-    (["--rewind", "500it", "--iterations", "100"], "not before the end of training"),
-    (["--rewind", "20it"], "not before the end of training"),  # budget is 20 (FAST)
-    (["--rewind", "soon"], "soon"),
-    (["--milestones", "10it,later"], "later"),
-    (["--warmup", "-3it"], "-3it"),
-    (["--ignore-layers", "fc1,fc9"], "fc9"),
-    (["--scope", "global", "--prune-rate-fc", "0.3"], "layerwise"),
-    (["--batch-size", "5000"], "batch size 5000"),
-    (["--optimizer", "sgd", "--nesterov"], "Nesterov"),
-])
+@pytest.mark.parametrize(
+    "flags,fragment",
+    [
+        (["--prune-rate", "1.0"], "prune_rate"),
+        (["--prune-rate", "-0.1"], "prune_rate"),
+        (["--prune-rate=-0.1"], "prune_rate"),
+        (["--prune-rate-output", "1.5"], "prune_rate_output"),
+        (["--rounds", "-1"], "rounds"),
+        (["--iterations", "0"], "iterations"),
+        (["--batch-size", "0"], "batch_size"),
+        (["--lr", "0"], "lr"),
+        (["--eval-every", "0"], "eval_every"),
+        (["--scope", "per-layer"], "scope"),
+        (["--optimizer", "rmsprop"], "optimizer"),
+        (["--device", "tpu"], "device"),
+        (["--criterion", "smallest"], "large_final"),
+        (["--epochs", "1"], "either iterations or epochs"),
+        (["--rewind", "500it", "--iterations", "100"], "not before the end of training"),
+        (["--rewind", "20it"], "not before the end of training"),  # budget is 20 (FAST)
+        (["--rewind", "soon"], "soon"),
+        (["--milestones", "10it,later"], "later"),
+        (["--warmup", "-3it"], "-3it"),
+        (["--ignore-layers", "fc1,fc9"], "fc9"),
+        (["--scope", "global", "--prune-rate-fc", "0.3"], "layerwise"),
+        (["--batch-size", "5000"], "batch size 5000"),
+        (["--optimizer", "sgd", "--nesterov"], "Nesterov"),
+    ],
+)
 def test_bad_values_give_one_line(capsys, tmp_path, flags, fragment):
     rc, _, err = cli(capsys, "find-ticket", "lenet-300-100", "digits", *FAST, "--out", tmp_path / "run", *flags)
     assert fragment in one_line_error(rc, err)
 
 
 def test_ignore_layers_error_lists_the_layers(capsys, tmp_path):
-    rc, _, err = cli(capsys, "find-ticket", "lenet-300-100", "digits", *FAST, "--out", tmp_path / "r",
-                     "--ignore-layers", "fc4")
+    rc, _, err = cli(
+        capsys, "find-ticket", "lenet-300-100", "digits", *FAST, "--out", tmp_path / "r", "--ignore-layers", "fc4"
+    )
     line = one_line_error(rc, err)
     assert "fc1, fc2, fc3" in line
 
@@ -107,8 +125,9 @@ def test_model_that_does_not_fit_the_dataset(capsys, tmp_path):
 def test_missing_data_files(capsys, offline_env):
     empty = offline_env / "empty-data"
     empty.mkdir()
-    rc, _, err = cli(capsys, "find-ticket", "lenet-300-100", "mnist", *FAST, "--data-dir", empty,
-                     "--out", offline_env / "run")
+    rc, _, err = cli(
+        capsys, "find-ticket", "lenet-300-100", "mnist", *FAST, "--data-dir", empty, "--out", offline_env / "run"
+    )
     line = one_line_error(rc, err)  # the failed download says nothing more than this line
     assert "mnist files not found" in line
     assert str(empty) in line and "--data-dir" in line
@@ -120,11 +139,16 @@ def test_missing_data_files(capsys, offline_env):
 def test_corrupt_data_file(capsys, tmp_path):
     fake = tmp_path / "fake-fashion"
     fake.mkdir()
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         (fake / name).write_bytes(b"\x12\x34\x08\x03" + bytes(64))  # bad magic number
-    rc, _, err = cli(capsys, "find-ticket", "lenet-300-100", "fashion-mnist", *FAST, "--data-dir", fake,
-                     "--out", tmp_path / "run")
+    rc, _, err = cli(
+        capsys, "find-ticket", "lenet-300-100", "fashion-mnist", *FAST, "--data-dir", fake, "--out", tmp_path / "run"
+    )
     line = one_line_error(rc, err)
     assert "not an IDX file" in line and str(fake) in line
 
@@ -168,7 +192,10 @@ def test_existing_run_directory_needs_overwrite(capsys, tmp_path):
     rc, stdout, err = cli(capsys, *args, "--overwrite", "--json")
     assert rc == 0, err
     # no progress bars with --json; the file lth did not write is kept, with one warning
-    assert err.strip() == f"lth: warning: kept 1 entries in {str(out)!r} that lth did not write: {str(out / 'notes.txt')!r}"
+    assert (
+        err.strip()
+        == f"lth: warning: kept 1 entries in {str(out)!r} that lth did not write: {str(out / 'notes.txt')!r}"
+    )
     assert (out / "notes.txt").read_text() == "an old run\n"
     assert json.loads(stdout) == run_json(RunDir.open(out))
     assert [r["round"] for r in json.loads(stdout)["rounds"]] == [0]
@@ -178,24 +205,29 @@ def test_overwrite_never_deletes_a_directory_that_is_not_a_run(capsys, tmp_path)
     out = tmp_path / "thesis"
     out.mkdir()
     (out / "chapter1.tex").write_text("precious\n")
-    rc, _, err = cli(capsys, "find-ticket", "lenet-300-100", "digits", *FAST, "--rounds", "0",
-                     "--out", out, "--overwrite")
+    rc, _, err = cli(
+        capsys, "find-ticket", "lenet-300-100", "digits", *FAST, "--rounds", "0", "--out", out, "--overwrite"
+    )
     assert "was not created by lth" in one_line_error(rc, err)
     assert (out / "chapter1.tex").read_text() == "precious\n"
 
 
-@pytest.mark.parametrize("content,fragment", [
-    ("rounds: 1\nlearning_rate: 0.1\n", "unknown config key 'learning_rate'"),
-    ("rounds: [1, 2\nseed: 3\n", "not valid YAML"),
-    ("{{{{ this is not yaml\n", "not valid YAML"),
-    ("- rounds\n- 1\n", "mapping"),
-    ("rounds: many\n", "rounds"),
-])
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        ("rounds: 1\nlearning_rate: 0.1\n", "unknown config key 'learning_rate'"),
+        ("rounds: [1, 2\nseed: 3\n", "not valid YAML"),
+        ("{{{{ this is not yaml\n", "not valid YAML"),
+        ("- rounds\n- 1\n", "mapping"),
+        ("rounds: many\n", "rounds"),
+    ],
+)
 def test_bad_config_file(capsys, tmp_path, content, fragment):
     path = tmp_path / "config.yaml"
     path.write_text(content)
-    rc, _, err = cli(capsys, "find-ticket", "lenet-300-100", "digits", *FAST, "--config", path,
-                     "--out", tmp_path / "run")
+    rc, _, err = cli(
+        capsys, "find-ticket", "lenet-300-100", "digits", *FAST, "--config", path, "--out", tmp_path / "run"
+    )
     assert fragment in one_line_error(rc, err)
 
 
@@ -207,45 +239,65 @@ def test_missing_config_file(capsys, tmp_path):
 def test_binary_config_file(capsys, tmp_path):
     path = tmp_path / "weights.pt"
     path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x01binary")
-    rc, _, err = cli(capsys, "find-ticket", "lenet-300-100", "digits", *FAST, "--config", path,
-                     "--out", tmp_path / "run")
+    rc, _, err = cli(
+        capsys, "find-ticket", "lenet-300-100", "digits", *FAST, "--config", path, "--out", tmp_path / "run"
+    )
     one_line_error(rc, err)
 
 
 def test_config_file_is_a_directory(capsys, tmp_path):
-    rc, _, err = cli(capsys, "find-ticket", "lenet-300-100", "digits", *FAST, "--config", tmp_path,
-                     "--out", tmp_path / "run")
+    rc, _, err = cli(
+        capsys, "find-ticket", "lenet-300-100", "digits", *FAST, "--config", tmp_path, "--out", tmp_path / "run"
+    )
     one_line_error(rc, err)
 
 
-@pytest.mark.parametrize("flags", [
-    pytest.param(["--optimizer", "sgd", "--momentum", "-0.5"], id="negative-momentum"),
-    pytest.param(["--optimizer", "sgd", "--momentum", "1.5"], id="momentum-above-1"),
-    pytest.param(["--weight-decay", "-1"], id="negative-weight-decay"),
-    pytest.param(["--gamma", "-1", "--milestones", "5it"], id="negative-gamma"),
-])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        pytest.param(["--optimizer", "sgd", "--momentum", "-0.5"], id="negative-momentum"),
+        pytest.param(["--optimizer", "sgd", "--momentum", "1.5"], id="momentum-above-1"),
+        pytest.param(["--weight-decay", "-1"], id="negative-weight-decay"),
+        pytest.param(["--gamma", "-1", "--milestones", "5it"], id="negative-gamma"),
+    ],
+)
 def test_bad_optimizer_hyperparameters(capsys, tmp_path, flags):
-    rc, _, err = cli(capsys, "find-ticket", "lenet-300-100", "digits", *FAST, "--rounds", "0",
-                     "--out", tmp_path / "run", *flags)
+    rc, _, err = cli(
+        capsys, "find-ticket", "lenet-300-100", "digits", *FAST, "--rounds", "0", "--out", tmp_path / "run", *flags
+    )
     one_line_error(rc, err)
 
 
 def test_corrected_command_runs_after_a_rejected_one(capsys, tmp_path):
     out = tmp_path / "run"
-    args = ["find-ticket", "lenet-300-100", "digits", *FAST, "--rounds", "0", "--out", out,
-            "--optimizer", "sgd", "--nesterov"]
+    args = [
+        "find-ticket",
+        "lenet-300-100",
+        "digits",
+        *FAST,
+        "--rounds",
+        "0",
+        "--out",
+        out,
+        "--optimizer",
+        "sgd",
+        "--nesterov",
+    ]
     rc, _, err = cli(capsys, *args)
     assert "Nesterov" in one_line_error(rc, err)
     rc, _, err = cli(capsys, *args, "--momentum", "0.9")
     assert rc == 0, err
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["find-ticket", "lenet-300-100", "digits", "--rounds", "abc"], "Invalid value for '--rounds'"),
-    (["find-ticket", "lenet-300-100"], "Missing argument 'DATASET'"),
-    (["find-ticket", "lenet-300-100", "digits", "--frobnicate"], "No such option"),
-    (["prune-everything"], "No such command"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["find-ticket", "lenet-300-100", "digits", "--rounds", "abc"], "Invalid value for '--rounds'"),
+        (["find-ticket", "lenet-300-100"], "Missing argument 'DATASET'"),
+        (["find-ticket", "lenet-300-100", "digits", "--frobnicate"], "No such option"),
+        (["prune-everything"], "No such command"),
+    ],
+)
 def test_click_usage_errors(capsys, args, fragment):
     rc, _, err = cli(capsys, *args)
     assert fragment in usage_error(rc, err)
@@ -260,12 +312,25 @@ def cli_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("cli")
     config = base / "config.yaml"
     config.write_text(
-        "rounds: 4\niterations: 20\neval-every: 10\nseed: 1\nprune_rate: 0.5\ndevice: cpu\n"
-        "name: from-the-file\n"
+        "rounds: 4\niterations: 20\neval-every: 10\nseed: 1\nprune_rate: 0.5\ndevice: cpu\nname: from-the-file\n"
     )
     out = base / "run"
-    rc = main(["find-ticket", "lenet-300-100", "digits", "--config", str(config),
-               "--rounds", "1", "--seed", "3", "--out", str(out), "--quiet"])
+    rc = main(
+        [
+            "find-ticket",
+            "lenet-300-100",
+            "digits",
+            "--config",
+            str(config),
+            "--rounds",
+            "1",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -276,7 +341,10 @@ def test_flags_override_config_file(cli_run):
     assert (written["rounds"], written["seed"]) == (1, 3)
     # from the file
     assert (written["iterations"], written["eval_every"], written["name"], written["device"]) == (
-        20, 10, "from-the-file", "cpu",
+        20,
+        10,
+        "from-the-file",
+        "cpu",
     )
     assert written["prune_rate"] == 0.5
     assert (written["prune_rate_fc"], written["prune_rate_conv"], written["prune_rate_output"]) == (0.5, 0.5, 0.5)
@@ -309,8 +377,12 @@ def test_show_json(capsys, cli_run):
     assert [r["round"] for r in data["rounds"]] == [0, 1]
     for r in data["rounds"]:
         assert ROUND_KEYS <= set(r)
-        for key in ("weights_remaining", "val_accuracy_at_early_stop", "test_accuracy_at_early_stop",
-                    "final_test_accuracy"):
+        for key in (
+            "weights_remaining",
+            "val_accuracy_at_early_stop",
+            "test_accuracy_at_early_stop",
+            "final_test_accuracy",
+        ):
             assert isinstance(r[key], float) and 0.0 <= r[key] <= 1.0, key
         assert all(0.0 <= v <= 1.0 for v in r["layers"].values())
         assert isinstance(r["early_stop_iteration"], int) and 0 <= r["early_stop_iteration"] <= 20
@@ -433,7 +505,8 @@ def test_help_and_import_lth_load_no_heavy_module():
 def test_lazy_help_lists_what_the_commands_say(capsys):
     """The short help `lth --help` shows before importing the commands equals the one it shows
     after (COMMANDS cannot drift from the commands' docstrings), and every command is listed."""
-    from lth.cli.main import COMMANDS, _register_commands, cli as group, main
+    from lth.cli.main import COMMANDS, _register_commands, main
+    from lth.cli.main import cli as group
 
     main(["--help"])
     lazy = capsys.readouterr().out
@@ -450,4 +523,4 @@ def test_lth_exports_resolve():
     for name in lth.__all__:
         assert getattr(lth, name) is not None
     with pytest.raises(AttributeError, match="no_such_name"):
-        getattr(lth, "no_such_name")
+        lth.no_such_name

@@ -1,5 +1,6 @@
 """Concurrency safety: process workers die with their driver, one writer per run (``.lth-lock``),
 and trial directories unpacked from archives (Ray without a shared filesystem) survive a kill."""
+
 from __future__ import annotations
 
 import io
@@ -11,21 +12,20 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
 
+from cli_helpers import cli, one_line_error
 from lth.backends import base
 from lth.backends.base import TrialSpec, pack_dir, recover_unpacked, run_trial, unpack_dir
 from lth.errors import LthError
 from lth.store import RunDir
-from lth.store.ownership import MARKER
 from lth.store.lock import LOCK_FILE, lock_holder, run_lock
-
-from cli_helpers import cli, one_line_error
+from lth.store.ownership import MARKER
 
 HOST = socket.gethostname()
 IN_USE = "is in use by another lth process (pid {pid} on {host}); wait for it to finish, or stop it first"
@@ -58,7 +58,7 @@ def held(*paths: Path) -> Iterator[subprocess.Popen]:
 
 def _proc_stat(pid: int) -> list[str]:
     text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2:].split()  # state, ppid, ...
+    return text[text.rindex(")") + 2 :].split()  # state, ppid, ...
 
 
 def alive(pid: int) -> bool:
@@ -144,8 +144,26 @@ def test_a_worker_dies_when_its_driver_is_killed(arm, monkeypatch):
             os.kill(child, signal.SIGKILL)
 
 
-ROBUST = ["robust", "lenet-300-100", "digits", "--trials", "2", "--rounds", "2", "--iterations", "600",
-          "--eval-every", "50", "--checkpoint-every", "20", "--device", "cpu", "--vectorize", "off", "-q"]
+ROBUST = [
+    "robust",
+    "lenet-300-100",
+    "digits",
+    "--trials",
+    "2",
+    "--rounds",
+    "2",
+    "--iterations",
+    "600",
+    "--eval-every",
+    "50",
+    "--checkpoint-every",
+    "20",
+    "--device",
+    "cpu",
+    "--vectorize",
+    "off",
+    "-q",
+]
 
 # A real `lth` process, its imports done before it is told to go (so that two of them race on the lock only).
 READY_THEN_MAIN = r"""
@@ -164,8 +182,14 @@ def _env() -> dict:
 
 
 def ready_lth(*args: str) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-c", READY_THEN_MAIN, *map(str, args)], env=_env(), text=True,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-c", READY_THEN_MAIN, *map(str, args)],
+        env=_env(),
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert process.stdout.readline().strip() == "ready"
     return process
 
@@ -201,8 +225,12 @@ def test_killed_driver_takes_its_workers_along_then_one_resume_at_a_time(tmp_pat
     assert rc == 0, err
 
     out = tmp_path / "study"
-    driver = subprocess.Popen([sys.executable, "-m", "lth", *ROBUST, "--out", str(out), "--backend", "process",
-                               "--workers", "2"], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "lth", *ROBUST, "--out", str(out), "--backend", "process", "--workers", "2"],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     workers: list[int] = []
     try:
         busy = lambda: any((out / f"trial_{i:02d}" / "trial.log").is_file() for i in range(2))  # noqa: E731
@@ -212,8 +240,9 @@ def test_killed_driver_takes_its_workers_along_then_one_resume_at_a_time(tmp_pat
         driver.send_signal(signal.SIGKILL)
         assert driver.wait(timeout=30) == -signal.SIGKILL
         # at once, well before their trials could end (an orphan used to train on to its trial's end)
-        assert wait_until(lambda: not any(alive(pid) for pid in workers), timeout=3), \
+        assert wait_until(lambda: not any(alive(pid) for pid in workers), timeout=3), (
             f"orphaned workers still running: {[pid for pid in workers if alive(pid)]}"
+        )
         files = lambda: {(p, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}  # noqa: E731
         written = files()
         time.sleep(1.0)
@@ -302,18 +331,58 @@ def test_everything_that_writes_a_run_refuses_one_in_use(tmp_path, capsys, monke
         expected = IN_USE.format(pid=holder.pid, host=HOST)
         rc, _, err = cli(capsys, "resume", run)
         assert one_line_error(rc, err) == f"lth: error: {run} {expected}"
-        rc, _, err = cli(capsys, "find-ticket", "lenet-300-100", "digits", "--iterations", "20", "--rounds", "0",
-                         "--device", "cpu", "-q", "--out", run, "--overwrite")
+        rc, _, err = cli(
+            capsys,
+            "find-ticket",
+            "lenet-300-100",
+            "digits",
+            "--iterations",
+            "20",
+            "--rounds",
+            "0",
+            "--device",
+            "cpu",
+            "-q",
+            "--out",
+            run,
+            "--overwrite",
+        )
         assert expected.split(";")[0].split("(")[1] in one_line_error(rc, err)  # "pid N on HOST)"
         rc, _, err = cli(capsys, "resume", study)
         assert one_line_error(rc, err) == f"lth: error: {study} {expected}"
         with pytest.raises(LthError, match="in use by another lth process"):
             run_trial(TrialSpec(str(trial), {}, 0))
-        rc, _, err = cli(capsys, "supermask", "train", "lenet-300-100", "digits", "--iterations", "5",
-                         "--device", "cpu", "-q", "--out", supermask, "--overwrite")
+        rc, _, err = cli(
+            capsys,
+            "supermask",
+            "train",
+            "lenet-300-100",
+            "digits",
+            "--iterations",
+            "5",
+            "--device",
+            "cpu",
+            "-q",
+            "--out",
+            supermask,
+            "--overwrite",
+        )
         assert one_line_error(rc, err) == f"lth: error: {supermask} {expected}"
-        rc, _, err = cli(capsys, "supermask", "eval", "lenet-300-100", "digits", "--iterations", "5",
-                         "--device", "cpu", "-q", "--out", supermask, "--overwrite")
+        rc, _, err = cli(
+            capsys,
+            "supermask",
+            "eval",
+            "lenet-300-100",
+            "digits",
+            "--iterations",
+            "5",
+            "--device",
+            "cpu",
+            "-q",
+            "--out",
+            supermask,
+            "--overwrite",
+        )
         assert one_line_error(rc, err) == f"lth: error: {supermask} {expected}"
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != LOCK_FILE} == before
     assert [p.name for p in supermask.iterdir() if p.name != LOCK_FILE] == [MARKER]
@@ -324,8 +393,9 @@ def test_lottery_model_save_refuses_a_directory_in_use(tmp_path, digits):
 
     from lth import LotteryModel
 
-    model = LotteryModel(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), digits, iterations=5, eval_every=5,
-                         device="cpu", progress=False)
+    model = LotteryModel(
+        nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), digits, iterations=5, eval_every=5, device="cpu", progress=False
+    )
     out = tmp_path / "saved"
     out.mkdir()
     with held(out) as holder:
@@ -460,8 +530,16 @@ def test_resume_recovers_a_half_swapped_trial(tmp_path, monkeypatch):
 
     monkeypatch.setattr("lth.experiments.ticket_search.plot_run", lambda run: [])
     monkeypatch.setattr("lth.plots.plot_study", lambda study: [])
-    config = make_config({"model": "lenet-300-100", "dataset": "digits", "rounds": 0, "iterations": 10,
-                          "eval_every": 10, "device": "cpu"})
+    config = make_config(
+        {
+            "model": "lenet-300-100",
+            "dataset": "digits",
+            "rounds": 0,
+            "iterations": 10,
+            "eval_every": 10,
+            "device": "cpu",
+        }
+    )
     out = tmp_path / "study"
     run_study("robust", [robust_experiment(config, 1)], out, {"trials": 1}, progress=False)
     trial = out / "trial_00"

@@ -1,4 +1,5 @@
 """Tests for lth.config: durations, recipe filling, validation and YAML files."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,22 +16,25 @@ RESNET = MODELS.get("resnet-20").recipe
 # ------------------------------------------------------------------ durations
 
 
-@pytest.mark.parametrize("text,ipe,budget,expected", [
-    ("500it", 100, None, 500),
-    ("2ep", 100, None, 200),
-    ("0.05", 100, 1000, 50),
-    ("0", 100, None, 0),
-    ("0it", 100, None, 0),
-    ("0ep", 100, None, 0),
-    (500, 7, None, 500),
-    ("500", 7, None, 500),
-    ("1", 7, 1000, 1),
-    (" 20 it ", 7, None, 20),
-    ("1.5ep", 10, None, 15),
-    ("0.25", 18, 60, 15),
-    ("0.5ep", 18, None, 9),
-    ("80ep", 390, None, 31200),
-])
+@pytest.mark.parametrize(
+    "text,ipe,budget,expected",
+    [
+        ("500it", 100, None, 500),
+        ("2ep", 100, None, 200),
+        ("0.05", 100, 1000, 50),
+        ("0", 100, None, 0),
+        ("0it", 100, None, 0),
+        ("0ep", 100, None, 0),
+        (500, 7, None, 500),
+        ("500", 7, None, 500),
+        ("1", 7, 1000, 1),
+        (" 20 it ", 7, None, 20),
+        ("1.5ep", 10, None, 15),
+        ("0.25", 18, 60, 15),
+        ("0.5ep", 18, None, 9),
+        ("80ep", 390, None, 31200),
+    ],
+)
 def test_parse_duration(text, ipe, budget, expected):
     assert parse_duration(text, ipe, budget) == expected
 
@@ -68,8 +72,16 @@ def test_with_recipe_fills_everything_unset():
 
 def test_with_recipe_explicit_values_win():
     config = TicketConfig(
-        model="lenet-300-100", dataset="digits", lr=0.01, batch_size=32, optimizer="sgd",
-        momentum=0.5, prune_rate_fc=0.5, iterations=123, warmup="5it", milestones="10it,20it",
+        model="lenet-300-100",
+        dataset="digits",
+        lr=0.01,
+        batch_size=32,
+        optimizer="sgd",
+        momentum=0.5,
+        prune_rate_fc=0.5,
+        iterations=123,
+        warmup="5it",
+        milestones="10it,20it",
     ).with_recipe(LENET)
     assert (config.lr, config.batch_size, config.optimizer, config.momentum) == (0.01, 32, "sgd", 0.5)
     assert (config.prune_rate_fc, config.prune_rate_conv, config.prune_rate_output) == (0.5, 0.1, 0.1)
@@ -120,19 +132,22 @@ def test_budget_iterations():
 # ------------------------------------------------------------------ validation
 
 
-@pytest.mark.parametrize("change,field", [
-    ({"rounds": -1}, "rounds"),
-    ({"prune_rate": 1.0}, "prune_rate"),
-    ({"prune_rate_fc": -0.1}, "prune_rate_fc"),
-    ({"iterations": 0}, "iterations"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"eval_every": 0}, "eval_every"),
-    ({"lr": 0.0}, "lr"),
-    ({"epochs": -1.0}, "epochs"),
-    ({"scope": "per-layer"}, "scope"),
-    ({"optimizer": "rmsprop"}, "optimizer"),
-    ({"device": "tpu"}, "device"),
-])
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        ({"rounds": -1}, "rounds"),
+        ({"prune_rate": 1.0}, "prune_rate"),
+        ({"prune_rate_fc": -0.1}, "prune_rate_fc"),
+        ({"iterations": 0}, "iterations"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"eval_every": 0}, "eval_every"),
+        ({"lr": 0.0}, "lr"),
+        ({"epochs": -1.0}, "epochs"),
+        ({"scope": "per-layer"}, "scope"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"device": "tpu"}, "device"),
+    ],
+)
 def test_make_config_rejects_bad_values(change, field):
     with pytest.raises(LthError) as info:
         make_config({"model": "m", "dataset": "d", **change})

@@ -1,10 +1,10 @@
 """The CPUs a process may use (affinity, cgroup quota) and torch's thread count (--threads)."""
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -98,13 +98,17 @@ def test_lottery_model_threads(restore_threads):
         lth.LotteryModel(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), "digits", threads=0)
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2, reason="needs 2 CPUs and affinity")
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2, reason="needs 2 CPUs and affinity"
+)
 def test_a_process_pinned_to_one_cpu_gets_one_torch_thread():
     """Under an affinity mask of one CPU (taskset, a scheduler's cpuset) the CLI sets OMP_NUM_THREADS
     before torch is imported: torch starts with one thread, not one per machine CPU."""
-    code = ("import os, io, contextlib\nos.sched_setaffinity(0, {0})\nos.environ.pop('OMP_NUM_THREADS', None)\n"
-            "from lth.cli import main\nwith contextlib.redirect_stdout(io.StringIO()): main(['datasets'])\n"
-            "import torch\nprint('threads', torch.get_num_threads())")
+    code = (
+        "import os, io, contextlib\nos.sched_setaffinity(0, {0})\nos.environ.pop('OMP_NUM_THREADS', None)\n"
+        "from lth.cli import main\nwith contextlib.redirect_stdout(io.StringIO()): main(['datasets'])\n"
+        "import torch\nprint('threads', torch.get_num_threads())"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert "threads 1" in done.stdout
 
@@ -137,14 +141,17 @@ def test_busy_cpus_is_the_others_load_while_lth_sleeps(tmp_path, monkeypatch):
     assert cpus.busy_cpus(0.1, stat) is None
 
 
-@pytest.mark.parametrize("busy, preset, torch_loaded, expected", [
-    (1.8, {}, False, "PASSIVE"),  # a 2-thread load: yield
-    (0.2, {}, False, None),  # an idle machine: OpenMP's own policy (spinning is faster there)
-    (None, {}, False, None),  # /proc/stat unreadable
-    (1.8, {"OMP_WAIT_POLICY": "ACTIVE"}, False, "ACTIVE"),  # the user's choice stays
-    (1.8, {"GOMP_SPINCOUNT": "1000"}, False, None),
-    (1.8, {}, True, None),  # too late: OpenMP has read its settings
-])
+@pytest.mark.parametrize(
+    "busy, preset, torch_loaded, expected",
+    [
+        (1.8, {}, False, "PASSIVE"),  # a 2-thread load: yield
+        (0.2, {}, False, None),  # an idle machine: OpenMP's own policy (spinning is faster there)
+        (None, {}, False, None),  # /proc/stat unreadable
+        (1.8, {"OMP_WAIT_POLICY": "ACTIVE"}, False, "ACTIVE"),  # the user's choice stays
+        (1.8, {"GOMP_SPINCOUNT": "1000"}, False, None),
+        (1.8, {}, True, None),  # too late: OpenMP has read its settings
+    ],
+)
 def test_yield_when_busy(monkeypatch, busy, preset, torch_loaded, expected):
     import sys
 
@@ -167,15 +174,36 @@ def test_a_training_command_started_on_a_busy_machine_yields(tmp_path):
     import subprocess
     import sys
 
-    probe = ("import os, sys\nimport lth.cpus as cpus\ncpus.busy_cpus = lambda seconds=0.1: 1.9\n"
-             "from lth.cli import main\nrc = main(sys.argv[1:])\nprint('policy:', os.environ.get('OMP_WAIT_POLICY'))")
+    probe = (
+        "import os, sys\nimport lth.cpus as cpus\ncpus.busy_cpus = lambda seconds=0.1: 1.9\n"
+        "from lth.cli import main\nrc = main(sys.argv[1:])\nprint('policy:', os.environ.get('OMP_WAIT_POLICY'))"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
     env["LTH_RUNS_ROOT"] = str(tmp_path / "runs")
-    train = subprocess.run([sys.executable, "-c", probe, "find-ticket", "lenet-300-100", "digits", "--iterations", "2",
-                            "--rounds", "0", "--out", str(tmp_path / "run"), "-q"], capture_output=True, text=True,
-                           env=env, timeout=300)
+    train = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            probe,
+            "find-ticket",
+            "lenet-300-100",
+            "digits",
+            "--iterations",
+            "2",
+            "--rounds",
+            "0",
+            "--out",
+            str(tmp_path / "run"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert train.returncode == 0, train.stderr
     assert train.stdout.strip().splitlines()[-1] == "policy: PASSIVE"
-    listing = subprocess.run([sys.executable, "-c", probe, "models"], capture_output=True, text=True, env=env,
-                             timeout=120)
+    listing = subprocess.run(
+        [sys.executable, "-c", probe, "models"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert listing.stdout.strip().splitlines()[-1] == "policy: None"

@@ -1,4 +1,5 @@
 """Tests for lth.criteria: exact scores worked out by hand, lilf/sisf keep sets, aliases."""
+
 from __future__ import annotations
 
 import pytest
@@ -77,8 +78,15 @@ def test_gradient_criteria_through_compute_scores():
     assert torch.equal(scores["w"], t([1.0, 1.0, 1.0, 4.0, 0.0]))
 
 
-@pytest.mark.parametrize("name, what", [("snip", "a loss gradient"), ("grad", "a loss gradient"),
-                                        ("grasp", "a Hessian-gradient product"), ("synflow", "the SynFlow gradient")])
+@pytest.mark.parametrize(
+    "name, what",
+    [
+        ("snip", "a loss gradient"),
+        ("grad", "a loss gradient"),
+        ("grasp", "a Hessian-gradient product"),
+        ("synflow", "the SynFlow gradient"),
+    ],
+)
 def test_model_criteria_need_their_derivative(name: str, what: str):
     with pytest.raises(LthError, match=f"criterion '{name}' needs the model: {what}"):
         score(name)
@@ -195,9 +203,18 @@ def test_aliases_point_to_the_same_function():
 
 def test_name_lists():
     ranked = [
-        "large_final", "small_final", "large_init", "small_init", "large_init_large_final",
-        "small_init_small_final", "magnitude_increase", "movement", "large_final_same_sign",
-        "large_final_diff_sign", "magnitude_increase_same_sign", "magnitude_increase_diff_sign",
+        "large_final",
+        "small_final",
+        "large_init",
+        "small_init",
+        "large_init_large_final",
+        "small_init_small_final",
+        "magnitude_increase",
+        "movement",
+        "large_final_same_sign",
+        "large_final_diff_sign",
+        "magnitude_increase_same_sign",
+        "magnitude_increase_diff_sign",
     ]
     assert RANKED_CRITERIA == ranked
     assert sorted(CRITERION_NAMES) == sorted(ranked + ["random", "snip", "grad", "grasp", "synflow"])

@@ -1,4 +1,5 @@
 """Tests for lth.data: file readers, lookup/download, bundles and the batcher."""
+
 from __future__ import annotations
 
 import gzip
@@ -14,8 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from lth.data import DATASETS, Batcher, dataset_search_dirs, load_dataset
-from lth.data import cifar, download
+from lth.data import DATASETS, Batcher, cifar, dataset_search_dirs, download, load_dataset
 from lth.data.batcher import crop_flip
 from lth.data.idx import read_idx
 from lth.errors import LthError
@@ -129,7 +129,9 @@ def write_batch(path: Path, rng: np.random.Generator, rows: int = ROWS) -> tuple
     data = rng.integers(0, 256, (rows, 3072), dtype=np.uint8)
     labels = [int(v) for v in rng.integers(0, 10, rows)]
     with path.open("wb") as handle:
-        pickle.dump({b"batch_label": b"x", b"labels": labels, b"data": data, b"filenames": [b"f"] * rows}, handle, protocol=2)
+        pickle.dump(
+            {b"batch_label": b"x", b"labels": labels, b"data": data, b"filenames": [b"f"] * rows}, handle, protocol=2
+        )
     return data, labels
 
 
@@ -142,7 +144,9 @@ def write_cifar_dir(directory: Path, seed: int = 0) -> dict[str, tuple[np.ndarra
 def check_cifar(result, written) -> None:
     train_x, train_y, test_x, test_y = result
     assert train_x.shape == (5 * ROWS, 3, 32, 32) and train_x.dtype == np.uint8
-    np.testing.assert_array_equal(train_x, np.concatenate([written[f][0] for f in cifar.TRAIN_FILES]).reshape(-1, 3, 32, 32))
+    np.testing.assert_array_equal(
+        train_x, np.concatenate([written[f][0] for f in cifar.TRAIN_FILES]).reshape(-1, 3, 32, 32)
+    )
     np.testing.assert_array_equal(train_y, sum((written[f][1] for f in cifar.TRAIN_FILES), []))
     np.testing.assert_array_equal(test_x, written[cifar.TEST_FILE][0].reshape(-1, 3, 32, 32))
     np.testing.assert_array_equal(test_y, written[cifar.TEST_FILE][1])

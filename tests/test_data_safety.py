@@ -1,6 +1,7 @@
 """Data safety: lth replaces or deletes only the directories it made, and in them only its own
 files; a sound results index under concurrent writers; names that stay inside the runs root;
 files that follow the umask; one index per runs root."""
+
 from __future__ import annotations
 
 import json
@@ -10,17 +11,15 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cli_helpers import cli, one_line_error
 from lth.errors import LthError
 from lth.store.index import INDEX_FILE, RunIndex, run_id
 from lth.store.ownership import MARKER
-
-from cli_helpers import cli, one_line_error
 
 FAST = ["--rounds", "0", "--iterations", "20", "--eval-every", "10", "--device", "cpu", "--quiet"]
 
@@ -129,8 +128,9 @@ def test_overwrite_refuses_a_marker_of_a_newer_format(tmp_path, capsys):
     assert tree(out) == before
 
 
-@pytest.mark.parametrize("marker", ["", "{not json", "[1, 2]", '{"lth": "other", "format": 1}',
-                                    '{"lth": "run", "format": "1"}'])
+@pytest.mark.parametrize(
+    "marker", ["", "{not json", "[1, 2]", '{"lth": "other", "format": 1}', '{"lth": "run", "format": "1"}']
+)
 def test_a_forged_or_broken_marker_is_not_lths(tmp_path, capsys, marker):
     out = tmp_path / "dir"
     out.mkdir()
@@ -267,10 +267,13 @@ def test_reindex_loop_with_concurrent_writers_loses_no_row(tmp_path):
     """300 runs registering from three processes while a fourth rebuilds the index in a loop."""
     root, stop = tmp_path / "runs", tmp_path / "stop"
     env = {**os.environ, "LTH_RUNS_ROOT": str(root), "OMP_NUM_THREADS": "1"}
-    reindexer = subprocess.Popen([sys.executable, "-c", REINDEXER, str(stop)], env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, tag, "100"], env=env, stderr=subprocess.PIPE, text=True)
-               for tag in "abc"]
+    reindexer = subprocess.Popen(
+        [sys.executable, "-c", REINDEXER, str(stop)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, tag, "100"], env=env, stderr=subprocess.PIPE, text=True)
+        for tag in "abc"
+    ]
     try:
         for writer in writers:
             _, err = writer.communicate(timeout=240)
@@ -315,8 +318,11 @@ def test_reindex_finishes_over_damaged_runs_and_lists_them(tmp_path, capsys):
     assert rc == 0 and "indexed 1 runs" in out
     damaged = [line for line in err.splitlines() if line.startswith("lth: warning: not indexed, damaged: ")]
     assert len(damaged) == 3 and "Traceback" not in err
-    assert {p for p in ("bad-status", "bad-rounds", "bad-study") if any(p in line for line in damaged)} == \
-        {"bad-status", "bad-rounds", "bad-study"}
+    assert {p for p in ("bad-status", "bad-rounds", "bad-study") if any(p in line for line in damaged)} == {
+        "bad-status",
+        "bad-rounds",
+        "bad-study",
+    }
     assert [r["path"] for r in RunIndex(root).all()] == ["good"]
 
 
@@ -325,7 +331,7 @@ def test_reindex_finishes_over_damaged_runs_and_lists_them(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["../escaped-run", "a/b", "..", ".", "a\\b", " padded", "ABS"])
 def test_names_are_single_path_components(tmp_path, capsys, name):
-    root = tmp_path / "runs"
+    tmp_path / "runs"
     if name == "ABS":
         name = str(tmp_path / "abs" / "path")
     rc, _, err = cli(capsys, "find-ticket", "lenet-300-100", "digits", *FAST, "--name", name)
@@ -334,20 +340,26 @@ def test_names_are_single_path_components(tmp_path, capsys, name):
 
 
 def test_empty_and_overlong_names(tmp_path, capsys):
-    assert "is empty" in one_line_error(*cli(capsys, "find-ticket", "lenet-300-100", "digits", *FAST,
-                                              "--name", "")[::2])
-    assert "at most 200 are allowed" in one_line_error(*cli(capsys, "find-ticket", "lenet-300-100", "digits", *FAST,
-                                                             "--name", "x" * 300)[::2])
+    assert "is empty" in one_line_error(
+        *cli(capsys, "find-ticket", "lenet-300-100", "digits", *FAST, "--name", "")[::2]
+    )
+    assert "at most 200 are allowed" in one_line_error(
+        *cli(capsys, "find-ticket", "lenet-300-100", "digits", *FAST, "--name", "x" * 300)[::2]
+    )
     assert tree(tmp_path) == []
 
 
 def test_study_names_are_single_path_components(tmp_path, capsys):
-    msg = one_line_error(*cli(capsys, "robust", "lenet-300-100", "digits", "--trials", "2", *FAST,
-                              "--name", "../up")[::2])
+    msg = one_line_error(
+        *cli(capsys, "robust", "lenet-300-100", "digits", "--trials", "2", *FAST, "--name", "../up")[::2]
+    )
     assert "study name '../up' is not a single directory name" in msg
     spec = tmp_path / "grid.yaml"
-    spec.write_text(yaml.safe_dump({"name": "a/b", "base": {"model": "lenet-300-100", "dataset": "digits"},
-                                    "grid": {"seed": [0, 1]}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {"name": "a/b", "base": {"model": "lenet-300-100", "dataset": "digits"}, "grid": {"seed": [0, 1]}}
+        )
+    )
     msg = one_line_error(*cli(capsys, "session", spec)[::2])
     assert "session name 'a/b' is not a single directory name" in msg
     assert tree(tmp_path) == ["grid.yaml"]

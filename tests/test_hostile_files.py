@@ -2,6 +2,7 @@
 not boolean, NaN weights and data, incomplete data directories, --where values, unknown metrics
 and YAML alias bombs. Each gives one `lth: error:` line naming the file or value, exit 2, and
 nothing written or lost."""
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lth.errors import LthError
-
 from cli_helpers import cli, one_line_error
+from lth.errors import LthError
 
 TINY = ["--iterations", "20", "--eval-every", "10", "--device", "cpu", "--quiet"]
 LOCK = ".lth-lock"  # the advisory lock file a resume may leave (empty); bookkeeping, not content
@@ -35,15 +35,29 @@ def root(tmp_path_factory) -> Path:
         mp.setattr("lth.plots.plot_study", lambda study: [])
         mp.setattr(RunDir, "remove_checkpoint", lambda self: None)  # keep a real checkpoint to damage
         assert main(["find-ticket", "lenet-300-100", "digits", *TINY, "--rounds", "1", "--out", str(root / "run")]) == 0
-        assert main(["robust", "lenet-300-100", "digits", "--trials", "1", *TINY, "--rounds", "0",
-                     "--out", str(root / "study")]) == 0
+        assert (
+            main(
+                [
+                    "robust",
+                    "lenet-300-100",
+                    "digits",
+                    "--trials",
+                    "1",
+                    *TINY,
+                    "--rounds",
+                    "0",
+                    "--out",
+                    str(root / "study"),
+                ]
+            )
+            == 0
+        )
     return root
 
 
 def snapshot(path: Path) -> dict[str, bytes]:
     """Every file under ``path`` (but lock files) with its bytes."""
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file() and p.name != LOCK}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file() and p.name != LOCK}
 
 
 def damaged_copy(source: Path, tmp_path: Path, name: str, content: bytes | str | None = None) -> tuple[Path, Path]:
@@ -84,8 +98,12 @@ RUN_DAMAGE = [
     ("rounds.json", '[{"round": 0, "weights_rem', "it is not valid JSON"),
     ("rounds.json", '{"round": 0}', "it holds a mapping, not a list"),
     ("rounds.json", '[{"round": 0}]', "entry 0 lacks 'weights_remaining'"),
-    ("rounds.json", '[{"round": "0", "weights_remaining": 1, "early_stop_iteration": 1, "val_accuracy_at_early_stop": 1,'
-                    ' "test_accuracy_at_early_stop": 1, "final_test_accuracy": 1}]', "entry 0 has round = '0'"),
+    (
+        "rounds.json",
+        '[{"round": "0", "weights_remaining": 1, "early_stop_iteration": 1, "val_accuracy_at_early_stop": 1,'
+        ' "test_accuracy_at_early_stop": 1, "final_test_accuracy": 1}]',
+        "entry 0 has round = '0'",
+    ),
     ("config.yaml", "model: [lenet-300-100\n", "it is not valid YAML"),
     ("config.yaml", "- lenet-300-100\n- digits\n", "it holds a list, not a mapping"),
     ("config.yaml", "just words\n", "it holds a string, not a mapping"),
@@ -108,15 +126,22 @@ STUDY_DAMAGE = [
     ("study.yaml", "- robust\n", "it holds a list, not a mapping"),
     ("study.yaml", "kind: robust\n", "it has no list of experiments"),
     ("study.yaml", "kind: robust\nexperiments: [{name: ticket, settings: {}}]\n", "experiment 0 lacks 'runs'"),
-    ("study.yaml", "kind: robust\nexperiments: [{name: t, settings: {}, runs: [{trial: 0, path: ../../elsewhere, "
-                   "config: {}}]}]\n", "experiment 0, run 0 has path = '../../elsewhere'"),
+    (
+        "study.yaml",
+        "kind: robust\nexperiments: [{name: t, settings: {}, runs: [{trial: 0, path: ../../elsewhere, config: {}}]}]\n",
+        "experiment 0, run 0 has path = '../../elsewhere'",
+    ),
     ("study.yaml", "kind: robust\nexperiments: [{name: t, settings: {}, runs: []}]\n", "experiment 0 has runs = []"),
     ("summary.json", "[{", "it is not valid JSON"),
     ("summary.json", "{}", "it holds a mapping, not a list"),
     ("summary.json", '[{"metric": "x"}]', "entry 0 lacks 'experiment'"),
     ("status.json", "{", "it is not valid JSON"),
     ("status.json", "[]", "it holds a list, not a mapping"),
-    ("status.json", '{"status": "running", "runs_complete": "many"}', "its runs_complete is 'many', not a whole number"),
+    (
+        "status.json",
+        '{"status": "running", "runs_complete": "many"}',
+        "its runs_complete is 'many', not a whole number",
+    ),
 ]
 
 
@@ -141,12 +166,18 @@ def test_plot_and_report_damaged_config(capsys, root, tmp_path, command):
     refused(capsys, [command, run, *out], run, f"{str(target)!r} is damaged", "it is not valid YAML")
 
 
-@pytest.mark.parametrize("content, fragment", [
-    ("[{", "it is not valid JSON"),
-    ('{"criterion": "lf"}', "it holds a mapping, not a list"),
-    ('[{"criterion": 1}]', "entry 0 has criterion = 1"),
-    ('[{"criterion": "lf", "keep": 0.5, "weights": "init", "test_accuracy": null}]', "entry 0 has test_accuracy = None"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("[{", "it is not valid JSON"),
+        ('{"criterion": "lf"}', "it holds a mapping, not a list"),
+        ('[{"criterion": 1}]', "entry 0 has criterion = 1"),
+        (
+            '[{"criterion": "lf", "keep": 0.5, "weights": "init", "test_accuracy": null}]',
+            "entry 0 has test_accuracy = None",
+        ),
+    ],
+)
 def test_damaged_supermask_eval_rows(tmp_path, content, fragment):
     from lth.store import RunDir
     from lth.supermasks.evaluate import read_rows
@@ -177,8 +208,13 @@ METRICS_DAMAGE = [
 def test_plot_damaged_metrics(capsys, root, tmp_path, content, fragment):
     run, target = damaged_copy(root / "run", tmp_path, "metrics.csv", content)
     out = tmp_path / "figures"
-    refused(capsys, ["plot", run, "--kind", "learning-curves", "--format", "png", "--out", out], run,
-            f"{str(target)!r} is damaged", fragment)
+    refused(
+        capsys,
+        ["plot", run, "--kind", "learning-curves", "--format", "png", "--out", out],
+        run,
+        f"{str(target)!r} is damaged",
+        fragment,
+    )
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -195,31 +231,50 @@ def _truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("kind, name, fragments", [
-    ("first-layer", "masks/round_01.pt", ["cannot read mask file", "it is damaged or not a mask"]),
-    ("weights-scatter", "masks/round_00.pt", ["cannot read mask file", "it is damaged or not a mask"]),
-    ("weights-scatter", "weights/init.pt", ["is damaged: torch cannot load it"]),
-    ("weights-hist", "weights/final_round_00.pt", ["is damaged: torch cannot load it"]),
-])
+@pytest.mark.parametrize(
+    "kind, name, fragments",
+    [
+        ("first-layer", "masks/round_01.pt", ["cannot read mask file", "it is damaged or not a mask"]),
+        ("weights-scatter", "masks/round_00.pt", ["cannot read mask file", "it is damaged or not a mask"]),
+        ("weights-scatter", "weights/init.pt", ["is damaged: torch cannot load it"]),
+        ("weights-hist", "weights/final_round_00.pt", ["is damaged: torch cannot load it"]),
+    ],
+)
 def test_plot_truncated_mask_or_weights(capsys, root, tmp_path, kind, name, fragments):
     run, target = damaged_copy(root / "run", tmp_path, name)
     _truncate(target)
-    refused(capsys, ["plot", run, "--kind", kind, "--format", "png", "--out", tmp_path / "figures"], run,
-            str(target), *fragments)
+    refused(
+        capsys,
+        ["plot", run, "--kind", kind, "--format", "png", "--out", tmp_path / "figures"],
+        run,
+        str(target),
+        *fragments,
+    )
 
 
-@pytest.mark.parametrize("name, value, fragments", [
-    ("masks/round_01.pt", {"fc1.weight": torch.full((300, 64), float("nan"))}, ["'fc1.weight' holds nan", "boolean"]),
-    ("masks/round_01.pt", {}, ["is damaged: it holds no masks"]),
-    ("weights/init.pt", [1, 2], ["is damaged: it holds a list, not a mapping of names to tensors"]),
-    ("weights/init.pt", {"fc1.weight": "w"}, ["is damaged: it maps 'fc1.weight' to a str, not a tensor"]),
-    ("weights/init.pt", {"other.weight": torch.ones(3)}, ["do not match", "'fc1.weight' is missing"]),
-])
+@pytest.mark.parametrize(
+    "name, value, fragments",
+    [
+        (
+            "masks/round_01.pt",
+            {"fc1.weight": torch.full((300, 64), float("nan"))},
+            ["'fc1.weight' holds nan", "boolean"],
+        ),
+        ("masks/round_01.pt", {}, ["is damaged: it holds no masks"]),
+        ("weights/init.pt", [1, 2], ["is damaged: it holds a list, not a mapping of names to tensors"]),
+        ("weights/init.pt", {"fc1.weight": "w"}, ["is damaged: it maps 'fc1.weight' to a str, not a tensor"]),
+        ("weights/init.pt", {"other.weight": torch.ones(3)}, ["do not match", "'fc1.weight' is missing"]),
+    ],
+)
 def test_plot_mask_or_weights_of_the_wrong_content(capsys, root, tmp_path, name, value, fragments):
     run, target = damaged_copy(root / "run", tmp_path, name)
     torch.save(value, target)
-    refused(capsys, ["plot", run, "--kind", "first-layer,weights-scatter", "--format", "png",
-                     "--out", tmp_path / "figures"], run, *fragments)
+    refused(
+        capsys,
+        ["plot", run, "--kind", "first-layer,weights-scatter", "--format", "png", "--out", tmp_path / "figures"],
+        run,
+        *fragments,
+    )
 
 
 def test_report_damaged_weights(capsys, root, tmp_path):
@@ -244,11 +299,14 @@ def _checkpoint(run: Path, change) -> None:
     torch.save(state, run / "checkpoint.pt")
 
 
-@pytest.mark.parametrize("state, fragment", [
-    ({"format": 1, "round": 0}, "it lacks 'stage', 'mask', 'control_mask' and 11 more keys"),
-    ([1, 2, 3], "it holds a list, not a mapping"),
-    ("checkpoint", "it holds a str, not a mapping"),
-])
+@pytest.mark.parametrize(
+    "state, fragment",
+    [
+        ({"format": 1, "round": 0}, "it lacks 'stage', 'mask', 'control_mask' and 11 more keys"),
+        ([1, 2, 3], "it holds a list, not a mapping"),
+        ("checkpoint", "it holds a str, not a mapping"),
+    ],
+)
 def test_resume_checkpoint_lacking_keys(capsys, root, tmp_path, state, fragment):
     run, target = damaged_copy(root / "run", tmp_path, "checkpoint.pt")
     running(run)
@@ -256,15 +314,20 @@ def test_resume_checkpoint_lacking_keys(capsys, root, tmp_path, state, fragment)
     refused(capsys, ["resume", run, "-q"], run, f"{str(target)!r} is damaged", fragment, "cannot be resumed")
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (lambda s: s.pop("mask"), "it lacks 'mask'"),
-    (lambda s: s.update(mask=[True]), "its 'mask' is a list of the wrong kind"),
-    (lambda s: s.update(round="one"), "its 'round' is a str of the wrong kind"),
-    (lambda s: s.update(training={"iteration": 3}), "it lacks training 'model', 'optimizer', 'metrics' and"),
-    (lambda s: s.update(mask={"fc1.weight": torch.ones(3, 3, dtype=torch.bool)}),
-     "its mask has 'fc1.weight' of shape (3, 3), which lenet-300-100 does not have"),
-    (lambda s: s.update(generator=torch.zeros(3, dtype=torch.uint8)), "it does not fit this run (RuntimeError"),
-])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda s: s.pop("mask"), "it lacks 'mask'"),
+        (lambda s: s.update(mask=[True]), "its 'mask' is a list of the wrong kind"),
+        (lambda s: s.update(round="one"), "its 'round' is a str of the wrong kind"),
+        (lambda s: s.update(training={"iteration": 3}), "it lacks training 'model', 'optimizer', 'metrics' and"),
+        (
+            lambda s: s.update(mask={"fc1.weight": torch.ones(3, 3, dtype=torch.bool)}),
+            "its mask has 'fc1.weight' of shape (3, 3), which lenet-300-100 does not have",
+        ),
+        (lambda s: s.update(generator=torch.zeros(3, dtype=torch.uint8)), "it does not fit this run (RuntimeError"),
+    ],
+)
 def test_resume_checkpoint_with_wrong_contents(capsys, root, tmp_path, change, fragment):
     run, target = damaged_copy(root / "run", tmp_path, "checkpoint.pt")
     running(run)
@@ -280,38 +343,64 @@ def test_index_row_with_bad_json(capsys, root, tmp_path):
     shutil.copytree(root, copy)
     with closing(sqlite3.connect(copy / "lth-index.sqlite")) as connection, connection:
         connection.execute("UPDATE runs SET config = '{bad' WHERE path = 'run'")
-    refused(capsys, ["runs", "list", "--root", copy], copy, "lth-index.sqlite", "is damaged: the config of run 'run'",
-            f"lth runs reindex --root {copy}")
+    refused(
+        capsys,
+        ["runs", "list", "--root", copy],
+        copy,
+        "lth-index.sqlite",
+        "is damaged: the config of run 'run'",
+        f"lth runs reindex --root {copy}",
+    )
 
 
 # ------------------------------------------------------------------ item 7: --init-mask
 
 
-@pytest.mark.parametrize("value, fragment", [
-    (torch.full((300, 64), float("nan")), "'fc1.weight' holds nan"),
-    (torch.full((300, 64), 0.5), "'fc1.weight' holds 0.5"),
-    (torch.full((300, 64), 2, dtype=torch.int64), "'fc1.weight' holds 2"),
-    (torch.zeros(300, 64, dtype=torch.complex64), "'fc1.weight' is a torch.complex64 tensor"),
-])
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        (torch.full((300, 64), float("nan")), "'fc1.weight' holds nan"),
+        (torch.full((300, 64), 0.5), "'fc1.weight' holds 0.5"),
+        (torch.full((300, 64), 2, dtype=torch.int64), "'fc1.weight' holds 2"),
+        (torch.zeros(300, 64, dtype=torch.complex64), "'fc1.weight' is a torch.complex64 tensor"),
+    ],
+)
 def test_init_mask_must_be_boolean(capsys, tmp_path, value, fragment):
     path = tmp_path / "mask.pt"
     torch.save({"fc1.weight": value}, path)
     out = tmp_path / "run"
-    line = refused(capsys, ["find-ticket", "lenet-300-100", "digits", *TINY, "--init-mask", path, "--out", out],
-                   tmp_path, f"mask file {str(path)!r}", fragment, "masks must be boolean (or hold only 0 and 1)")
+    line = refused(
+        capsys,
+        ["find-ticket", "lenet-300-100", "digits", *TINY, "--init-mask", path, "--out", out],
+        tmp_path,
+        f"mask file {str(path)!r}",
+        fragment,
+        "masks must be boolean (or hold only 0 and 1)",
+    )
     assert not out.exists(), line
 
 
-@pytest.mark.parametrize("mask, fragment", [
-    ({"fc1.weight": torch.ones(64, 300, dtype=torch.bool)}, "does not fit this model: mask for 'fc1.weight' has shape (64, 300)"),
-    ({"fc9.weight": torch.ones(3, 3, dtype=torch.bool)}, "masks 'fc9.weight', which this run does not prune"),
-    ({}, "holds no masks"),
-])
+@pytest.mark.parametrize(
+    "mask, fragment",
+    [
+        (
+            {"fc1.weight": torch.ones(64, 300, dtype=torch.bool)},
+            "does not fit this model: mask for 'fc1.weight' has shape (64, 300)",
+        ),
+        ({"fc9.weight": torch.ones(3, 3, dtype=torch.bool)}, "masks 'fc9.weight', which this run does not prune"),
+        ({}, "holds no masks"),
+    ],
+)
 def test_init_mask_that_does_not_fit_the_model(capsys, tmp_path, mask, fragment):
     path = tmp_path / "mask.pt"
     torch.save(mask, path)
-    refused(capsys, ["find-ticket", "lenet-300-100", "digits", *TINY, "--init-mask", path, "--out", tmp_path / "run"],
-            tmp_path, str(path), fragment)
+    refused(
+        capsys,
+        ["find-ticket", "lenet-300-100", "digits", *TINY, "--init-mask", path, "--out", tmp_path / "run"],
+        tmp_path,
+        str(path),
+        fragment,
+    )
 
 
 def test_masks_of_zeros_and_ones_are_accepted_as_booleans(tmp_path):
@@ -320,7 +409,9 @@ def test_masks_of_zeros_and_ones_are_accepted_as_booleans(tmp_path):
     path = tmp_path / "mask.pt"
     torch.save({"a": torch.tensor([0.0, 1.0]), "b": torch.tensor([[1, 0]], dtype=torch.uint8)}, path)
     mask = Mask.load(path)
-    assert mask["a"].dtype == torch.bool and mask["a"].tolist() == [False, True] and mask["b"].tolist() == [[True, False]]
+    assert (
+        mask["a"].dtype == torch.bool and mask["a"].tolist() == [False, True] and mask["b"].tolist() == [[True, False]]
+    )
 
 
 # ------------------------------------------------------------------ item 7: lth mask
@@ -328,15 +419,21 @@ def test_masks_of_zeros_and_ones_are_accepted_as_booleans(tmp_path):
 
 def _weights(seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"fc1.weight": torch.randn(8, 6, generator=g), "fc1.bias": torch.randn(8, generator=g),
-            "fc2.weight": torch.randn(3, 8, generator=g)}
+    return {
+        "fc1.weight": torch.randn(8, 6, generator=g),
+        "fc1.bias": torch.randn(8, generator=g),
+        "fc2.weight": torch.randn(3, 8, generator=g),
+    }
 
 
-@pytest.mark.parametrize("which, tensor, bad, fragment", [
-    ("init", "fc1.weight", float("nan"), "tensor 'fc1.weight' holds nan"),
-    ("final", "fc2.weight", float("inf"), "tensor 'fc2.weight' holds inf"),
-    ("final", "fc1.bias", float("-inf"), "tensor 'fc1.bias' holds -inf"),
-])
+@pytest.mark.parametrize(
+    "which, tensor, bad, fragment",
+    [
+        ("init", "fc1.weight", float("nan"), "tensor 'fc1.weight' holds nan"),
+        ("final", "fc2.weight", float("inf"), "tensor 'fc2.weight' holds inf"),
+        ("final", "fc1.bias", float("-inf"), "tensor 'fc1.bias' holds -inf"),
+    ],
+)
 def test_mask_command_refuses_non_finite_weights(capsys, tmp_path, which, tensor, bad, fragment):
     files = {"init": tmp_path / "init.pt", "final": tmp_path / "final.pt"}
     for name, seed in (("init", 0), ("final", 1)):
@@ -345,8 +442,14 @@ def test_mask_command_refuses_non_finite_weights(capsys, tmp_path, which, tensor
             state[tensor].view(-1)[3] = bad
         torch.save(state, files[name])
     out = tmp_path / "mask.pt"
-    refused(capsys, ["mask", "--init", files["init"], "--final", files["final"], "--keep", "0.5", "--out", out],
-            tmp_path, f"{which} file {str(files[which])!r}", fragment, "weights must be finite")
+    refused(
+        capsys,
+        ["mask", "--init", files["init"], "--final", files["final"], "--keep", "0.5", "--out", out],
+        tmp_path,
+        f"{which} file {str(files[which])!r}",
+        fragment,
+        "weights must be finite",
+    )
     assert not out.exists()
 
 
@@ -355,9 +458,25 @@ def test_mask_command_refuses_a_previous_mask_that_is_not_boolean(capsys, tmp_pa
     torch.save(_weights(1), tmp_path / "final.pt")
     prev = tmp_path / "prev.pt"
     torch.save({"fc1.weight": torch.full((8, 6), 0.5)}, prev)
-    refused(capsys, ["mask", "--init", tmp_path / "init.pt", "--final", tmp_path / "final.pt", "--keep", "0.5",
-                     "--prev-mask", prev, "--out", tmp_path / "mask.pt"], tmp_path,
-            f"previous mask file {str(prev)!r}", "'fc1.weight' holds 0.5")
+    refused(
+        capsys,
+        [
+            "mask",
+            "--init",
+            tmp_path / "init.pt",
+            "--final",
+            tmp_path / "final.pt",
+            "--keep",
+            "0.5",
+            "--prev-mask",
+            prev,
+            "--out",
+            tmp_path / "mask.pt",
+        ],
+        tmp_path,
+        f"previous mask file {str(prev)!r}",
+        "'fc1.weight' holds 0.5",
+    )
 
 
 def test_compute_mask_api_refuses_nan_weights():
@@ -373,8 +492,12 @@ def test_compute_mask_api_refuses_nan_weights():
 
 # ------------------------------------------------------------------ item 7: incomplete --data-dir
 
-MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-               "t10k-labels-idx1-ubyte.gz")
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 
 @pytest.mark.parametrize("sub", ["", "mnist"])
@@ -384,8 +507,13 @@ def test_incomplete_data_dir_is_refused(capsys, offline_env, sub):
     for name in MNIST_FILES[:3]:
         (given / sub / name).write_bytes(b"\x00")
     out = offline_env / "run"
-    refused(capsys, ["find-ticket", "lenet-300-100", "mnist", *TINY, "--data-dir", given, "--out", out], offline_env,
-            f"data directory {str(given / sub)!r} lacks 't10k-labels-idx1-ubyte.gz'", "--data-dir")
+    refused(
+        capsys,
+        ["find-ticket", "lenet-300-100", "mnist", *TINY, "--data-dir", given, "--out", out],
+        offline_env,
+        f"data directory {str(given / sub)!r} lacks 't10k-labels-idx1-ubyte.gz'",
+        "--data-dir",
+    )
     assert not out.exists()
 
 
@@ -394,8 +522,12 @@ def test_incomplete_cifar10_batches_are_refused(capsys, offline_env):
     batches.mkdir(parents=True)
     for i in range(1, 6):
         (batches / f"data_batch_{i}").write_bytes(b"\x00")
-    refused(capsys, ["find-ticket", "conv-2", "cifar10", *TINY, "--data-dir", offline_env / "cifar",
-                     "--out", offline_env / "run"], offline_env, f"{str(batches)!r} lacks 'test_batch'")
+    refused(
+        capsys,
+        ["find-ticket", "conv-2", "cifar10", *TINY, "--data-dir", offline_env / "cifar", "--out", offline_env / "run"],
+        offline_env,
+        f"{str(batches)!r} lacks 'test_batch'",
+    )
 
 
 # ------------------------------------------------------------------ item 7: lth runs list --where / compare
@@ -407,8 +539,9 @@ def listed(capsys, root: Path, *where: str) -> list[str]:
     return sorted(row["path"] for row in json.loads(out))
 
 
-@pytest.mark.parametrize("condition", ["name=[x", "name=@x", "name={a: b", "criterion=*alias", "name=!!python/none",
-                                       "dataset=digits: x"])
+@pytest.mark.parametrize(
+    "condition", ["name=[x", "name=@x", "name={a: b", "criterion=*alias", "name=!!python/none", "dataset=digits: x"]
+)
 def test_where_values_are_text_for_text_columns(capsys, root, condition):
     assert listed(capsys, root, condition) == []
 
@@ -423,31 +556,42 @@ def test_where_values_are_read_as_the_column_type(capsys, root):
     assert listed(capsys, root, "started>=2000-01-01") == ["run", "study"]  # ISO times compare as text
 
 
-@pytest.mark.parametrize("condition, fragment", [
-    ("test_accuracy>abc", "--where 'test_accuracy>abc': test_accuracy is numeric and 'abc' is not a number"),
-    ("rounds=[1", "rounds is numeric and '[1' is not a number"),
-    ("weights_remaining<nan", "weights_remaining is numeric and 'nan' is not a number"),
-    ("prune_biases=maybe", "prune_biases is true or false, not 'maybe'"),
-    ("prune_biases>true", "prune_biases is true or false; compare it with = or !="),
-    ("duration>", "compares duration with no value"),
-])
+@pytest.mark.parametrize(
+    "condition, fragment",
+    [
+        ("test_accuracy>abc", "--where 'test_accuracy>abc': test_accuracy is numeric and 'abc' is not a number"),
+        ("rounds=[1", "rounds is numeric and '[1' is not a number"),
+        ("weights_remaining<nan", "weights_remaining is numeric and 'nan' is not a number"),
+        ("prune_biases=maybe", "prune_biases is true or false, not 'maybe'"),
+        ("prune_biases>true", "prune_biases is true or false; compare it with = or !="),
+        ("duration>", "compares duration with no value"),
+    ],
+)
 def test_where_value_of_the_wrong_type(capsys, root, condition, fragment):
     refused(capsys, ["runs", "list", "--root", root, "--where", condition], root, fragment)
 
 
 def test_compare_unknown_metric(capsys, root):
-    line = refused(capsys, ["runs", "compare", "run", "study", "--root", root, "--metric", "nosuch"], root,
-                   "unknown metric 'nosuch'", "test_accuracy_at_early_stop")
+    line = refused(
+        capsys,
+        ["runs", "compare", "run", "study", "--root", root, "--metric", "nosuch"],
+        root,
+        "unknown metric 'nosuch'",
+        "test_accuracy_at_early_stop",
+    )
     assert "layers" not in line  # not a per-level number
 
 
 # ------------------------------------------------------------------ item 7: user data through the API
 
 
-@pytest.mark.parametrize("split, bad, fragment", [
-    (0, float("nan"), "x_train holds nan (first in example 3)"),
-    (1, float("inf"), "x_test holds inf (first in example 3)"),
-])
+@pytest.mark.parametrize(
+    "split, bad, fragment",
+    [
+        (0, float("nan"), "x_train holds nan (first in example 3)"),
+        (1, float("inf"), "x_test holds inf (first in example 3)"),
+    ],
+)
 def test_user_data_with_non_finite_inputs(split, bad, fragment):
     import numpy as np
 
@@ -485,8 +629,12 @@ def test_config_file_alias_bomb_fails_fast(capsys, tmp_path):
     path = tmp_path / "bomb.yaml"
     path.write_text(bomb(9) + "lr: *a8\n")
     tic = time.perf_counter()
-    line = refused(capsys, ["find-ticket", "lenet-300-100", "digits", *TINY, "--config", path, "--out", tmp_path / "run"],
-                   tmp_path, f"config file {str(path)!r} expands to more than 100000 values through YAML aliases")
+    line = refused(
+        capsys,
+        ["find-ticket", "lenet-300-100", "digits", *TINY, "--config", path, "--out", tmp_path / "run"],
+        tmp_path,
+        f"config file {str(path)!r} expands to more than 100000 values through YAML aliases",
+    )
     assert time.perf_counter() - tic < 5 and len(line) < 300
 
 
@@ -494,7 +642,9 @@ def test_session_file_alias_bomb_fails_fast(capsys, tmp_path):
     path = tmp_path / "session.yaml"
     path.write_text(bomb(9) + "base: {model: lenet-300-100, dataset: digits, lr: *a8}\ngrid: {seed: [1]}\n")
     tic = time.perf_counter()
-    refused(capsys, ["session", path, "--out", tmp_path / "study", "-q"], tmp_path, "expands to more than 100000 values")
+    refused(
+        capsys, ["session", path, "--out", tmp_path / "study", "-q"], tmp_path, "expands to more than 100000 values"
+    )
     assert time.perf_counter() - tic < 5
 
 
@@ -502,8 +652,13 @@ def test_small_alias_bomb_gives_a_short_message(capsys, tmp_path):
     """Under the limit the value is refused by validation, quoted in bounded form."""
     path = tmp_path / "small-bomb.yaml"
     path.write_text(bomb(4) + "lr: *a3\n")
-    line = refused(capsys, ["find-ticket", "lenet-300-100", "digits", *TINY, "--config", path, "--out", tmp_path / "run"],
-                   tmp_path, "bad value [[[", "for lr")
+    line = refused(
+        capsys,
+        ["find-ticket", "lenet-300-100", "digits", *TINY, "--config", path, "--out", tmp_path / "run"],
+        tmp_path,
+        "bad value [[[",
+        "for lr",
+    )
     assert len(line) < 250
 
 

@@ -6,6 +6,7 @@ about; a diverging training stops naming the round and keeps the earlier rounds;
 writes holds NaN or Infinity; a full disk ends in one line, leaves the previous checkpoint
 valid and the run resumable, bit for bit.
 """
+
 from __future__ import annotations
 
 import errno
@@ -19,12 +20,11 @@ import pytest
 import torch
 from torch import nn
 
-from lth import LotteryModel, LotteryRobust, LotterySession, LthError, TicketConfig, find_ticket
-from lth.config import MAX_ITERATIONS, make_config, parse_duration
+from cli_helpers import cli, one_line_error
+from lth import LotteryModel, LotteryRobust, LotterySession, LthError, TicketConfig
+from lth.config import make_config, parse_duration
 from lth.jsonio import dumps
 from lth.store import RunDir
-
-from cli_helpers import cli, one_line_error
 
 BASE = ["--iterations", 30, "--rounds", 0, "--eval-every", 10, "--device", "cpu", "-q"]
 FAST = dict(iterations=30, eval_every=10, device="cpu", progress=False)
@@ -37,8 +37,10 @@ def find(capsys, out: Path, *args):
 
 def strict_json(text: str):
     """Parse ``text`` as standard JSON: NaN and Infinity are refused."""
+
     def refuse(word: str):
         raise AssertionError(f"non-standard JSON constant {word}")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -66,20 +68,32 @@ NON_FINITE = [
     (["--prune-rate-fc", "-inf"], "bad value -inf for prune_rate_fc: Input should be a finite number"),
     (["--keep", "nan", "--one-shot"], "bad value nan for keep: Input should be a finite number"),
     (["--epochs", "inf", "--iterations", None], "bad value inf for epochs: Input should be a finite number"),
-    (["--constant", "1e308", "--rescale", "--mask1", "constant"],
-     "bad value 1e+308 for constant: must be at most 3.4028234663852886e+38 (the largest float32 weight)"),
-    (["--jitter-sd", "1e39", "--mask1", "jitter"],
-     "bad value 1e+39 for jitter_sd: must be at most 3.4028234663852886e+38 (the largest float32 weight)"),
-    (["--seed", "99999999999999999999999"],
-     "bad value 99999999999999999999999 for seed: must be an integer from -2^63 to 2^64-1 (what torch.manual_seed "
-     "accepts)"),
-    (["--seed", str(-2**63 - 1)], f"bad value {-2**63 - 1} for seed: must be an integer from -2^63 to 2^64-1"),
-    (["--iterations", "99999999999999999999"],
-     "bad value 99999999999999999999 for iterations: at most 1000000000 iterations per round"),
-    (["--rounds", "99999999999999999999"],
-     "bad value 99999999999999999999 for rounds: at most 10000 pruning rounds (lth.config.MAX_ROUNDS)"),
-    (["--epochs", "1e12", "--iterations", None],
-     "--epochs 1e+12 is 18000000000000 iterations per round; at most 1000000000 iterations per round are allowed"),
+    (
+        ["--constant", "1e308", "--rescale", "--mask1", "constant"],
+        "bad value 1e+308 for constant: must be at most 3.4028234663852886e+38 (the largest float32 weight)",
+    ),
+    (
+        ["--jitter-sd", "1e39", "--mask1", "jitter"],
+        "bad value 1e+39 for jitter_sd: must be at most 3.4028234663852886e+38 (the largest float32 weight)",
+    ),
+    (
+        ["--seed", "99999999999999999999999"],
+        "bad value 99999999999999999999999 for seed: must be an integer from -2^63 to 2^64-1 (what torch.manual_seed "
+        "accepts)",
+    ),
+    (["--seed", str(-(2**63) - 1)], f"bad value {-(2**63) - 1} for seed: must be an integer from -2^63 to 2^64-1"),
+    (
+        ["--iterations", "99999999999999999999"],
+        "bad value 99999999999999999999 for iterations: at most 1000000000 iterations per round",
+    ),
+    (
+        ["--rounds", "99999999999999999999"],
+        "bad value 99999999999999999999 for rounds: at most 10000 pruning rounds (lth.config.MAX_ROUNDS)",
+    ),
+    (
+        ["--epochs", "1e12", "--iterations", None],
+        "--epochs 1e+12 is 18000000000000 iterations per round; at most 1000000000 iterations per round are allowed",
+    ),
     (["--rewind", "1" + "0" * 400 + "ep"], "is too large; durations must be finite"),
 ]
 
@@ -92,7 +106,7 @@ def _argv(args: list) -> list:
     while i < len(args):
         if i + 1 < len(args) and args[i + 1] is None:
             j = base.index(args[i])
-            del base[j:j + 2]
+            del base[j : j + 2]
             i += 2
             continue
         extra.append(args[i])
@@ -108,13 +122,16 @@ def test_cli_refuses_hostile_numbers(capsys, tmp_path, args, message):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("key, text, message", [
-    ("lr", ".inf", "bad value inf for lr: Input should be a finite number"),
-    ("weight_decay", ".nan", "bad value nan for weight_decay: Input should be a finite number"),
-    ("seed", "99999999999999999999999", "bad value 99999999999999999999999 for seed"),
-    ("iterations", "99999999999999999999", "at most 1000000000 iterations per round"),
-    ("prune-rate", ".nan", "bad value nan for prune_rate: Input should be a finite number"),
-])
+@pytest.mark.parametrize(
+    "key, text, message",
+    [
+        ("lr", ".inf", "bad value inf for lr: Input should be a finite number"),
+        ("weight_decay", ".nan", "bad value nan for weight_decay: Input should be a finite number"),
+        ("seed", "99999999999999999999999", "bad value 99999999999999999999999 for seed"),
+        ("iterations", "99999999999999999999", "at most 1000000000 iterations per round"),
+        ("prune-rate", ".nan", "bad value nan for prune_rate: Input should be a finite number"),
+    ],
+)
 def test_yaml_config_refuses_hostile_numbers(capsys, tmp_path, key, text, message):
     config = tmp_path / "c.yaml"
     config.write_text(f"{key}: {text}\n")
@@ -140,31 +157,84 @@ def test_parse_duration_refuses_overflowing_durations():
 
 def test_extreme_seeds_within_range_run(capsys, tmp_path):
     """Both ends of torch's seed range work, with controls (whose seeds derive from the run's)."""
-    for seed in (2**64 - 1, -2**63):
+    for seed in (2**64 - 1, -(2**63)):
         out = tmp_path / f"run{seed}"
-        rc, _, err = find(capsys, out, "--seed", seed, "--rounds", 1, "--iterations", 10,
-                          "--controls", "reinit,random-prune", "--vectorize", "off")
+        rc, _, err = find(
+            capsys,
+            out,
+            "--seed",
+            seed,
+            "--rounds",
+            1,
+            "--iterations",
+            10,
+            "--controls",
+            "reinit,random-prune",
+            "--vectorize",
+            "off",
+        )
         assert rc == 0, err
         assert RunDir(out).status()["status"] == "complete"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["supermask", "train", "lenet-300-100", "digits", "--iterations", 20, "--seed", "99999999999999999999999"],
-     "--seed must be an integer from -2^63 to 2^64-1 (what torch.manual_seed accepts), got 99999999999999999999999"),
-    (["supermask", "train", "lenet-300-100", "digits", "--iterations", "99999999999999999999"],
-     "iterations 99999999999999999999 is invalid; it must be at most 1000000000"),
-    (["supermask", "train", "lenet-300-100", "digits", "--epochs", "1e300"],
-     "--epochs 1e+300 is about 10^300 iterations per round; at most 1000000000 iterations per round are allowed"),
-    (["supermask", "train", "lenet-300-100", "digits", "--lr", "inf"], "learning rate inf is invalid"),
-    (["supermask", "eval", "lenet-300-100", "digits", "--seed", "99999999999999999999999"],
-     "bad value 99999999999999999999999 for seed"),
-    (["robust", "lenet-300-100", "digits", "--iterations", 20, "--rounds", 0, "--lr", "inf"],
-     "bad value inf for lr: Input should be a finite number"),
-    (["robust", "lenet-300-100", "digits", "--iterations", 20, "--rounds", 0, "--trials", 2, "--seed", 2**64 - 1],
-     "bad value 18446744073709551616 for seed: must be an integer from -2^63 to 2^64-1"),
-    (["robust", "lenet-300-100", "digits", "--iterations", 20, "--rounds", 0, "--backend", "ray",
-      "--cpus-per-trial", "nan"], "--cpus-per-trial must be a finite number >= 0, got nan"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["supermask", "train", "lenet-300-100", "digits", "--iterations", 20, "--seed", "99999999999999999999999"],
+            "--seed must be an integer from -2^63 to 2^64-1 (what torch.manual_seed accepts), got 99999999999999999999999",
+        ),
+        (
+            ["supermask", "train", "lenet-300-100", "digits", "--iterations", "99999999999999999999"],
+            "iterations 99999999999999999999 is invalid; it must be at most 1000000000",
+        ),
+        (
+            ["supermask", "train", "lenet-300-100", "digits", "--epochs", "1e300"],
+            "--epochs 1e+300 is about 10^300 iterations per round; at most 1000000000 iterations per round are allowed",
+        ),
+        (["supermask", "train", "lenet-300-100", "digits", "--lr", "inf"], "learning rate inf is invalid"),
+        (
+            ["supermask", "eval", "lenet-300-100", "digits", "--seed", "99999999999999999999999"],
+            "bad value 99999999999999999999999 for seed",
+        ),
+        (
+            ["robust", "lenet-300-100", "digits", "--iterations", 20, "--rounds", 0, "--lr", "inf"],
+            "bad value inf for lr: Input should be a finite number",
+        ),
+        (
+            [
+                "robust",
+                "lenet-300-100",
+                "digits",
+                "--iterations",
+                20,
+                "--rounds",
+                0,
+                "--trials",
+                2,
+                "--seed",
+                2**64 - 1,
+            ],
+            "bad value 18446744073709551616 for seed: must be an integer from -2^63 to 2^64-1",
+        ),
+        (
+            [
+                "robust",
+                "lenet-300-100",
+                "digits",
+                "--iterations",
+                20,
+                "--rounds",
+                0,
+                "--backend",
+                "ray",
+                "--cpus-per-trial",
+                "nan",
+            ],
+            "--cpus-per-trial must be a finite number >= 0, got nan",
+        ),
+    ],
+)
 def test_other_commands_refuse_hostile_numbers(capsys, tmp_path, args, message):
     out = tmp_path / "out"
     rc, _, err = cli(capsys, *args, "--device", "cpu", "-q", "--out", out)
@@ -174,8 +244,20 @@ def test_other_commands_refuse_hostile_numbers(capsys, tmp_path, args, message):
 
 def test_mask_command_refuses_a_seed_beyond_64_bits(capsys, tmp_path):
     torch.save(mlp().state_dict(), tmp_path / "w.pt")
-    rc, _, err = cli(capsys, "mask", "--init", tmp_path / "w.pt", "--final", tmp_path / "w.pt", "--keep", 0.5,
-                     "--seed", 2**64, "--out", tmp_path / "m.pt")
+    rc, _, err = cli(
+        capsys,
+        "mask",
+        "--init",
+        tmp_path / "w.pt",
+        "--final",
+        tmp_path / "w.pt",
+        "--keep",
+        0.5,
+        "--seed",
+        2**64,
+        "--out",
+        tmp_path / "m.pt",
+    )
     assert "--seed must be an integer from -2^63 to 2^64-1" in one_line_error(rc, err)
     assert not (tmp_path / "m.pt").exists()
 
@@ -183,22 +265,27 @@ def test_mask_command_refuses_a_seed_beyond_64_bits(capsys, tmp_path):
 # ------------------------------------------------------------------ the Python API
 
 
-@pytest.mark.parametrize("setting, value, message", [
-    ("lr", float("inf"), "lr must be a positive number, got inf"),
-    ("weight_decay", float("inf"), "weight_decay must be >= 0, got inf"),
-    ("gamma", float("inf"), "gamma must be a positive number, got inf"),
-    ("momentum", float("nan"), "momentum must be in [0, 1), got nan"),
-    ("epochs", float("inf"), "epochs must be a number > 0, got inf"),
-    ("seed", 10**23, "seed must be an integer from -2^63 to 2^64-1 (what torch.manual_seed accepts), got 10"),
-    ("iterations", 10**20, "iterations must be an integer from 1 to 1000000000, got 100000000000000000000"),
-])
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("lr", float("inf"), "lr must be a positive number, got inf"),
+        ("weight_decay", float("inf"), "weight_decay must be >= 0, got inf"),
+        ("gamma", float("inf"), "gamma must be a positive number, got inf"),
+        ("momentum", float("nan"), "momentum must be in [0, 1), got nan"),
+        ("epochs", float("inf"), "epochs must be a number > 0, got inf"),
+        ("seed", 10**23, "seed must be an integer from -2^63 to 2^64-1 (what torch.manual_seed accepts), got 10"),
+        ("iterations", 10**20, "iterations must be an integer from 1 to 1000000000, got 100000000000000000000"),
+    ],
+)
 def test_api_refuses_hostile_settings(digits, setting, value, message):
     settings = {**FAST, setting: value}
     if setting == "epochs":
         settings.pop("iterations")
-    for make in (lambda: LotteryModel(mlp(), digits, **settings),
-                 lambda: LotteryRobust(mlp(), digits, trials=2, **settings),
-                 lambda: LotterySession(mlp(), digits, **settings)):
+    for make in (
+        lambda: LotteryModel(mlp(), digits, **settings),
+        lambda: LotteryRobust(mlp(), digits, trials=2, **settings),
+        lambda: LotterySession(mlp(), digits, **settings),
+    ):
         with pytest.raises(LthError) as caught:
             make()
         assert message in str(caught.value)
@@ -217,13 +304,17 @@ def test_api_refuses_budget_over_the_maximum(digits):
 def test_api_refuses_non_finite_pruning_values(digits):
     ticket = LotteryModel(mlp(), digits, **FAST)
     ticket.train()
-    for kwargs, message in ((dict(rate=float("nan")), "must be a fraction in [0, 1), got nan"),
-                            (dict(keep=float("nan")), "keep must be a fraction in (0, 1], got nan")):
+    for kwargs, message in (
+        (dict(rate=float("nan")), "must be a fraction in [0, 1), got nan"),
+        (dict(keep=float("nan")), "keep must be a fraction in (0, 1], got nan"),
+    ):
         with pytest.raises(LthError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
             ticket.prune(**kwargs)
     ticket.prune(rate=0.2)
-    for kwargs, message in ((dict(mask1="jitter", jitter_sd=float("inf")), "jitter sd must be a finite number, got inf"),
-                            (dict(mask1="constant", constant=float("inf")), "constant must be a finite number")):
+    for kwargs, message in (
+        (dict(mask1="jitter", jitter_sd=float("inf")), "jitter sd must be a finite number, got inf"),
+        (dict(mask1="constant", constant=float("inf")), "constant must be a finite number"),
+    ):
         with pytest.raises(LthError, match=message):
             ticket.reinit(**kwargs)
     with pytest.raises(LthError, match="mask-1 action 'constant' gives non-finite start weights"):
@@ -310,8 +401,20 @@ def test_divergence_side_by_side_names_the_network(capsys, tmp_path):
     """Round 1 trains the ticket and its reinit control in one vectorised training: the message names the
     network (the ticket: its +-1e30 start weights; the reinit control starts from fresh, finite weights)."""
     out = tmp_path / "run"
-    rc, _, err = find(capsys, out, "--rounds", 1, "--mask1", "constant", "--constant", "1e30",
-                      "--controls", "reinit", "--vectorize", 2)
+    rc, _, err = find(
+        capsys,
+        out,
+        "--rounds",
+        1,
+        "--mask1",
+        "constant",
+        "--constant",
+        "1e30",
+        "--controls",
+        "reinit",
+        "--vectorize",
+        2,
+    )
     line = one_line_error(rc, err)
     assert line.startswith("lth: error: training of the ticket diverged in round 1 at iteration 0 (loss "), line
     assert RunDir(out).status()["status"] == "diverged"
@@ -330,7 +433,9 @@ def test_vectorised_training_detects_divergence(digits):
     from lth.training.vectorized import VectorTrainer
 
     trainer = VectorTrainer(digits, 60, OptimizerSettings("adam", 1e30), [0, 1], eval_every=10, progress=False)
-    with pytest.raises(TrainingDiverged, match=r"training of network 1 of 2 diverged at iteration 10 \(loss (nan|inf)\)"):
+    with pytest.raises(
+        TrainingDiverged, match=r"training of network 1 of 2 diverged at iteration 10 \(loss (nan|inf)\)"
+    ):
         trainer.train([mlp(), mlp()], [None, None], start=0, stop=30)
 
 
@@ -352,7 +457,9 @@ def test_lockstep_names_the_program_whose_network_diverged(digits):
                     model[1].weight.fill_(1e30)
                     model[3].weight.fill_(1e30)
             return factory(digits, 60, OptimizerSettings("adam", 1e-3), i, 10, progress=False).train(
-                model, None, 0, 20, keep_best=i == 0)
+                model, None, 0, 20, keep_best=i == 0
+            )
+
         return run
 
     with pytest.raises(TrainingDiverged, match="training of network 2 of 2 diverged at iteration 0") as caught:
@@ -373,8 +480,15 @@ def test_run_files_hold_no_nan(tmp_path):
     from lth.store.study_dir import StudyDir
 
     run = RunDir.create(tmp_path / "run")
-    row = dict(round=0, weights_remaining=1.0, early_stop_iteration=0, val_accuracy_at_early_stop=0.5,
-               test_accuracy_at_early_stop=0.5, final_test_accuracy=0.5, final_test_loss=float("nan"))
+    row = dict(
+        round=0,
+        weights_remaining=1.0,
+        early_stop_iteration=0,
+        val_accuracy_at_early_stop=0.5,
+        test_accuracy_at_early_stop=0.5,
+        final_test_accuracy=0.5,
+        final_test_loss=float("nan"),
+    )
     run.write_rounds([row])
     run.write_status(status="running", loss=float("inf"))
     for name in ("rounds.json", "status.json"):
@@ -468,7 +582,6 @@ def test_atomic_writes_turn_enospc_into_one_line(monkeypatch, tmp_path):
 
 def test_torch_runtime_error_with_enospc_cause_is_recognised(monkeypatch, tmp_path):
     """A real full disk makes torch raise RuntimeError('... inline_container ...') over the OSError."""
-    import lth.atomic
     from lth.atomic import atomic_torch_save
 
     def failing_save(obj, handle):
@@ -490,8 +603,20 @@ def test_torch_runtime_error_with_enospc_cause_is_recognised(monkeypatch, tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
-RESUMABLE = ["--rounds", 2, "--iterations", 40, "--checkpoint-every", 15, "--controls", "reinit",
-             "--vectorize", "off", "--rewind", "5it"]
+RESUMABLE = [
+    "--rounds",
+    2,
+    "--iterations",
+    40,
+    "--checkpoint-every",
+    15,
+    "--controls",
+    "reinit",
+    "--vectorize",
+    "off",
+    "--rewind",
+    "5it",
+]
 
 
 @pytest.fixture(scope="module")
@@ -501,8 +626,10 @@ def uninterrupted(tmp_path_factory) -> Path:
         mp.setattr("lth.experiments.ticket_search.plot_run", lambda run: [])
         from lth.cli import main
 
-        assert main(["find-ticket", "lenet-300-100", "digits", *map(str, BASE), *map(str, RESUMABLE),
-                     "--out", str(out)]) == 0
+        assert (
+            main(["find-ticket", "lenet-300-100", "digits", *map(str, BASE), *map(str, RESUMABLE), "--out", str(out)])
+            == 0
+        )
     return out
 
 
@@ -554,8 +681,9 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
     if os.geteuid() != 0 or shutil.which("mount") is None:
         return False
     path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, timeout=20)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, timeout=20
+    )
     return done.returncode == 0
 
 

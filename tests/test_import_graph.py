@@ -18,6 +18,7 @@ itself) and an edge M -> T for every import statement in M that names an lth mod
 ``lth.cli`` (the command line, the top layer) is left out: the assertion is about the cycles
 among the other modules. Nothing here imports lth: the sources are only parsed.
 """
+
 from __future__ import annotations
 
 import ast
@@ -43,7 +44,8 @@ def module_names(src: Path, package: str) -> dict[str, Path]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def imported_names(tree: ast.AST, module: str, is_package: bool) -> Iterator[tuple[str, int]]:
@@ -60,7 +62,7 @@ def imported_names(tree: ast.AST, module: str, is_package: bool) -> Iterator[tup
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 package = module.split(".") if is_package else module.split(".")[:-1]
-                package = package[:len(package) - (node.level - 1)]
+                package = package[: len(package) - (node.level - 1)]
                 base = ".".join([*package, *([node.module] if node.module else [])])
             else:
                 base = node.module or ""
@@ -91,6 +93,7 @@ def build_graph(src: Path, package: str) -> Graph:
 
 def without(graph: Graph, prefix: str) -> Graph:
     """``graph`` without the package ``prefix`` and its modules."""
+
     def kept(name: str) -> bool:
         return name != prefix and not name.startswith(prefix + ".")
 
@@ -189,15 +192,18 @@ def _write(root: Path, files: Mapping[str, str]) -> Path:
 
 
 def test_a_lazy_import_closes_a_cycle_and_a_type_checking_one_does_not(tmp_path):
-    src = _write(tmp_path, {
-        "pkg/__init__.py": "",
-        "pkg/a.py": "from pkg.b import f\n",
-        "pkg/b.py": "def f():\n    from pkg import a\n    return a\n",
-        "pkg/c.py": "import pkg.a\n",
-        "pkg/d.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import c\nelse:\n    pass\n",
-        "pkg/e.py": "import typing\nfrom pkg import d\nif typing.TYPE_CHECKING:\n    import pkg.e2\n",
-        "pkg/e2.py": "from . import e\n",
-    })
+    src = _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/a.py": "from pkg.b import f\n",
+            "pkg/b.py": "def f():\n    from pkg import a\n    return a\n",
+            "pkg/c.py": "import pkg.a\n",
+            "pkg/d.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import c\nelse:\n    pass\n",
+            "pkg/e.py": "import typing\nfrom pkg import d\nif typing.TYPE_CHECKING:\n    import pkg.e2\n",
+            "pkg/e2.py": "from . import e\n",
+        },
+    )
     graph = build_graph(src, "pkg")
     assert graph["pkg.a"] == {"pkg.b": (src / "pkg/a.py", 1)}
     assert set(graph["pkg.b"]) == {"pkg.a"}  # `from pkg import a`: the module a (pkg encloses b)
@@ -207,13 +213,16 @@ def test_a_lazy_import_closes_a_cycle_and_a_type_checking_one_does_not(tmp_path)
 
 
 def test_importing_a_submodule_depends_on_its_package_init(tmp_path):
-    src = _write(tmp_path, {
-        "pkg/__init__.py": "",
-        "pkg/low.py": "from pkg.sub.leaf import x\n",
-        "pkg/sub/__init__.py": "from pkg.sub.leaf import x\n\ndef later():\n    import pkg.low\n",
-        "pkg/sub/leaf.py": "from pkg.sub import other\nx = 1\n",  # a sibling: no edge to pkg.sub
-        "pkg/sub/other.py": "",
-    })
+    src = _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/low.py": "from pkg.sub.leaf import x\n",
+            "pkg/sub/__init__.py": "from pkg.sub.leaf import x\n\ndef later():\n    import pkg.low\n",
+            "pkg/sub/leaf.py": "from pkg.sub import other\nx = 1\n",  # a sibling: no edge to pkg.sub
+            "pkg/sub/other.py": "",
+        },
+    )
     graph = build_graph(src, "pkg")
     assert set(graph["pkg.low"]) == {"pkg.sub", "pkg.sub.leaf"}
     assert set(graph["pkg.sub.leaf"]) == {"pkg.sub.other"}
@@ -235,4 +244,5 @@ def test_lth_has_no_import_cycle_outside_the_cli():
     assert not found, f"{len(found)} import cycle(s) outside {EXCLUDED}:\n" + "\n".join(
         f"  {len(component)} modules reach one another: {', '.join(component)}; for example\n    "
         + describe(graph, _cycle_in(outside, set(component)), SRC)
-        for component in found)
+        for component in found
+    )

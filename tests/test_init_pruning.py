@@ -5,9 +5,8 @@ are checked against references computed independently (closed forms, torch.func 
 torch.autograd.functional on float64 networks); the schedule, ``prune_to`` and the ablations
 against hand-computed masks and counts.
 """
-from __future__ import annotations
 
-import math
+from __future__ import annotations
 
 import pytest
 import torch
@@ -19,8 +18,17 @@ import lth.init_pruning.prune as prune_module
 from lth.criteria import NEEDS_DERIVATIVE, compute_scores
 from lth.errors import LthError
 from lth.init_pruning import (
-    ablate_mask, criterion_derivatives, flow_gradient, hessian_gradient, invert_mask, keep_fractions,
-    loss_gradient, prune_at_init, reinit_weights, schedule_counts, shuffle_mask,
+    ablate_mask,
+    criterion_derivatives,
+    flow_gradient,
+    hessian_gradient,
+    invert_mask,
+    keep_fractions,
+    loss_gradient,
+    prune_at_init,
+    reinit_weights,
+    schedule_counts,
+    shuffle_mask,
 )
 from lth.init_pruning.derivatives import GRASP_TEMPERATURE
 from lth.masks import Mask
@@ -92,7 +100,12 @@ def _assert_state_equal(before: dict[str, torch.Tensor], model: nn.Module) -> No
 def _conv_bn_net() -> nn.Sequential:
     torch.manual_seed(3)
     net = nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
     )
     # Non-trivial running statistics, so that "unchanged" means something.
     with torch.no_grad():
@@ -106,8 +119,10 @@ def _conv_bn_net() -> nn.Sequential:
 
 def _conv_batches():
     g = torch.Generator().manual_seed(5)
-    return [(torch.randn(4, 3, 6, 6, generator=g), torch.tensor([0, 1, 2, 0])),
-            (torch.randn(4, 3, 6, 6, generator=g), torch.tensor([1, 1, 2, 0]))]
+    return [
+        (torch.randn(4, 3, 6, 6, generator=g), torch.tensor([0, 1, 2, 0])),
+        (torch.randn(4, 3, 6, 6, generator=g), torch.tensor([1, 1, 2, 0])),
+    ]
 
 
 # --------------------------------------------------------------------------- 1. loss gradient / snip
@@ -201,8 +216,9 @@ def test_hessian_gradient_matches_autograd_hvp(names):
     _assert_state_equal(before, model)
     # the default temperature is GraSP's 200: T = 1 gives another answer
     other = hessian_gradient(model, names, batches, temperature=1.0)
-    torch.testing.assert_close(other[names[0]], _reference_hvp(model, names, batches, 1.0)[names[0]],
-                               rtol=1e-9, atol=1e-15)
+    torch.testing.assert_close(
+        other[names[0]], _reference_hvp(model, names, batches, 1.0)[names[0]], rtol=1e-9, atol=1e-15
+    )
     assert not torch.allclose(other[names[0]], got[names[0]])
 
 
@@ -290,8 +306,9 @@ def test_synflow_closed_form_two_linear_layers(bias):
     torch.testing.assert_close(scores["0.weight"], expected1.float())
     torch.testing.assert_close(scores["1.weight"], expected2.float())
     # criterion_derivatives reads the input shape from the first batch
-    via = criterion_derivatives("synflow", model, names, batches=[(torch.randn(2, 3, dtype=torch.float64),
-                                                                     torch.tensor([0, 1]))])
+    via = criterion_derivatives(
+        "synflow", model, names, batches=[(torch.randn(2, 3, dtype=torch.float64), torch.tensor([0, 1]))]
+    )
     torch.testing.assert_close(via["flow_grad"]["0.weight"], fg["0.weight"], rtol=0, atol=0)
 
 
@@ -537,8 +554,9 @@ def test_shuffle_mask_keeps_counts_moves_positions_and_is_seeded():
 
 
 def test_invert_mask_keeps_counts_and_lowest_scores():
-    mask = Mask({"a": torch.tensor([True, False, True, False, False]),
-                 "b": torch.tensor([[True, True], [True, False]])})
+    mask = Mask(
+        {"a": torch.tensor([True, False, True, False, False]), "b": torch.tensor([[True, True], [True, False]])}
+    )
     scores = {"a": torch.tensor([0.5, 0.1, 0.9, 0.3, 0.7]), "b": torch.tensor([[4.0, 1.0], [3.0, 2.0]])}
     inv = invert_mask(mask, scores, torch.Generator().manual_seed(0))
     assert torch.equal(inv["a"], torch.tensor([False, True, False, True, False]))
@@ -548,8 +566,7 @@ def test_invert_mask_keeps_counts_and_lowest_scores():
 
 def test_reinit_weights_changes_only_kept_entries_of_masked_tensors():
     weights = {"w": torch.arange(6.0).view(2, 3), "u": torch.tensor([1.0, 2.0]), "v": torch.tensor([9.0, 8.0])}
-    fresh = {"w": -torch.arange(6.0).view(2, 3) - 10, "u": torch.tensor([-1.0, -2.0]),
-             "v": torch.tensor([0.5, 0.25])}
+    fresh = {"w": -torch.arange(6.0).view(2, 3) - 10, "u": torch.tensor([-1.0, -2.0]), "v": torch.tensor([0.5, 0.25])}
     mask = {"w": torch.tensor([[True, False, True], [False, False, True]]), "v": torch.tensor([False, False])}
     copy_w = weights["w"].clone()
     out = reinit_weights(weights, fresh, mask)
@@ -584,8 +601,9 @@ def test_ablate_mask_dispatch_and_unknown():
 # --------------------------------------------------------------------------- 8. bad input
 
 
-@pytest.mark.parametrize("keep, shown", [(0, "0"), (0.0, "0.0"), (1.5, "1.5"), (-0.1, "-0.1"),
-                                         (float("nan"), "nan"), (True, "True")])
+@pytest.mark.parametrize(
+    "keep, shown", [(0, "0"), (0.0, "0.0"), (1.5, "1.5"), (-0.1, "-0.1"), (float("nan"), "nan"), (True, "True")]
+)
 def test_bad_keep(keep, shown):
     with pytest.raises(LthError, match="keep") as info:
         prune_at_init(_mlp(), "magnitude", keep)
@@ -655,11 +673,28 @@ def test_layer_collapse_is_named_and_warned(capsys):
     assert "2.weight" in lines[0] and "0.weight" not in lines[0]
 
     summary = result.summary()
-    assert set(summary) == {"method", "keep", "scope", "iterations", "kept", "total", "density",
-                            "kept_per_iteration", "layers", "collapsed"}
+    assert set(summary) == {
+        "method",
+        "keep",
+        "scope",
+        "iterations",
+        "kept",
+        "total",
+        "density",
+        "kept_per_iteration",
+        "layers",
+        "collapsed",
+    }
     assert summary == {
-        "method": "magnitude", "keep": 0.25, "scope": "global", "iterations": 1, "kept": 20, "total": total,
-        "density": 20 / total, "kept_per_iteration": [20], "layers": {"0.weight": 20 / 48, "2.weight": 0.0},
+        "method": "magnitude",
+        "keep": 0.25,
+        "scope": "global",
+        "iterations": 1,
+        "kept": 20,
+        "total": total,
+        "density": 20 / total,
+        "kept_per_iteration": [20],
+        "layers": {"0.weight": 20 / 48, "2.weight": 0.0},
         "collapsed": ["2.weight"],
     }
 
@@ -702,8 +737,7 @@ def test_synflow_default_iterations_conv_batchnorm():
     result = prune_at_init(model, "synflow", 0.1, input_shape=(3, 6, 6))
     assert result.iterations == 100
     total = 4 * 3 * 3 * 3 + 3 * 4
-    assert result.kept_per_iteration == [round(total * (0.1 if i == 100 else 0.1 ** (i / 100)))
-                                         for i in range(1, 101)]
+    assert result.kept_per_iteration == [round(total * (0.1 if i == 100 else 0.1 ** (i / 100))) for i in range(1, 101)]
     assert result.mask.kept() == round(total * 0.1)
     _assert_state_equal(before, model)
 

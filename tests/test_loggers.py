@@ -1,6 +1,7 @@
 """The optional loggers (``--log tensorboard,mlflow``): what they write is read back from
 TensorBoard's event files and MLflow's store and compared with the run directory, exactly
 (TensorBoard keeps float32). Absent packages are simulated through ``sys.modules``."""
+
 from __future__ import annotations
 
 import re
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_helpers import cli, one_line_error
+from conftest import run_search
 from lth import TicketConfig, find_ticket
 from lth.config import make_config
 from lth.errors import LthError
@@ -17,9 +20,6 @@ from lth.experiments.ticket_search import resume_ticket
 from lth.loggers import check_loggers, flatten, make_loggers
 from lth.loggers.base import SUMMARY_KEYS
 from lth.store import RunDir
-
-from cli_helpers import cli, one_line_error
-from conftest import run_search
 
 TB_HINT = "TensorBoard logging needs the tensorboard package: pip install 'lth[tensorboard]'"
 
@@ -67,7 +67,7 @@ def expected_scalars(out: Path) -> dict[str, dict[int, float]]:
     return expected
 
 
-def read_tensorboard(out: Path) -> tuple[dict[str, dict[int, float]], "object"]:
+def read_tensorboard(out: Path) -> tuple[dict[str, dict[int, float]], object]:
     EventAccumulator = needs_tensorboard()
     events = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
@@ -154,8 +154,25 @@ def test_both_loggers_from_the_command_line(capsys, tmp_path, monkeypatch):
     needs_mlflow()
     monkeypatch.setattr("lth.experiments.ticket_search.plot_run", lambda run: [])
     out = tmp_path / "runs" / "cli"
-    rc, _, err = cli(capsys, "find-ticket", "lenet-300-100", "digits", "--log", "tensorboard,mlflow", "--rounds", "0",
-                     "--iterations", "20", "--eval-every", "10", "--device", "cpu", "--out", out, "-q")
+    rc, _, err = cli(
+        capsys,
+        "find-ticket",
+        "lenet-300-100",
+        "digits",
+        "--log",
+        "tensorboard,mlflow",
+        "--rounds",
+        "0",
+        "--iterations",
+        "20",
+        "--eval-every",
+        "10",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        "-q",
+    )
     assert rc == 0 and err == ""
     scalars, _ = read_tensorboard(out)
     assert_float32_equal(scalars, expected_scalars(out))
@@ -173,8 +190,16 @@ def test_a_killed_run_resumes_into_the_same_mlflow_run_and_tensorboard_dir(tmp_p
     needs_mlflow()
     needs_tensorboard()
     monkeypatch.setattr("lth.experiments.ticket_search.plot_run", lambda run: [])
-    config = TicketConfig(model="lenet-300-100", dataset="digits", iterations=60, eval_every=20, rounds=2,
-                          device="cpu", controls=["reinit"], log=["mlflow", "tensorboard"])
+    config = TicketConfig(
+        model="lenet-300-100",
+        dataset="digits",
+        iterations=60,
+        eval_every=20,
+        rounds=2,
+        device="cpu",
+        controls=["reinit"],
+        log=["mlflow", "tensorboard"],
+    )
     out = tmp_path / "runs" / "killed"
     calls, original = [], RunDir.write_checkpoint
 
@@ -210,8 +235,10 @@ def test_a_killed_run_resumes_into_the_same_mlflow_run_and_tensorboard_dir(tmp_p
         assert len(points) == len(want[key]), key
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 2
     scalars, events = read_tensorboard(out)
-    assert_float32_equal({k: v for k, v in scalars.items() if not k.endswith("/seconds")},
-                         {k: v for k, v in want.items() if not k.endswith("/seconds")})
+    assert_float32_equal(
+        {k: v for k, v in scalars.items() if not k.endswith("/seconds")},
+        {k: v for k, v in want.items() if not k.endswith("/seconds")},
+    )
     for tag in scalars:
         assert len(events.Scalars(tag)) == len(want[tag]), tag
 
@@ -229,8 +256,19 @@ def test_log_names_are_split_deduplicated_and_checked():
 
 
 def test_unknown_logger_on_the_command_line(capsys, tmp_path):
-    rc, out, err = cli(capsys, "find-ticket", "lenet-300-100", "digits", "--log", "wandb",
-                       "--out", tmp_path / "run", "--device", "cpu", "-q")
+    rc, out, err = cli(
+        capsys,
+        "find-ticket",
+        "lenet-300-100",
+        "digits",
+        "--log",
+        "wandb",
+        "--out",
+        tmp_path / "run",
+        "--device",
+        "cpu",
+        "-q",
+    )
     line = one_line_error(rc, err)
     assert "unknown logger 'wandb'; choose from tensorboard, mlflow" in line
     assert not (tmp_path / "run").exists()
@@ -243,14 +281,27 @@ def test_missing_tensorboard_is_one_line_with_the_install_hint(capsys, tmp_path,
     with pytest.raises(LthError) as error:
         run_search(tmp_path / "api", log=["tensorboard"])
     assert str(error.value) == TB_HINT
-    rc, out, err = cli(capsys, "find-ticket", "lenet-300-100", "digits", "--log", "tensorboard",
-                       "--out", tmp_path / "cli", "--device", "cpu", "-q")
+    rc, out, err = cli(
+        capsys,
+        "find-ticket",
+        "lenet-300-100",
+        "digits",
+        "--log",
+        "tensorboard",
+        "--out",
+        tmp_path / "cli",
+        "--device",
+        "cpu",
+        "-q",
+    )
     assert one_line_error(rc, err) == f"lth: error: {TB_HINT}"
     assert calls == []  # refused before loading data, let alone training
     assert not (tmp_path / "api").exists() and not (tmp_path / "cli").exists()
 
 
-@pytest.mark.parametrize("module, package", [("mlflow", "mlflow"), ("sqlalchemy", "sqlalchemy"), ("alembic", "alembic")])
+@pytest.mark.parametrize(
+    "module, package", [("mlflow", "mlflow"), ("sqlalchemy", "sqlalchemy"), ("alembic", "alembic")]
+)
 def test_missing_mlflow_packages_are_named_with_the_install_hint(capsys, tmp_path, monkeypatch, module, package):
     monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(LthError) as error:
@@ -258,8 +309,19 @@ def test_missing_mlflow_packages_are_named_with_the_install_hint(capsys, tmp_pat
     hint = str(error.value)
     assert re.fullmatch(r"MLflow logging needs the [a-z, ]+ packages?: pip install 'lth\[mlflow\]'", hint), hint
     assert package in hint.split(":")[0]
-    rc, _, err = cli(capsys, "find-ticket", "lenet-300-100", "digits", "--log", "mlflow",
-                     "--out", tmp_path / "cli", "--device", "cpu", "-q")
+    rc, _, err = cli(
+        capsys,
+        "find-ticket",
+        "lenet-300-100",
+        "digits",
+        "--log",
+        "mlflow",
+        "--out",
+        tmp_path / "cli",
+        "--device",
+        "cpu",
+        "-q",
+    )
     assert one_line_error(rc, err) == f"lth: error: {hint}"
     assert not (tmp_path / "cli").exists()
 
@@ -285,8 +347,16 @@ def test_a_resumed_run_whose_mlflow_run_is_gone_replays_its_rounds_into_a_new_on
     """Round 0 (recorded before the kill) is replayed from the checkpoint; round 1 is retrained and logged."""
     needs_mlflow()
     monkeypatch.setattr("lth.experiments.ticket_search.plot_run", lambda run: [])
-    config = TicketConfig(model="lenet-300-100", dataset="digits", iterations=40, eval_every=20, rounds=1,
-                          device="cpu", controls=["reinit"], log=["mlflow"])
+    config = TicketConfig(
+        model="lenet-300-100",
+        dataset="digits",
+        iterations=40,
+        eval_every=20,
+        rounds=1,
+        device="cpu",
+        controls=["reinit"],
+        log=["mlflow"],
+    )
     out = tmp_path / "runs" / "moved"
     calls, original = [], RunDir.write_checkpoint
 

@@ -1,4 +1,5 @@
 """Tests for LotteryModel (any nn.Module, the user's own data) and lth.data.user_data.as_bundle."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -292,12 +293,19 @@ def test_save_removes_only_its_own_stale_masks(digits, tmp_path):
     ticket.iterative_pruning(rounds=2)
     ticket.save(tmp_path / "exp")
     assert sorted(p.name for p in (tmp_path / "exp" / "masks").iterdir()) == [
-        "current.pt", "round_00.pt", "round_01.pt", "round_02.pt"]
+        "current.pt",
+        "round_00.pt",
+        "round_01.pt",
+        "round_02.pt",
+    ]
     shorter = LotteryModel(mlp(), digits, **FAST)
     shorter.iterative_pruning(rounds=1)
     shorter.save(tmp_path / "exp")
-    assert sorted(p.name for p in (tmp_path / "exp" / "masks").iterdir()) == ["current.pt", "round_00.pt",
-                                                                               "round_01.pt"]
+    assert sorted(p.name for p in (tmp_path / "exp" / "masks").iterdir()) == [
+        "current.pt",
+        "round_00.pt",
+        "round_01.pt",
+    ]
 
     mine = tmp_path / "mine"
     (mine / "masks").mkdir(parents=True)
@@ -337,8 +345,13 @@ def test_validation_is_held_out_when_missing(digits):
     assert bundle.train_y.dtype == torch.int64 and bundle.train_y.dim() == 1
     again = as_bundle(((x, y), (digits.test_x.flatten(1), digits.test_y)), "cpu", val_size=100)
     assert len(again.val_y) == 100
-    loaded = as_bundle((DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=64),
-                        [(digits.test_x.flatten(1), digits.test_y)]), "cpu")
+    loaded = as_bundle(
+        (
+            DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=64),
+            [(digits.test_x.flatten(1), digits.test_y)],
+        ),
+        "cpu",
+    )
     assert torch.equal(loaded.val_x, bundle.val_x)
 
 
@@ -353,12 +366,18 @@ def test_the_model_may_have_more_outputs_than_classes(digits):
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (((torch.zeros(5, 3), torch.zeros(4, dtype=torch.long)), (torch.zeros(2, 3), torch.zeros(2))),
-         "x_train has 5 examples but y_train has 4"),
-        (((torch.zeros(5, 3), torch.tensor([0, 1, -1, 0, 1])), (torch.zeros(2, 3), torch.zeros(2))),
-         "negative label -1"),
-        (((torch.zeros(5, 3), torch.tensor([0.0, 1.5, 1, 0, 1])), (torch.zeros(2, 3), torch.zeros(2))),
-         "non-integer labels"),
+        (
+            ((torch.zeros(5, 3), torch.zeros(4, dtype=torch.long)), (torch.zeros(2, 3), torch.zeros(2))),
+            "x_train has 5 examples but y_train has 4",
+        ),
+        (
+            ((torch.zeros(5, 3), torch.tensor([0, 1, -1, 0, 1])), (torch.zeros(2, 3), torch.zeros(2))),
+            "negative label -1",
+        ),
+        (
+            ((torch.zeros(5, 3), torch.tensor([0.0, 1.5, 1, 0, 1])), (torch.zeros(2, 3), torch.zeros(2))),
+            "non-integer labels",
+        ),
         (((torch.zeros(5, 3), torch.zeros(5, 2)), (torch.zeros(2, 3), torch.zeros(2))), "not one-hot"),
         (((torch.zeros(5, 3), torch.zeros(5)), (torch.zeros(0, 3), torch.zeros(0))), "test split is empty"),
         (((torch.zeros(5, 3), torch.zeros(5)), (torch.zeros(2, 4), torch.zeros(2))), "different shapes"),
@@ -405,8 +424,10 @@ def test_model_that_does_not_fit_the_inputs(digits):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        (dict(prunable=["encoder.9.weight"]),
-         "unknown prunable parameter 'encoder.9.weight'; the model's parameters are: encoder.1.weight"),
+        (
+            dict(prunable=["encoder.9.weight"]),
+            "unknown prunable parameter 'encoder.9.weight'; the model's parameters are: encoder.1.weight",
+        ),
         (dict(ignore_layers=["decoder"]), "cannot ignore unknown layer 'decoder'"),
         (dict(prunable=["head_out.weight"], ignore_layers=["encoder.1"]), "not both"),
         (dict(iterations=10, epochs=1.0), "either iterations or epochs"),

@@ -1,4 +1,5 @@
 """Tests for LotterySession (experiments on one initialisation) and LotteryRobust (trials over seeds)."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """``lth mask``: a mask file from INIT/FINAL state dicts; one-line errors for every bad input."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lth.criteria import CRITERIA
 from cli_helpers import cli, one_line_error
+from lth.criteria import CRITERIA
 
 pytestmark = pytest.mark.usefixtures("offline_env")
-
-
 
 
 def state(seed: int) -> dict[str, torch.Tensor]:
@@ -74,8 +73,21 @@ def test_quiet_and_json(capsys, files):
 def test_prev_mask_chain(capsys, files, tmp_path):
     assert cli(capsys, *base(files, "--keep", "0.5"))[0] == 0
     second = tmp_path / "mask2.pt"
-    rc, out, err = cli(capsys, "mask", "--init", files["init"], "--final", files["final"],
-                       "--prev-mask", files["out"], "--keep", "0.5", "--out", second, "--json")
+    rc, out, err = cli(
+        capsys,
+        "mask",
+        "--init",
+        files["init"],
+        "--final",
+        files["final"],
+        "--prev-mask",
+        files["out"],
+        "--keep",
+        "0.5",
+        "--out",
+        second,
+        "--json",
+    )
     assert rc == 0, err
     assert json.loads(out)["kept"] == 18  # 36 kept by the first mask, half of them now
     first, now = torch.load(files["out"], weights_only=True), torch.load(second, weights_only=True)
@@ -85,8 +97,22 @@ def test_prev_mask_chain(capsys, files, tmp_path):
 def test_criterion_random_is_seeded(capsys, files, tmp_path):
     masks = []
     for seed, name in [(1, "a.pt"), (1, "b.pt"), (2, "c.pt")]:
-        rc, _, _ = cli(capsys, "mask", "--init", files["init"], "--final", files["final"], "--criterion", "random",
-                       "--keep", "0.5", "--seed", seed, "--out", tmp_path / name)
+        rc, _, _ = cli(
+            capsys,
+            "mask",
+            "--init",
+            files["init"],
+            "--final",
+            files["final"],
+            "--criterion",
+            "random",
+            "--keep",
+            "0.5",
+            "--seed",
+            seed,
+            "--out",
+            tmp_path / name,
+        )
         assert rc == 0
         masks.append(torch.load(tmp_path / name, weights_only=True)["fc1.weight"])
     assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2])
@@ -95,14 +121,17 @@ def test_criterion_random_is_seeded(capsys, files, tmp_path):
 # ------------------------------------------------------------------ errors
 
 
-@pytest.mark.parametrize("flags,fragment", [
-    (["--keep", "0"], "keep must be in (0, 1]"),
-    (["--keep", "1.5"], "keep must be in (0, 1]"),
-    (["--prune-rate", "1"], "prune_rate must be in [0, 1)"),
-    (["--keep", "0.5", "--prune-rate", "0.5"], "not both"),
-    ([], "neither"),
-    (["--keep", "0.5", "--scope", "local"], "'local'"),
-])
+@pytest.mark.parametrize(
+    "flags,fragment",
+    [
+        (["--keep", "0"], "keep must be in (0, 1]"),
+        (["--keep", "1.5"], "keep must be in (0, 1]"),
+        (["--prune-rate", "1"], "prune_rate must be in [0, 1)"),
+        (["--keep", "0.5", "--prune-rate", "0.5"], "not both"),
+        ([], "neither"),
+        (["--keep", "0.5", "--scope", "local"], "'local'"),
+    ],
+)
 def test_bad_fractions(capsys, files, flags, fragment):
     rc, out, err = cli(capsys, *base(files, *flags))
     assert fragment in one_line_error(rc, err)

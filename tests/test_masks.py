@@ -1,4 +1,5 @@
 """Tests for lth.masks.Mask: counting, applying, saving and loading."""
+
 from __future__ import annotations
 
 import pickle
@@ -18,10 +19,12 @@ def bools(values) -> torch.Tensor:
 
 @pytest.fixture
 def mask() -> Mask:
-    return Mask({
-        "fc.weight": bools([[True, False, True], [True, True, False]]),  # 4 of 6
-        "out.weight": bools([False, False, True, False]),  # 1 of 4
-    })
+    return Mask(
+        {
+            "fc.weight": bools([[True, False, True], [True, True, False]]),  # 4 of 6
+            "out.weight": bools([False, False, True, False]),  # 1 of 4
+        }
+    )
 
 
 def test_counts_and_density(mask):

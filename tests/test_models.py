@@ -1,4 +1,5 @@
 """Tests for lth.models: registry, recipes, initialisers, architectures."""
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,18 @@ CIFAR = (3, 32, 32)
 DIGITS = (1, 8, 8)
 
 ALL = [
-    "lenet-300-100", "lenet-5", "conv-2", "conv-4", "conv-6",
-    "vgg-11", "vgg-13", "vgg-16", "vgg-19", "resnet-20", "resnet-32", "resnet-56",
+    "lenet-300-100",
+    "lenet-5",
+    "conv-2",
+    "conv-4",
+    "conv-6",
+    "vgg-11",
+    "vgg-13",
+    "vgg-16",
+    "vgg-19",
+    "resnet-20",
+    "resnet-32",
+    "resnet-56",
 ]
 
 
@@ -135,13 +146,19 @@ def test_lenet_5_counts() -> None:
         ("conv-2", 3 * 64 * 9 + 64 * 64 * 9 + 16 * 16 * 64 * 256 + 256 * 256 + 256 * 10),
         (
             "conv-4",
-            3 * 64 * 9 + 64 * 64 * 9 + 64 * 128 * 9 + 128 * 128 * 9
-            + 8 * 8 * 128 * 256 + 256 * 256 + 256 * 10,
+            3 * 64 * 9 + 64 * 64 * 9 + 64 * 128 * 9 + 128 * 128 * 9 + 8 * 8 * 128 * 256 + 256 * 256 + 256 * 10,
         ),
         (
             "conv-6",
-            3 * 64 * 9 + 64 * 64 * 9 + 64 * 128 * 9 + 128 * 128 * 9 + 128 * 256 * 9
-            + 256 * 256 * 9 + 4 * 4 * 256 * 256 + 256 * 256 + 256 * 10,
+            3 * 64 * 9
+            + 64 * 64 * 9
+            + 64 * 128 * 9
+            + 128 * 128 * 9
+            + 128 * 256 * 9
+            + 256 * 256 * 9
+            + 4 * 4 * 256 * 256
+            + 256 * 256
+            + 256 * 10,
         ),
     ],
 )
@@ -261,12 +278,14 @@ def test_paper_recipes() -> None:
     r = MODELS.get("lenet-300-100").recipe
     assert (r.optimizer, r.lr, r.batch_size, r.budget) == ("adam", 1.2e-3, 60, "50000it")
     assert (r.scope, r.prune_rate_fc, r.prune_rate_output, r.initializer) == (
-        "layerwise", 0.2, 0.1, "glorot_normal",
+        "layerwise",
+        0.2,
+        0.1,
+        "glorot_normal",
     )
     r = MODELS.get("lenet-5").recipe
     assert (r.prune_rate_conv, r.prune_rate_fc, r.prune_rate_output) == (0.1, 0.2, 0.1)
-    expected = {"conv-2": (2e-4, "20000it", 0.1), "conv-4": (3e-4, "25000it", 0.1),
-                "conv-6": (3e-4, "30000it", 0.15)}
+    expected = {"conv-2": (2e-4, "20000it", 0.1), "conv-4": (3e-4, "25000it", 0.1), "conv-6": (3e-4, "30000it", 0.15)}
     for name, (lr, budget, conv_rate) in expected.items():
         r = MODELS.get(name).recipe
         assert (r.optimizer, r.lr, r.batch_size, r.budget) == ("adam", lr, 60, budget)
@@ -275,11 +294,19 @@ def test_paper_recipes() -> None:
     for name, warmup in [("vgg-16", "10000it"), ("resnet-20", "1ep")]:
         r = MODELS.get(name).recipe
         assert (r.optimizer, r.lr, r.momentum, r.weight_decay, r.batch_size) == (
-            "sgd", 0.1, 0.9, 1e-4, 128,
+            "sgd",
+            0.1,
+            0.9,
+            1e-4,
+            128,
         )
         assert (r.budget, r.milestones, r.gamma, r.warmup) == ("160ep", ("80ep", "120ep"), 0.1, warmup)
         assert (r.scope, r.prune_rate, r.prune_rate_fc, r.prune_rate_conv, r.prune_rate_output) == (
-            "global", 0.2, 0.2, 0.2, 0.2,
+            "global",
+            0.2,
+            0.2,
+            0.2,
+            0.2,
         )
         assert r.initializer == "kaiming_normal"
 

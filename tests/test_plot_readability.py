@@ -3,6 +3,7 @@
 that match them, tick labels as precise as their spacing needs, learning curves as small
 multiples with the loss and the early-stopping iteration. Built from small synthetic run and study
 directories (instant), inspected on the matplotlib objects."""
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,10 @@ from lth.plots import draw_accuracy, draw_learning_curves, draw_trials_accuracy,
 from lth.plots.accuracy import accuracy_figure, plot_accuracy
 from lth.plots.common import STUDY, TICKET, LevelFormatter, PercentFormatter, Source, drawn_y
 from lth.plots.learning_curves import (
-    EARLY_STOP_LABEL, learning_curves_figure, plot_learning_curves, round_panels,
+    EARLY_STOP_LABEL,
+    learning_curves_figure,
+    plot_learning_curves,
+    round_panels,
 )
 from lth.store import RunDir
 from lth.store.study_dir import StudyDir
@@ -41,8 +45,14 @@ def loss_at(round_index: int, iteration: int) -> float:
     return 2.3 if iteration == 0 else 0.4 + 0.3 * math.exp(-iteration / 100) + 0.01 * round_index
 
 
-def make_run(path: Path, rounds: int = 4, accuracies: list[float] | None = None, controls: tuple[str, ...] = (),
-             early_stops: list[int] | None = None, rate: float = 0.2) -> Path:
+def make_run(
+    path: Path,
+    rounds: int = 4,
+    accuracies: list[float] | None = None,
+    controls: tuple[str, ...] = (),
+    early_stops: list[int] | None = None,
+    rate: float = 0.2,
+) -> Path:
     """A finished find-ticket run directory: config.yaml, rounds.json, metrics.csv (train, val and
     test rows), and ``controls/NAME/rounds.json`` for every control."""
     run = RunDir(path)
@@ -52,20 +62,40 @@ def make_run(path: Path, rounds: int = 4, accuracies: list[float] | None = None,
     early_stops = early_stops or [(150 + 50 * r) % 350 or 50 for r in range(rounds + 1)]
     rows, metrics = [], []
     for r in range(rounds + 1):
-        rows.append({"round": r, "weights_remaining": level(r, rate), "early_stop_iteration": early_stops[r],
-                     "val_accuracy_at_early_stop": accuracies[r] + 0.01, "test_accuracy_at_early_stop": accuracies[r],
-                     "final_test_accuracy": accuracies[r] - 0.015, "final_val_accuracy": accuracies[r] - 0.01})
+        rows.append(
+            {
+                "round": r,
+                "weights_remaining": level(r, rate),
+                "early_stop_iteration": early_stops[r],
+                "val_accuracy_at_early_stop": accuracies[r] + 0.01,
+                "test_accuracy_at_early_stop": accuracies[r],
+                "final_test_accuracy": accuracies[r] - 0.015,
+                "final_val_accuracy": accuracies[r] - 0.01,
+            }
+        )
         for it in ITERATIONS:
-            for split in (("val", "test") if it == 0 else ("train", "val", "test")):
-                metrics.append({"round": r, "iteration": it, "split": split, "loss": loss_at(r, it),
-                                "accuracy": accuracy_at(r, it)})
+            for split in ("val", "test") if it == 0 else ("train", "val", "test"):
+                metrics.append(
+                    {
+                        "round": r,
+                        "iteration": it,
+                        "split": split,
+                        "loss": loss_at(r, it),
+                        "accuracy": accuracy_at(r, it),
+                    }
+                )
     run.write_rounds(rows)
     run.write_metrics(metrics)
     for index, name in enumerate(controls):
         control = RunDir(path / "controls" / name)
         control.path.mkdir(parents=True)
-        control.write_rounds([{**row, "test_accuracy_at_early_stop": row["test_accuracy_at_early_stop"] - 0.02 * (index + 1)}
-                              for row in rows if row["round"] > 0])
+        control.write_rounds(
+            [
+                {**row, "test_accuracy_at_early_stop": row["test_accuracy_at_early_stop"] - 0.02 * (index + 1)}
+                for row in rows
+                if row["round"] > 0
+            ]
+        )
     return path
 
 
@@ -73,30 +103,65 @@ def ticket(path: Path) -> Source:
     return Source(path, TICKET, path.name)
 
 
-def summary_row(line: str, round_index: int, mean: float, low: float | None, high: float | None,
-                metric: str = "test_accuracy_at_early_stop") -> dict:
-    return {"experiment": "ticket", "line": line, "round": round_index, "metric": metric,
-            "weights_remaining": level(round_index), "trials": 3, "mean": mean, "median": mean,
-            "min": mean - 0.01, "max": min(1.0, mean + 0.01), "std": 0.01, "ci95_low": low, "ci95_high": high}
+def summary_row(
+    line: str,
+    round_index: int,
+    mean: float,
+    low: float | None,
+    high: float | None,
+    metric: str = "test_accuracy_at_early_stop",
+) -> dict:
+    return {
+        "experiment": "ticket",
+        "line": line,
+        "round": round_index,
+        "metric": metric,
+        "weights_remaining": level(round_index),
+        "trials": 3,
+        "mean": mean,
+        "median": mean,
+        "min": mean - 0.01,
+        "max": min(1.0, mean + 0.01),
+        "std": 0.01,
+        "ci95_low": low,
+        "ci95_high": high,
+    }
 
 
 def study_rows() -> list[dict]:
     """A robust study's summary: the ticket's 95% CI passes 100% at round 2 (t interval over three
     trials), the reinit control's goes below 0 iterations at round 1."""
-    rows = [summary_row("ticket", 0, 0.85, 0.83, 0.87), summary_row("ticket", 1, 0.90, 0.86, 0.94),
-            summary_row("ticket", 2, 0.985, 0.95, 1.03), summary_row("reinit", 1, 0.86, 0.82, 0.90),
-            summary_row("reinit", 2, 0.84, 0.80, 0.88)]
-    rows += [summary_row(line, r, 200.0, -40.0 if line == "reinit" else 150.0, 280.0, "early_stop_iteration")
-             for line, r in (("ticket", 0), ("ticket", 1), ("ticket", 2), ("reinit", 1), ("reinit", 2))]
+    rows = [
+        summary_row("ticket", 0, 0.85, 0.83, 0.87),
+        summary_row("ticket", 1, 0.90, 0.86, 0.94),
+        summary_row("ticket", 2, 0.985, 0.95, 1.03),
+        summary_row("reinit", 1, 0.86, 0.82, 0.90),
+        summary_row("reinit", 2, 0.84, 0.80, 0.88),
+    ]
+    rows += [
+        summary_row(line, r, 200.0, -40.0 if line == "reinit" else 150.0, 280.0, "early_stop_iteration")
+        for line, r in (("ticket", 0), ("ticket", 1), ("ticket", 2), ("reinit", 1), ("reinit", 2))
+    ]
     return rows
 
 
 def make_study(path: Path) -> Path:
     study = StudyDir(path)
     path.mkdir(parents=True)
-    study.write_study({"kind": "robust", "name": "syn", "spec": {},
-                       "experiments": [{"name": "ticket", "settings": {},
-                                        "runs": [{"trial": t, "path": f"trial_{t:02d}", "config": {}} for t in range(3)]}]})
+    study.write_study(
+        {
+            "kind": "robust",
+            "name": "syn",
+            "spec": {},
+            "experiments": [
+                {
+                    "name": "ticket",
+                    "settings": {},
+                    "runs": [{"trial": t, "path": f"trial_{t:02d}", "config": {}} for t in range(3)],
+                }
+            ],
+        }
+    )
     study.write_summary(study_rows())
     return path
 
@@ -159,8 +224,12 @@ def test_accuracy_y_label_and_legend_name_every_series(tmp_path):
     # the end-of-training line is drawn beside: the axis names the quantity, the legend each series
     assert ax.get_ylabel() == "test accuracy"
     texts = legend_texts(ax)
-    assert texts == ["ticket (at early stop)", "ticket (end of training)", "reinit control (at early stop)",
-                     "dense (at early stop)"]
+    assert texts == [
+        "ticket (at early stop)",
+        "ticket (end of training)",
+        "reinit control (at early stop)",
+        "dense (at early stop)",
+    ]
     for artist in [*ax.lines, *ax.collections]:  # everything drawn with a name is in the legend
         if not str(artist.get_label()).startswith("_"):
             assert artist.get_label() in texts
@@ -168,8 +237,9 @@ def test_accuracy_y_label_and_legend_name_every_series(tmp_path):
     other = make_run(tmp_path / "other", accuracies=[0.8, 0.81, 0.82, 0.83, 0.84], controls=("reinit",), rate=0.3)
     ax = accuracy_figure([ticket(run), ticket(other)]).axes[0]
     assert ax.get_ylabel() == "test accuracy at early stop"
-    assert {"run", "other", "run: reinit control", "other: reinit control", "run: dense",
-            "other: dense"} <= set(legend_texts(ax))
+    assert {"run", "other", "run: reinit control", "other: reinit control", "run: dense", "other: dense"} <= set(
+        legend_texts(ax)
+    )
     # the same dense accuracy (same seed, same data) is one reference, not two on top of each other
     ax = accuracy_figure([ticket(run), ticket(make_run(tmp_path / "again", rate=0.3))]).axes[0]
     assert [a.get_label() for a in by_label(ax, "dense")] == ["dense"]
@@ -295,9 +365,15 @@ def test_plot_study_writes_its_one_file(tmp_path):
 # ------------------------------------------------------------------ learning curves
 
 
-@pytest.mark.parametrize("rounds, panels", [(2, [[0, 1, 2]]), (4, [[0, 1, 2], [3, 4]]),
-                                            (7, [[0, 1, 2, 3], [4, 5, 6, 7]]),
-                                            (11, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]])])
+@pytest.mark.parametrize(
+    "rounds, panels",
+    [
+        (2, [[0, 1, 2]]),
+        (4, [[0, 1, 2], [3, 4]]),
+        (7, [[0, 1, 2, 3], [4, 5, 6, 7]]),
+        (11, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]),
+    ],
+)
 def test_round_panels_split_rounds_evenly(rounds, panels):
     assert round_panels(list(range(rounds + 1))) == panels
 
@@ -343,8 +419,11 @@ def test_learning_curves_rounds_parameter_chooses_the_rounds(tmp_path):
     run = make_run(tmp_path / "run", rounds=11)
     fig = learning_curves_figure([ticket(run)], rounds=[0, 5, 11])
     (accuracy, loss) = visible(fig)
-    assert [line.get_label() for line in round_lines(accuracy)] == ["round 0: 100% kept", "round 5: 32.8% kept",
-                                                                    "round 11: 8.59% kept"]
+    assert [line.get_label() for line in round_lines(accuracy)] == [
+        "round 0: 100% kept",
+        "round 5: 32.8% kept",
+        "round 11: 8.59% kept",
+    ]
     assert accuracy.get_title() == "rounds 0, 5, 11"
     fig = learning_curves_figure([ticket(run)], rounds=[1, 2, 3], per_panel=1, loss=False)
     assert [ax.get_title() for ax in visible(fig)] == ["round 1", "round 2", "round 3"]
@@ -357,10 +436,12 @@ def test_learning_curves_star_the_recorded_early_stop(tmp_path):
     accuracy, loss = visible(fig)
     (stars,) = [c for c in accuracy.collections if isinstance(c, PathCollection)]
     assert stars.get_offsets().ravel().tolist() == pytest.approx(
-        [v for r, stop in enumerate(stops) for v in (stop, accuracy_at(r, stop))])
+        [v for r, stop in enumerate(stops) for v in (stop, accuracy_at(r, stop))]
+    )
     (loss_stars,) = [c for c in loss.collections if isinstance(c, PathCollection)]
     assert loss_stars.get_offsets().ravel().tolist() == pytest.approx(
-        [v for r, stop in enumerate(stops) for v in (stop, loss_at(r, stop))])
+        [v for r, stop in enumerate(stops) for v in (stop, loss_at(r, stop))]
+    )
     colours = [to_rgba(line.get_color()) for line in round_lines(accuracy)]
     assert stars.get_facecolors().ravel().tolist() == pytest.approx([v for c in colours for v in c])
     assert EARLY_STOP_LABEL in legend_texts(accuracy)
@@ -379,8 +460,11 @@ def test_learning_curves_without_loss_and_of_several_runs(tmp_path):
     one, two = make_run(tmp_path / "one", rounds=5), make_run(tmp_path / "two", rounds=2)
     fig = learning_curves_figure([ticket(one), ticket(two)])
     assert len(visible(fig)) == 2 * 2 + 2 * 1  # one: 2 panels (3 + 3 rounds) over its loss; two: 1 over 1
-    assert [ax.get_title() for ax in visible(fig) if ax.get_title()] == ["one: rounds 0-2", "one: rounds 3-5",
-                                                                          "two: rounds 0-2"]
+    assert [ax.get_title() for ax in visible(fig) if ax.get_title()] == [
+        "one: rounds 0-2",
+        "one: rounds 3-5",
+        "two: rounds 0-2",
+    ]
     assert len(visible(learning_curves_figure([ticket(one)], loss=False))) == 2
 
 
@@ -401,6 +485,8 @@ def test_plot_run_writes_the_same_files(tmp_path):
     run = make_run(tmp_path / "run", controls=("reinit",))
     assert [p.name for p in plot_run(RunDir(run))] == ["accuracy_vs_weights_remaining.png", "learning_curves.png"]
     out = tmp_path / "out"
-    assert [p.name for p in plot_accuracy([ticket(run)], out)] == ["accuracy_vs_weights_remaining.png",
-                                                                   "accuracy_vs_weights_remaining.svg"]
+    assert [p.name for p in plot_accuracy([ticket(run)], out)] == [
+        "accuracy_vs_weights_remaining.png",
+        "accuracy_vs_weights_remaining.svg",
+    ]
     assert [p.name for p in plot_learning_curves([ticket(run)], out, ("png",))] == ["learning_curves.png"]

@@ -1,4 +1,5 @@
 """Figures: every plot kind as valid PNG and SVG of sensible size, overlays, `lth plot` and its errors."""
+
 from __future__ import annotations
 
 import shutil
@@ -8,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import cli, one_line_error
 from lth.errors import LthError
 from lth.plots import KINDS, make_plots, plot_run
 from lth.store import RunDir
-from cli_helpers import cli, one_line_error
 
 PNG = b"\x89PNG\r\n\x1a\n"
 #: The sources each kind is drawn from (keys of the ``result_dirs`` fixture); several are overlaid.
@@ -99,9 +100,17 @@ def test_weights_of_a_rewound_run_start_at_the_rewind_point(result_dirs, tmp_pat
 def test_all_draws_what_applies_and_notes_only_real_gaps(result_dirs, tmp_path):
     result = make_plots([result_dirs["ticket"]], None, tmp_path, ["png"])
     stems = sorted(p.stem for p in result.written)
-    assert stems == sorted(["accuracy_vs_weights_remaining", "early_stop_iteration", "learning_curves",
-                            "layers_weights_remaining", "weights_scatter_round_02", "weights_hist_round_02",
-                            "first_layer_mask"])
+    assert stems == sorted(
+        [
+            "accuracy_vs_weights_remaining",
+            "early_stop_iteration",
+            "learning_curves",
+            "layers_weights_remaining",
+            "weights_scatter_round_02",
+            "weights_hist_round_02",
+            "first_layer_mask",
+        ]
+    )
     assert result.skipped == []  # supermask does not fit a ticket run: not worth a note
 
 
@@ -116,8 +125,12 @@ def test_first_layer_that_does_not_see_the_image_is_skipped_with_a_reason(result
     result = make_plots([copy, result_dirs["ticket"]], ["first-layer"], tmp_path / "out", ["png"])
     assert [p.name for p in result.written] == ["first_layer_mask.png"]  # one figure: no run suffix
     assert [(k, s.path, reason) for k, s, reason in result.skipped] == [
-        ("first-layer", copy,
-         "its first prunable layer 'fc2.weight' (shape (100, 300)) does not see the 1x8x8 input image")]
+        (
+            "first-layer",
+            copy,
+            "its first prunable layer 'fc2.weight' (shape (100, 300)) does not see the 1x8x8 input image",
+        )
+    ]
     with pytest.raises(LthError, match="plot kind 'first-layer' does not apply to .*does not see the 1x8x8 input"):
         make_plots([copy], ["first-layer"], tmp_path / "out", ["png"])
 
@@ -160,13 +173,17 @@ def test_api_draw_functions_still_return_figures(result_dirs):
 
 def test_cli_plot_overlays_and_prints_the_paths(capsys, result_dirs, tmp_path):
     out = tmp_path / "figs"
-    rc, stdout, err = cli(capsys, "plot", result_dirs["ticket"], result_dirs["study"], "--kind", "accuracy,early-stop",
-                          "--out", out)
+    rc, stdout, err = cli(
+        capsys, "plot", result_dirs["ticket"], result_dirs["study"], "--kind", "accuracy,early-stop", "--out", out
+    )
     assert rc == 0, err
     lines = stdout.splitlines()
     assert sorted(Path(line).name for line in lines) == [
-        "accuracy_vs_weights_remaining.png", "accuracy_vs_weights_remaining.svg",
-        "early_stop_iteration.png", "early_stop_iteration.svg"]
+        "accuracy_vs_weights_remaining.png",
+        "accuracy_vs_weights_remaining.svg",
+        "early_stop_iteration.png",
+        "early_stop_iteration.svg",
+    ]
     assert all(Path(line).parent == out and Path(line).is_file() for line in lines)
 
 
@@ -177,25 +194,34 @@ def test_cli_plot_defaults_to_the_run_directory_and_plots_dir(capsys, result_dir
     assert rc == 0, err
     assert sorted(stdout.split()) == [str(copy / "supermask_accuracy_vs_kept.svg"), str(copy / "supermask_heatmap.svg")]
     monkeypatch.chdir(tmp_path)
-    rc, stdout, err = cli(capsys, "plot", result_dirs["ticket"], result_dirs["rewound"], "--kind", "layers",
-                          "--format", "png")
+    rc, stdout, err = cli(
+        capsys, "plot", result_dirs["ticket"], result_dirs["rewound"], "--kind", "layers", "--format", "png"
+    )
     assert rc == 0, err
     assert stdout.split() == [str(Path("plots") / "layers_weights_remaining.png")]
     check_image(tmp_path / "plots" / "layers_weights_remaining.png")
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["{empty}"], ["is not an lth run or study directory", "config.yaml"]),
-    (["{missing}"], ["is not a directory"]),
-    (["{ticket}", "--kind", "scatter"], ["unknown plot kind 'scatter'", "accuracy, early-stop", "supermask, all"]),
-    (["{ticket}", "--kind", "supermask"], ["plot kind 'supermask' does not apply", "find-ticket run",
-                                            "supermask-eval runs only"]),
-    (["{study}", "--kind", "weights-scatter"], ["is a study (give one of its trial directories)"]),
-    (["{ticket}", "--round", "7"], ["--round 7 is not a round of run", "its rounds are 0 to 2"]),
-    (["{ticket}", "--round", "last"], ["--round 'last' is not a whole number"]),
-    (["{ticket}", "--kind", "weights-hist", "--round", "0"], ["round 0 is the dense network", "--round 1 or later"]),
-    (["{ticket}", "--format", "gif"], ["unknown image format 'gif'", "png, svg"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["{empty}"], ["is not an lth run or study directory", "config.yaml"]),
+        (["{missing}"], ["is not a directory"]),
+        (["{ticket}", "--kind", "scatter"], ["unknown plot kind 'scatter'", "accuracy, early-stop", "supermask, all"]),
+        (
+            ["{ticket}", "--kind", "supermask"],
+            ["plot kind 'supermask' does not apply", "find-ticket run", "supermask-eval runs only"],
+        ),
+        (["{study}", "--kind", "weights-scatter"], ["is a study (give one of its trial directories)"]),
+        (["{ticket}", "--round", "7"], ["--round 7 is not a round of run", "its rounds are 0 to 2"]),
+        (["{ticket}", "--round", "last"], ["--round 'last' is not a whole number"]),
+        (
+            ["{ticket}", "--kind", "weights-hist", "--round", "0"],
+            ["round 0 is the dense network", "--round 1 or later"],
+        ),
+        (["{ticket}", "--format", "gif"], ["unknown image format 'gif'", "png, svg"]),
+    ],
+)
 def test_cli_plot_errors_are_one_line(capsys, result_dirs, tmp_path, args, fragments):
     (tmp_path / "empty").mkdir()
     names = {"empty": tmp_path / "empty", "missing": tmp_path / "missing", **result_dirs}

@@ -1,4 +1,5 @@
 """Progress output: live bars on a terminal, plain lines (no carriage returns) in logs."""
+
 from __future__ import annotations
 
 import io
@@ -19,7 +20,8 @@ class Terminal(io.StringIO):
 def test_a_training_logs_one_plain_line_when_not_at_a_terminal(digits, capsys):
     model = build_model("lenet-300-100", digits.input_shape, digits.num_classes, seed=0)
     Trainer(digits, 30, OptimizerSettings("adam", 1e-3), seed=0, eval_every=20, progress=True).train(
-        model, None, 0, 100, description="round 0/3")
+        model, None, 0, 100, description="round 0/3"
+    )
     err = capsys.readouterr().err
     assert "\r" not in err
     lines = err.splitlines()
@@ -38,8 +40,14 @@ def test_log_lines_while_running_at_most_every_interval_and_writes_between_them(
     text = out.getvalue()
     assert "\r" not in text
     assert [line.split(" [")[0] for line in text.splitlines()] == [
-        "study: 0/3 run", "study: 1/3 run", "one trial done", "study: 2/3 run", "one trial done",
-        "study: 3/3 run", "one trial done"]  # each state once: no repeat after a write or at close
+        "study: 0/3 run",
+        "study: 1/3 run",
+        "one trial done",
+        "study: 2/3 run",
+        "one trial done",
+        "study: 3/3 run",
+        "one trial done",
+    ]  # each state once: no repeat after a write or at close
 
     monkeypatch.setattr(progress, "LOG_EVERY", 3600.0)  # a long wait: only the final line
     out = io.StringIO()

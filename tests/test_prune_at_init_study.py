@@ -2,6 +2,7 @@
 densities, ablations, summary, table, index, resume), ``find-ticket --prune-at-init``, ``lth mask``
 reproducing a run's round-0 mask, conv nets with BatchNorm on CIFAR-shaped data, bad input and
 ``--compare`` / ``lth plot`` overlays. Every training is tiny (digits, 20-30 iterations)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,7 +69,12 @@ def _same_mask(a: Mask, b: Mask) -> bool:
 
 def _find(study: StudyDir, method: str, keep: float, ablation: str, trial: int) -> RunDir:
     for settings, entry in _entries(study):
-        if (settings["method"], settings["keep"], settings["ablation"], entry["trial"]) == (method, keep, ablation, trial):
+        if (settings["method"], settings["keep"], settings["ablation"], entry["trial"]) == (
+            method,
+            keep,
+            ablation,
+            trial,
+        ):
             return study.run(entry["path"])
     raise AssertionError(f"no run {method} {keep} {ablation} {trial}")
 
@@ -76,8 +82,23 @@ def _find(study: StudyDir, method: str, keep: float, ablation: str, trial: int) 
 # ---------------------------------------------------------------- 1. the study end to end
 
 E2E_METHODS, E2E_KEEPS, E2E_ABLATIONS = ["synflow", "magnitude"], [0.1, 0.01], ["none", "shuffle"]
-E2E_ARGS = ["prune-at-init", "lenet-300-100", "digits", "--method", "synflow,magnitude", "--keep", "0.1,0.01",
-            "--ablation", "none,shuffle", "--trials", "2", "--iterations", "30", "--eval-every", "10"]
+E2E_ARGS = [
+    "prune-at-init",
+    "lenet-300-100",
+    "digits",
+    "--method",
+    "synflow,magnitude",
+    "--keep",
+    "0.1,0.01",
+    "--ablation",
+    "none,shuffle",
+    "--trials",
+    "2",
+    "--iterations",
+    "30",
+    "--eval-every",
+    "10",
+]
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +120,12 @@ def test_study_layout_and_every_run_exact(e2e):
     assert description["spec"]["keeps"] == E2E_KEEPS
     assert description["spec"]["ablations"] == E2E_ABLATIONS
     assert description["spec"]["trials"] == 2 and description["spec"]["compare"] == []
-    slugs = {f"{m}-keep{k:g}" + ("" if a == "none" else f"-{a}")
-             for m in E2E_METHODS for k in E2E_KEEPS for a in E2E_ABLATIONS}
+    slugs = {
+        f"{m}-keep{k:g}" + ("" if a == "none" else f"-{a}")
+        for m in E2E_METHODS
+        for k in E2E_KEEPS
+        for a in E2E_ABLATIONS
+    }
     assert len(slugs) == 8
     assert len(description["experiments"]) == 8
     assert {p.name for p in e2e.out.iterdir() if p.is_dir()} == slugs
@@ -115,7 +140,10 @@ def test_study_layout_and_every_run_exact(e2e):
             config = entry["config"]
             assert config["seed"] == entry["trial"]
             assert (config["prune_at_init"], config["init_keep"], config["init_ablation"]) == (
-                s["method"], s["keep"], s["ablation"])
+                s["method"],
+                s["keep"],
+                s["ablation"],
+            )
             assert config["rounds"] == 0 and config["scope"] == "global" and config["iterations"] == 30
             run = study.run(entry["path"])
             assert run.status()["status"] == "complete"
@@ -130,8 +158,12 @@ def test_study_layout_and_every_run_exact(e2e):
             assert rounds[0]["weights_remaining"] == kept / total == s["keep"]
             assert rounds[0]["layers"] == mask.layer_density()
             at = run.prune_at_init()
-            assert (at["method"], at["keep"], at["ablation"], at["scope"]) == (s["method"], s["keep"], s["ablation"],
-                                                                              "global")
+            assert (at["method"], at["keep"], at["ablation"], at["scope"]) == (
+                s["method"],
+                s["keep"],
+                s["ablation"],
+                "global",
+            )
             assert at["iterations"] == (100 if s["method"] == "synflow" else 1)
             assert len(at["kept_per_iteration"]) == at["iterations"]
             assert at["kept_per_iteration"][-1] == kept and at["kept"] == kept and at["total"] == total
@@ -179,8 +211,13 @@ def test_summary_rows_per_method_line_and_keep(e2e):
             for level, keep in enumerate(E2E_KEEPS):
                 mine = [r for r in rows if (r["experiment"], r["line"], r["round"]) == (method, line, level)]
                 assert {r["metric"] for r in mine} == {
-                    "test_accuracy_at_early_stop", "final_test_accuracy", "val_accuracy_at_early_stop",
-                    "final_val_accuracy", "early_stop_iteration", "final_test_loss"}
+                    "test_accuracy_at_early_stop",
+                    "final_test_accuracy",
+                    "val_accuracy_at_early_stop",
+                    "final_val_accuracy",
+                    "early_stop_iteration",
+                    "final_test_loss",
+                }
                 runs = [_find(study, method, keep, ablation, t).rounds()[0] for t in (0, 1)]
                 for r in mine:
                     seen.add(id(r))
@@ -204,14 +241,17 @@ def test_printed_table_lists_methods_ablations_and_keeps(e2e):
     for column in ("ablation", "keep", "weights left", "trials", "final test acc", "layer collapse"):
         assert column in header
     cells = {}
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         tokens = line.split()
         if tokens and tokens[0] in E2E_METHODS:
             cells[(tokens[0], tokens[1], tokens[2])] = line
             assert tokens[4] == "2"  # trials
     assert set(cells) == {(m, a, f"{100 * k:g}%") for m in E2E_METHODS for a in E2E_ABLATIONS for k in E2E_KEEPS}
-    by_key = {(r["experiment"], r["line"], r["round"]): r for r in study.summary()
-              if r["metric"] == "test_accuracy_at_early_stop"}
+    by_key = {
+        (r["experiment"], r["line"], r["round"]): r
+        for r in study.summary()
+        if r["metric"] == "test_accuracy_at_early_stop"
+    }
     for (method, ablation, shown), line in cells.items():
         level = [f"{100 * k:g}%" for k in E2E_KEEPS].index(shown)
         row = by_key[(method, "ticket" if ablation == "none" else f"ablation:{ablation}", level)]
@@ -236,13 +276,20 @@ def test_study_figure_show_json_and_index(e2e, capsys, monkeypatch):
     assert len(rows) == 1  # the study, not its 16 trials
     row = rows[0]
     assert (e2e.root / row["path"]).resolve() == e2e.out.resolve()
-    assert (row["kind"], row["status"], row["model"], row["dataset"]) == ("prune-at-init", "complete",
-                                                                          "lenet-300-100", "digits")
+    assert (row["kind"], row["status"], row["model"], row["dataset"]) == (
+        "prune-at-init",
+        "complete",
+        "lenet-300-100",
+        "digits",
+    )
     assert row["metrics"]["runs_total"] == 16 and row["metrics"]["runs_complete"] == 16
     assert row["metrics"]["experiments"] == 8
     assert row["config"]["methods"] == E2E_METHODS and row["config"]["keeps"] == E2E_KEEPS
-    sparsest = [r for r in study.summary() if r["metric"] == "test_accuracy_at_early_stop"
-                and r["line"] == "ticket" and r["round"] == 1]
+    sparsest = [
+        r
+        for r in study.summary()
+        if r["metric"] == "test_accuracy_at_early_stop" and r["line"] == "ticket" and r["round"] == 1
+    ]
     assert row["weights_remaining"] == pytest.approx(0.01, rel=1e-12)
     assert row["test_accuracy"] == max(r["mean"] for r in sparsest)
 
@@ -257,8 +304,10 @@ def test_report_has_a_row_per_method_line_and_keep(e2e, tmp_path, capsys):
     for r in study.summary():
         if r["metric"] != "test_accuracy_at_early_stop":
             continue
-        row = (f"| {r['experiment']} | {r['line']} | keep {100 * r['keep']:g}% | {100 * r['weights_remaining']:.2f}% "
-               f"| 2 | {100 * r['mean']:.2f} ± ")
+        row = (
+            f"| {r['experiment']} | {r['line']} | keep {100 * r['keep']:g}% | {100 * r['weights_remaining']:.2f}% "
+            f"| 2 | {100 * r['mean']:.2f} ± "
+        )
         assert row in text, row
     assert (tmp_path / "report_files" / f"{e2e.out.name}-accuracy_vs_weights_remaining.png").is_file()
 
@@ -268,8 +317,24 @@ def test_layer_collapse_is_counted_per_cell(tmp_path, capsys, monkeypatch):
     names it, a warning says so, and the table counts the runs that lost a layer."""
     monkeypatch.setattr(NO_PLOTS, _no_plots)
     out = tmp_path / "study"
-    rc, text, err = cli(capsys, "prune-at-init", "lenet-300-100", "digits", "--method", "magnitude", "--keep", "0.0005",
-                        "--trials", "2", "--iterations", "10", "--eval-every", "10", "--out", out)
+    rc, text, err = cli(
+        capsys,
+        "prune-at-init",
+        "lenet-300-100",
+        "digits",
+        "--method",
+        "magnitude",
+        "--keep",
+        "0.0005",
+        "--trials",
+        "2",
+        "--iterations",
+        "10",
+        "--eval-every",
+        "10",
+        "--out",
+        out,
+    )
     assert rc == 0, err
     study = StudyDir(out)
     collapsed = 0
@@ -303,9 +368,27 @@ def test_layerwise_iterative_study(tmp_path, capsys, monkeypatch):
     exponential schedule keep^(i/4); --json prints the study as `lth show --json` does."""
     monkeypatch.setattr(NO_PLOTS, _no_plots)
     out = tmp_path / "study"
-    rc, text, err = cli(capsys, "prune-at-init", "lenet-300-100", "digits", "--method", "random,magnitude", "--keep",
-                        "0.05", "--scope", "layerwise", "--prune-iterations", "4", "--iterations", "10",
-                        "--eval-every", "10", "--out", out, "--json")
+    rc, text, err = cli(
+        capsys,
+        "prune-at-init",
+        "lenet-300-100",
+        "digits",
+        "--method",
+        "random,magnitude",
+        "--keep",
+        "0.05",
+        "--scope",
+        "layerwise",
+        "--prune-iterations",
+        "4",
+        "--iterations",
+        "10",
+        "--eval-every",
+        "10",
+        "--out",
+        out,
+        "--json",
+    )
     assert rc == 0, err
     shown = json.loads(text)
     assert shown["kind"] == "prune-at-init" and len(shown["experiments"]) == 2
@@ -327,9 +410,26 @@ def test_layerwise_iterative_study(tmp_path, capsys, monkeypatch):
 
 # ---------------------------------------------------------------- 2. resume; 3. reinit and invert
 
-RESUME_ARGS = ["prune-at-init", "lenet-300-100", "digits", "--method", "magnitude,snip", "--keep", "0.1,0.01",
-               "--ablation", "none,reinit,invert", "--trials", "2", "--iterations", "20", "--eval-every", "10",
-               "--score-batches", "2", "--quiet"]
+RESUME_ARGS = [
+    "prune-at-init",
+    "lenet-300-100",
+    "digits",
+    "--method",
+    "magnitude,snip",
+    "--keep",
+    "0.1,0.01",
+    "--ablation",
+    "none,reinit,invert",
+    "--trials",
+    "2",
+    "--iterations",
+    "20",
+    "--eval-every",
+    "10",
+    "--score-batches",
+    "2",
+    "--quiet",
+]
 RESUME_RUNS = 2 * 2 * 3 * 2
 
 
@@ -343,8 +443,11 @@ def reference(tmp_path_factory) -> Path:
 
 
 def _files(run: RunDir) -> dict[str, bytes]:
-    return {str(p.relative_to(run.path)): p.read_bytes()
-            for p in sorted(run.path.rglob("*")) if p.is_file() and p.name not in (".lth-lock", "trial.log")}
+    return {
+        str(p.relative_to(run.path)): p.read_bytes()
+        for p in sorted(run.path.rglob("*"))
+        if p.is_file() and p.name not in (".lth-lock", "trial.log")
+    }
 
 
 def _without_seconds(rounds: list[dict]) -> list[dict]:
@@ -427,8 +530,9 @@ def test_reinit_redraws_only_the_kept_weights(reference, method, keep):
         assert _same_mask(mask, _mask(reinit))
         a, b = _weights(plain), _weights(reinit)
         assert a.keys() == b.keys()
-        fresh = build_model("lenet-300-100", (1, 8, 8), 10,
-                            seed=level_seed(trial, "prune-at-init-reinit", 0)).state_dict()
+        fresh = build_model(
+            "lenet-300-100", (1, 8, 8), 10, seed=level_seed(trial, "prune-at-init-reinit", 0)
+        ).state_dict()
         for name in a:
             if name not in mask:  # biases: untouched
                 assert torch.equal(a[name], b[name]), name
@@ -470,9 +574,31 @@ def synflow_search(tmp_path_factory) -> Path:
     """find-ticket --prune-at-init synflow --init-keep 0.05 --scope global, then one IMP round."""
     base = tmp_path_factory.mktemp("pai-search")
     out = base / "run"
-    result = _run_main(["find-ticket", "lenet-300-100", "digits", "--rounds", "1", "--iterations", "20",
-                        "--eval-every", "10", "--prune-at-init", "synflow", "--init-keep", "0.05", "--scope",
-                        "global", "--seed", FT_SEED, "--out", out, "--quiet"], base / "runs")
+    result = _run_main(
+        [
+            "find-ticket",
+            "lenet-300-100",
+            "digits",
+            "--rounds",
+            "1",
+            "--iterations",
+            "20",
+            "--eval-every",
+            "10",
+            "--prune-at-init",
+            "synflow",
+            "--init-keep",
+            "0.05",
+            "--scope",
+            "global",
+            "--seed",
+            FT_SEED,
+            "--out",
+            out,
+            "--quiet",
+        ],
+        base / "runs",
+    )
     assert result.rc == 0, result.stderr
     return out
 
@@ -482,8 +608,23 @@ def imp_run(tmp_path_factory) -> Path:
     """A plain IMP search (dense round 0, one pruning round) to overlay."""
     base = tmp_path_factory.mktemp("pai-imp")
     out = base / "imp"
-    result = _run_main(["find-ticket", "lenet-300-100", "digits", "--rounds", "1", "--iterations", "20",
-                        "--eval-every", "10", "--out", out, "--quiet"], base / "runs")
+    result = _run_main(
+        [
+            "find-ticket",
+            "lenet-300-100",
+            "digits",
+            "--rounds",
+            "1",
+            "--iterations",
+            "20",
+            "--eval-every",
+            "10",
+            "--out",
+            out,
+            "--quiet",
+        ],
+        base / "runs",
+    )
     assert result.rc == 0, result.stderr
     return out
 
@@ -517,8 +658,24 @@ def test_find_ticket_prune_at_init_then_imp(synflow_search):
 def test_find_ticket_one_shot_with_model_based_criteria(tmp_path, capsys, monkeypatch, criterion):
     monkeypatch.setattr(NO_PLOTS, _no_plots)
     out = tmp_path / "run"
-    rc, _, err = cli(capsys, "find-ticket", "lenet-300-100", "digits", "--one-shot", "--keep", "0.2", "--criterion",
-                     criterion, "--iterations", "20", "--eval-every", "10", "--out", out, "--quiet")
+    rc, _, err = cli(
+        capsys,
+        "find-ticket",
+        "lenet-300-100",
+        "digits",
+        "--one-shot",
+        "--keep",
+        "0.2",
+        "--criterion",
+        criterion,
+        "--iterations",
+        "20",
+        "--eval-every",
+        "10",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert rc == 0, err
     run = RunDir.open(out)
     rounds = run.rounds()
@@ -534,8 +691,27 @@ def test_lth_mask_reproduces_the_runs_round0_mask(synflow_search, tmp_path, caps
     init = run.weights_path("init")
     assert init == synflow_search / "weights" / "init.pt" and init.is_file()
     out = tmp_path / "m.pt"
-    rc, text, err = cli(capsys, "mask", "--init", init, "--criterion", "synflow", "--keep", "0.05", "--scope", "global",
-                        "--model", "lenet-300-100", "--dataset", "digits", "--seed", FT_SEED, "--out", out, "--json")
+    rc, text, err = cli(
+        capsys,
+        "mask",
+        "--init",
+        init,
+        "--criterion",
+        "synflow",
+        "--keep",
+        "0.05",
+        "--scope",
+        "global",
+        "--model",
+        "lenet-300-100",
+        "--dataset",
+        "digits",
+        "--seed",
+        FT_SEED,
+        "--out",
+        out,
+        "--json",
+    )
     assert rc == 0, err
     mine, theirs = Mask.load(out), _mask(run, 0)
     assert list(mine) == list(theirs) == ["fc1.weight", "fc2.weight", "fc3.weight"]
@@ -545,9 +721,29 @@ def test_lth_mask_reproduces_the_runs_round0_mask(synflow_search, tmp_path, caps
     assert shown["kept"] == round(LENET_TOTAL * 0.05) and shown["total"] == LENET_TOTAL
     assert shown["layers"] == theirs.layer_density()
     # other --keep and --prune-iterations: the exact count of the exponential schedule's last step
-    rc, _, err = cli(capsys, "mask", "--init", init, "--criterion", "synflow", "--keep", "0.04", "--scope", "global",
-                     "--model", "lenet-300-100", "--dataset", "digits", "--seed", FT_SEED, "--prune-iterations", "5",
-                     "--out", tmp_path / "m2.pt", "--quiet")
+    rc, _, err = cli(
+        capsys,
+        "mask",
+        "--init",
+        init,
+        "--criterion",
+        "synflow",
+        "--keep",
+        "0.04",
+        "--scope",
+        "global",
+        "--model",
+        "lenet-300-100",
+        "--dataset",
+        "digits",
+        "--seed",
+        FT_SEED,
+        "--prune-iterations",
+        "5",
+        "--out",
+        tmp_path / "m2.pt",
+        "--quiet",
+    )
     assert rc == 0, err
     assert Mask.load(tmp_path / "m2.pt").kept() == round(LENET_TOTAL * 0.04)
 
@@ -556,20 +752,65 @@ def test_lth_mask_reproduces_the_runs_round0_mask(synflow_search, tmp_path, caps
 def test_lth_mask_reproduces_data_methods(tmp_path, capsys, monkeypatch, method, scope):
     monkeypatch.setattr(NO_PLOTS, _no_plots)
     out = tmp_path / "run"
-    rc, _, err = cli(capsys, "find-ticket", "lenet-300-100", "digits", "--rounds", "0", "--iterations", "10",
-                     "--eval-every", "10", "--prune-at-init", method, "--init-keep", "0.05", "--scope", scope,
-                     "--seed", 5, "--score-batches", 3, "--out", out, "--quiet")
+    rc, _, err = cli(
+        capsys,
+        "find-ticket",
+        "lenet-300-100",
+        "digits",
+        "--rounds",
+        "0",
+        "--iterations",
+        "10",
+        "--eval-every",
+        "10",
+        "--prune-at-init",
+        method,
+        "--init-keep",
+        "0.05",
+        "--scope",
+        scope,
+        "--seed",
+        5,
+        "--score-batches",
+        3,
+        "--out",
+        out,
+        "--quiet",
+    )
     assert rc == 0, err
     run = RunDir.open(out)
     assert run.prune_at_init()["batches"] == 3
-    rc, _, err = cli(capsys, "mask", "--init", run.weights_path("init"), "--criterion", method, "--keep", "0.05",
-                     "--scope", scope, "--model", "lenet-300-100", "--dataset", "digits", "--seed", 5,
-                     "--score-batches", 3, "--out", tmp_path / "m.pt", "--quiet")
+    rc, _, err = cli(
+        capsys,
+        "mask",
+        "--init",
+        run.weights_path("init"),
+        "--criterion",
+        method,
+        "--keep",
+        "0.05",
+        "--scope",
+        scope,
+        "--model",
+        "lenet-300-100",
+        "--dataset",
+        "digits",
+        "--seed",
+        5,
+        "--score-batches",
+        3,
+        "--out",
+        tmp_path / "m.pt",
+        "--quiet",
+    )
     assert rc == 0, err
     assert _same_mask(Mask.load(tmp_path / "m.pt"), _mask(run))
     if scope == "layerwise":
-        assert _counts(_mask(run)) == {"fc1.weight": round(19200 * 0.05), "fc2.weight": round(30000 * 0.05),
-                                       "fc3.weight": round(1000 * 0.05)}
+        assert _counts(_mask(run)) == {
+            "fc1.weight": round(19200 * 0.05),
+            "fc2.weight": round(30000 * 0.05),
+            "fc3.weight": round(1000 * 0.05),
+        }
 
 
 # ---------------------------------------------------------------- 6. conv nets with BatchNorm on CIFAR-shaped data
@@ -604,19 +845,43 @@ def tiny_cifar(tmp_path, monkeypatch) -> Path:
     return root
 
 
-@pytest.mark.parametrize("model, method, extra", [
-    ("conv-2", "snip", ["--score-batches", "2"]),
-    ("resnet-20", "synflow", ["--prune-iterations", "3"]),
-    ("resnet-20", "grasp", ["--score-batches", "2"]),
-])
+@pytest.mark.parametrize(
+    "model, method, extra",
+    [
+        ("conv-2", "snip", ["--score-batches", "2"]),
+        ("resnet-20", "synflow", ["--prune-iterations", "3"]),
+        ("resnet-20", "grasp", ["--score-batches", "2"]),
+    ],
+)
 def test_conv_nets_prune_at_init_and_train_on_cifar(tiny_cifar, tmp_path, capsys, monkeypatch, model, method, extra):
     from lth.models import build_model
 
     monkeypatch.setattr(NO_PLOTS, _no_plots)
     out = tmp_path / "run"
-    rc, _, err = cli(capsys, "find-ticket", model, "cifar10", "--data-dir", tiny_cifar, "--prune-at-init", method,
-                     "--init-keep", "0.1", "--rounds", "0", "--iterations", "4", "--batch-size", "8", "--eval-every",
-                     "2", "--out", out, "--quiet", *extra)
+    rc, _, err = cli(
+        capsys,
+        "find-ticket",
+        model,
+        "cifar10",
+        "--data-dir",
+        tiny_cifar,
+        "--prune-at-init",
+        method,
+        "--init-keep",
+        "0.1",
+        "--rounds",
+        "0",
+        "--iterations",
+        "4",
+        "--batch-size",
+        "8",
+        "--eval-every",
+        "2",
+        "--out",
+        out,
+        "--quiet",
+        *extra,
+    )
     assert rc == 0, err
     assert "Traceback" not in err
     run = RunDir.open(out)
@@ -702,8 +967,21 @@ def test_compare_must_be_an_lth_run(tmp_path, capsys, monkeypatch):
     (bogus / "notes.txt").write_text("hello")
     root = tmp_path / "runs"
     for out_flags in (["--out", tmp_path / "study"], []):
-        rc, _, err = cli(capsys, "prune-at-init", "lenet-300-100", "digits", "--method", "magnitude", "--keep", "0.1",
-                         "--iterations", "20", "--compare", bogus, *out_flags)
+        rc, _, err = cli(
+            capsys,
+            "prune-at-init",
+            "lenet-300-100",
+            "digits",
+            "--method",
+            "magnitude",
+            "--keep",
+            "0.1",
+            "--iterations",
+            "20",
+            "--compare",
+            bogus,
+            *out_flags,
+        )
         assert "is not an lth run or study directory" in one_line_error(rc, err)
         assert not (tmp_path / "study").exists()
         assert (sorted(root.iterdir()) if root.exists() else []) == []
@@ -713,10 +991,36 @@ def test_compare_must_be_an_lth_run(tmp_path, capsys, monkeypatch):
 MASK_BAD = [
     (["--criterion", "snip", "--keep", "0.1"], "give --model NAME and --dataset NAME"),
     (["--criterion", "synflow", "--keep", "0", "--model", "lenet-300-100", "--dataset", "digits"], "keep"),
-    (["--criterion", "synflow", "--keep", "0.1", "--prune-iterations", "0", "--model", "lenet-300-100",
-      "--dataset", "digits"], "--prune-iterations must be a whole number >= 1"),
-    (["--criterion", "snip", "--keep", "0.1", "--score-batches", "0", "--model", "lenet-300-100",
-      "--dataset", "digits"], "--score-batches must be a whole number >= 1"),
+    (
+        [
+            "--criterion",
+            "synflow",
+            "--keep",
+            "0.1",
+            "--prune-iterations",
+            "0",
+            "--model",
+            "lenet-300-100",
+            "--dataset",
+            "digits",
+        ],
+        "--prune-iterations must be a whole number >= 1",
+    ),
+    (
+        [
+            "--criterion",
+            "snip",
+            "--keep",
+            "0.1",
+            "--score-batches",
+            "0",
+            "--model",
+            "lenet-300-100",
+            "--dataset",
+            "digits",
+        ],
+        "--score-batches must be a whole number >= 1",
+    ),
 ]
 
 
@@ -787,8 +1091,25 @@ def test_compare_is_recorded_absolute_and_drawn(imp_run, tmp_path, capsys, monke
     monkeypatch.setattr(NO_PLOTS, _no_plots)
     monkeypatch.chdir(imp_run.parent)
     out = tmp_path / "study"
-    rc, _, err = cli(capsys, "prune-at-init", "lenet-300-100", "digits", "--method", "magnitude", "--keep", "0.1",
-                     "--iterations", "20", "--eval-every", "10", "--compare", imp_run.name, "--out", out, "--quiet")
+    rc, _, err = cli(
+        capsys,
+        "prune-at-init",
+        "lenet-300-100",
+        "digits",
+        "--method",
+        "magnitude",
+        "--keep",
+        "0.1",
+        "--iterations",
+        "20",
+        "--eval-every",
+        "10",
+        "--compare",
+        imp_run.name,
+        "--out",
+        out,
+        "--quiet",
+    )
     assert rc == 0, err
     study = StudyDir(out)
     recorded = yaml.safe_load((out / "study.yaml").read_text())["spec"]["compare"]

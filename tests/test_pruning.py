@@ -1,4 +1,5 @@
 """Tests for lth.pruning: exact masks from hand-made scores, tie-breaking, prunable parameters."""
+
 from __future__ import annotations
 
 import pytest
@@ -137,11 +138,13 @@ def test_global_pools_only_kept_weights():
         "b": torch.tensor([0.2, 0.3, 0.8, -1.0, 0.7, 0.4]),
         "dense": torch.tensor([0.01, 0.02]),  # no rate: neither pruned nor part of the pool
     }
-    mask = Mask({
-        "a": bools([False, True, True, True]),
-        "b": bools([True, True, True, False, True, True]),
-        "dense": bools([True, True]),
-    })
+    mask = Mask(
+        {
+            "a": bools([False, True, True, True]),
+            "b": bools([True, True, True, False, True, True]),
+            "dense": bools([True, True]),
+        }
+    )
     new = prune(scores, mask, {"a": 0.25, "b": 0.25}, "global", gen())
     # kept pool: a 0.9 0.5 0.6 | b 0.2 0.3 0.8 0.7 0.4 -> 8 weights, round(0.25 * 8) = 2 go: 0.2, 0.3
     assert torch.equal(new["a"], bools([False, True, True, True]))
@@ -349,5 +352,9 @@ def test_acceptance_lenet_300_100_density_schedule():
         densities[round_index] = round(mask.density(), 4)
     assert mask.size() == 266_200
     assert {r: densities[r] for r in (3, 7, 9, 12, 15)} == {
-        3: 0.5128, 7: 0.2107, 9: 0.1352, 12: 0.0695, 15: 0.0358,
+        3: 0.5128,
+        7: 0.2107,
+        9: 0.1352,
+        12: 0.0695,
+        15: 0.0358,
     }

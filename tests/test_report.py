@@ -1,5 +1,6 @@
 """Reports: one self-contained HTML file (and Markdown + images), its content, errors, and a check
 in headless Chromium (skipped where no Chromium is installed)."""
+
 from __future__ import annotations
 
 import base64
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import cli, one_line_error
 from lth.store import RunDir
 from lth.store.study_dir import StudyDir
-from cli_helpers import cli, one_line_error
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_report.py"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -64,10 +65,16 @@ def test_html_report_holds_configs_rounds_controls_statistics_and_every_figure(h
     names = re.findall(r'<figure id="([^"]+)"><img ', text)
     assert len(names) == len(set(names)) == 11 == text.count("<img ")
     assert {n for n in names if n.startswith("comparison-")} == {
-        "comparison-accuracy_vs_weights_remaining", "comparison-early_stop_iteration"}
+        "comparison-accuracy_vs_weights_remaining",
+        "comparison-early_stop_iteration",
+    }
     assert len([n for n in names if n.startswith("ticket-")]) == 7
-    assert re.findall(r"<h2>([^<]+)</h2>", text) == ["Headlines", "Comparison", "ticket: lenet-300-100 on digits",
-                                                     "study: tiny (robust study)"]
+    assert re.findall(r"<h2>([^<]+)</h2>", text) == [
+        "Headlines",
+        "Comparison",
+        "ticket: lenet-300-100 on digits",
+        "study: tiny (robust study)",
+    ]
 
 
 def test_markdown_report_writes_the_document_and_its_images(capsys, result_dirs, tmp_path):
@@ -77,8 +84,10 @@ def test_markdown_report_writes_the_document_and_its_images(capsys, result_dirs,
     assert stdout.strip() == str(out)
     text = out.read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert sorted(links) == ["study_files/study-accuracy_vs_weights_remaining.png",
-                             "study_files/study-early_stop_iteration.png"]
+    assert sorted(links) == [
+        "study_files/study-accuracy_vs_weights_remaining.png",
+        "study_files/study-early_stop_iteration.png",
+    ]
     for link in links:
         assert (out.parent / link).read_bytes().startswith(PNG)
     assert "| experiment | line | round | weights left |" in text and "## study: tiny (robust study)" in text
@@ -92,11 +101,14 @@ def test_format_flag_and_suffix(capsys, result_dirs, tmp_path, monkeypatch):
     assert "| large_final | init | 50% |" in (tmp_path / "report.md").read_text()
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["{empty}"], "is not an lth run or study directory"),
-    (["{ticket}", "--format", "pdf"], "unknown report format 'pdf'; choose html or md"),
-    (["{ticket}", "--out", "{empty}"], "is a directory; give a file name such as report.html"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["{empty}"], "is not an lth run or study directory"),
+        (["{ticket}", "--format", "pdf"], "unknown report format 'pdf'; choose html or md"),
+        (["{ticket}", "--out", "{empty}"], "is a directory; give a file name such as report.html"),
+    ],
+)
 def test_report_errors_are_one_line(capsys, result_dirs, tmp_path, args, fragment):
     (tmp_path / "empty").mkdir()
     names = {"empty": tmp_path / "empty", **result_dirs}
@@ -107,16 +119,22 @@ def test_report_errors_are_one_line(capsys, result_dirs, tmp_path, args, fragmen
 @pytest.mark.skipif(_chromium_check().find_browser() is None, reason="no Chromium installed (Debian package chromium)")
 def test_report_opens_in_chromium_without_console_errors(html_report, tmp_path):
     shot = tmp_path / "report.png"
-    done = subprocess.run([sys.executable, str(SCRIPT), str(html_report), "--screenshot", str(shot)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(html_report), "--screenshot", str(shot)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 problem(s)" in done.stdout and "11 images" in done.stdout
     data = shot.read_bytes()
     assert data.startswith(PNG) and int.from_bytes(data[16:20], "big") == 1280 and len(data) > 50_000
     # The check does catch what it must: a console error, a broken image, an uncaught exception.
     bad = tmp_path / "bad.html"
-    bad.write_text('<!DOCTYPE html><html><head><title>bad</title></head><body><img src="missing.png" alt="gone">'
-                   '<script>console.error("boom"); undefinedFunction();</script></body></html>')
+    bad.write_text(
+        '<!DOCTYPE html><html><head><title>bad</title></head><body><img src="missing.png" alt="gone">'
+        '<script>console.error("boom"); undefinedFunction();</script></body></html>'
+    )
     done = subprocess.run([sys.executable, str(SCRIPT), str(bad)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr
     for fragment in ("console.error: boom", "undefinedFunction", "image did not load: 'gone'", "ERR_FILE_NOT_FOUND"):

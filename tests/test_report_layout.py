@@ -1,6 +1,7 @@
 """The layout of ``lth report``: results first (headline, round table, figures), configuration last
 (the settings that differ from the defaults, then the full configuration collapsed in <details>),
 and headline numbers that are the run's and the study's recorded numbers."""
+
 from __future__ import annotations
 
 import re
@@ -8,17 +9,22 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import cli
+from lth.plots import open_sources
 from lth.report.configuration import config_defaults
 from lth.report.headline import HEADLINE_METRIC, TICKET_TOLERANCE, Value, pick_headline, run_headline, study_headlines
-from lth.plots import open_sources
 from lth.store import RunDir
 from lth.store.study_dir import StudyDir
-from cli_helpers import cli
 
 TINY = ["lenet-300-100", "digits", "--iterations", "60", "--eval-every", "20", "--device", "cpu", "--quiet"]
 #: What the run's CLI flags change, as (value, default): lenet-300-100's recipe trains 50000 iterations.
-CHANGED = {"rounds": ("2", "15"), "controls": ("reinit", "[]"), "iterations": ("60", "50000"),
-           "eval_every": ("20", "100"), "device": ("cpu", "auto")}
+CHANGED = {
+    "rounds": ("2", "15"),
+    "controls": ("reinit", "[]"),
+    "iterations": ("60", "50000"),
+    "eval_every": ("20", "100"),
+    "device": ("cpu", "auto"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +37,23 @@ def built(tmp_path_factory) -> dict[str, Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("lth.experiments.ticket_search.plot_run", lambda run: [])  # the report draws its own
         assert main(["find-ticket", *TINY, "--rounds", "2", "--controls", "reinit", "--out", str(root / "run")]) == 0
-        assert main(["robust", *TINY, "--trials", "2", "--rounds", "1", "--controls", "reinit",
-                     "--out", str(root / "study")]) == 0
+        assert (
+            main(
+                [
+                    "robust",
+                    *TINY,
+                    "--trials",
+                    "2",
+                    "--rounds",
+                    "1",
+                    "--controls",
+                    "reinit",
+                    "--out",
+                    str(root / "study"),
+                ]
+            )
+            == 0
+        )
     out = {"run": root / "run", "study": root / "study"}
     for name in ("run", "study"):
         for suffix in ("html", "md"):
@@ -52,8 +73,11 @@ def _section(text: str, start: str, end: str | None = None) -> str:
 def expected_headline(rows: list[dict]):
     """The headline's levels computed here from the recorded rows: (dense, best ticket, best accuracy) rows."""
     dense = next(r for r in rows if r["round"] == 0)
-    good = [r for r in rows if r["round"] > 0
-            and round(r[HEADLINE_METRIC] - dense[HEADLINE_METRIC], 12) >= -TICKET_TOLERANCE]
+    good = [
+        r
+        for r in rows
+        if r["round"] > 0 and round(r[HEADLINE_METRIC] - dense[HEADLINE_METRIC], 12) >= -TICKET_TOLERANCE
+    ]
     ticket = min(good, key=lambda r: (r["weights_remaining"], -r["round"])) if good else None
     best = max(rows, key=lambda r: (r[HEADLINE_METRIC], -r["weights_remaining"]))
     return dense, ticket, best
@@ -67,8 +91,14 @@ def test_run_report_leads_with_the_headline_then_rounds_figures_and_configuratio
     text = built[f"run.{suffix}"].read_text()
     h3 = (lambda title: f"<h3>{title}</h3>") if suffix == "html" else (lambda title: f"### {title}\n")
     figure = '<figure id="' if suffix == "html" else "!["
-    places = [text.index(h3("Headline")), text.index(h3("Rounds")), text.index(h3("Control: reinit")),
-              text.index(h3("Figures")), text.index(figure), text.index(h3("Configuration"))]
+    places = [
+        text.index(h3("Headline")),
+        text.index(h3("Rounds")),
+        text.index(h3("Control: reinit")),
+        text.index(h3("Figures")),
+        text.index(figure),
+        text.index(h3("Configuration")),
+    ]
     assert places == sorted(places), places
     section = _section(text, h3("Headline"))
     assert section.count(figure) == 7  # every figure of the run, none before the headline
@@ -83,8 +113,14 @@ def test_study_report_leads_with_the_headline_then_statistics_figures_and_config
     h3 = (lambda title: f"<h3>{title}</h3>") if suffix == "html" else (lambda title: f"### {title}\n")
     figure = '<figure id="' if suffix == "html" else "!["
     experiments = "<caption>Experiments" if suffix == "html" else "*Experiments*"
-    places = [text.index(h3("Headline")), text.index(h3("Statistics over trials")), text.index(figure),
-              text.index(h3("Configuration")), text.index(experiments), text.index("<details>")]
+    places = [
+        text.index(h3("Headline")),
+        text.index(h3("Statistics over trials")),
+        text.index(figure),
+        text.index(h3("Configuration")),
+        text.index(experiments),
+        text.index("<details>"),
+    ]
     assert places == sorted(places), places
     assert "Mean of 2 trials: " in _section(text, h3("Headline"), h3("Statistics over trials"))
 
@@ -104,11 +140,17 @@ def test_non_default_settings_come_first_and_the_full_configuration_is_collapsed
         assert "<summary>Full configuration (" in full
         rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td></tr>", full)
     else:
-        changed = [tuple(cell.strip() for cell in line.strip("|").split("|"))
-                   for line in first.splitlines() if line.startswith("| ") and not line.startswith("| setting")]
+        changed = [
+            tuple(cell.strip() for cell in line.strip("|").split("|"))
+            for line in first.splitlines()
+            if line.startswith("| ") and not line.startswith("| setting")
+        ]
         assert "<summary>Full configuration (" in full
-        rows = [tuple(cell.strip() for cell in line.strip("|").split("|"))
-                for line in full.splitlines() if line.startswith("| ") and not line.startswith("| setting")]
+        rows = [
+            tuple(cell.strip() for cell in line.strip("|").split("|"))
+            for line in full.splitlines()
+            if line.startswith("| ") and not line.startswith("| setting")
+        ]
     assert {key: (value, default) for key, value, default in changed} == CHANGED
     assert [key for key, _, _ in changed] == [key for key, _ in rows if key in CHANGED]  # config order
     config = RunDir(built["run"]).config()
@@ -155,9 +197,11 @@ def test_run_headline_is_the_recorded_numbers(built):
             assert diff in head
         if ticket is not None:
             reinit = next(r for r in controls["reinit"] if r["round"] == ticket["round"])
-            sentence = (f"Best ticket: round {ticket['round']} at {100 * ticket['weights_remaining']:.2f}% of the "
-                        f"weights, test accuracy {100 * ticket[HEADLINE_METRIC]:.2f}% vs dense "
-                        f"{100 * dense[HEADLINE_METRIC]:.2f}%")
+            sentence = (
+                f"Best ticket: round {ticket['round']} at {100 * ticket['weights_remaining']:.2f}% of the "
+                f"weights, test accuracy {100 * ticket[HEADLINE_METRIC]:.2f}% vs dense "
+                f"{100 * dense[HEADLINE_METRIC]:.2f}%"
+            )
             assert sentence in head and f"reinit control {100 * reinit[HEADLINE_METRIC]:.2f}%" in head
         else:
             assert "No pruned level stays within 0.5 points" in head

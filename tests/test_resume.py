@@ -1,6 +1,7 @@
 """Resumable ticket searches: a run stopped at any point and resumed ends bit-identical to one
 never interrupted (masks, metrics, weights), including a real process killed with SIGKILL
 and one killed while writing its checkpoint."""
+
 from __future__ import annotations
 
 import json
@@ -16,17 +17,25 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli_helpers import cli, one_line_error
 from lth import TicketConfig, find_ticket
 from lth.errors import LthError
 from lth.experiments.ticket_search import resume_ticket
 from lth.store import RunDir
 
-from cli_helpers import cli, one_line_error
-
 # Rewinding to k > 0, w_f at early stop and a control: every piece of state the loop carries.
 CONFIG = dict(
-    model="lenet-300-100", dataset="digits", iterations=90, eval_every=20, rounds=2, device="cpu",
-    rewind="10it", w_final="early-stop", controls=["reinit"], checkpoint_every=25, mask1="jitter",
+    model="lenet-300-100",
+    dataset="digits",
+    iterations=90,
+    eval_every=20,
+    rounds=2,
+    device="cpu",
+    rewind="10it",
+    w_final="early-stop",
+    controls=["reinit"],
+    checkpoint_every=25,
+    mask1="jitter",
     vectorize="off",  # the control trains after the ticket, with checkpoints of its own
 )
 
@@ -118,7 +127,9 @@ def test_resume_twice_in_one_round(reference, tmp_path, monkeypatch):
     out = tmp_path / "run"
     for stop_after, resume in ((7, False), (2, True), (3, True)):
         with crash_after(stop_after, monkeypatch), pytest.raises(Crash):
-            resume_ticket(out, progress=False) if resume else find_ticket(TicketConfig(**CONFIG), out=out, progress=False)
+            resume_ticket(out, progress=False) if resume else find_ticket(
+                TicketConfig(**CONFIG), out=out, progress=False
+            )
     result = resume_ticket(out, progress=False)
     assert RunDir(out).status()["resumed"] == 3
     assert len(result.rounds) == 3 and len(result.masks) == 3
@@ -161,9 +172,26 @@ def test_corrupt_checkpoint_is_a_clear_error(reference, tmp_path, capsys):
 # ------------------------------------------------------------------ real processes
 
 CLI_ARGS = [
-    "find-ticket", "lenet-300-100", "digits", "--iterations", "300", "--eval-every", "20", "--rounds", "3",
-    "--checkpoint-every", "30", "--controls", "reinit", "--rewind", "20it", "--device", "cpu", "-q",
-    "--vectorize", "off",
+    "find-ticket",
+    "lenet-300-100",
+    "digits",
+    "--iterations",
+    "300",
+    "--eval-every",
+    "20",
+    "--rounds",
+    "3",
+    "--checkpoint-every",
+    "30",
+    "--controls",
+    "reinit",
+    "--rewind",
+    "20it",
+    "--device",
+    "cpu",
+    "-q",
+    "--vectorize",
+    "off",
 ]
 
 
@@ -187,8 +215,12 @@ def cli_reference(tmp_path_factory) -> Path:
 def test_sigkill_inside_a_round_then_resume(cli_reference, tmp_path):
     """Kill a real `lth find-ticket` with SIGKILL at a random point inside a round; resume; compare."""
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "lth", *CLI_ARGS, "--out", str(out)], env=_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lth", *CLI_ARGS, "--out", str(out)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     rng = random.Random()
     target_round = rng.randint(1, 2)
     deadline = time.time() + 240
@@ -239,8 +271,12 @@ def test_sigkill_while_writing_a_checkpoint(cli_reference, tmp_path, kill_at):
     out = tmp_path / "run"
     script = tmp_path / "kill_while_saving.py"
     script.write_text(KILL_WHILE_SAVING)
-    killed = subprocess.run([sys.executable, str(script), str(kill_at), *CLI_ARGS, "--out", str(out)],
-                            env=_env(), capture_output=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, str(script), str(kill_at), *CLI_ARGS, "--out", str(out)],
+        env=_env(),
+        capture_output=True,
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL
     leftovers = list(out.glob(".checkpoint.pt.*.tmp"))
     assert len(leftovers) == 1 and leftovers[0].stat().st_size > 0  # the half-written file
@@ -260,27 +296,46 @@ def test_resume_with_controls_side_by_side(tmp_path, monkeypatch):
         find_ticket(config, out=tmp_path / "run", progress=False)
     stages = [(state["round"], state["stage"], state["training"] is not None) for state in written]
     # start, 3 inside round 0, after round 0; round 1 trains ticket and control at once: no checkpoint inside
-    assert stages == [(0, "start", False), (0, "ticket", True), (0, "ticket", True), (0, "ticket", True),
-                      (1, "start", False), (2, "start", False)]
+    assert stages == [
+        (0, "start", False),
+        (0, "ticket", True),
+        (0, "ticket", True),
+        (0, "ticket", True),
+        (1, "start", False),
+        (2, "start", False),
+    ]
     resume_ticket(tmp_path / "run", progress=False)
     assert_same_run(tmp_path / "reference", tmp_path / "run")
-    sequential = find_ticket(TicketConfig(**{**CONFIG, "vectorize": "off"}), out=tmp_path / "sequential", progress=False)
+    sequential = find_ticket(
+        TicketConfig(**{**CONFIG, "vectorize": "off"}), out=tmp_path / "sequential", progress=False
+    )
     for a, b in zip(reference.controls["reinit"], sequential.controls["reinit"]):
         assert a["kept_weights"] == b["kept_weights"]
         assert abs(a["test_accuracy_at_early_stop"] - b["test_accuracy_at_early_stop"]) <= 1e-4
 
 
-@pytest.mark.parametrize("extra", [
-    dict(scope="global"),  # lenet's recipe is layerwise: the config.yaml holds its group rates
-    dict(scope="global", prune_rate=0.4),
-    dict(prune_at_init="synflow", init_keep=0.1, scope="global", prune_iterations=5, init_ablation="shuffle"),
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        dict(scope="global"),  # lenet's recipe is layerwise: the config.yaml holds its group rates
+        dict(scope="global", prune_rate=0.4),
+        dict(prune_at_init="synflow", init_keep=0.1, scope="global", prune_iterations=5, init_ablation="shuffle"),
+    ],
+)
 def test_resume_of_a_global_scope_run(tmp_path, monkeypatch, extra):
     """A run whose resolved config (recipe filled in) has --scope global resumes: the recipe's group
     rates in config.yaml are not taken for per-group rates given with --scope global."""
     _no_plots(monkeypatch)
-    config = dict(model="lenet-300-100", dataset="digits", iterations=40, eval_every=20, rounds=1, device="cpu",
-                  checkpoint_every=15, **extra)
+    config = dict(
+        model="lenet-300-100",
+        dataset="digits",
+        iterations=40,
+        eval_every=20,
+        rounds=1,
+        device="cpu",
+        checkpoint_every=15,
+        **extra,
+    )
     find_ticket(TicketConfig(**config), out=tmp_path / "ref", progress=False)
     with crash_after(3, monkeypatch), pytest.raises(Crash):
         find_ticket(TicketConfig(**config), out=tmp_path / "run", progress=False)

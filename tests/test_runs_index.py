@@ -1,5 +1,6 @@
 """The results index: registration of every run kind, list/show/compare/rm/reindex, concurrent
 writers, a corrupt index, and the default run names of processes started together."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lth.store.index import INDEX_FILE, RunIndex, run_id
-
 from cli_helpers import cli, one_line_error
+from lth.store.index import INDEX_FILE, RunIndex, run_id
 
 SMALL = ["--rounds", "2", "--iterations", "40", "--eval-every", "20", "--device", "cpu", "-q"]
 
@@ -60,7 +60,9 @@ def test_every_run_is_indexed_with_its_headline_metrics(root, capsys):
 
 def test_filters_and_sorting(root, capsys):
     assert [r["path"] for r in listed(capsys, root, "--where", "criterion=movement")] == ["movement"]
-    assert [r["path"] for r in listed(capsys, root, "--where", "kind=find-ticket", "--where", "criterion!=movement")] == ["magnitude"]
+    assert [
+        r["path"] for r in listed(capsys, root, "--where", "kind=find-ticket", "--where", "criterion!=movement")
+    ] == ["magnitude"]
     assert len(listed(capsys, root, "--where", "rounds>=2", "--where", "kind=find-ticket")) == 2
     by_accuracy = listed(capsys, root, "--sort", "-test_accuracy")
     assert [r["test_accuracy"] for r in by_accuracy] == sorted((r["test_accuracy"] for r in by_accuracy), reverse=True)
@@ -81,7 +83,10 @@ def test_compare_large_final_and_movement(root, capsys):
     assert [level["weights_remaining"][0] for level in result["levels"]] == [x["weights_remaining"] for x in a]
     rc, out, _ = cli(capsys, "runs", "compare", "magnitude", "movement", "--root", root)
     assert rc == 0 and "criterion" in out and "large_final" in out and "movement" in out
-    assert f"{100 * a[2]['test_accuracy_at_early_stop']:.2f}%" in out and f"{100 * b[2]['test_accuracy_at_early_stop']:.2f}%" in out
+    assert (
+        f"{100 * a[2]['test_accuracy_at_early_stop']:.2f}%" in out
+        and f"{100 * b[2]['test_accuracy_at_early_stop']:.2f}%" in out
+    )
 
 
 def test_show_by_id_prefix(root, capsys):
@@ -93,8 +98,12 @@ def test_show_by_id_prefix(root, capsys):
 
 def test_bad_input(root, tmp_path, capsys):
     assert "no run 'zzzz'" in one_line_error(*cli(capsys, "runs", "show", "zzzz", "--root", root)[::2])
-    assert "unknown key 'critrion'" in one_line_error(*cli(capsys, "runs", "list", "--root", root, "--where", "critrion=x")[::2])
-    assert "cannot read filter" in one_line_error(*cli(capsys, "runs", "list", "--root", root, "--where", "criterion")[::2])
+    assert "unknown key 'critrion'" in one_line_error(
+        *cli(capsys, "runs", "list", "--root", root, "--where", "critrion=x")[::2]
+    )
+    assert "cannot read filter" in one_line_error(
+        *cli(capsys, "runs", "list", "--root", root, "--where", "criterion")[::2]
+    )
     assert "unknown sort key" in one_line_error(*cli(capsys, "runs", "list", "--root", root, "--sort", "nope")[::2])
     assert "does not exist" in one_line_error(*cli(capsys, "runs", "list", "--root", tmp_path / "none")[::2])
     assert "at least two" in one_line_error(*cli(capsys, "runs", "compare", "magnitude", "--root", root)[::2])
@@ -131,16 +140,41 @@ def test_rm_removes_directory_and_row(tmp_path, capsys, root):
 def test_two_concurrent_processes_on_one_runs_root(tmp_path):
     """Both finish, both appear complete; default names started in the same second do not collide."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "lth", "find-ticket", "lenet-300-100", "digits", "--rounds", "3",
-               "--iterations", "100", "--eval-every", "10", "--checkpoint-every", "20", "--device", "cpu", "-q"]
-    processes = [subprocess.Popen(command + extra, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-                 for extra in ([], ["--criterion", "movement"])]
+    command = [
+        sys.executable,
+        "-m",
+        "lth",
+        "find-ticket",
+        "lenet-300-100",
+        "digits",
+        "--rounds",
+        "3",
+        "--iterations",
+        "100",
+        "--eval-every",
+        "10",
+        "--checkpoint-every",
+        "20",
+        "--device",
+        "cpu",
+        "-q",
+    ]
+    processes = [
+        subprocess.Popen(command + extra, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+        for extra in ([], ["--criterion", "movement"])
+    ]
     for process in processes:
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err
         assert "warning" not in err, err
-    listing = subprocess.run([sys.executable, "-m", "lth", "runs", "list", "--json"], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, check=True)
+    listing = subprocess.run(
+        [sys.executable, "-m", "lth", "runs", "list", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     rows = json.loads(listing.stdout)
     assert len(rows) == 2 and len({r["id"] for r in rows}) == 2
     assert all(r["status"] == "complete" and r["metrics"]["rounds"] == 4 for r in rows)

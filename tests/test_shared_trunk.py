@@ -3,6 +3,7 @@
 Every check compares against the same work done without sharing (``--no-share-trunk``), bit for
 bit: round 0 taken from the store must leave every result file exactly as training it again.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,15 +13,23 @@ import pytest
 import torch
 import yaml
 
+from cli_helpers import cli
 from lth.config import make_config
 from lth.experiments.dense_trunk import EXCLUDED, DenseStore, dense_trunk_key
 from lth.store.study_dir import StudyDir
 from lth.training import Trainer
 
-from cli_helpers import cli
-
-BASE = {"model": "lenet-300-100", "dataset": "digits", "rounds": 2, "iterations": 60, "eval_every": 30,
-        "device": "cpu", "checkpoint_every": 30, "rewind": "10it", "w_final": "early-stop"}
+BASE = {
+    "model": "lenet-300-100",
+    "dataset": "digits",
+    "rounds": 2,
+    "iterations": 60,
+    "eval_every": 30,
+    "device": "cpu",
+    "checkpoint_every": 30,
+    "rewind": "10it",
+    "w_final": "early-stop",
+}
 SESSION = {"name": "trunk", "base": BASE, "grid": {"criterion": ["large_final", "random", "movement"]}, "trials": 2}
 
 
@@ -41,7 +50,7 @@ class RoundZero:
     def __init__(self) -> None:
         self.calls = 0
 
-    def install(self, mp: pytest.MonkeyPatch) -> "RoundZero":
+    def install(self, mp: pytest.MonkeyPatch) -> RoundZero:
         original = Trainer.train
 
         def train(trainer, model, mask, start, stop, *args, **kwargs):
@@ -80,10 +89,14 @@ def _same_tensors(a, b, where: str) -> None:
 def assert_same_results(a: Path, b: Path) -> None:
     """Every result file of the two run (or study) directories is the same, bit for bit: tensors
     by torch.equal, JSON by ==, the rest byte for byte (wall-clock seconds, status and logs aside)."""
+
     def names(root: Path) -> list[str]:
         study = (root / "study.yaml").is_file()  # its dense/ is the store, there only when shared
-        return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                      if p.is_file() and not (study and p.relative_to(root).parts[0] == "dense"))
+        return sorted(
+            str(p.relative_to(root))
+            for p in root.rglob("*")
+            if p.is_file() and not (study and p.relative_to(root).parts[0] == "dense")
+        )
 
     files = names(a)
     assert files == names(b)
@@ -141,8 +154,13 @@ def test_a_session_trains_round_0_once_per_trial(tmp_path, capsys, reference):
 
 
 def test_share_trunk_false_in_the_session_file(tmp_path, capsys):
-    spec = _spec(tmp_path / "s.yaml", share_trunk=False, grid={"criterion": ["large_final", "random"]}, trials=1,
-                 base={**BASE, "rounds": 1})
+    spec = _spec(
+        tmp_path / "s.yaml",
+        share_trunk=False,
+        grid={"criterion": ["large_final", "random"]},
+        trials=1,
+        base={**BASE, "rounds": 1},
+    )
     stdout, calls = _session(capsys, spec, tmp_path / "out")
     assert calls == 2 and "round 0 (dense): trained 2, reused 0 (not shared)" in stdout
     assert not (tmp_path / "out" / "dense").exists()
@@ -150,15 +168,36 @@ def test_share_trunk_false_in_the_session_file(tmp_path, capsys):
 
 
 def test_experiments_differing_in_training_do_not_share(tmp_path, capsys):
-    spec = _spec(tmp_path / "s.yaml", grid={"lr": [0.001, 0.002], "criterion": ["large_final", "random"]}, trials=1,
-                 base={**BASE, "rounds": 1})
+    spec = _spec(
+        tmp_path / "s.yaml",
+        grid={"lr": [0.001, 0.002], "criterion": ["large_final", "random"]},
+        trials=1,
+        base={**BASE, "rounds": 1},
+    )
     stdout, calls = _session(capsys, spec, tmp_path / "out")
     assert calls == 2 and "round 0 (dense): trained 2, reused 2" in stdout
 
 
 def test_robust_trials_differ_in_seed_and_store_nothing(tmp_path, capsys):
-    rc, _, err = cli(capsys, "robust", "lenet-300-100", "digits", "--trials", "2", "--rounds", "0", "--iterations", "30",
-                     "--eval-every", "30", "--device", "cpu", "-q", "--out", tmp_path / "robust")
+    rc, _, err = cli(
+        capsys,
+        "robust",
+        "lenet-300-100",
+        "digits",
+        "--trials",
+        "2",
+        "--rounds",
+        "0",
+        "--iterations",
+        "30",
+        "--eval-every",
+        "30",
+        "--device",
+        "cpu",
+        "-q",
+        "--out",
+        tmp_path / "robust",
+    )
     assert rc == 0, err
     status = StudyDir(tmp_path / "robust").status()
     assert (status["dense_trained"], status["dense_reused"]) == (2, 0)
@@ -172,15 +211,41 @@ def test_the_key_holds_every_training_field_and_no_pruning_field(digits):
     assert EXCLUDED <= set(TicketConfig.model_fields)
     base = make_config(BASE).with_recipe(MODELS.get("lenet-300-100").recipe)
     key = dense_trunk_key(base)
-    same = {"criterion": "movement", "mask1": "signed_constant", "mask0": "freeze_init", "keep_sign": True,
-            "rescale": True, "jitter_sd": 0.5, "constant": 2.0, "prune_rate": 0.5, "scope": "global", "rounds": 7,
-            "controls": ["reinit"], "name": "x", "log": ["tensorboard"], "checkpoint_every": 5, "vectorize": "off",
-            "prune_biases": True, "ignore_layers": ["fc1"]}
+    same = {
+        "criterion": "movement",
+        "mask1": "signed_constant",
+        "mask0": "freeze_init",
+        "keep_sign": True,
+        "rescale": True,
+        "jitter_sd": 0.5,
+        "constant": 2.0,
+        "prune_rate": 0.5,
+        "scope": "global",
+        "rounds": 7,
+        "controls": ["reinit"],
+        "name": "x",
+        "log": ["tensorboard"],
+        "checkpoint_every": 5,
+        "vectorize": "off",
+        "prune_biases": True,
+        "ignore_layers": ["fc1"],
+    }
     for field, value in same.items():
         assert dense_trunk_key(base.model_copy(update={field: value})) == key, field
-    different = {"lr": 0.002, "seed": 1, "rewind": "20it", "w_final": "end", "iterations": 61, "batch_size": 30,
-                 "optimizer": "sgd", "weight_decay": 1e-4, "eval_every": 20, "dataset": "mnist", "precision": "bf16",
-                 "model": "lenet-5"}
+    different = {
+        "lr": 0.002,
+        "seed": 1,
+        "rewind": "20it",
+        "w_final": "end",
+        "iterations": 61,
+        "batch_size": 30,
+        "optimizer": "sgd",
+        "weight_decay": 1e-4,
+        "eval_every": 20,
+        "dataset": "mnist",
+        "precision": "bf16",
+        "model": "lenet-5",
+    }
     for field, value in different.items():
         assert dense_trunk_key(base.model_copy(update={field: value})) != key, field
     mask = {"fc1.weight": torch.ones(3, 2, dtype=torch.bool)}
@@ -206,14 +271,16 @@ def test_a_damaged_entry_is_ignored_with_a_warning_and_retrained(tmp_path, capsy
         (entry,) = store.path.glob("*.pt")
         good = entry.read_bytes()
         entry.write_bytes(good[: len(good) // 2])  # cut short
-        second = find_ticket(config.model_copy(update={"criterion": "random"}), out=tmp_path / "b", progress=False,
-                             dense_store=store)
+        second = find_ticket(
+            config.model_copy(update={"criterion": "random"}), out=tmp_path / "b", progress=False, dense_store=store
+        )
         err = capsys.readouterr().err
         assert "lth: warning: ignoring the damaged stored dense training" in err and len(err.strip().splitlines()) == 1
         assert (first.dense, second.dense, counter.calls) == ("trained", "trained", 2)
         assert entry.read_bytes() != good[: len(good) // 2]  # written again, whole
-        third = find_ticket(config.model_copy(update={"criterion": "movement"}), out=tmp_path / "c", progress=False,
-                            dense_store=store)
+        third = find_ticket(
+            config.model_copy(update={"criterion": "movement"}), out=tmp_path / "c", progress=False, dense_store=store
+        )
         assert third.dense == "reused" and counter.calls == 2
         data = torch.load(entry, weights_only=True)  # a whole file, but not this model's tensors
         data["model"] = {k: v[:1] for k, v in data["model"].items()}
@@ -230,10 +297,8 @@ def test_a_killed_shared_session_resumes_bit_identical(tmp_path, capsys, referen
     """Killed in the middle of the first round-0 training (nothing stored yet), then again at the
     round-1 boundary of a trial that reused its round 0; each resume ends as the reference."""
     from lth.experiments import ticket_search
-    from lth.experiments.study import continue_study
-
     from lth.experiments.session_spec import load_session_spec
-    from lth.experiments.study import run_study
+    from lth.experiments.study import continue_study, run_study
 
     spec, out = load_session_spec(_spec(tmp_path / "session.yaml")), tmp_path / "killed"
     original = ticket_search._Search.checkpoint
@@ -245,19 +310,27 @@ def test_a_killed_shared_session_resumes_bit_identical(tmp_path, capsys, referen
             if not kills and when(search, training):
                 kills.append(search.run.path)
                 raise Crash()
+
         return checkpoint
 
     with pytest.MonkeyPatch.context() as mp:
         counter = RoundZero().install(mp)
-        mp.setattr(ticket_search._Search, "checkpoint",
-                   killing(lambda s, t: s.round == 0 and t is not None and t.iteration == 30))
+        mp.setattr(
+            ticket_search._Search,
+            "checkpoint",
+            killing(lambda s, t: s.round == 0 and t is not None and t.iteration == 30),
+        )
         with pytest.raises(Crash):
-            run_study("session", spec.experiments(), out, spec.model_dump(), name="trunk", progress=False,
-                      vectorize="off")
+            run_study(
+                "session", spec.experiments(), out, spec.model_dump(), name="trunk", progress=False, vectorize="off"
+            )
         assert kills == [out / "00-large_final" / "trial_00"] and not list((out / "dense").glob("*.pt"))
         kills.clear()
-        mp.setattr(ticket_search._Search, "checkpoint",
-                   killing(lambda s, t: s.run.path.parent.name == "01-random" and s.round == 1 and s.stage == "start"))
+        mp.setattr(
+            ticket_search._Search,
+            "checkpoint",
+            killing(lambda s, t: s.run.path.parent.name == "01-random" and s.round == 1 and s.stage == "start"),
+        )
         with pytest.raises(Crash):
             continue_study(out, progress=False)
         assert kills == [out / "01-random" / "trial_00"]
@@ -306,4 +379,6 @@ def test_supermask_evals_reuse_the_dense_training(tmp_path, capsys, monkeypatch)
     assert calls == 1 and "dense training (w_f): trained" in stdout
     assert "lth: warning: ignoring the damaged stored dense training" in err
     assert_same_results(tmp_path / "c" / "dense", tmp_path / "e" / "dense")
-    assert (tmp_path / "e" / "supermask_eval.json").read_bytes() == (tmp_path / "c" / "supermask_eval.json").read_bytes()
+    assert (tmp_path / "e" / "supermask_eval.json").read_bytes() == (
+        tmp_path / "c" / "supermask_eval.json"
+    ).read_bytes()

@@ -1,5 +1,6 @@
 """Instability analysis / linear mode connectivity (``lth stability``): exact facts of the paths,
 seeds, resume after a kill, and the refusals of bad input."""
+
 from __future__ import annotations
 
 import csv
@@ -15,11 +16,11 @@ import pytest
 import torch
 
 from cli_helpers import cli, one_line_error
+from lth.config import make_config
 from lth.data import Batcher
 from lth.errors import LthError
 from lth.experiments import stability as stability_module
 from lth.experiments.stability import StabilitySettings, read_entries, run_stability
-from lth.config import make_config
 from lth.store import RunDir
 from lth.training.evaluate import evaluate
 from lth.training.interpolation import PathResult, alphas, evaluate_path, interpolate
@@ -31,8 +32,7 @@ def analyse(out: Path, rewind=("0", "40"), from_run=None, config=None, **setting
     config = None if from_run is not None else make_config({**SMALL, **(config or {})})
     values = dict(points=5, path_train_size=300)
     values.update(settings)
-    return run_stability(config, StabilitySettings(rewind=rewind, **values), from_run=from_run, out=out,
-                         progress=False)
+    return run_stability(config, StabilitySettings(rewind=rewind, **values), from_run=from_run, out=out, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -138,21 +138,30 @@ def test_the_ends_of_each_path_reproduce_each_childs_error_exactly(dense_run, di
         children = [run.load_weights(f"t00_level00_k{k}_child{c}") for c in range(3)]
         errors = [1.0 - evaluate(_model(state), digits.test_x, digits.test_y)[1].item() for state in children]
         for i, j in [(0, 1), (0, 2), (1, 2)]:
-            path = [r for r in rows if r["rewind_iteration"] == str(k) and r["pair"] == f"{i}-{j}"
-                    and r["split"] == "test"]
+            path = [
+                r for r in rows if r["rewind_iteration"] == str(k) and r["pair"] == f"{i}-{j}" and r["split"] == "test"
+            ]
             assert len(path) == 5
             assert float(path[0]["error"]) == errors[i] and float(path[-1]["error"]) == errors[j]
 
 
 def test_entries_hold_the_statistics_of_their_pairs(dense_run):
     entries = read_entries(dense_run.run_dir)
-    assert [(e["level"], e["rewind_iteration"], e["pairs"], e["copies"]) for e in entries] == [(0, 0, 3, 3), (0, 40, 3, 3)]
+    assert [(e["level"], e["rewind_iteration"], e["pairs"], e["copies"]) for e in entries] == [
+        (0, 0, 3, 3),
+        (0, 40, 3, 3),
+    ]
     rows = _csv_rows(dense_run.run_dir)
     for entry in entries:
         barriers = []
         for pair in ("0-1", "0-2", "1-2"):
-            errors = [float(r["error"]) for r in rows if r["rewind_iteration"] == str(entry["rewind_iteration"])
-                      and r["pair"] == pair and r["split"] == "test"]
+            errors = [
+                float(r["error"])
+                for r in rows
+                if r["rewind_iteration"] == str(entry["rewind_iteration"])
+                and r["pair"] == pair
+                and r["split"] == "test"
+            ]
             barriers.append(max(errors) - (errors[0] + errors[-1]) / 2)
         mean = sum(barriers) / 3
         std = (sum((b - mean) ** 2 for b in barriers) / 2) ** 0.5
@@ -172,7 +181,9 @@ def test_the_childrens_data_orders_differ_and_come_from_the_seed(dense_run, tmp_
     other = Batcher(torch.arange(600).float()[:, None], torch.zeros(600, dtype=torch.long), 60, seed=seeds[1])
     assert not data.batch(40)[0].equal(other.batch(40)[0])
     run = dense_run.run_dir
-    assert not run.load_weights("t00_level00_k0_child0")["fc1.weight"].equal(run.load_weights("t00_level00_k0_child1")["fc1.weight"])
+    assert not run.load_weights("t00_level00_k0_child0")["fc1.weight"].equal(
+        run.load_weights("t00_level00_k0_child1")["fc1.weight"]
+    )
     again = analyse(tmp_path / "again", copies=3)  # the same seed: bit for bit the same analysis
     assert (again.run_dir.path / "stability.csv").read_bytes() == (run.path / "stability.csv").read_bytes()
     for name in ("t00_level00_k40_parent", "t00_level00_k40_child2"):
@@ -205,9 +216,31 @@ def test_children_trained_side_by_side_match_children_trained_one_by_one(tmp_pat
 def test_children_trained_in_worker_processes_are_those_trained_here(tmp_path, capsys):
     """--backend process: each child in its own process (one torch thread each here), same results."""
     here = analyse(tmp_path / "here", rewind=("40",))
-    rc, _, err = cli(capsys, "stability", "lenet-300-100", "digits", "--iterations", "120", "--eval-every", "40",
-                     "--device", "cpu", "--rewind", "40", "--points", "5", "--path-train-size", "300",
-                     "--backend", "process", "--workers", "2", "--out", tmp_path / "pool", "-q")
+    rc, _, err = cli(
+        capsys,
+        "stability",
+        "lenet-300-100",
+        "digits",
+        "--iterations",
+        "120",
+        "--eval-every",
+        "40",
+        "--device",
+        "cpu",
+        "--rewind",
+        "40",
+        "--points",
+        "5",
+        "--path-train-size",
+        "300",
+        "--backend",
+        "process",
+        "--workers",
+        "2",
+        "--out",
+        tmp_path / "pool",
+        "-q",
+    )
     assert rc == 0, err
     pool = RunDir(tmp_path / "pool")
     for c in range(2):
@@ -236,7 +269,7 @@ def test_levels_of_a_ticket_search_are_analysed_under_their_masks(search, tmp_pa
     entry = result.entries[0]
     assert entry["level"] == 2 and entry["weights_remaining"] == trunk_mask.density() < 0.7
     assert len(seen) == 5
-    for alpha, mask, state in seen:
+    for _alpha, _mask, state in seen:
         for name, m in trunk_mask.items():
             assert state[name][~m].eq(0).all()
     children = [result.run_dir.load_weights(f"t00_level02_k0_child{c}") for c in range(2)]
@@ -249,14 +282,38 @@ def test_levels_of_a_ticket_search_are_analysed_under_their_masks(search, tmp_pa
 
 
 def test_cli_json_has_the_documented_keys(search, tmp_path, capsys):
-    rc, out, err = cli(capsys, "stability", "--from", search.run_dir.path, "--levels", "0,1", "--rewind", "40",
-                       "--points", "3", "--path-train-size", "100", "--out", tmp_path / "s", "--json")
+    rc, out, err = cli(
+        capsys,
+        "stability",
+        "--from",
+        search.run_dir.path,
+        "--levels",
+        "0,1",
+        "--rewind",
+        "40",
+        "--points",
+        "3",
+        "--path-train-size",
+        "100",
+        "--out",
+        tmp_path / "s",
+        "--json",
+    )
     assert rc == 0, err
     entries = json.loads(out)["stability"]
     assert [e["level"] for e in entries] == [0, 1]
     for entry in entries:
-        assert {"level", "weights_remaining", "rewind_iteration", "copies", "instability_test", "instability_train",
-                "loss_barrier_test", "path", "stable"} <= set(entry)
+        assert {
+            "level",
+            "weights_remaining",
+            "rewind_iteration",
+            "copies",
+            "instability_test",
+            "instability_train",
+            "loss_barrier_test",
+            "path",
+            "stable",
+        } <= set(entry)
         assert set(entry["path"]) >= {"alpha", "test_error", "train_error"} and entry["path"]["alpha"] == [0, 0.5, 1]
     rc, out, _ = cli(capsys, "show", tmp_path / "s")
     assert rc == 0 and "test instability (pp)" in out and "instability analysis of" in out
@@ -270,15 +327,21 @@ def _nothing_written(root: Path, out: Path) -> None:
     assert not root.exists() or [p.name for p in root.iterdir()] in ([], ["lth-index.sqlite"])
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--rewind", "0,120"], "rewind point '120' = iteration 120 is not before the end of training (budget 120 iterations)"),
-    (["--rewind", "0,5000it"], "rewind point '5000it' = iteration 5000 is not before the end of training"),
-    (["--copies", "1"], "--copies must be a whole number >= 2 (instability compares pairs of copies), got 1"),
-    (["--points", "1"], "--points must be a whole number >= 2"),
-    (["--stable-threshold", "-1"], "--stable-threshold must be between 0 and 100 percentage points, got -1.0"),
-    (["--rewind", "0,,40"], "cannot read rewind points '0,,40'"),
-    (["--levels", "1"], "--levels needs --from RUN"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--rewind", "0,120"],
+            "rewind point '120' = iteration 120 is not before the end of training (budget 120 iterations)",
+        ),
+        (["--rewind", "0,5000it"], "rewind point '5000it' = iteration 5000 is not before the end of training"),
+        (["--copies", "1"], "--copies must be a whole number >= 2 (instability compares pairs of copies), got 1"),
+        (["--points", "1"], "--points must be a whole number >= 2"),
+        (["--stable-threshold", "-1"], "--stable-threshold must be between 0 and 100 percentage points, got -1.0"),
+        (["--rewind", "0,,40"], "cannot read rewind points '0,,40'"),
+        (["--levels", "1"], "--levels needs --from RUN"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "out"
     rc, _, err = cli(capsys, "stability", "lenet-300-100", "digits", "--iterations", "120", *args, "--out", out)
@@ -334,11 +397,32 @@ def _env() -> dict:
 
 @pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
-    lth = [sys.executable, "-m", "lth", "stability", "lenet-300-100", "digits", "--iterations", "400",
-           "--eval-every", "100", "--checkpoint-every", "25", "--rewind", "0,50", "--points", "3", "-q"]
+    lth = [
+        sys.executable,
+        "-m",
+        "lth",
+        "stability",
+        "lenet-300-100",
+        "digits",
+        "--iterations",
+        "400",
+        "--eval-every",
+        "100",
+        "--checkpoint-every",
+        "25",
+        "--rewind",
+        "0,50",
+        "--points",
+        "3",
+        "-q",
+    ]
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    run_stability(make_config({**SMALL, "iterations": 400, "eval_every": 100, "checkpoint_every": 25}),
-                  StabilitySettings(rewind=("0", "50"), points=3), out=reference, progress=False)
+    run_stability(
+        make_config({**SMALL, "iterations": 400, "eval_every": 100, "checkpoint_every": 25}),
+        StabilitySettings(rewind=("0", "50"), points=3),
+        out=reference,
+        progress=False,
+    )
     process = subprocess.Popen([*lth, "--out", str(killed)], env=_env())
     deadline = time.time() + 300
     while time.time() < deadline:  # kill inside the second child's training of k = 0
@@ -350,8 +434,13 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL
     assert RunDir(killed).status()["status"] == "running"
-    done = subprocess.run([sys.executable, "-m", "lth", "resume", str(killed), "-q"], env=_env(),
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "lth", "resume", str(killed), "-q"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert (killed / "stability.csv").read_bytes() == (reference / "stability.csv").read_bytes()
     a, b = read_entries(RunDir(reference)), read_entries(RunDir(killed))
@@ -378,5 +467,9 @@ def test_several_runs_share_one_instability_figure(dense_run, tmp_path):
     assert list(ax.containers[0].lines[0].get_ydata()) == [100 * e["instability_test"] for e in dense_run.entries]
     written = make_plots([dense_run.run_dir.path, other.run_dir.path], ["stability"], tmp_path / "plots", ["png"])
     assert sorted(p.name for p in written.written) == [
-        "instability--dense.png", "instability--other.png", "instability.png",
-        "stability_path--dense.png", "stability_path--other.png"]
+        "instability--dense.png",
+        "instability--other.png",
+        "instability.png",
+        "stability_path--dense.png",
+        "stability_path--other.png",
+    ]

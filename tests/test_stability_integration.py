@@ -1,4 +1,5 @@
 """Stability runs (``lth stability``) in ``lth report``, ``lth plot`` and the runs index / ``lth runs``."""
+
 from __future__ import annotations
 
 import base64
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lth.store.index import describe_run, run_id
 from cli_helpers import cli, one_line_error
+from lth.store.index import describe_run, run_id
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -26,8 +27,17 @@ def stab(tmp_path_factory) -> Path:
     before = os.environ.get("LTH_RUNS_ROOT")
     os.environ["LTH_RUNS_ROOT"] = str(root)
     try:
-        lth.stability("lenet-300-100", "digits", rewind="0,50", iterations=200, eval_every=50, points=5,
-                      device="cpu", out=root / "stab", progress=False)
+        lth.stability(
+            "lenet-300-100",
+            "digits",
+            rewind="0,50",
+            iterations=200,
+            eval_every=50,
+            points=5,
+            device="cpu",
+            out=root / "stab",
+            progress=False,
+        )
     finally:
         if before is None:
             os.environ.pop("LTH_RUNS_ROOT", None)
@@ -45,9 +55,19 @@ def points(entry: dict, key: str) -> str:
 
 
 def expected_rows(run: Path) -> list[list[str]]:
-    return [[str(e["level"]), f"{100 * e['weights_remaining']:.2f}%", str(e["rewind_iteration"]), str(e["pairs"]),
-             points(e, "instability_test"), points(e, "instability_train"), f"{e['loss_barrier_test']:.4f}",
-             "yes" if e["stable"] else "no"] for e in entries(run)]
+    return [
+        [
+            str(e["level"]),
+            f"{100 * e['weights_remaining']:.2f}%",
+            str(e["rewind_iteration"]),
+            str(e["pairs"]),
+            points(e, "instability_test"),
+            points(e, "instability_train"),
+            f"{e['loss_barrier_test']:.4f}",
+            "yes" if e["stable"] else "no",
+        ]
+        for e in entries(run)
+    ]
 
 
 # ------------------------------------------------------------------ lth report
@@ -61,8 +81,10 @@ def test_markdown_report_has_the_instability_section_table_and_figures(stab, cap
     section = text.split("### Instability analysis", 1)[1].split("###", 1)[0]
     assert "minus the mean of the errors at the path's two ends" in section
     assert "stable at k when its mean test instability is at most 2 pp" in section
-    header = ("| level | weights left | rewind k | pairs | test instability (pp) | train instability (pp) "
-              "| test loss barrier | stable |")
+    header = (
+        "| level | weights left | rewind k | pairs | test instability (pp) | train instability (pp) "
+        "| test loss barrier | stable |"
+    )
     assert header in section
     rows = [line.strip("| ").split(" | ") for line in section.splitlines() if re.match(r"\| \d", line)]
     assert len(rows) == 2 and rows == expected_rows(stab)
@@ -136,8 +158,11 @@ def test_index_row_has_the_stability_headline(stab, capsys):
     last = max((e for e in found if e["weights_remaining"] == sparsest), key=lambda e: e["rewind_iteration"])
     assert row["id"] == run_id("stab") and row["kind"] == "stability" and row["status"] == "complete"
     assert row["model"] == "lenet-300-100" and row["dataset"] == "digits"
-    assert row["metrics"] == {"entries": len(found), "stable": sum(e["stable"] for e in found),
-                              "max_instability_test": max(e["instability_test"] for e in found)}
+    assert row["metrics"] == {
+        "entries": len(found),
+        "stable": sum(e["stable"] for e in found),
+        "max_instability_test": max(e["instability_test"] for e in found),
+    }
     assert row["weights_remaining"] == sparsest == 1.0 and last["rewind_iteration"] == 50
     assert row["test_accuracy"] == pytest.approx(1 - last["child_test_error"])
     rc, out, err = cli(capsys, "runs", "list", "--root", stab.parent)

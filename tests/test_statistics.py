@@ -1,4 +1,5 @@
 """Tests for lth.experiments.statistics: per-round summaries over trials, checked by hand."""
+
 from __future__ import annotations
 
 import json
@@ -20,14 +21,20 @@ T_975_2 = 0.95 * math.sqrt(2 / 0.0975)
 
 
 def row(round_index: int, remaining: float, **metrics: float) -> dict:
-    return {"round": round_index, "weights_remaining": remaining, "layers": {"fc.weight": remaining},
-            "seconds": 0.1, **metrics}
+    return {
+        "round": round_index,
+        "weights_remaining": remaining,
+        "layers": {"fc.weight": remaining},
+        "seconds": 0.1,
+        **metrics,
+    }
 
 
 def trial(*accuracies: float, iteration: int = 100) -> list[dict]:
     """One row per round (weights remaining 0.8^round) with the given test accuracies at early stop."""
-    return [row(r, 0.8 ** r, test_accuracy_at_early_stop=a, early_stop_iteration=iteration)
-            for r, a in enumerate(accuracies)]
+    return [
+        row(r, 0.8**r, test_accuracy_at_early_stop=a, early_stop_iteration=iteration) for r, a in enumerate(accuracies)
+    ]
 
 
 def pick(rows: list[dict], round_index: int, metric: str) -> dict:

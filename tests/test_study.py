@@ -1,4 +1,5 @@
 """Robust and session studies: statistics over trials, grids from YAML, resume after a kill."""
+
 from __future__ import annotations
 
 import json
@@ -14,16 +15,22 @@ import pytest
 import yaml
 from scipy.stats import t as student_t
 
+from cli_helpers import cli, one_line_error
 from lth.store import RunDir
 from lth.store.study_dir import StudyDir
-
-from cli_helpers import cli, one_line_error
 
 SMALL = ["--rounds", "2", "--iterations", "40", "--eval-every", "20", "--device", "cpu", "-q"]
 SESSION = {
     "name": "grid",
-    "base": {"model": "lenet-300-100", "dataset": "digits", "rounds": 2, "iterations": 40, "eval_every": 20,
-             "device": "cpu", "checkpoint_every": 10},
+    "base": {
+        "model": "lenet-300-100",
+        "dataset": "digits",
+        "rounds": 2,
+        "iterations": 40,
+        "eval_every": 20,
+        "device": "cpu",
+        "checkpoint_every": 10,
+    },
     "grid": {"criterion": ["large_final", "movement"], "mask1": ["rewind", "signed_constant"]},
     "trials": 2,
 }
@@ -91,10 +98,13 @@ def test_show_json_of_a_study(robust_dir, capsys):
 def test_resuming_a_finished_study_is_refused_but_resume_flag_is_a_no_op(robust_dir, capsys):
     assert "already complete" in one_line_error(*cli(capsys, "resume", robust_dir)[::2])
     before = StudyDir(robust_dir).summary()
-    rc, _, _ = cli(capsys, "robust", "lenet-300-100", "digits", "--trials", "3", *SMALL, "--out", robust_dir, "--resume")
+    rc, _, _ = cli(
+        capsys, "robust", "lenet-300-100", "digits", "--trials", "3", *SMALL, "--out", robust_dir, "--resume"
+    )
     assert rc == 0 and StudyDir(robust_dir).summary() == before
-    msg = one_line_error(*cli(capsys, "robust", "lenet-300-100", "digits", "--trials", "4", *SMALL,
-                              "--out", robust_dir, "--resume")[::2])
+    msg = one_line_error(
+        *cli(capsys, "robust", "lenet-300-100", "digits", "--trials", "4", *SMALL, "--out", robust_dir, "--resume")[::2]
+    )
     assert "holds a different study" in msg
 
 
@@ -103,8 +113,10 @@ def test_session_grid_and_names(tmp_path):
 
     experiments = load_session_spec(write_spec(tmp_path / "s.yaml")).experiments()
     assert [e.name for e in experiments] == [
-        "criterion=large_final, mask1=rewind", "criterion=large_final, mask1=signed_constant",
-        "criterion=movement, mask1=rewind", "criterion=movement, mask1=signed_constant",
+        "criterion=large_final, mask1=rewind",
+        "criterion=large_final, mask1=signed_constant",
+        "criterion=movement, mask1=rewind",
+        "criterion=movement, mask1=signed_constant",
     ]
     assert experiments[1].slug == "01-large_final-signed_constant"
     assert [c.seed for c in experiments[3].trials] == [0, 1]
@@ -120,19 +132,30 @@ def test_session_resumes_after_a_kill(tmp_path):
     spec = write_spec(tmp_path / "session.yaml")
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     lth = [sys.executable, "-m", "lth"]
-    subprocess.run([*lth, "session", str(spec), "--out", str(reference), "-q", "--vectorize", "off"], env=_env(),
-                   check=True, timeout=600)
-    process = subprocess.Popen([*lth, "session", str(spec), "--out", str(killed), "-q", "--vectorize", "off"], env=_env())
+    subprocess.run(
+        [*lth, "session", str(spec), "--out", str(reference), "-q", "--vectorize", "off"],
+        env=_env(),
+        check=True,
+        timeout=600,
+    )
+    process = subprocess.Popen(
+        [*lth, "session", str(spec), "--out", str(killed), "-q", "--vectorize", "off"], env=_env()
+    )
     deadline = time.time() + 300
     while time.time() < deadline:  # kill once 3 trials are done and the 4th has begun
         status = StudyDir(killed).status() if (killed / "status.json").is_file() else {}
-        if status.get("runs_complete", 0) >= 3 and (killed / "01-large_final-signed_constant/trial_01/checkpoint.pt").is_file():
+        if (
+            status.get("runs_complete", 0) >= 3
+            and (killed / "01-large_final-signed_constant/trial_01/checkpoint.pt").is_file()
+        ):
             break
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL
     assert StudyDir(killed).status()["status"] == "running"
-    done = subprocess.run([*lth, "resume", str(killed), "--json"], env=_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [*lth, "resume", str(killed), "--json"], env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
     assert shown["status"]["runs_complete"] == 8 and len(shown["experiments"]) == 4
@@ -146,17 +169,23 @@ def test_session_resumes_after_a_kill(tmp_path):
     assert StudyDir(reference).summary() == StudyDir(killed).summary()
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ({"base": {**SESSION["base"], "learning_rate": 0.1}}, "unknown config key 'learning_rate' in the session's base"),
-    ({"grid": {"critrion": ["large_final"]}}, "unknown config key 'critrion' in the session's grid"),
-    ({"grid": {}}, "the session's grid is empty"),
-    ({"grid": {"criterion": []}}, "grid key 'criterion' has no values"),
-    ({"grid": {"criterion": "large_final"}}, "grid key 'criterion' must hold a list"),
-    ({"trials": 0}, "bad value 0 for session key trials"),
-    ({"repeats": 3}, "unknown session key 'repeats'"),
-    ({"grid": {"criterion": ["large_final", "no_such"]}}, "unknown criterion 'no_such'"),
-    ({"grid": {"prune_rate": [0.2, 1.5]}}, "experiment 'prune_rate=1.5': bad value 1.5 for prune_rate"),
-])
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        (
+            {"base": {**SESSION["base"], "learning_rate": 0.1}},
+            "unknown config key 'learning_rate' in the session's base",
+        ),
+        ({"grid": {"critrion": ["large_final"]}}, "unknown config key 'critrion' in the session's grid"),
+        ({"grid": {}}, "the session's grid is empty"),
+        ({"grid": {"criterion": []}}, "grid key 'criterion' has no values"),
+        ({"grid": {"criterion": "large_final"}}, "grid key 'criterion' must hold a list"),
+        ({"trials": 0}, "bad value 0 for session key trials"),
+        ({"repeats": 3}, "unknown session key 'repeats'"),
+        ({"grid": {"criterion": ["large_final", "no_such"]}}, "unknown criterion 'no_such'"),
+        ({"grid": {"prune_rate": [0.2, 1.5]}}, "experiment 'prune_rate=1.5': bad value 1.5 for prune_rate"),
+    ],
+)
 def test_bad_session_files(tmp_path, capsys, changes, expected):
     spec = write_spec(tmp_path / "s.yaml", **changes)
     msg = one_line_error(*cli(capsys, "session", spec, "--out", tmp_path / "out", "-q")[::2])
@@ -165,11 +194,13 @@ def test_bad_session_files(tmp_path, capsys, changes, expected):
 
 
 def test_bad_robust_input(tmp_path, capsys):
-    msg = one_line_error(*cli(capsys, "robust", "lenet-300-100", "digits", "--trials", "0", *SMALL,
-                              "--out", tmp_path / "out")[::2])
+    msg = one_line_error(
+        *cli(capsys, "robust", "lenet-300-100", "digits", "--trials", "0", *SMALL, "--out", tmp_path / "out")[::2]
+    )
     assert "trials must be at least 1, got 0" in msg
-    msg = one_line_error(*cli(capsys, "robust", "lenet-300-100", "digits", "--vectorize", "many", *SMALL,
-                              "--out", tmp_path / "out")[::2])
+    msg = one_line_error(
+        *cli(capsys, "robust", "lenet-300-100", "digits", "--vectorize", "many", *SMALL, "--out", tmp_path / "out")[::2]
+    )
     assert "bad value 'many' for vectorize: use auto, off or a number of networks >= 1" in msg
     assert "not an lth run directory" in one_line_error(*cli(capsys, "resume", tmp_path)[::2])
     assert "--resume needs --out" in one_line_error(*cli(capsys, "robust", "lenet-300-100", "digits", "--resume")[::2])
@@ -205,9 +236,28 @@ def _same_up_to_rounding(a: Path, b: Path) -> None:
 
 def test_vectorised_robust_equals_sequential(tmp_path, capsys):
     """Trials trained side by side (with a control, late rewinding and w_f at early stop)."""
-    args = ["robust", "lenet-300-100", "digits", "--trials", "3", "--rounds", "2", "--iterations", "40",
-            "--eval-every", "10", "--controls", "reinit", "--rewind", "10it", "--w-final", "early-stop",
-            "--device", "cpu", "-q"]
+    args = [
+        "robust",
+        "lenet-300-100",
+        "digits",
+        "--trials",
+        "3",
+        "--rounds",
+        "2",
+        "--iterations",
+        "40",
+        "--eval-every",
+        "10",
+        "--controls",
+        "reinit",
+        "--rewind",
+        "10it",
+        "--w-final",
+        "early-stop",
+        "--device",
+        "cpu",
+        "-q",
+    ]
     assert cli(capsys, *args, "--out", tmp_path / "alone", "--vectorize", "off")[0] == 0
     assert cli(capsys, *args, "--out", tmp_path / "together", "--vectorize", "3")[0] == 0
     assert StudyDir(tmp_path / "together").status()["vectorize"] == 3
@@ -222,8 +272,12 @@ def test_vectorised_session_resumes_after_a_kill(tmp_path):
     spec = write_spec(tmp_path / "session.yaml", base={**SESSION["base"], "iterations": 200, "rounds": 3})
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     lth = [sys.executable, "-m", "lth"]
-    subprocess.run([*lth, "session", str(spec), "--out", str(reference), "-q", "--vectorize", "off"], env=_env(),
-                   check=True, timeout=600)
+    subprocess.run(
+        [*lth, "session", str(spec), "--out", str(reference), "-q", "--vectorize", "off"],
+        env=_env(),
+        check=True,
+        timeout=600,
+    )
     process = subprocess.Popen([*lth, "session", str(spec), "--out", str(killed), "-q", "--vectorize", "8"], env=_env())
     deadline = time.time() + 300
     first = killed / "00-large_final-rewind" / "trial_00" / "rounds.json"

@@ -4,6 +4,7 @@ its ``reinit`` and ``random-prune`` controls) is summarised, printed, compared a
 Controls are trained from round 1 on (round 0 is the dense network, the ticket alone), so a
 study of ``--rounds 2`` has ticket rows at rounds 0, 1, 2 and control rows at rounds 1, 2.
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,13 +17,12 @@ from pathlib import Path
 import pytest
 from scipy.stats import t as student_t
 
+from cli_helpers import cli
 from lth import LotteryRobust, LthError
 from lth.experiments.statistics import DEFAULT_METRICS, SUMMARY_COLUMNS
 from lth.store import RunDir
 from lth.store.index import run_id
 from lth.store.study_dir import StudyDir
-
-from cli_helpers import cli
 
 SMALL = ["--rounds", "2", "--iterations", "60", "--eval-every", "30", "--device", "cpu", "-q"]
 CONTROLS = ["--controls", "reinit,random-prune"]
@@ -45,8 +45,12 @@ def root(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LTH_RUNS_ROOT", str(root))
         mp.setattr("lth.experiments.ticket_search.plot_run", lambda run: [])
-        assert main(["robust", "lenet-300-100", "digits", "--trials", "2", *SMALL, *CONTROLS,
-                     "--out", str(root / "seeds")]) == 0
+        assert (
+            main(
+                ["robust", "lenet-300-100", "digits", "--trials", "2", *SMALL, *CONTROLS, "--out", str(root / "seeds")]
+            )
+            == 0
+        )
         assert main(["find-ticket", "lenet-300-100", "digits", *SMALL, *CONTROLS, "--out", str(root / "single")]) == 0
     return root
 
@@ -65,8 +69,9 @@ def _line_rows(study_dir: Path, trial: int, line: str) -> list[dict]:
 def test_summary_holds_every_line_with_statistics_by_hand(study_dir):
     summary = StudyDir(study_dir).summary()
     assert summary == json.loads((study_dir / "summary.json").read_text())  # written with its line
-    assert all(list(row)[:6] == ["experiment", "line", "round", "weights_remaining", "metric", "trials"]
-               for row in summary)
+    assert all(
+        list(row)[:6] == ["experiment", "line", "round", "weights_remaining", "metric", "trials"] for row in summary
+    )
     assert list(dict.fromkeys(row["line"] for row in summary)) == LINES  # the ticket, then its controls
     by_key = {(row["line"], row["round"], row["metric"]): row for row in summary}
     assert len(by_key) == len(summary) == (3 + 2 + 2) * len(DEFAULT_METRICS)
@@ -84,7 +89,8 @@ def test_summary_holds_every_line_with_statistics_by_hand(study_dir):
                 row = by_key[(line, round_index, metric)]
                 assert row["experiment"] == "ticket" and row["trials"] == 2
                 assert row["weights_remaining"] == pytest.approx(
-                    statistics.fmean(rows[index]["weights_remaining"] for rows in trials), abs=1e-12)
+                    statistics.fmean(rows[index]["weights_remaining"] for rows in trials), abs=1e-12
+                )
                 assert row["mean"] == pytest.approx(mean, abs=1e-12)
                 assert row["median"] == pytest.approx(statistics.median(values), abs=1e-12)
                 assert (row["min"], row["max"]) == (min(values), max(values))
@@ -104,7 +110,8 @@ def test_summary_csv_has_the_line_column(study_dir):
         table = list(reader)
     summary = StudyDir(study_dir).summary()
     assert [(r["experiment"], r["line"], int(r["round"]), r["metric"]) for r in table] == [
-        (r["experiment"], r["line"], r["round"], r["metric"]) for r in summary]
+        (r["experiment"], r["line"], r["round"], r["metric"]) for r in summary
+    ]
     assert [float(r["mean"]) for r in table] == pytest.approx([r["mean"] for r in summary], abs=1e-12)
 
 
@@ -123,8 +130,11 @@ def test_study_plot_has_a_band_per_line(study_dir):
     assert len(others) == 1 and isinstance(others[0], LineCollection)  # the dense reference
     assert others[0].get_label().startswith("dense (mean of 2)")
     means = [line for line in ax.lines if not line.get_label().startswith("_")]
-    assert [m.get_label() for m in means] == ["ticket (mean of 2)", "reinit control (mean of 2)",
-                                              "random-prune control (mean of 2)"]
+    assert [m.get_label() for m in means] == [
+        "ticket (mean of 2)",
+        "reinit control (mean of 2)",
+        "random-prune control (mean of 2)",
+    ]
     assert [m.get_linestyle() for m in means] == ["-", "--", "--"]  # the ticket solid, the controls dashed
     colours = [m.get_color() for m in means]
     assert len(set(colours)) == 3
@@ -161,7 +171,9 @@ def test_an_old_summary_without_lines_reads_as_the_ticket(study_dir, tmp_path, c
     assert read == [row for row in summary if row["line"] == "ticket"]
     assert all(list(row)[:3] == ["experiment", "line", "round"] for row in read)
     rc, out, _ = cli(capsys, "show", old)
-    assert rc == 0 and "reinit" not in out and out.count("ticket") == 3  # the line of 3 rounds (one experiment: no column)
+    assert (
+        rc == 0 and "reinit" not in out and out.count("ticket") == 3
+    )  # the line of 3 rounds (one experiment: no column)
     (old / "summary.json").write_text(json.dumps([{**ticket[0], "line": 7}]))
     with pytest.raises(LthError, match="entry 0 has line = 7"):
         StudyDir(old).summary()
@@ -172,20 +184,34 @@ def test_runs_compare_shows_every_line(root, capsys):
     rc, out, err = cli(capsys, "runs", "compare", "seeds", "single", "--root", root, "--json")
     assert rc == 0, err
     result = json.loads(out)
-    assert result["columns"] == [study, f"{study}/reinit", f"{study}/random-prune",
-                                 single, f"{single}/reinit", f"{single}/random-prune"]
+    assert result["columns"] == [
+        study,
+        f"{study}/reinit",
+        f"{study}/random-prune",
+        single,
+        f"{single}/reinit",
+        f"{single}/random-prune",
+    ]
     assert result["column_lines"] == LINES * 2 and result["column_groups"] == [study] * 3 + [single] * 3
-    summary = {(r["line"], r["round"]): r["mean"] for r in StudyDir(root / "seeds").summary()
-               if r["metric"] == "test_accuracy_at_early_stop"}
+    summary = {
+        (r["line"], r["round"]): r["mean"]
+        for r in StudyDir(root / "seeds").summary()
+        if r["metric"] == "test_accuracy_at_early_stop"
+    }
     run = RunDir(root / "single")
     lines = {"ticket": run.rounds(), **run.controls()}
     for level in result["levels"]:
         r = level["round"]
         expected = [summary.get((line, r)) for line in LINES]
-        expected += [next((row["test_accuracy_at_early_stop"] for row in lines[line] if row["round"] == r), None)
-                     for line in LINES]
-        assert level["values"] == pytest.approx(expected, abs=1e-12) if r else level["values"] == [
-            expected[0], None, None, expected[3], None, None]
+        expected += [
+            next((row["test_accuracy_at_early_stop"] for row in lines[line] if row["round"] == r), None)
+            for line in LINES
+        ]
+        assert (
+            level["values"] == pytest.approx(expected, abs=1e-12)
+            if r
+            else level["values"] == [expected[0], None, None, expected[3], None, None]
+        )
     rc, out, _ = cli(capsys, "runs", "compare", "seeds", "single", "--root", root)
     header = out.splitlines()[out.splitlines().index("test_accuracy_at_early_stop per level:") + 1]
     assert f"{study}/reinit" in header and f"{single}/random-prune" in header
@@ -203,8 +229,15 @@ def test_report_statistics_table_has_the_lines(study_dir):
 def test_lottery_robust_summary_has_the_line_column(digits, monkeypatch):
     from lth.models import build_model
 
-    robust = LotteryRobust(lambda seed: build_model("lenet-300-100", (1, 8, 8), 10, seed=seed), digits, trials=2,
-                           iterations=20, eval_every=10, device="cpu", progress=False)
+    robust = LotteryRobust(
+        lambda seed: build_model("lenet-300-100", (1, 8, 8), 10, seed=seed),
+        digits,
+        trials=2,
+        iterations=20,
+        eval_every=10,
+        device="cpu",
+        progress=False,
+    )
     robust.run("iterative_pruning", rounds=1)
     summary = robust.summary()
     assert list(summary.columns) == ["line", *SUMMARY_COLUMNS]
@@ -219,5 +252,7 @@ def test_lottery_robust_summary_has_the_line_column(digits, monkeypatch):
     assert row["round"].tolist() == [1] and row["mean"].tolist() == pytest.approx([0.55], abs=1e-12)
     ax = robust.plot_accuracy().axes[0]
     means = [line for line in ax.lines if not line.get_label().startswith("_")]
-    assert [(m.get_label(), m.get_linestyle()) for m in means] == [("ticket (mean)", "-"),
-                                                                   ("reinit control (mean)", "--")]
+    assert [(m.get_label(), m.get_linestyle()) for m in means] == [
+        ("ticket (mean)", "-"),
+        ("reinit control (mean)", "--"),
+    ]

@@ -1,5 +1,6 @@
 """The compact views of LotteryRobust and LotterySession summaries: one row per line and round,
 metrics as columns under short names, the summary's own values, readable at 80 columns."""
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,10 @@ def test_robust_pivot_values_are_the_summary_statistics(robust):
         assert row["test_end"] == stats[(line, round_index, "final_test_accuracy")]["mean"]
         assert row["es_iter"] == stats[(line, round_index, "early_stop_iteration")]["mean"]
         # ... which are the means over the trials of what each trial recorded.
-        values = [next(r for r in trial.lines()[line] if r["round"] == round_index)["test_accuracy_at_early_stop"]
-                  for trial in robust.models]
+        values = [
+            next(r for r in trial.lines()[line] if r["round"] == round_index)["test_accuracy_at_early_stop"]
+            for trial in robust.models
+        ]
         assert row["test"] == pytest.approx(math.fsum(values) / 3, abs=1e-12)
 
 
@@ -84,8 +87,16 @@ def test_pivot_other_metrics_and_statistics(robust):
 
 
 def test_pivot_of_study_rows_and_of_one_trial():
-    rows = [{"round": r, "weights_remaining": w, "test_accuracy_at_early_stop": a, "final_test_accuracy": a,
-             "early_stop_iteration": 20} for r, w, a in ((0, 1.0, 0.9), (1, 0.8, 0.92))]
+    rows = [
+        {
+            "round": r,
+            "weights_remaining": w,
+            "test_accuracy_at_early_stop": a,
+            "final_test_accuracy": a,
+            "early_stop_iteration": 20,
+        }
+        for r, w, a in ((0, 1.0, 0.9), (1, 0.8, 0.92))
+    ]
     one = pivot_summary(summarise_lines([{"ticket": rows}]))
     assert list(one.index) == [("ticket", 0), ("ticket", 1)]
     assert one["test"].tolist() == [0.9, 0.92] and one["test_ci"].isna().all()  # no CI from one trial

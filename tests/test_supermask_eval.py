@@ -1,4 +1,5 @@
 """Supermasks at initialisation: exact cell values, kept counts, transforms, the CLI and its errors."""
+
 from __future__ import annotations
 
 import csv
@@ -8,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli_helpers import cli, one_line_error
 from lth.actions import init_std
 from lth.cli import main
 from lth.models import build_model
 from lth.supermasks import DEFAULT_KEEPS, SupermaskGrid, evaluate_supermasks
 from lth.supermasks.evaluate import ROW_FIELDS
 from lth.training.evaluate import evaluate
-from cli_helpers import cli, one_line_error
 
 MODEL = "lenet-300-100"
 LAYERS = ("fc1.weight", "fc2.weight", "fc3.weight")
@@ -22,8 +23,6 @@ SIZES = (64 * 300, 300 * 100, 100 * 10)  # lenet-300-100 on 8x8 digits: 50,200 p
 FAST = ["--iterations", "50", "--device", "cpu"]
 GRID = ["--criteria", "lf,lfss", "--keep", "1.0,0.5,0.2", "--weights", "init,signed_constant"]
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +55,17 @@ def test_all_ones_mask_is_the_untrained_network(digits, weights, scope):
         assert row["test_loss"] == test_loss and row["test_accuracy"] == test_acc
 
 
-@pytest.mark.parametrize("keep,kept", [
-    (1.0, (19200, 30000, 1000)),
-    (0.8, (15360, 24000, 800)),
-    (0.64, (12288, 19200, 640)),
-    (0.5, (9600, 15000, 500)),
-    (0.1, (1920, 3000, 100)),
-    (0.01, (192, 300, 10)),
-])
+@pytest.mark.parametrize(
+    "keep,kept",
+    [
+        (1.0, (19200, 30000, 1000)),
+        (0.8, (15360, 24000, 800)),
+        (0.64, (12288, 19200, 640)),
+        (0.5, (9600, 15000, 500)),
+        (0.1, (1920, 3000, 100)),
+        (0.01, (192, 300, 10)),
+    ],
+)
 def test_layerwise_keep_gives_exact_counts_per_layer(grid, keep, kept):
     for criterion in ("large_final", "movement", "random"):
         mask = grid.mask(criterion, keep)
@@ -144,7 +146,9 @@ def test_cli_writes_rows_plots_and_nested_dense_run(cli_runs):
     rows = _json_rows(run)
     assert len(rows) == 12 and all(list(r) == list(ROW_FIELDS) for r in rows)
     assert {(r["criterion"], r["keep"], r["weights"]) for r in rows} == {
-        (c, k, w) for c in ("large_final", "large_final_same_sign") for k in (1.0, 0.5, 0.2)
+        (c, k, w)
+        for c in ("large_final", "large_final_same_sign")
+        for k in (1.0, 0.5, 0.2)
         for w in ("init", "signed_constant")
     }
     with (run / "supermask_eval.csv").open(newline="") as handle:
@@ -175,8 +179,9 @@ def test_show_supermask_run(capsys, cli_runs):
 
 
 def test_from_reuses_a_find_ticket_run(capsys, cli_runs):
-    rc, out, err = cli(capsys, "supermask", "eval", "--from", cli_runs / "ft", *GRID,
-                       "--out", cli_runs / "from", "--json")
+    rc, out, err = cli(
+        capsys, "supermask", "eval", "--from", cli_runs / "ft", *GRID, "--out", cli_runs / "from", "--json"
+    )
     assert rc == 0, err
     assert json.loads(out)["supermask_eval"] == _json_rows(cli_runs / "sm")  # the same dense net
     assert _json_rows(cli_runs / "from") == _json_rows(cli_runs / "sm")
@@ -184,21 +189,24 @@ def test_from_reuses_a_find_ticket_run(capsys, cli_runs):
 
 
 @pytest.mark.usefixtures("offline_env")
-@pytest.mark.parametrize("args,fragments", [
-    ([MODEL, "digits", *FAST, "--criteria", "lf,biggest"], ["'biggest'", "large_final", "movement", "lfss"]),
-    ([MODEL, "digits", *FAST, "--weights", "init,glitter"], ["'glitter'", "init", "signed_constant", "reinit"]),
-    ([MODEL, "digits", *FAST, "--keep", "1.0,0"], ["0.0", "(0, 1]"]),
-    ([MODEL, "digits", *FAST, "--keep", "1.5"], ["1.5", "(0, 1]"]),
-    ([MODEL, "digits", *FAST, "--keep", "half"], ["'half'"]),
-    ([MODEL, "digits", *FAST, "--scope", "per-layer"], ["'per-layer'", "layerwise"]),
-    ([MODEL, "digits", *FAST, "--weights", "rand_signed_constant", "--keep-sign"], ["rand_signed_constant"]),
-    (["lenet-301", "digits", *FAST], ["'lenet-301'", "lenet-300-100"]),
-    ([MODEL, "emnist", *FAST], ["'emnist'", "digits"]),
-    ([MODEL, "digits", "--iterations", "0"], ["iterations"]),
-    ([MODEL, "digits", *FAST, "--batch-size", "100000"], ["batch size"]),
-    ([*FAST], ["MODEL", "--from"]),
-    (["--from", "no-such-run"], ["'no-such-run'"]),
-])
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        ([MODEL, "digits", *FAST, "--criteria", "lf,biggest"], ["'biggest'", "large_final", "movement", "lfss"]),
+        ([MODEL, "digits", *FAST, "--weights", "init,glitter"], ["'glitter'", "init", "signed_constant", "reinit"]),
+        ([MODEL, "digits", *FAST, "--keep", "1.0,0"], ["0.0", "(0, 1]"]),
+        ([MODEL, "digits", *FAST, "--keep", "1.5"], ["1.5", "(0, 1]"]),
+        ([MODEL, "digits", *FAST, "--keep", "half"], ["'half'"]),
+        ([MODEL, "digits", *FAST, "--scope", "per-layer"], ["'per-layer'", "layerwise"]),
+        ([MODEL, "digits", *FAST, "--weights", "rand_signed_constant", "--keep-sign"], ["rand_signed_constant"]),
+        (["lenet-301", "digits", *FAST], ["'lenet-301'", "lenet-300-100"]),
+        ([MODEL, "emnist", *FAST], ["'emnist'", "digits"]),
+        ([MODEL, "digits", "--iterations", "0"], ["iterations"]),
+        ([MODEL, "digits", *FAST, "--batch-size", "100000"], ["batch size"]),
+        ([*FAST], ["MODEL", "--from"]),
+        (["--from", "no-such-run"], ["'no-such-run'"]),
+    ],
+)
 def test_bad_inputs_fail_in_one_line(capsys, tmp_path, args, fragments):
     out = tmp_path / "out"
     rc, _, err = cli(capsys, "supermask", "eval", *args, "--out", out, "--quiet")

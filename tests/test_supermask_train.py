@@ -1,4 +1,5 @@
 """Learned supermasks (Zhou et al. bernoulli; Ramanujan et al. edge-popup): gradients, masks, training, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -9,13 +10,13 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from cli_helpers import cli, one_line_error
 from lth.models import build_model
 from lth.pruning import prunable_parameters
 from lth.supermasks.learned import SupermaskNet, scale_factor
 from lth.supermasks.train import run_supermask_training, train_supermask
 from lth.training.evaluate import evaluate
 from lth.training.optim import OptimizerSettings
-from cli_helpers import cli, one_line_error
 
 
 def tiny_layer() -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
@@ -130,7 +131,9 @@ def test_weights_never_change_only_scores(digits, method):
     frozen = {k: v.clone() for k, v in net.state_dict().items() if not k.startswith("scores.")}
     scores = {k: v.detach().clone() for k, v in net.scores.items()}
     lr = 100.0 if method == "bernoulli" else 0.1
-    train_supermask(net, digits, OptimizerSettings("sgd", lr, 0.9), 64, 15, eval_every=10, progress=False, num_samples=2)
+    train_supermask(
+        net, digits, OptimizerSettings("sgd", lr, 0.9), 64, 15, eval_every=10, progress=False, num_samples=2
+    )
     after = net.state_dict()
     for k, v in frozen.items():
         assert torch.equal(after[k], v), k  # bit-identical
@@ -140,8 +143,12 @@ def test_weights_never_change_only_scores(digits, method):
 def test_all_ones_mask_equals_the_plain_model(digits):
     plain = build_model("lenet-300-100", digits.input_shape, digits.num_classes, seed=3)
     reference = evaluate(plain, digits.test_x, digits.test_y)
-    net = SupermaskNet(build_model("lenet-300-100", digits.input_shape, digits.num_classes, seed=3),
-                       "edge-popup", weights="init", keep=1.0)
+    net = SupermaskNet(
+        build_model("lenet-300-100", digits.input_shape, digits.num_classes, seed=3),
+        "edge-popup",
+        weights="init",
+        keep=1.0,
+    )
     assert torch.equal(evaluate(net, digits.test_x, digits.test_y), reference)
     result = train_supermask(net, digits, OptimizerSettings("sgd", 0.1, 0.9), 64, 2, eval_every=5, progress=False)
     start = [row for row in result.metrics if row["iteration"] == 0 and row["split"] == "test"][0]
@@ -151,9 +158,13 @@ def test_all_ones_mask_equals_the_plain_model(digits):
 
 def test_bernoulli_training_learns_digits(digits):
     net = SupermaskNet(build_model("lenet-300-100", digits.input_shape, digits.num_classes, seed=0), "bernoulli")
-    result = train_supermask(net, digits, OptimizerSettings("sgd", 100.0, 0.9), 250, 300, eval_every=100, progress=False)
-    print(f"bernoulli supermask on digits: expected {result.test_accuracy_expected:.4f}, "
-          f"sampled {result.test_accuracy_sampled_mean:.4f} ± {result.test_accuracy_sampled_std:.4f}")
+    result = train_supermask(
+        net, digits, OptimizerSettings("sgd", 100.0, 0.9), 250, 300, eval_every=100, progress=False
+    )
+    print(
+        f"bernoulli supermask on digits: expected {result.test_accuracy_expected:.4f}, "
+        f"sampled {result.test_accuracy_sampled_mean:.4f} ± {result.test_accuracy_sampled_std:.4f}"
+    )
     assert result.test_accuracy_expected > 0.5
     assert result.test_accuracy_sampled_mean > 0.5
     assert len(result.test_accuracy_sampled) == 10 and result.test_accuracy_sampled_std >= 0
@@ -164,8 +175,12 @@ def test_bernoulli_training_learns_digits(digits):
 
 def test_same_seed_same_supermask(digits):
     def run() -> dict:
-        net = SupermaskNet(build_model("lenet-300-100", digits.input_shape, digits.num_classes, seed=1), "bernoulli", seed=1)
-        result = train_supermask(net, digits, OptimizerSettings("sgd", 100.0, 0.9), 100, 10, seed=1, eval_every=5, progress=False)
+        net = SupermaskNet(
+            build_model("lenet-300-100", digits.input_shape, digits.num_classes, seed=1), "bernoulli", seed=1
+        )
+        result = train_supermask(
+            net, digits, OptimizerSettings("sgd", 100.0, 0.9), 100, 10, seed=1, eval_every=5, progress=False
+        )
         return {"metrics": result.metrics, "sampled": result.test_accuracy_sampled, "mask": result.mask}
 
     a, b = run(), run()
@@ -174,13 +189,26 @@ def test_same_seed_same_supermask(digits):
 
 
 def test_edge_popup_conv2_saves_a_valid_mask(tmp_path):
-    run = run_supermask_training("conv-2", "digits", "edge-popup", iterations=20, eval_every=10, device="cpu",
-                                 out=tmp_path / "run", progress=False)
+    run = run_supermask_training(
+        "conv-2",
+        "digits",
+        "edge-popup",
+        iterations=20,
+        eval_every=10,
+        device="cpu",
+        out=tmp_path / "run",
+        progress=False,
+    )
     path = tmp_path / "run" / "mask.pt"
     mask = torch.load(path, weights_only=True)
     shapes = {n: tuple(p.shape) for n, p in build_model("conv-2", (1, 8, 8), 10, seed=0).named_parameters()}
-    assert list(mask) == ["features.0.weight", "features.2.weight", "classifier.0.weight",
-                          "classifier.2.weight", "classifier.4.weight"]
+    assert list(mask) == [
+        "features.0.weight",
+        "features.2.weight",
+        "classifier.0.weight",
+        "classifier.2.weight",
+        "classifier.4.weight",
+    ]
     for name, m in mask.items():
         assert m.dtype == torch.bool and tuple(m.shape) == shapes[name]
         assert int(m.sum()) == round(0.5 * m.numel())
@@ -191,19 +219,24 @@ def test_edge_popup_conv2_saves_a_valid_mask(tmp_path):
 # ------------------------------------------------------------------ CLI
 
 
-
-
 FAST = ["--iterations", "20", "--eval-every", "10", "--device", "cpu"]
 
 
 def test_cli_train_json(capsys, offline_env):
     out = offline_env / "run"
-    rc, stdout, err = cli(capsys, "supermask", "train", "lenet-300-100", "digits", "--dynamic-scaling",
-                          "--out", out, "--json", *FAST)
+    rc, stdout, err = cli(
+        capsys, "supermask", "train", "lenet-300-100", "digits", "--dynamic-scaling", "--out", out, "--json", *FAST
+    )
     assert rc == 0, err
     summary = json.loads(stdout)
-    assert {"method", "test_accuracy_sampled_mean", "test_accuracy_sampled_std", "test_accuracy_expected",
-            "density", "layers"} <= set(summary)
+    assert {
+        "method",
+        "test_accuracy_sampled_mean",
+        "test_accuracy_sampled_std",
+        "test_accuracy_expected",
+        "density",
+        "layers",
+    } <= set(summary)
     assert summary["method"] == "bernoulli" and set(summary["layers"]) == {"fc1.weight", "fc2.weight", "fc3.weight"}
     assert json.loads((out / "supermask_train.json").read_text())["density"] == summary["density"]
     config = yaml.safe_load((out / "config.yaml").read_text())
@@ -218,28 +251,48 @@ def test_cli_train_json(capsys, offline_env):
 
 def test_cli_train_epochs_and_text(capsys, offline_env):
     out = offline_env / "run"
-    rc, stdout, err = cli(capsys, "supermask", "train", "lenet-300-100", "digits", "--method", "edge-popup",
-                          "--epochs", "1", "--batch-size", "100", "--keep", "0.3", "--device", "cpu", "--out", out)
+    rc, stdout, err = cli(
+        capsys,
+        "supermask",
+        "train",
+        "lenet-300-100",
+        "digits",
+        "--method",
+        "edge-popup",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "100",
+        "--keep",
+        "0.3",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+    )
     assert rc == 0, err
     assert "top-k mask" in stdout and "30.00% of the weights kept" in stdout and f"results in {out}/" in stdout
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["iterations"] == 11 and config["keep"] == 0.3  # 1100 training examples / 100
 
 
-@pytest.mark.parametrize("flags,fragments", [
-    (["--method", "magic"], ["'magic'", "bernoulli", "edge-popup"]),
-    (["--weights", "ones"], ["'ones'", "init", "signed_constant", "signed_kaiming_constant"]),
-    (["--method", "edge-popup", "--keep", "0"], ["keep", "(0, 1]"]),
-    (["--method", "edge-popup", "--keep", "1.5"], ["keep", "(0, 1]"]),
-    (["--keep", "0.5"], ["edge-popup"]),
-    (["--method", "edge-popup", "--score-init", "1"], ["bernoulli"]),
-    (["--iterations", "5", "--epochs", "1"], ["either"]),
-    (["--iterations", "0"], ["iterations"]),
-    (["--optimizer", "rmsprop"], ["'rmsprop'"]),
-    (["--lr", "-1"], ["learning rate"]),
-    (["--batch-size", "5000"], ["batch size 5000"]),
-    (["--device", "tpu"], ["'tpu'"]),
-])
+@pytest.mark.parametrize(
+    "flags,fragments",
+    [
+        (["--method", "magic"], ["'magic'", "bernoulli", "edge-popup"]),
+        (["--weights", "ones"], ["'ones'", "init", "signed_constant", "signed_kaiming_constant"]),
+        (["--method", "edge-popup", "--keep", "0"], ["keep", "(0, 1]"]),
+        (["--method", "edge-popup", "--keep", "1.5"], ["keep", "(0, 1]"]),
+        (["--keep", "0.5"], ["edge-popup"]),
+        (["--method", "edge-popup", "--score-init", "1"], ["bernoulli"]),
+        (["--iterations", "5", "--epochs", "1"], ["either"]),
+        (["--iterations", "0"], ["iterations"]),
+        (["--optimizer", "rmsprop"], ["'rmsprop'"]),
+        (["--lr", "-1"], ["learning rate"]),
+        (["--batch-size", "5000"], ["batch size 5000"]),
+        (["--device", "tpu"], ["'tpu'"]),
+    ],
+)
 def test_cli_bad_input_is_one_line(capsys, offline_env, flags, fragments):
     out = offline_env / "run"
     rc, stdout, err = cli(capsys, "supermask", "train", "lenet-300-100", "digits", "--out", out, *flags)
@@ -249,9 +302,13 @@ def test_cli_bad_input_is_one_line(capsys, offline_env, flags, fragments):
     assert stdout == "" and not out.exists()
 
 
-@pytest.mark.parametrize("model,dataset,fragment", [
-    ("lenet-301", "digits", "'lenet-301'"), ("lenet-300-100", "emnist", "'emnist'"),
-])
+@pytest.mark.parametrize(
+    "model,dataset,fragment",
+    [
+        ("lenet-301", "digits", "'lenet-301'"),
+        ("lenet-300-100", "emnist", "'emnist'"),
+    ],
+)
 def test_cli_unknown_model_or_dataset(capsys, offline_env, model, dataset, fragment):
     rc, _, err = cli(capsys, "supermask", "train", model, dataset, "--out", offline_env / "run")
     assert fragment in one_line_error(rc, err)

@@ -1,4 +1,5 @@
 """Tests for lth.find_ticket on digits: determinism, rewinding, the run directory, global pruning."""
+
 from __future__ import annotations
 
 import csv
@@ -45,8 +46,14 @@ def trainer_for(run: RunDir, data) -> Trainer:
     budget = c["iterations"]
     assert c["milestones"] == [] and c["warmup"] in ("0", "0it")
     settings = OptimizerSettings(
-        name=c["optimizer"], lr=c["lr"], momentum=c["momentum"], nesterov=c["nesterov"],
-        weight_decay=c["weight_decay"], milestones=(), gamma=c["gamma"], warmup=0,
+        name=c["optimizer"],
+        lr=c["lr"],
+        momentum=c["momentum"],
+        nesterov=c["nesterov"],
+        weight_decay=c["weight_decay"],
+        milestones=(),
+        gamma=c["gamma"],
+        warmup=0,
     )
     assert budget == 60
     return Trainer(data, c["batch_size"], settings, c["seed"], c["eval_every"], progress=False)
@@ -179,11 +186,14 @@ def test_no_rewind_file_when_rewinding_to_zero(search_seed0):
     assert not (search_seed0.run_dir.path / "weights" / "rewind.pt").exists()
 
 
-@pytest.mark.parametrize("rewind,evaluations", [
-    ("20it", [20, 40, 60]),
-    ("1ep", [18, 20, 40, 60]),  # digits: 1100 training examples / batch 60 = 18 iterations per epoch
-    ("0.5", [30, 40, 60]),
-])
+@pytest.mark.parametrize(
+    "rewind,evaluations",
+    [
+        ("20it", [20, 40, 60]),
+        ("1ep", [18, 20, 40, 60]),  # digits: 1100 training examples / batch 60 = 18 iterations per epoch
+        ("0.5", [30, 40, 60]),
+    ],
+)
 def test_rewind_units(ticket_search, tmp_path, rewind, evaluations):
     result = ticket_search(tmp_path / "run", rewind=rewind, rounds=1)
     rows = result.run_dir.metrics()
@@ -194,8 +204,10 @@ def test_rewind_units(ticket_search, tmp_path, rewind, evaluations):
 def test_rewind_at_or_beyond_budget_is_refused(tmp_path):
     for rewind in ("60it", "500it", "4ep"):
         with pytest.raises(LthError, match="not before the end of training"):
-            find_ticket(TicketConfig(model="lenet-300-100", dataset="digits", iterations=60,
-                                     rewind=rewind, device="cpu"), progress=False)
+            find_ticket(
+                TicketConfig(model="lenet-300-100", dataset="digits", iterations=60, rewind=rewind, device="cpu"),
+                progress=False,
+            )
 
 
 # ------------------------------------------------------------------ run directory
@@ -203,12 +215,22 @@ def test_rewind_at_or_beyond_budget_is_refused(tmp_path):
 
 def test_run_directory_layout(search_seed0):
     path = search_seed0.run_dir.path
-    for name in ("config.yaml", "status.json", "metrics.csv", "rounds.json",
-                 "accuracy_vs_weights_remaining.png", "learning_curves.png", "weights/init.pt"):
+    for name in (
+        "config.yaml",
+        "status.json",
+        "metrics.csv",
+        "rounds.json",
+        "accuracy_vs_weights_remaining.png",
+        "learning_curves.png",
+        "weights/init.pt",
+    ):
         assert (path / name).is_file(), name
     assert sorted(p.name for p in (path / "masks").iterdir()) == ["round_00.pt", "round_01.pt", "round_02.pt"]
     assert sorted(p.name for p in (path / "weights").iterdir()) == [
-        "final_round_00.pt", "final_round_01.pt", "final_round_02.pt", "init.pt",
+        "final_round_00.pt",
+        "final_round_01.pt",
+        "final_round_02.pt",
+        "init.pt",
     ]
     assert not [p for p in path.rglob("*") if p.name.endswith(".tmp")]  # atomic writes left nothing
     assert json.loads((path / "status.json").read_text())["status"] == "complete"
@@ -240,10 +262,17 @@ def test_metrics_csv(search_seed0):
     for r in range(3):
         mine = [(int(row["iteration"]), row["split"]) for row in rows if int(row["round"]) == r]
         assert mine == [
-            (0, "val"), (0, "test"),
-            (20, "train"), (20, "val"), (20, "test"),
-            (40, "train"), (40, "val"), (40, "test"),
-            (60, "train"), (60, "val"), (60, "test"),
+            (0, "val"),
+            (0, "test"),
+            (20, "train"),
+            (20, "val"),
+            (20, "test"),
+            (40, "train"),
+            (40, "val"),
+            (40, "test"),
+            (60, "train"),
+            (60, "val"),
+            (60, "test"),
         ]
     assert all(0.0 <= float(row["accuracy"]) <= 1.0 and float(row["loss"]) > 0 for row in rows)
 
@@ -308,8 +337,10 @@ def test_global_scope_uses_one_threshold(search_global):
 
 def test_global_with_group_rates_is_refused():
     with pytest.raises(LthError, match="layerwise"):
-        find_ticket(TicketConfig(model="lenet-300-100", dataset="digits", scope="global",
-                                 prune_rate_fc=0.3, device="cpu"), progress=False)
+        find_ticket(
+            TicketConfig(model="lenet-300-100", dataset="digits", scope="global", prune_rate_fc=0.3, device="cpu"),
+            progress=False,
+        )
 
 
 def test_ignored_layers_stay_dense(ticket_search):

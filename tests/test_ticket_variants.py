@@ -1,4 +1,5 @@
 """Ticket-search variants: mask-1/mask-0 actions, controls, one-shot pruning, the choice of w_f."""
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,26 @@ def test_reinit_control_starts_from_fresh_weights(tmp_path):
 
 def test_json_output_gains_controls(capsys, tmp_path):
     out = tmp_path / "run"
-    rc = main(["find-ticket", "lenet-300-100", "digits", "--iterations", "20", "--eval-every", "10",
-               "--rounds", "1", "--controls", "reinit,random-prune", "--out", str(out), "--json", "--device", "cpu"])
+    rc = main(
+        [
+            "find-ticket",
+            "lenet-300-100",
+            "digits",
+            "--iterations",
+            "20",
+            "--eval-every",
+            "10",
+            "--rounds",
+            "1",
+            "--controls",
+            "reinit,random-prune",
+            "--out",
+            str(out),
+            "--json",
+            "--device",
+            "cpu",
+        ]
+    )
     shown = json.loads(capsys.readouterr().out)
     assert rc == 0
     assert set(shown["controls"]) == {"reinit", "random-prune"}
@@ -122,22 +141,38 @@ def test_w_final_at_early_stop_scores_the_weights_of_minimum_validation_loss():
     assert not all(torch.equal(at_end.masks[1][n], expected[n]) for n in LAYERS)
 
 
-@pytest.mark.parametrize("flags,fragment", [
-    (["--keep", "0.5"], "--one-shot"),
-    (["--one-shot"], "--keep"),
-    (["--one-shot", "--keep", "0"], "keep"),
-    (["--one-shot", "--keep", "1.5"], "keep"),
-    (["--controls", "reinit,bogus"], "bogus"),
-    (["--mask1", "bogus"], "rewind"),
-    (["--mask0", "bogus"], "freeze_init"),
-    (["--constant", "0"], "constant"),
-    (["--constant", "-1"], "constant"),
-    (["--criterion", "bogus"], "large_final"),
-    (["--w-final", "5000it"], "w_final"),
-])
+@pytest.mark.parametrize(
+    "flags,fragment",
+    [
+        (["--keep", "0.5"], "--one-shot"),
+        (["--one-shot"], "--keep"),
+        (["--one-shot", "--keep", "0"], "keep"),
+        (["--one-shot", "--keep", "1.5"], "keep"),
+        (["--controls", "reinit,bogus"], "bogus"),
+        (["--mask1", "bogus"], "rewind"),
+        (["--mask0", "bogus"], "freeze_init"),
+        (["--constant", "0"], "constant"),
+        (["--constant", "-1"], "constant"),
+        (["--criterion", "bogus"], "large_final"),
+        (["--w-final", "5000it"], "w_final"),
+    ],
+)
 def test_bad_variant_options_give_one_line(capsys, tmp_path, flags, fragment):
-    rc = main(["find-ticket", "lenet-300-100", "digits", "--iterations", "20", "--quiet", "--device", "cpu",
-               "--out", str(tmp_path / "run"), *flags])
+    rc = main(
+        [
+            "find-ticket",
+            "lenet-300-100",
+            "digits",
+            "--iterations",
+            "20",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "run"),
+            *flags,
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("lth: error:"), err
     assert fragment in err[0]
@@ -192,11 +227,19 @@ def _check_start(mask1: str, start: torch.Tensor, init: torch.Tensor, kept: torc
     assert bool((start[~kept] == 0).all())
 
 
-@pytest.mark.parametrize("mask1,extra", [
-    ("reinit", {}), ("signed_reinit", {}), ("random_reinit", {}), ("signed_reshuffle", {}),
-    ("signed_constant", {"constant": 0.05}), ("rand_signed_constant", {}), ("jitter", {"jitter_sd": 0.1}),
-    ("rewind", {"keep_sign": True, "rescale": True}),
-])
+@pytest.mark.parametrize(
+    "mask1,extra",
+    [
+        ("reinit", {}),
+        ("signed_reinit", {}),
+        ("random_reinit", {}),
+        ("signed_reshuffle", {}),
+        ("signed_constant", {"constant": 0.05}),
+        ("rand_signed_constant", {}),
+        ("jitter", {"jitter_sd": 0.1}),
+        ("rewind", {"keep_sign": True, "rescale": True}),
+    ],
+)
 def test_mask1_actions_set_the_starting_weights(tmp_path, round_starts, mask1, extra):
     out = tmp_path / mask1
     run_search(out, rounds=1, iterations=20, eval_every=20, mask1=mask1, **extra)
@@ -222,8 +265,22 @@ def test_init_mask_that_does_not_match_the_model_is_one_line(capsys, tmp_path):
     unknown = tmp_path / "unknown.pt"
     Mask({"conv9.weight": torch.ones(3, 3, dtype=torch.bool)}).save(unknown)
     for path, fragment in ((bad, "shape"), (unknown, "conv9.weight"), (tmp_path / "missing.pt", "does not exist")):
-        rc = main(["find-ticket", "lenet-300-100", "digits", "--iterations", "20", "--quiet", "--device", "cpu",
-                   "--init-mask", str(path), "--out", str(tmp_path / "run")])
+        rc = main(
+            [
+                "find-ticket",
+                "lenet-300-100",
+                "digits",
+                "--iterations",
+                "20",
+                "--quiet",
+                "--device",
+                "cpu",
+                "--init-mask",
+                str(path),
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and fragment in err[0], err
         assert not (tmp_path / "run").exists()

@@ -1,4 +1,5 @@
 """compute_mask on hand-made state dicts, agreement with torch.nn.utils.prune, and the torch_prune interop."""
+
 from __future__ import annotations
 
 import copy
@@ -49,7 +50,12 @@ def test_prunable_names_lenet():
     state = build_model("lenet-300-100", (1, 28, 28), 10, seed=0).state_dict()
     assert prunable_names(state) == ["fc1.weight", "fc2.weight", "fc3.weight"]
     assert prunable_names(state, prune_biases=True) == [
-        "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias",
+        "fc1.weight",
+        "fc1.bias",
+        "fc2.weight",
+        "fc2.bias",
+        "fc3.weight",
+        "fc3.bias",
     ]
 
 
@@ -134,16 +140,19 @@ def test_random_criterion_is_seeded():
     assert a.kept() == 32
 
 
-@pytest.mark.parametrize("kwargs,fragment", [
-    (dict(keep=0.0), "keep must be in (0, 1]"),
-    (dict(keep=1.5), "keep must be in (0, 1]"),
-    (dict(prune_rate=1.0), "prune_rate must be in [0, 1)"),
-    (dict(prune_rate=-0.1), "prune_rate must be in [0, 1)"),
-    (dict(), "neither"),
-    (dict(keep=0.5, prune_rate=0.5), "not both"),
-    (dict(keep=0.5, scope="per-layer"), "'per-layer'"),
-    (dict(keep=0.5, criterion="largest"), "'largest'"),
-])
+@pytest.mark.parametrize(
+    "kwargs,fragment",
+    [
+        (dict(keep=0.0), "keep must be in (0, 1]"),
+        (dict(keep=1.5), "keep must be in (0, 1]"),
+        (dict(prune_rate=1.0), "prune_rate must be in [0, 1)"),
+        (dict(prune_rate=-0.1), "prune_rate must be in [0, 1)"),
+        (dict(), "neither"),
+        (dict(keep=0.5, prune_rate=0.5), "not both"),
+        (dict(keep=0.5, scope="per-layer"), "'per-layer'"),
+        (dict(keep=0.5, criterion="largest"), "'largest'"),
+    ],
+)
 def test_bad_arguments(kwargs, fragment):
     state = tiny_state()
     with pytest.raises(LthError) as info:
@@ -200,8 +209,10 @@ def test_large_final_matches_torch_prune_over_rounds(scope):
     init = {k: torch.randn(v.shape, generator=g) for k, v in net.state_dict().items()}
     mask = None
     rate = 0.2
-    expected_kept = {"layerwise": [(58, 102, 19), (46, 82, 15), (37, 66, 12), (30, 53, 10)],
-                     "global": [179, 143, 114, 91]}[scope]
+    expected_kept = {
+        "layerwise": [(58, 102, 19), (46, 82, 15), (37, 66, 12), (30, 53, 10)],
+        "global": [179, 143, 114, 91],
+    }[scope]
     for r in range(4):
         final = {k: torch.randn(v.shape, generator=g) for k, v in init.items()}  # "training" = new weights
         mask = compute_mask(init, final, "large_final", prune_rate=rate, scope=scope, prev_mask=mask)

@@ -1,4 +1,5 @@
 """Tests for lth.training: masked training, optimizer state, LR schedule, evaluation, early stopping."""
+
 from __future__ import annotations
 
 import math
@@ -28,10 +29,9 @@ def half_mask(model: nn.Module, seed: int = 0) -> Mask:
     """About half of every prunable weight pruned, at random positions."""
     generator = torch.Generator().manual_seed(seed)
     params = dict(model.named_parameters())
-    return Mask({
-        name: torch.rand(params[name].shape, generator=generator) < 0.5
-        for name in prunable_parameters(model)
-    })
+    return Mask(
+        {name: torch.rand(params[name].shape, generator=generator) < 0.5 for name in prunable_parameters(model)}
+    )
 
 
 def state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -98,10 +98,12 @@ def test_pruned_weights_stay_exactly_zero(digits, captured_optimizers, settings)
 def test_mask_enforcer_keeps_optimizer_state_zero(settings):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
-    mask = Mask({
-        "0.weight": torch.rand(5, 6, generator=torch.Generator().manual_seed(1)) < 0.5,
-        "2.weight": torch.tensor([[True, False, True, True, False]] * 3),
-    })
+    mask = Mask(
+        {
+            "0.weight": torch.rand(5, 6, generator=torch.Generator().manual_seed(1)) < 0.5,
+            "2.weight": torch.tensor([[True, False, True, True, False]] * 3),
+        }
+    )
     enforcer = MaskEnforcer(model, mask, settings.weight_decay)
     enforcer.zero_pruned()
     params = dict(model.named_parameters())
@@ -178,8 +180,9 @@ def test_capture_sees_the_weights_after_t_steps(digits):
 def test_evaluation_points_and_rows(digits):
     trainer = Trainer(digits, 40, ADAM_WD, seed=0, eval_every=10, progress=False)
     result = trainer.train(lenet(), None, 5, 27)
-    iterations = {split: [r["iteration"] for r in result.metrics if r["split"] == split]
-                  for split in ("train", "val", "test")}
+    iterations = {
+        split: [r["iteration"] for r in result.metrics if r["split"] == split] for split in ("train", "val", "test")
+    }
     assert iterations == {"train": [10, 20, 27], "val": [5, 10, 20, 27], "test": [5, 10, 20, 27]}
     for row in result.metrics:
         assert 0.0 <= row["accuracy"] <= 1.0 and row["loss"] > 0
@@ -291,8 +294,10 @@ def test_trainer_evaluate_uses_val_and_test(digits):
     model = lenet()
     (val_loss, val_acc), (test_loss, test_acc) = Trainer(digits, 40, ADAM_WD, seed=0, progress=False).evaluate(model)
     with torch.no_grad():
-        for x, y, loss, acc in ((digits.val_x, digits.val_y, val_loss, val_acc),
-                                (digits.test_x, digits.test_y, test_loss, test_acc)):
+        for x, y, loss, acc in (
+            (digits.val_x, digits.val_y, val_loss, val_acc),
+            (digits.test_x, digits.test_y, test_loss, test_acc),
+        ):
             logits = model(x)
             assert loss == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
             assert acc == pytest.approx((logits.argmax(1) == y).float().mean().item(), abs=1e-7)
@@ -313,13 +318,15 @@ def rows(iteration, val_loss, val_acc, test_loss, test_acc, train=True):
 
 
 def test_round_result_early_stop_is_minimum_val_loss():
-    result = RoundResult(metrics=[
-        *rows(0, 2.3, 0.10, 2.3, 0.11, train=False),
-        *rows(100, 0.40, 0.88, 0.45, 0.86),
-        *rows(200, 0.30, 0.90, 0.35, 0.89),  # minimum validation loss
-        *rows(300, 0.50, 0.93, 0.28, 0.92),  # best accuracies, but not the lowest val loss
-        *rows(400, 0.45, 0.91, 0.40, 0.90),
-    ])
+    result = RoundResult(
+        metrics=[
+            *rows(0, 2.3, 0.10, 2.3, 0.11, train=False),
+            *rows(100, 0.40, 0.88, 0.45, 0.86),
+            *rows(200, 0.30, 0.90, 0.35, 0.89),  # minimum validation loss
+            *rows(300, 0.50, 0.93, 0.28, 0.92),  # best accuracies, but not the lowest val loss
+            *rows(400, 0.45, 0.91, 0.40, 0.90),
+        ]
+    )
     result.summarise()
     assert result.early_stop_iteration == 200
     assert result.val_accuracy_at_early_stop == 0.90
@@ -330,11 +337,13 @@ def test_round_result_early_stop_is_minimum_val_loss():
 
 
 def test_round_result_tie_takes_earliest_iteration():
-    result = RoundResult(metrics=[
-        *rows(0, 1.0, 0.5, 1.0, 0.5, train=False),
-        *rows(10, 0.2, 0.8, 0.3, 0.7),
-        *rows(20, 0.2, 0.9, 0.3, 0.8),
-    ])
+    result = RoundResult(
+        metrics=[
+            *rows(0, 1.0, 0.5, 1.0, 0.5, train=False),
+            *rows(10, 0.2, 0.8, 0.3, 0.7),
+            *rows(20, 0.2, 0.9, 0.3, 0.8),
+        ]
+    )
     result.summarise()
     assert result.early_stop_iteration == 10
     assert result.test_accuracy_at_early_stop == 0.7
@@ -346,8 +355,12 @@ def test_frozen_nonzero_pruned_weights_are_bit_identical_after_50_steps(digits, 
     model = build_model("lenet-300-100", digits.input_shape, digits.num_classes, seed=0)
     params = dict(model.named_parameters())
     generator = torch.Generator().manual_seed(5)
-    mask = Mask({name: torch.rand(params[name].shape, generator=generator) < 0.5
-                 for name in ("fc1.weight", "fc2.weight", "fc3.weight")})
+    mask = Mask(
+        {
+            name: torch.rand(params[name].shape, generator=generator) < 0.5
+            for name in ("fc1.weight", "fc2.weight", "fc3.weight")
+        }
+    )
     before = {name: params[name].detach().clone() for name in mask}
     trainer = Trainer(digits, 32, settings, seed=0, eval_every=1000, progress=False)
     trainer.train(model, mask, 0, 50, zero_pruned=False)

@@ -1,5 +1,6 @@
 """K networks trained side by side equal each network trained alone (to float rounding):
 own initialisation, mask, frozen pruned values, data order and optimizer state."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,8 +29,11 @@ def masks_for(models: list[nn.Module], seed: int = 5) -> list[Mask | None]:
         if i == 1:
             out.append(None)
             continue
-        out.append(Mask({n: torch.rand(p.shape, generator=g) < 0.6 for n, p in model.named_parameters()
-                         if n.endswith("weight")}))
+        out.append(
+            Mask(
+                {n: torch.rand(p.shape, generator=g) < 0.6 for n, p in model.named_parameters() if n.endswith("weight")}
+            )
+        )
     return out
 
 
@@ -41,7 +45,9 @@ def alone_and_together(data: DataBundle, name: str, settings: OptimizerSettings,
     for seed, state, mask in zip(SEEDS, start_states, masks):
         model = build_model(name, data.input_shape, data.num_classes, seed=seed)
         model.load_state_dict(state)
-        result = Trainer(data, 30, settings, seed, 10, progress=False).train(model, mask, 0, steps, zero_pruned=zero_pruned)
+        result = Trainer(data, 30, settings, seed, 10, progress=False).train(
+            model, mask, 0, steps, zero_pruned=zero_pruned
+        )
         alone.append((result, model))
     together = VectorTrainer(data, 30, settings, SEEDS, 10, progress=False).train(
         models, masks, 0, steps, zero_pruned=zero_pruned
@@ -53,10 +59,19 @@ def alone_and_together(data: DataBundle, name: str, settings: OptimizerSettings,
 def test_vectorised_equals_alone(digits, name, optimizer):
     data = digits
     if name == "conv-2":  # conv nets see images: digits as (1, 8, 8)
-        data = dataclasses.replace(digits, train_x=digits.train_x.view(-1, 1, 8, 8), val_x=digits.val_x.view(-1, 1, 8, 8),
-                                   test_x=digits.test_x.view(-1, 1, 8, 8), input_shape=(1, 8, 8))
-    settings = OptimizerSettings(name=optimizer, lr=1e-3 if optimizer == "adam" else 0.01,
-                                 momentum=0.9 if optimizer == "sgd" else 0.0, weight_decay=1e-4)
+        data = dataclasses.replace(
+            digits,
+            train_x=digits.train_x.view(-1, 1, 8, 8),
+            val_x=digits.val_x.view(-1, 1, 8, 8),
+            test_x=digits.test_x.view(-1, 1, 8, 8),
+            input_shape=(1, 8, 8),
+        )
+    settings = OptimizerSettings(
+        name=optimizer,
+        lr=1e-3 if optimizer == "adam" else 0.01,
+        momentum=0.9 if optimizer == "sgd" else 0.0,
+        weight_decay=1e-4,
+    )
     alone, together, models, masks, start = alone_and_together(data, name, settings, steps=60, zero_pruned=False)
     for (result, model), vector_result, vector_model, mask, state in zip(alone, together, models, masks, start):
         a, b = result.metrics, vector_result.metrics
@@ -100,8 +115,10 @@ def test_batch_norm_models_are_refused(digits):
     with pytest.raises(LthError, match="without running batch statistics"):
         check_vectorizable(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)))
     trainer = VectorTrainer(digits, 30, OptimizerSettings(name="adam", lr=1e-3), [0, 1], 10, progress=False)
-    models = [build_model("lenet-300-100", digits.input_shape, digits.num_classes, seed=0),
-              nn.Sequential(nn.Flatten(), nn.Linear(64, 10))]
+    models = [
+        build_model("lenet-300-100", digits.input_shape, digits.num_classes, seed=0),
+        nn.Sequential(nn.Flatten(), nn.Linear(64, 10)),
+    ]
     with pytest.raises(LthError, match="one architecture"):
         trainer.train(models, [None, None], 0, 5)
 
@@ -113,6 +130,7 @@ def test_lockstep_results_do_not_depend_on_which_program_asks_first(digits):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
+
         def run(delays: list[float]) -> list[list[dict]]:
             lockstep = Lockstep(3, progress=False)
             factory = lockstep.trainer_factory()
@@ -122,6 +140,7 @@ def test_lockstep_results_do_not_depend_on_which_program_asks_first(digits):
                     time.sleep(delays[i])
                     model = build_model("lenet-300-100", digits.input_shape, digits.num_classes, seed=i)
                     return factory(digits, 30, settings, i, 20).train(model, None, 0, 40)
+
                 return go
 
             return [result.metrics for result in lockstep.run([program(i) for i in range(3)])]

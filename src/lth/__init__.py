@@ -6,6 +6,7 @@ rewinding, on the bundled models or any ``torch.nn.Module``.
 The names below are imported on first use (``import lth`` alone loads neither torch nor the
 plotting stack), so that ``lth --help`` and a script's start stay fast.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """``python -m lth``."""
+
 import sys
 
 from lth.cli import main

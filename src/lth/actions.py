@@ -5,11 +5,12 @@ pruned weights hold (SPEC 4). The trainer freezes pruned entries at whatever val
 with. All randomness comes from the seeded CPU generator in ``LayerState``; draws are made on
 the CPU and moved to the layer's device, so results do not depend on the device.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -203,9 +204,11 @@ def mask1_values(name: str, state: LayerState, options: Mask1Options) -> Tensor:
         values = values * (state.mask.numel() / max(int(state.mask.sum()), 1))
     values = torch.where(state.mask, values, torch.zeros_like(values))
     if not bool(torch.isfinite(values).all()):  # once per layer and round: e.g. a huge constant, rescaled
-        used = [f"constant={options.constant:g}" if base == "constant" and options.constant is not None else "",
-                f"jitter_sd={options.jitter_sd:g}" if base == "jitter" else "",
-                "rescale" if options.rescale else ""]
+        used = [
+            f"constant={options.constant:g}" if base == "constant" and options.constant is not None else "",
+            f"jitter_sd={options.jitter_sd:g}" if base == "jitter" else "",
+            "rescale" if options.rescale else "",
+        ]
         causes = ", ".join(u for u in used if u) or "the weights it starts from are not finite"
         raise LthError(f"mask-1 action {name!r} gives non-finite start weights ({causes}); use smaller values")
     return values

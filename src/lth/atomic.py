@@ -4,6 +4,7 @@ The file gets the permissions an ordinary ``open(path, "w")`` would give it (066
 process's umask, e.g. 0644 under the usual 022), not ``mkstemp``'s private 0600: run
 directories are read by other users, other nodes of a cluster and web servers.
 """
+
 from __future__ import annotations
 
 import csv
@@ -11,9 +12,9 @@ import errno
 import io
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Callable, Optional
+from typing import Any
 
 from lth.errors import LthError
 
@@ -35,13 +36,13 @@ def current_umask() -> int:
 _FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 
 
-def _full_disk(error: BaseException) -> Optional[str]:
-    """"no space left on device" (or "disk quota exceeded") if ``error`` comes from a write that
+def _full_disk(error: BaseException) -> str | None:
+    """ "no space left on device" (or "disk quota exceeded") if ``error`` comes from a write that
     found the disk full, else None. The OSError may be ``error`` itself or what it was raised
     from or while handling: torch.save, for one, raises its own RuntimeError ("... inline_container
     ... unexpected pos ...") while handling the OSError of the failed write."""
     seen: set[int] = set()
-    cause: Optional[BaseException] = error
+    cause: BaseException | None = error
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
         if isinstance(cause, OSError) and cause.errno in _FULL:

@@ -1,10 +1,11 @@
 """Typed, validated run configuration: defaults, duration parsing and YAML/CLI merging."""
+
 from __future__ import annotations
 
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -44,8 +45,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(it|ep)?\s*$")
 def check_seed(seed: Any, name: str = "seed") -> int:
     """``seed`` if ``torch.manual_seed`` accepts it (an integer from -2^63 to 2^64-1); LthError otherwise."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
-        raise LthError(f"{name} must be an integer from -2^63 to 2^64-1 (what torch.manual_seed accepts), "
-                       f"got {brief(seed)}")
+        raise LthError(
+            f"{name} must be an integer from -2^63 to 2^64-1 (what torch.manual_seed accepts), got {brief(seed)}"
+        )
     return seed
 
 
@@ -55,8 +57,10 @@ def check_budget(iterations: int, what: str) -> int:
     if iterations > MAX_ITERATIONS:
         digits = len(str(iterations))
         count = str(iterations) if digits <= 15 else f"about 10^{digits - 1}"
-        raise LthError(f"{what} is {count} iterations per round; at most {MAX_ITERATIONS} iterations per round "
-                       "are allowed (lth.config.MAX_ITERATIONS)")
+        raise LthError(
+            f"{what} is {count} iterations per round; at most {MAX_ITERATIONS} iterations per round "
+            "are allowed (lth.config.MAX_ITERATIONS)"
+        )
     return iterations
 
 
@@ -75,9 +79,7 @@ def parse_duration(text: str | int | float, iterations_per_epoch: int, budget: i
         return int(round(value * iterations_per_epoch))
     if unit == "it" or value >= 1 or value == 0:
         if not value.is_integer():
-            raise LthError(
-                f"duration {text!r} is neither a whole number of iterations nor a fraction below 1"
-            )
+            raise LthError(f"duration {text!r} is neither a whole number of iterations nor a fraction below 1")
         return int(value)
     if budget is None:
         raise LthError(f"fraction {text!r} needs a training budget to be relative to")
@@ -92,13 +94,13 @@ class TicketConfig(BaseModel):
 
     model: str
     dataset: str
-    data_dir: Optional[str] = None
+    data_dir: str | None = None
     rounds: NonNegativeInt = 15
-    prune_rate: Optional[Rate] = None
-    prune_rate_fc: Optional[Rate] = None
-    prune_rate_conv: Optional[Rate] = None
-    prune_rate_output: Optional[Rate] = None
-    scope: Optional[Literal["layerwise", "global"]] = None
+    prune_rate: Rate | None = None
+    prune_rate_fc: Rate | None = None
+    prune_rate_conv: Rate | None = None
+    prune_rate_output: Rate | None = None
+    scope: Literal["layerwise", "global"] | None = None
     ignore_layers: list[str] = []
     prune_biases: bool = False
     criterion: str = "large_final"
@@ -107,29 +109,29 @@ class TicketConfig(BaseModel):
     keep_sign: bool = False
     rescale: bool = False
     jitter_sd: NonNegativeFloat = 0.01
-    constant: Optional[PositiveFloat] = None
+    constant: PositiveFloat | None = None
     mask0: str = "zero"
     one_shot: bool = False
-    keep: Optional[Annotated[float, Field(gt=0.0, le=1.0)]] = None
+    keep: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     controls: list[str] = []
-    init_mask: Optional[str] = None
-    prune_at_init: Optional[str] = None  # prune at initialisation first: snip | grasp | synflow | magnitude | random
-    init_keep: Optional[Annotated[float, Field(gt=0.0, le=1.0)]] = None  # ... keeping this fraction
+    init_mask: str | None = None
+    prune_at_init: str | None = None  # prune at initialisation first: snip | grasp | synflow | magnitude | random
+    init_keep: Annotated[float, Field(gt=0.0, le=1.0)] | None = None  # ... keeping this fraction
     init_ablation: Literal["none", "shuffle", "reinit", "invert"] = "none"  # ... with this sanity check
-    prune_iterations: Optional[PositiveInt] = None  # ... in this many iterations [synflow 100, others 1]
-    score_batches: Optional[PositiveInt] = None  # ... scored on this many training batches [10] (snip, grasp)
+    prune_iterations: PositiveInt | None = None  # ... in this many iterations [synflow 100, others 1]
+    score_batches: PositiveInt | None = None  # ... scored on this many training batches [10] (snip, grasp)
     rewind: str = "0"
-    iterations: Optional[PositiveInt] = None
-    epochs: Optional[PositiveFloat] = None
-    batch_size: Optional[PositiveInt] = None
-    optimizer: Optional[Literal["adam", "sgd"]] = None
-    lr: Optional[PositiveFloat] = None
-    momentum: Optional[Rate] = None
-    nesterov: Optional[bool] = None
-    weight_decay: Optional[NonNegativeFloat] = None
-    milestones: Optional[list[str]] = None
-    gamma: Optional[PositiveFloat] = None
-    warmup: Optional[str] = None
+    iterations: PositiveInt | None = None
+    epochs: PositiveFloat | None = None
+    batch_size: PositiveInt | None = None
+    optimizer: Literal["adam", "sgd"] | None = None
+    lr: PositiveFloat | None = None
+    momentum: Rate | None = None
+    nesterov: bool | None = None
+    weight_decay: NonNegativeFloat | None = None
+    milestones: list[str] | None = None
+    gamma: PositiveFloat | None = None
+    warmup: str | None = None
     seed: int = 0
     eval_every: PositiveInt = 100
     checkpoint_every: NonNegativeInt = 1000  # iterations between in-round checkpoints (0: rounds only)
@@ -139,7 +141,7 @@ class TicketConfig(BaseModel):
     compile: bool = False  # torch.compile the forward pass
     channels_last: bool = False  # NHWC layout for conv nets
     log: list[str] = []  # loggers mirroring metrics and config: tensorboard, mlflow (optional extras)
-    name: Optional[str] = None
+    name: str | None = None
 
     @field_validator("controls", "log", "milestones", "ignore_layers", mode="before")
     @classmethod
@@ -180,7 +182,7 @@ class TicketConfig(BaseModel):
 
     @field_validator("prune_at_init")
     @classmethod
-    def _known_method(cls, v: Optional[str]) -> Optional[str]:
+    def _known_method(cls, v: str | None) -> str | None:
         from lth.init_pruning.prune import METHOD_NAMES
 
         if v is not None and v not in METHOD_NAMES:
@@ -196,7 +198,7 @@ class TicketConfig(BaseModel):
 
     @field_validator("iterations")
     @classmethod
-    def _sane_budget(cls, v: Optional[int]) -> Optional[int]:
+    def _sane_budget(cls, v: int | None) -> int | None:
         if v is not None and v > MAX_ITERATIONS:
             raise ValueError(f"at most {MAX_ITERATIONS} iterations per round (lth.config.MAX_ITERATIONS)")
         return v
@@ -210,13 +212,13 @@ class TicketConfig(BaseModel):
 
     @field_validator("constant", "jitter_sd")
     @classmethod
-    def _float32_magnitude(cls, v: Optional[float]) -> Optional[float]:
+    def _float32_magnitude(cls, v: float | None) -> float | None:
         if v is not None and v > FLOAT32_MAX:
             raise ValueError(f"must be at most {FLOAT32_MAX!r} (the largest float32 weight)")
         return v
 
     @model_validator(mode="after")
-    def _budget(self) -> "TicketConfig":
+    def _budget(self) -> TicketConfig:
         if self.iterations is not None and self.epochs is not None:
             raise ValueError("give either iterations or epochs, not both")
         if self.one_shot and self.keep is None:
@@ -229,12 +231,18 @@ class TicketConfig(BaseModel):
         return self
 
     def _check_prune_at_init(self) -> None:
-        at_init = {"init_keep": self.init_keep, "prune_iterations": self.prune_iterations,
-                   "score_batches": self.score_batches, "init_ablation": None if self.init_ablation == "none" else 1}
+        at_init = {
+            "init_keep": self.init_keep,
+            "prune_iterations": self.prune_iterations,
+            "score_batches": self.score_batches,
+            "init_ablation": None if self.init_ablation == "none" else 1,
+        }
         if self.prune_at_init is None:
             given = [key for key, value in at_init.items() if value is not None]
             if given:
-                raise ValueError(f"--{given[0].replace('_', '-')} applies to pruning at initialisation; add --prune-at-init METHOD")
+                raise ValueError(
+                    f"--{given[0].replace('_', '-')} applies to pruning at initialisation; add --prune-at-init METHOD"
+                )
             return
         if self.init_keep is None:
             raise ValueError("pruning at initialisation needs the fraction to keep (--init-keep F)")
@@ -243,8 +251,9 @@ class TicketConfig(BaseModel):
         from lth.init_pruning.prune import needs_data
 
         if self.score_batches is not None and not needs_data(self.prune_at_init):
-            raise ValueError(f"--score-batches applies to snip and grasp, which score with data; "
-                             f"{self.prune_at_init} needs none")
+            raise ValueError(
+                f"--score-batches applies to snip and grasp, which score with data; {self.prune_at_init} needs none"
+            )
 
     def acceleration(self) -> Any:
         """The :class:`~lth.training.Acceleration` these settings ask for."""
@@ -252,7 +261,7 @@ class TicketConfig(BaseModel):
 
         return Acceleration(self.precision, self.compile, self.channels_last)
 
-    def with_recipe(self, recipe: Any) -> "TicketConfig":
+    def with_recipe(self, recipe: Any) -> TicketConfig:
         """Fill every unset training/pruning field from a model's paper recipe."""
         values = self.model_dump()
         fill = {
@@ -357,8 +366,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if count_values(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:  # YAML aliases nested into a "billion laughs"
-        raise LthError(f"config file {str(path)!r} expands to more than {MAX_CONFIG_VALUES} values through YAML "
-                       "aliases; write the values out")
+        raise LthError(
+            f"config file {str(path)!r} expands to more than {MAX_CONFIG_VALUES} values through YAML "
+            "aliases; write the values out"
+        )
     if not isinstance(data, dict):
         raise LthError(f"config file {str(path)!r} must hold a mapping of keys to values")
     return {str(key).replace("-", "_"): value for key, value in data.items()}

@@ -6,6 +6,7 @@ process fewer: an affinity mask (``taskset``, Slurm's cgroups cpusets) or a CPU 
 machine, so on a shared or limited machine its OpenMP threads outnumber the CPUs and wait on
 each other. :func:`available_cpus` reads both limits; :func:`use_threads` sets torch's count.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 from lth.errors import LthError
 
@@ -32,7 +32,7 @@ def _affinity() -> int:
         return os.cpu_count() or 1
 
 
-def cgroup_quota(root: Path = CGROUP_ROOT) -> Optional[float]:
+def cgroup_quota(root: Path = CGROUP_ROOT) -> float | None:
     """The CPU quota of this process's cgroup in CPUs (e.g. 1.5), or None when unlimited/unknown.
 
     cgroup v2: ``cpu.max`` = ``QUOTA PERIOD`` or ``max PERIOD``; v1: ``cpu/cpu.cfs_quota_us``
@@ -63,13 +63,13 @@ def available_cpus(root: Path = CGROUP_ROOT) -> int:
     return max(1, cpus)
 
 
-def check_threads(threads: Optional[int], what: str = "--threads") -> Optional[int]:
+def check_threads(threads: int | None, what: str = "--threads") -> int | None:
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise LthError(f"{what} must be a whole number >= 1, got {threads!r}")
     return threads
 
 
-def cpu_times(path: Path = PROC_STAT) -> Optional[tuple[int, int]]:
+def cpu_times(path: Path = PROC_STAT) -> tuple[int, int] | None:
     """(busy, total) time of all the machine's CPUs since boot, in clock ticks (Linux), or None."""
     try:
         with open(path, encoding="ascii") as stat:
@@ -83,7 +83,7 @@ def cpu_times(path: Path = PROC_STAT) -> Optional[tuple[int, int]]:
     return total - ticks[3] - ticks[4], total
 
 
-def busy_cpus(seconds: float = 0.1, path: Path = PROC_STAT) -> Optional[float]:
+def busy_cpus(seconds: float = 0.1, path: Path = PROC_STAT) -> float | None:
     """How many CPUs the machine's processes keep busy, averaged over ``seconds`` during which
     this process sleeps (so: the others' load), or None where /proc/stat is not readable."""
     first = cpu_times(path)
@@ -113,7 +113,7 @@ def yield_when_busy(seconds: float = 0.1, threshold: float = BUSY_THRESHOLD) -> 
     return True
 
 
-def requested_threads() -> Optional[int]:
+def requested_threads() -> int | None:
     """The thread count the user asked for with ``lth --threads N`` / ``$LTH_THREADS`` (None: none)."""
     value = os.environ.get(THREADS_ENV, "").strip()
     if not value:
@@ -127,7 +127,7 @@ def requested_threads() -> Optional[int]:
     return threads
 
 
-def use_threads(threads: Optional[int] = None) -> Optional[int]:
+def use_threads(threads: int | None = None) -> int | None:
     """Give torch ``threads`` intra-op threads; without it, :func:`available_cpus` when something
     limits this process below the machine's CPUs (and ``OMP_NUM_THREADS`` is not set), else
     torch's own default. Before torch is imported this sets ``OMP_NUM_THREADS`` (torch reads it

@@ -4,10 +4,11 @@ Every criterion scores all entries of a parameter tensor; ``lth.pruning.prune`` 
 the entries still kept (``ScoreInputs.mask``) compete. Signs follow ``torch.sign``: an exact
 zero has sign 0, so it agrees only with another zero.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 
@@ -23,9 +24,9 @@ class ScoreInputs:
     w_final: torch.Tensor  # value at the end of the round (or at the chosen evaluation step)
     mask: torch.Tensor  # bool, the current mask (True = still kept); only kept entries compete
     generator: torch.Generator  # seeded, for random scores
-    grad: Optional[torch.Tensor] = None  # loss gradient at the rewind point, for gradient criteria
-    hessian_grad: Optional[torch.Tensor] = None  # H g (Hessian times loss gradient), for grasp
-    flow_grad: Optional[torch.Tensor] = None  # dR/d|w| of the SynFlow objective R, for synflow
+    grad: torch.Tensor | None = None  # loss gradient at the rewind point, for gradient criteria
+    hessian_grad: torch.Tensor | None = None  # H g (Hessian times loss gradient), for grasp
+    flow_grad: torch.Tensor | None = None  # dR/d|w| of the SynFlow objective R, for synflow
 
 
 Criterion = Callable[[ScoreInputs], torch.Tensor]
@@ -159,8 +160,11 @@ def _needed(s: ScoreInputs, name: str) -> torch.Tensor:
     value = getattr(s, field)
     if value is None:
         others = ", ".join(RANKED_CRITERIA + ["random"])
-        what = {"grad": "a loss gradient", "hessian_grad": "a Hessian-gradient product",
-                "flow_grad": "the SynFlow gradient"}[field]
+        what = {
+            "grad": "a loss gradient",
+            "hessian_grad": "a Hessian-gradient product",
+            "flow_grad": "the SynFlow gradient",
+        }[field]
         raise LthError(
             f"criterion {name!r} needs the model: {what} at the rewind point, and none was "
             f"given; compute it with lth.init_pruning or choose a criterion that needs none: {others}"
@@ -212,8 +216,8 @@ def compute_scores(
     w_final: dict[str, torch.Tensor],
     mask: dict[str, torch.Tensor],
     generator: torch.Generator,
-    grads: Optional[dict[str, torch.Tensor]] = None,
-    derivatives: Optional[dict[str, dict[str, torch.Tensor]]] = None,
+    grads: dict[str, torch.Tensor] | None = None,
+    derivatives: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Scores for every parameter in ``mask`` under the criterion ``name``.
 
@@ -225,15 +229,20 @@ def compute_scores(
     if grads is not None:
         fields["grad"] = grads
 
-    def pick(field: str, key: str) -> Optional[torch.Tensor]:
+    def pick(field: str, key: str) -> torch.Tensor | None:
         values = fields.get(field)
         return None if values is None or key not in values else values[key].float()
 
     return {
         key: criterion(
             ScoreInputs(
-                w_init[key].float(), w_final[key].float(), mask[key].bool(), generator,
-                pick("grad", key), pick("hessian_grad", key), pick("flow_grad", key),
+                w_init[key].float(),
+                w_final[key].float(),
+                mask[key].bool(),
+                generator,
+                pick("grad", key),
+                pick("hessian_grad", key),
+                pick("flow_grad", key),
             )
         )
         for key in mask

@@ -4,12 +4,14 @@ Every problem becomes one :class:`~lth.errors.LthError` line naming the file and
 unreadable, not UTF-8, empty, not parsing, nested too deeply, expanding through YAML aliases
 into a huge structure (a "billion laughs"), or holding the wrong kind of value.
 """
+
 from __future__ import annotations
 
 import json
 import reprlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import yaml
 
@@ -44,7 +46,7 @@ def count_values(data: Any, limit: int = MAX_VALUES) -> int:
             return sizes[key]
         sizes[key] = limit + 1  # a container reached again while counting it: a cycle
         total = 1
-        for item in (value.values() if isinstance(value, dict) else value):
+        for item in value.values() if isinstance(value, dict) else value:
             total += size(item)
             if total > limit:
                 break
@@ -83,7 +85,7 @@ def parse_text(text: str, fmt: str) -> Any:
 def read_document(
     path: str | Path,
     expected: type | tuple[type, ...],
-    check: Optional[Callable[[Any], Optional[str]]] = None,
+    check: Callable[[Any], str | None] | None = None,
     hint: str = DAMAGED_HINT,
 ) -> Any:
     """The parsed content of the JSON (``*.json``) or YAML file ``path``, of type ``expected``.
@@ -120,8 +122,15 @@ def read_document(
     return data
 
 
-_KINDS = {dict: "a mapping", list: "a list", str: "a string", int: "a whole number", float: "a number",
-          bool: "true/false", type(None): "nothing"}
+_KINDS = {
+    dict: "a mapping",
+    list: "a list",
+    str: "a string",
+    int: "a whole number",
+    float: "a number",
+    bool: "true/false",
+    type(None): "nothing",
+}
 
 
 def _kind_name(expected: type | tuple[type, ...]) -> str:
@@ -138,7 +147,7 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def row_problem(rows: list[Any], fields: dict[str, Callable[[Any], bool]], what: str = "row") -> Optional[str]:
+def row_problem(rows: list[Any], fields: dict[str, Callable[[Any], bool]], what: str = "row") -> str | None:
     """What is wrong with the first bad entry of ``rows`` (each a mapping with ``fields``
     passing their checks), or None."""
     for i, row in enumerate(rows):

@@ -1,4 +1,5 @@
 """The single exception type for user mistakes (and the one-line warning)."""
+
 import sys
 
 
@@ -17,8 +18,15 @@ class TrainingDiverged(LthError):
     callers that know the round re-raise it with the round and where the results are kept.
     """
 
-    def __init__(self, iteration: int, loss: float, start: int = 0, network: str = "",
-                 message: str | None = None, index: int | None = None) -> None:
+    def __init__(
+        self,
+        iteration: int,
+        loss: float,
+        start: int = 0,
+        network: str = "",
+        message: str | None = None,
+        index: int | None = None,
+    ) -> None:
         self.iteration, self.loss, self.start, self.network = iteration, loss, start, network
         self.index = index  # in a vectorised training: the position of the network that diverged
         of = f" of {network}" if network else ""

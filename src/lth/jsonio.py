@@ -5,6 +5,7 @@ Python's :func:`json.dumps` writes non-finite floats as the bare words ``NaN``, 
 :func:`dumps` writes them as ``null`` instead, and is used for every JSON file and every
 ``--json`` output lth writes.
 """
+
 from __future__ import annotations
 
 import json

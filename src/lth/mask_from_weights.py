@@ -3,6 +3,7 @@
 ``init`` and ``final`` are plain state dicts (``model.state_dict()``); the prunable tensors are
 found by name and shape alone (see :func:`prunable_names`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -47,7 +48,10 @@ def prune_rate_from(keep: float | None, prune_rate: float | None) -> float:
     (``round(rate * kept)`` weights removed).
     """
     if keep is None and prune_rate is None:
-        raise LthError("give exactly one of keep (fraction kept, in (0, 1]) or prune_rate (fraction removed, in [0, 1)); got neither")
+        raise LthError(
+            "give exactly one of keep (fraction kept, in (0, 1]) or prune_rate (fraction removed, in [0, 1)); "
+            "got neither"
+        )
     if keep is not None and prune_rate is not None:
         raise LthError(f"give exactly one of keep or prune_rate, not both (got keep={keep}, prune_rate={prune_rate})")
     if keep is not None:
@@ -60,9 +64,7 @@ def prune_rate_from(keep: float | None, prune_rate: float | None) -> float:
     return prune_rate
 
 
-def check_arguments(
-    criterion: str, keep: float | None, prune_rate: float | None, scope: str
-) -> float:
+def check_arguments(criterion: str, keep: float | None, prune_rate: float | None, scope: str) -> float:
     """Validate the cheap arguments of :func:`compute_mask` (before any file is read); return the rate."""
     rate = prune_rate_from(keep, prune_rate)
     CRITERIA.get(criterion)  # LthError listing the known criteria
@@ -128,7 +130,8 @@ def compute_mask(
                 raise LthError(f"gradients are missing for {name!r}")
             if tuple(grads[name].shape) != tuple(final[name].shape):
                 raise LthError(
-                    f"gradient for {name!r} has shape {tuple(grads[name].shape)}, the weights {tuple(final[name].shape)}"
+                    f"gradient for {name!r} has shape {tuple(grads[name].shape)}, "
+                    f"the weights {tuple(final[name].shape)}"
                 )
     generator = torch.Generator().manual_seed(seed)
     scores = compute_scores(
@@ -179,5 +182,6 @@ def _check_finite(value: Tensor, source: str, name: str) -> None:
     if value.is_floating_point() or value.is_complex():
         bad = ~torch.isfinite(value)
         if bool(bad.any()):
-            raise LthError(f"{source}: tensor {name!r} holds {value[bad].flatten()[0].item()!r}; "
-                           "weights must be finite numbers")
+            raise LthError(
+                f"{source}: tensor {name!r} holds {value[bad].flatten()[0].item()!r}; weights must be finite numbers"
+            )

@@ -1,4 +1,5 @@
 """Mask: a mapping {parameter name -> bool tensor}, 1 = kept."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -7,8 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lth.errors import LthError
 from lth.atomic import atomic_torch_save
+from lth.errors import LthError
 
 
 def as_mask_tensor(value: torch.Tensor, source: str, name: str) -> torch.Tensor:
@@ -32,7 +33,7 @@ class Mask(dict[str, torch.Tensor]):
     """Boolean keep-masks for some of a model's parameters (the prunable ones)."""
 
     @classmethod
-    def ones(cls, params: Mapping[str, torch.Tensor]) -> "Mask":
+    def ones(cls, params: Mapping[str, torch.Tensor]) -> Mask:
         return cls({name: torch.ones_like(p, dtype=torch.bool) for name, p in params.items()})
 
     def kept(self) -> int:
@@ -49,10 +50,10 @@ class Mask(dict[str, torch.Tensor]):
     def layer_density(self) -> dict[str, float]:
         return {name: float(m.sum()) / m.numel() for name, m in self.items()}
 
-    def to(self, device: torch.device | str) -> "Mask":
+    def to(self, device: torch.device | str) -> Mask:
         return Mask({name: m.to(device) for name, m in self.items()})
 
-    def cpu(self) -> "Mask":
+    def cpu(self) -> Mask:
         return self.to("cpu")
 
     @torch.no_grad()
@@ -67,7 +68,7 @@ class Mask(dict[str, torch.Tensor]):
         atomic_torch_save({name: m.detach().cpu() for name, m in self.items()}, path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Mask":
+    def load(cls, path: str | Path) -> Mask:
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
@@ -75,8 +76,10 @@ class Mask(dict[str, torch.Tensor]):
         except IsADirectoryError:
             raise LthError(f"mask file {str(path)!r} is a directory, not a file saved with torch.save") from None
         except Exception as error:  # corrupt, truncated or not a torch file (torch's message is long)
-            raise LthError(f"cannot read mask file {str(path)!r}: torch cannot load it ({type(error).__name__}); "
-                           "it is damaged or not a mask") from None
+            raise LthError(
+                f"cannot read mask file {str(path)!r}: torch cannot load it ({type(error).__name__}); "
+                "it is damaged or not a mask"
+            ) from None
         if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
             raise LthError(f"mask file {str(path)!r} must hold a mapping of parameter names to tensors")
         return cls({str(k): as_mask_tensor(v, f"mask file {str(path)!r}", str(k)) for k, v in data.items()})

@@ -4,6 +4,7 @@ Redirected to a file (a batch job, CI), a live bar is a stream of carriage retur
 writes one line per bar when it ends, plus a line at most every ``LOG_EVERY`` seconds while it
 runs, so that a log of a long search stays readable.
 """
+
 from __future__ import annotations
 
 import sys

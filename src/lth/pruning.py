@@ -4,6 +4,7 @@ Prunable parameters of any ``nn.Module`` are found here too: the weights of Line
 Conv layers (and their biases on request), each in a pruning group (``conv``, ``fc`` or
 ``output`` = the last Linear layer).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -44,19 +45,11 @@ def prunable_parameters(
         for kind in kinds:
             name = f"{module_name}.{kind}" if module_name else kind
             found[name] = Prunable(name, group)
-    unknown = [
-        item for item in ignore
-        if item not in found and not any(n.rsplit(".", 1)[0] == item for n in found)
-    ]
+    unknown = [item for item in ignore if item not in found and not any(n.rsplit(".", 1)[0] == item for n in found)]
     if unknown:
         layer_names = sorted({n.rsplit(".", 1)[0] for n in found})
-        raise LthError(
-            f"cannot ignore unknown layer {unknown[0]!r}; prunable layers are: {', '.join(layer_names)}"
-        )
-    return {
-        name: p for name, p in found.items()
-        if name not in ignore and name.rsplit(".", 1)[0] not in ignore
-    }
+        raise LthError(f"cannot ignore unknown layer {unknown[0]!r}; prunable layers are: {', '.join(layer_names)}")
+    return {name: p for name, p in found.items() if name not in ignore and name.rsplit(".", 1)[0] not in ignore}
 
 
 def _lowest(scores: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -107,7 +100,10 @@ def prune(
 
 
 def prune_to(
-    scores: Mapping[str, torch.Tensor], mask: Mask, counts: Mapping[str, int] | int, generator: torch.Generator,
+    scores: Mapping[str, torch.Tensor],
+    mask: Mask,
+    counts: Mapping[str, int] | int,
+    generator: torch.Generator,
 ) -> Mask:
     """Keep, among the weights still kept, the ``counts[name]`` highest-scoring ones of each tensor
     (a mapping), or that many over all of ``mask``'s tensors pooled (an int: one global
@@ -130,7 +126,9 @@ def prune_to(
 
 
 def keep_highest(
-    scores: Mapping[str, torch.Tensor], counts: Mapping[str, int] | int, names: Sequence[str],
+    scores: Mapping[str, torch.Tensor],
+    counts: Mapping[str, int] | int,
+    names: Sequence[str],
     generator: torch.Generator,
 ) -> Mask:
     """A fresh mask over ``names`` keeping the highest-scoring weights: ``counts[name]`` in each
@@ -150,9 +148,7 @@ def keep_highest(
     return new
 
 
-def layer_rates(
-    prunable: Mapping[str, Prunable], fc: float, conv: float, output: float
-) -> dict[str, float]:
+def layer_rates(prunable: Mapping[str, Prunable], fc: float, conv: float, output: float) -> dict[str, float]:
     """The per-parameter prune rate given per-group rates."""
     by_group = {"fc": fc, "conv": conv, "output": output}
     return {name: by_group[p.group] for name, p in prunable.items()}
@@ -165,6 +161,8 @@ def warn_emptied(before: Mask, after: Mask, round_index: int, hint: str) -> list
     if names:
         them = "it" if len(names) == 1 else "them"
         none_left = "no weight is left in any pruned layer; " if not any(bool(m.any()) for m in after.values()) else ""
-        warn(f"pruning for round {round_index} leaves no weight in {', '.join(names)}; the network cannot learn "
-             f"through {them} ({none_left}{hint})")
+        warn(
+            f"pruning for round {round_index} leaves no weight in {', '.join(names)}; the network cannot learn "
+            f"through {them} ({none_left}{hint})"
+        )
     return names

@@ -1,4 +1,5 @@
 """Interop with ``torch.nn.utils.prune``: lth masks to torch's reparametrisation and back."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

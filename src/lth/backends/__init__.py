@@ -5,6 +5,7 @@
 study with :func:`choose_backend`. Every backend runs :func:`~lth.backends.base.run_trial`
 on each trial, so the results are the same on all of them.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,11 +15,21 @@ from lth.backends.base import Backend, Events, TrialResult, TrialSpec, run_trial
 from lth.errors import LthError
 
 BACKENDS = ("auto", "local", "process", "ray")
-_OPTIONS = {"auto": {"workers", "group"}, "local": {"group"}, "process": {"workers", "max_retries"},
-            "ray": {"address", "cpus_per_trial", "gpus_per_trial", "shared_fs", "max_retries"}}
-_FLAGS = {"workers": "--workers", "address": "--ray-address", "cpus_per_trial": "--cpus-per-trial",
-          "gpus_per_trial": "--gpus-per-trial", "shared_fs": "--no-shared-fs", "group": "--vectorize",
-          "max_retries": "max_retries"}
+_OPTIONS = {
+    "auto": {"workers", "group"},
+    "local": {"group"},
+    "process": {"workers", "max_retries"},
+    "ray": {"address", "cpus_per_trial", "gpus_per_trial", "shared_fs", "max_retries"},
+}
+_FLAGS = {
+    "workers": "--workers",
+    "address": "--ray-address",
+    "cpus_per_trial": "--cpus-per-trial",
+    "gpus_per_trial": "--gpus-per-trial",
+    "shared_fs": "--no-shared-fs",
+    "group": "--vectorize",
+    "max_retries": "max_retries",
+}
 
 
 ENV_VAR = "LTH_BACKEND"  # the backend of studies that do not name one
@@ -40,13 +51,15 @@ def check_options(name: str | None, options: dict[str, Any]) -> str:
     for option, value in options.items():
         if value is not None and option not in _OPTIONS[key]:
             users = [b for b in BACKENDS if option in _OPTIONS[b] and b != "auto"]
-            raise LthError(f"{_FLAGS.get(option, option)} applies to the {' and '.join(users) or 'no'} backend, "
-                           f"not to {key}")
+            raise LthError(
+                f"{_FLAGS.get(option, option)} applies to the {' and '.join(users) or 'no'} backend, not to {key}"
+            )
     return key
 
 
-def choose_backend(name: str | None, options: dict[str, Any], trials: int, gpu: bool,
-                   cpus: int | None = None) -> tuple[str, dict[str, Any]]:
+def choose_backend(
+    name: str | None, options: dict[str, Any], trials: int, gpu: bool, cpus: int | None = None
+) -> tuple[str, dict[str, Any]]:
     """The concrete backend and options for ``name`` running ``trials`` trials.
 
     ``auto`` is the process backend, one worker per available CPU (at most one per trial), when
@@ -91,5 +104,15 @@ def get_backend(name: str, **options: Any) -> Backend:
     return RayBackend(**options)
 
 
-__all__ = ["BACKENDS", "Backend", "Events", "TrialResult", "TrialSpec", "backend_key", "check_options",
-           "choose_backend", "get_backend", "run_trial"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Events",
+    "TrialResult",
+    "TrialSpec",
+    "backend_key",
+    "check_options",
+    "choose_backend",
+    "get_backend",
+    "run_trial",
+]

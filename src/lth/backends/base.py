@@ -6,6 +6,7 @@ backend produces the same directories and tables (trials are deterministic funct
 config). Backends only decide *where* trials run; the driver (:func:`lth.experiments.study.continue_study`)
 keeps the progress bar and the study's status.
 """
+
 from __future__ import annotations
 
 import io
@@ -16,11 +17,12 @@ import socket
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Protocol
 
 from lth.atomic import current_umask
 from lth.errors import LthError
@@ -40,7 +42,7 @@ class TrialSpec:
     config: dict[str, Any]
     index: int
     label: str = ""
-    dense_dir: Optional[str] = None
+    dense_dir: str | None = None
 
 
 @dataclass
@@ -52,7 +54,7 @@ class TrialResult:
     """
 
     rounds: list[dict[str, Any]]
-    resumed_from: Optional[int] = None
+    resumed_from: int | None = None
     log: list[str] = field(default_factory=list)
     reused_dense: bool = False
     trained_dense: bool = False
@@ -76,8 +78,7 @@ class Backend(Protocol):
     def run(self, trials: list[TrialSpec], events: Events, progress: bool) -> None: ...
 
 
-def run_trial(spec: TrialSpec, progress: bool = False, trainer_factory: Any = None,
-              echo: bool = False) -> TrialResult:
+def run_trial(spec: TrialSpec, progress: bool = False, trainer_factory: Any = None, echo: bool = False) -> TrialResult:
     """Resume the trial from its checkpoint, or start it (again) from scratch; return its rounds.
 
     Every attempt appends to the trial's ``trial.log`` (pid, host, where it resumed). With
@@ -104,7 +105,8 @@ def _run_trial(spec: TrialSpec, progress: bool, trainer_factory: Any, echo: bool
     store = DenseStore(spec.dense_dir) if spec.dense_dir else None
 
     def log(message: str, loud: bool = False) -> None:
-        line = f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} pid {os.getpid()} on {socket.gethostname()}: {message}"
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        line = f"{stamp} pid {os.getpid()} on {socket.gethostname()}: {message}"
         lines.append(message)
         if run.path.is_dir():
             with open(run.path / LOG_FILE, "a", encoding="utf-8") as handle:
@@ -114,11 +116,14 @@ def _run_trial(spec: TrialSpec, progress: bool, trainer_factory: Any, echo: bool
 
     state = run.load_checkpoint() if (run.path / "config.yaml").is_file() else None
     if state is not None:
-        resumed: Optional[int] = int(state["round"])
-        log(f"resuming {spec.label or spec.path} from checkpoint at round {resumed} (stage {state['stage']})", loud=True)
+        resumed: int | None = int(state["round"])
+        log(
+            f"resuming {spec.label or spec.path} from checkpoint at round {resumed} (stage {state['stage']})", loud=True
+        )
         del state
-        result = resume_ticket(run.path, progress=progress, leave=False, trainer_factory=trainer_factory,
-                               dense_store=store)
+        result = resume_ticket(
+            run.path, progress=progress, leave=False, trainer_factory=trainer_factory, dense_store=store
+        )
     else:  # never started, or killed before its first checkpoint
         resumed = None
         first: list[bool] = []
@@ -129,13 +134,21 @@ def _run_trial(spec: TrialSpec, progress: bool, trainer_factory: Any, echo: bool
                 log(f"started {spec.label or spec.path} from scratch")
 
         with checkpoint_listener(started):
-            result = find_ticket(make_config(spec.config), out=run.path, overwrite=True, progress=progress,
-                                 leave=False, trainer_factory=trainer_factory, dense_store=store)
+            result = find_ticket(
+                make_config(spec.config),
+                out=run.path,
+                overwrite=True,
+                progress=progress,
+                leave=False,
+                trainer_factory=trainer_factory,
+                dense_store=store,
+            )
     if result.dense == "reused":
         log("round 0 (dense) reused from the shared dense trunk")
     log(f"finished {spec.label or spec.path}: {len(result.rounds)} rounds")
-    return TrialResult(result.rounds, resumed, lines, reused_dense=result.dense == "reused",
-                       trained_dense=result.dense == "trained")
+    return TrialResult(
+        result.rounds, resumed, lines, reused_dense=result.dense == "reused", trained_dense=result.dense == "trained"
+    )
 
 
 # ------------------------------------------------------------------ run directories as bytes
@@ -152,13 +165,16 @@ def pack_dir(path: str | Path) -> bytes:
     root = Path(path)
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for item in sorted(root.rglob("*")):
-            if item.is_file() and not (item.name.startswith(".") and item.name.endswith(".tmp")) \
-                    and item.name not in _NOT_PACKED:
+            if (
+                item.is_file()
+                and not (item.name.startswith(".") and item.name.endswith(".tmp"))
+                and item.name not in _NOT_PACKED
+            ):
                 tar.add(item, arcname=str(item.relative_to(root)), recursive=False)
     return buffer.getvalue()
 
 
-def _strict_filter(member: tarfile.TarInfo, path: str) -> Optional[tarfile.TarInfo]:
+def _strict_filter(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
     """tarfile's ``data`` filter, which also refuses absolute names (it would strip their leading ``/``)."""
     if member.name.startswith(("/", os.sep)):
         raise tarfile.AbsolutePathError(member)
@@ -206,7 +222,7 @@ def unpack_dir(blob: bytes, target: str | Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def recover_unpacked(parent: str | Path, name: Optional[str] = None) -> list[Path]:
+def recover_unpacked(parent: str | Path, name: str | None = None) -> list[Path]:
     """Finish or undo the :func:`unpack_dir` swaps a kill interrupted in ``parent`` (only ``name`` when given).
 
     For each ``NAME`` with lth's hidden ``.NAME.incoming-X`` / ``.NAME.old-X`` folders beside it:

@@ -1,4 +1,5 @@
 """``local``: trials in this process, one after another, or vectorised side by side (lockstep)."""
+
 from __future__ import annotations
 
 from lth.backends.base import Events, TrialSpec, run_trial
@@ -22,13 +23,14 @@ class LocalBackend:
         from lth.training.lockstep import Lockstep
 
         for start in range(0, len(trials), self.group):  # `group` searches at a time, their trainings vectorised
-            chunk = trials[start:start + self.group]
+            chunk = trials[start : start + self.group]
             lockstep = Lockstep(self.group, progress=progress)
             factory = lockstep.trainer_factory()
 
-            def program(spec: TrialSpec):
+            def program(spec: TrialSpec, factory=factory):
                 def run_one() -> None:
                     events.done(spec, run_trial(spec, trainer_factory=factory))
+
                 return run_one
 
             for spec in chunk:

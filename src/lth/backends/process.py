@@ -1,4 +1,5 @@
 """``process``: a pool of local worker processes (``spawn``), one trial per worker at a time."""
+
 from __future__ import annotations
 
 import ctypes
@@ -10,12 +11,10 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Optional
 
 from lth.backends.base import Events, TrialResult, TrialSpec, one_line, run_trial, worker_setup
 from lth.cpus import available_cpus, requested_threads
 from lth.errors import LthError
-
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 WATCH_SECONDS = 0.5
@@ -65,7 +64,7 @@ class ProcessBackend:
 
     name = "process"
 
-    def __init__(self, workers: Optional[int] = None, max_retries: int = 3) -> None:
+    def __init__(self, workers: int | None = None, max_retries: int = 3) -> None:
         cpus = available_cpus()
         if workers is not None and workers < 1:
             raise LthError(f"--workers must be at least 1, got {workers}")
@@ -80,12 +79,16 @@ class ProcessBackend:
         context = multiprocessing.get_context("spawn")
         while remaining:
             broken = False
-            with ProcessPoolExecutor(min(self.workers, len(remaining)), mp_context=context, initializer=_init,
-                                     initargs=(self.threads, os.getpid())) as pool:
+            with ProcessPoolExecutor(
+                min(self.workers, len(remaining)),
+                mp_context=context,
+                initializer=_init,
+                initargs=(self.threads, os.getpid()),
+            ) as pool:
                 futures: dict[Future, TrialSpec] = {pool.submit(_work, spec, progress): spec for spec in remaining}
-                for spec in remaining[:self.workers]:
+                for spec in remaining[: self.workers]:
                     events.started(spec)
-                queued = remaining[self.workers:]
+                queued = remaining[self.workers :]
                 pending = set(futures)
                 while pending:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -10,6 +10,7 @@ A retried task (or a later ``lth resume``) starts from what the store holds. Suc
 not share the study's dense trunk (STUDY/dense/, :mod:`lth.experiments.dense_trunk`): it trains
 its own round 0.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,7 @@ import tempfile
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from lth.backends.base import Events, TrialResult, TrialSpec, one_line, pack_dir, run_trial, unpack_dir, worker_setup
 from lth.errors import LthError
@@ -38,7 +39,7 @@ def import_ray() -> Any:
 class TrialStore:
     """A Ray actor on the driver's node: trial directories in and out of the driver's disk, as tar archives."""
 
-    def fetch(self, path: str) -> Optional[bytes]:
+    def fetch(self, path: str) -> bytes | None:
         """The trial directory as it stands (None: nothing there yet)."""
         return pack_dir(path) if (Path(path) / "config.yaml").is_file() else None
 
@@ -47,8 +48,9 @@ class TrialStore:
         unpack_dir(blob, path)
 
 
-def ray_trial(spec: TrialSpec, probe: Optional[str], shared_fs: Optional[bool], store: Any,
-              threads: int, echo: bool = True) -> tuple[TrialResult, Optional[bytes]]:
+def ray_trial(
+    spec: TrialSpec, probe: str | None, shared_fs: bool | None, store: Any, threads: int, echo: bool = True
+) -> tuple[TrialResult, bytes | None]:
     """The task: run the trial in place (shared filesystem) or in a temp dir mirrored through ``store``."""
     worker_setup(threads)
     if shared_fs is None:
@@ -65,8 +67,9 @@ def ray_trial(spec: TrialSpec, probe: Optional[str], shared_fs: Optional[bool], 
         blob = ray.get(store.fetch.remote(spec.path))
         if blob is not None:
             unpack_dir(blob, local)
-        with checkpoint_listener(lambda run: ray.get(store.push.remote(spec.path, pack_dir(run.path)))
-                                 if Path(run.path) == local else None):
+        with checkpoint_listener(
+            lambda run: ray.get(store.push.remote(spec.path, pack_dir(run.path))) if Path(run.path) == local else None
+        ):
             result = run_trial(replace(spec, path=str(local)), echo=echo)
         return result, pack_dir(local)
 
@@ -81,8 +84,14 @@ class RayBackend:
 
     name = "ray"
 
-    def __init__(self, address: Optional[str] = None, cpus_per_trial: Optional[float] = None,
-                 gpus_per_trial: Optional[float] = None, shared_fs: Optional[bool] = None, max_retries: int = 3) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        cpus_per_trial: float | None = None,
+        gpus_per_trial: float | None = None,
+        shared_fs: bool | None = None,
+        max_retries: int = 3,
+    ) -> None:
         for flag, value in (("--cpus-per-trial", cpus_per_trial), ("--gpus-per-trial", gpus_per_trial)):
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise LthError(f"{flag} must be a finite number >= 0, got {value}")
@@ -122,17 +131,23 @@ class RayBackend:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
             here = ray.get_runtime_context().get_node_id()
-            store = ray.remote(num_cpus=0)(TrialStore).options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
-        task = ray.remote(ray_trial).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries,
-                                             retry_exceptions=False)
+            store = (
+                ray.remote(num_cpus=0)(TrialStore)
+                .options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False))
+                .remote()
+            )
+        task = ray.remote(ray_trial).options(
+            num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries, retry_exceptions=False
+        )
         threads = max(1, int(self.cpus))
         try:
-            refs = {task.remote(spec, str(probe) if probe else None, self.shared_fs, store, threads, progress): spec
-                    for spec in trials}
-            for spec in trials[:self.slots]:
+            refs = {
+                task.remote(spec, str(probe) if probe else None, self.shared_fs, store, threads, progress): spec
+                for spec in trials
+            }
+            for spec in trials[: self.slots]:
                 events.started(spec)
-            queued = trials[self.slots:]
+            queued = trials[self.slots :]
             pending = list(refs)
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)

@@ -1,7 +1,8 @@
 """``lth branch RUN KIND``: an ablation run off a finished ticket search (or every trial of a study)."""
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -34,17 +35,32 @@ def _training_overrides(function: Any) -> Any:
 @click.option("--seed", type=int, help="Seed of the branch's random draws [the trunk's; a study's trial i: SEED + i].")
 @click.option("--scope", type=str, help="random-prune and one-shot: layerwise or global [the trunk's scope].")
 @click.option("--model", type=str, help="The trunk's model (a branch cannot change it; given only to check).")
-@click.option("--dataset", type=str, help="Train on another dataset of the same input shape and classes "
-              "(ticket transfer) [the trunk's].")
+@click.option(
+    "--dataset",
+    type=str,
+    help="Train on another dataset of the same input shape and classes (ticket transfer) [the trunk's].",
+)
 @_training_overrides
 @click.option("--overwrite", is_flag=True, help="Replace an existing branch of the same name.")
 @click.option("--resume", is_flag=True, help="Continue an unfinished branch of the same name (a finished one is kept).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
-@click.option("--json", "as_json", is_flag=True, help="Print the trunk with its branches as JSON (as `lth show --json`).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the trunk with its branches as JSON (as `lth show --json`)."
+)
 @click.pass_context
-def branch_command(ctx: click.Context, run_dir: str, kind: str, levels: Optional[str], seed: Optional[int],
-                   scope: Optional[str], overwrite: bool, resume: bool, quiet: bool, as_json: bool,
-                   **values: Any) -> None:
+def branch_command(
+    ctx: click.Context,
+    run_dir: str,
+    kind: str,
+    levels: str | None,
+    seed: int | None,
+    scope: str | None,
+    overwrite: bool,
+    resume: bool,
+    quiet: bool,
+    as_json: bool,
+    **values: Any,
+) -> None:
     """Run a branch of KIND off the ticket search in RUN, or off every trial of the study in RUN.
 
     The branch uses the trunk's data, model and recipe unless training flags override them
@@ -60,11 +76,21 @@ def branch_command(ctx: click.Context, run_dir: str, kind: str, levels: Optional
 
     if resume and overwrite:
         raise LthError("--resume continues a branch and --overwrite replaces it; give one of them")
-    overrides = {key: value for key, value in values.items()
-                 if ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE}
+    overrides = {
+        key: value for key, value in values.items() if ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE
+    }
     progress = not quiet and not as_json
-    result = branch(run_dir, kind, levels=levels, seed=seed, scope=scope, overwrite=overwrite, resume=resume,
-                    progress=progress, **overrides)
+    result = branch(
+        run_dir,
+        kind,
+        levels=levels,
+        seed=seed,
+        scope=scope,
+        overwrite=overwrite,
+        resume=resume,
+        progress=progress,
+        **overrides,
+    )
     if StudyDir.is_study(run_dir):
         from lth.cli.study import report_study
 

@@ -1,4 +1,5 @@
 """``lth models`` and ``lth datasets``: what exists, with defaults."""
+
 from __future__ import annotations
 
 import click
@@ -34,8 +35,12 @@ def models_command() -> None:
 
 
 @cli.command("datasets")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Also look here (as find-ticket --data-dir would) [$LTH_DATA_DIR, the cache, /usr/share/datasets].")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also look here (as find-ticket --data-dir would) [$LTH_DATA_DIR, the cache, /usr/share/datasets].",
+)
 def datasets_command(data_dir: str | None) -> None:
     """List the registered datasets and where each one's files are on this machine."""
     from pathlib import Path
@@ -51,8 +56,15 @@ def datasets_command(data_dir: str | None) -> None:
         return found if found is not None else "not here (downloaded on first use)"
 
     rows = [
-        [name, "x".join(map(str, s.input_shape)), s.num_classes, s.train_size - s.val_size, s.val_size,
-         s.test_size, where(s)]
+        [
+            name,
+            "x".join(map(str, s.input_shape)),
+            s.num_classes,
+            s.train_size - s.val_size,
+            s.val_size,
+            s.test_size,
+            where(s),
+        ]
         for name, s in DATASETS.items()
     ]
     click.echo(tabulate(rows, headers=["dataset", "shape", "classes", "train", "val", "test", "files"]))

@@ -1,7 +1,6 @@
 """``lth report RUN... --out report.html``: one self-contained HTML file (or Markdown + images)."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import click
 
@@ -11,9 +10,14 @@ from lth.cli.main import cli
 @cli.command("report")
 @click.argument("runs", nargs=-1, required=True, metavar="RUN...")
 @click.option("--out", type=str, help="Report file [report.html, or report.md with --format md].")
-@click.option("--format", "fmt", type=str, help="html (one self-contained file) or md (Markdown + an image "
-              "folder NAME_files/ beside it) [from the --out suffix, else html].")
-def report_command(runs: tuple[str, ...], out: Optional[str], fmt: Optional[str]) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=str,
+    help="html (one self-contained file) or md (Markdown + an image "
+    "folder NAME_files/ beside it) [from the --out suffix, else html].",
+)
+def report_command(runs: tuple[str, ...], out: str | None, fmt: str | None) -> None:
     """Write a report on run and study directories, results first: per run or study a headline
     (the best ticket, i.e. the sparsest level at most 0.5 points below the dense accuracy, and the
     best-accuracy level, against dense and the controls), the per-round tables, controls and

@@ -1,9 +1,10 @@
 """``lth resume RUN_DIR``: continue an interrupted run from its last checkpoint."""
+
 from __future__ import annotations
 
-import click
-
 from typing import Any
+
+import click
 
 from lth.cli.find_ticket import report
 from lth.cli.main import cli
@@ -19,8 +20,9 @@ from lth.errors import LthError
 def resume_command(run_dir: str, quiet: bool, as_json: bool, **kwargs: Any) -> None:
     """Continue the unfinished run in RUN_DIR (killed or interrupted) where its checkpoint left it.
 
-    RUN_DIR may be a find-ticket run, a branch (RUN/branches/NAME), a stability analysis or a robust/session study (only its unfinished trials run,
-    on --backend: a study started on Ray may be resumed locally and vice versa).
+    RUN_DIR may be a find-ticket run, a branch (RUN/branches/NAME), a stability analysis or a
+    robust/session study (only its unfinished trials run, on --backend: a study started on Ray
+    may be resumed locally and vice versa).
 
     The results are bit-identical (on CPU) to those of the same run never interrupted.
 
@@ -60,8 +62,9 @@ def resume_command(run_dir: str, quiet: bool, as_json: bool, **kwargs: Any) -> N
         report_stability(resume_stability(run_dir, progress=progress, workers=workers).run_dir, quiet, as_json)
         return
     if (backend is not None and backend.strip().lower() not in ("auto", "local")) or backend_opts:
-        raise LthError("--backend and its options apply to studies and stability runs; a single run resumes in "
-                       "this process")
+        raise LthError(
+            "--backend and its options apply to studies and stability runs; a single run resumes in this process"
+        )
     if is_branch(run_dir):
         report(resume_branch(run_dir, progress=progress).run_dir, quiet, as_json)
         return

@@ -1,4 +1,5 @@
 """``lth runs``: list, show, compare, remove and reindex the runs of a runs root."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,8 @@ import operator
 import os
 import re
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 from tabulate import tabulate
@@ -16,16 +18,36 @@ from lth import jsonio
 from lth.cli.main import cli
 from lth.errors import LthError
 
-_ROOT = click.option("--root", type=str, default=lambda: os.environ.get("LTH_RUNS_ROOT", "runs"),
-                     show_default="$LTH_RUNS_ROOT or runs", help="The runs root (the directory holding the runs).")
+_ROOT = click.option(
+    "--root",
+    type=str,
+    default=lambda: os.environ.get("LTH_RUNS_ROOT", "runs"),
+    show_default="$LTH_RUNS_ROOT or runs",
+    help="The runs root (the directory holding the runs).",
+)
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
-    ">=": operator.ge, "<=": operator.le, "!=": operator.ne, "==": operator.eq, "=": operator.eq, ">": operator.gt,
+    ">=": operator.ge,
+    "<=": operator.le,
+    "!=": operator.ne,
+    "==": operator.eq,
+    "=": operator.eq,
+    ">": operator.gt,
     "<": operator.lt,
 }
 _CONDITION = re.compile(r"([^<>!=]*)(==|>=|<=|!=|=|>|<)(.*)", re.DOTALL)  # KEY, the first operator, VALUE
 _NUMERIC_COLUMNS = ("weights_remaining", "test_accuracy", "duration")
-_LIST_COLUMNS = ("id", "kind", "name", "model", "dataset", "status", "weights_remaining", "test_accuracy",
-                 "started", "duration")
+_LIST_COLUMNS = (
+    "id",
+    "kind",
+    "name",
+    "model",
+    "dataset",
+    "status",
+    "weights_remaining",
+    "test_accuracy",
+    "started",
+    "duration",
+)
 
 
 def _index(root: str):
@@ -116,8 +138,14 @@ def _filter(rows: list[dict[str, Any]], conditions: tuple[str, ...]) -> list[dic
         wanted = _wanted(condition, key, kind, symbol, text)
         compare = _OPERATORS[symbol]
 
-        def keep(row: dict[str, Any], key: str = key, kind: str = kind, wanted: Any = wanted, text: str = text,
-                 compare: Callable[[Any, Any], bool] = compare) -> bool:
+        def keep(
+            row: dict[str, Any],
+            key: str = key,
+            kind: str = kind,
+            wanted: Any = wanted,
+            text: str = text,
+            compare: Callable[[Any, Any], bool] = compare,
+        ) -> bool:
             value = _value(row, key)
             if compare in (operator.eq, operator.ne):
                 if wanted is None:
@@ -148,8 +176,12 @@ def runs() -> None:
 
 @runs.command("list")
 @_ROOT
-@click.option("--where", "conditions", multiple=True, help="Filter KEY=VALUE (or !=, <, <=, >, >=) on a column, "
-              "config key or metric; repeatable.")
+@click.option(
+    "--where",
+    "conditions",
+    multiple=True,
+    help="Filter KEY=VALUE (or !=, <, <=, >, >=) on a column, config key or metric; repeatable.",
+)
 @click.option("--sort", type=str, default="started", show_default=True, help="Sort key; prefix - for descending.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def list_command(root: str, conditions: tuple[str, ...], sort: str, as_json: bool) -> None:
@@ -162,15 +194,44 @@ def list_command(root: str, conditions: tuple[str, ...], sort: str, as_json: boo
     key, reverse = sort.lstrip("-").replace("-", "_"), sort.startswith("-")
     if rows and key not in _keys(rows):
         raise LthError(f"unknown sort key {key!r}; known keys: {', '.join(sorted(_keys(rows)))}")
-    rows.sort(key=lambda r: (_value(r, key) is None, _value(r, key) if _value(r, key) is not None else 0), reverse=reverse)
+    rows.sort(
+        key=lambda r: (_value(r, key) is None, _value(r, key) if _value(r, key) is not None else 0), reverse=reverse
+    )
     if as_json:
         click.echo(jsonio.dumps(rows, indent=2, default=str))
         return
-    table = [[r["id"], r["kind"], r["name"] or r["path"], r["model"], r["dataset"], r["status"],
-              _percent(r["weights_remaining"]), _percent(r["test_accuracy"]), (r["started"] or "")[:19],
-              "" if r["duration"] is None else f"{r['duration']:.0f}s"] for r in rows]
-    click.echo(tabulate(table, headers=["id", "kind", "name", "model", "dataset", "status", "weights left",
-                                        "test acc", "started", "duration"]))
+    table = [
+        [
+            r["id"],
+            r["kind"],
+            r["name"] or r["path"],
+            r["model"],
+            r["dataset"],
+            r["status"],
+            _percent(r["weights_remaining"]),
+            _percent(r["test_accuracy"]),
+            (r["started"] or "")[:19],
+            "" if r["duration"] is None else f"{r['duration']:.0f}s",
+        ]
+        for r in rows
+    ]
+    click.echo(
+        tabulate(
+            table,
+            headers=[
+                "id",
+                "kind",
+                "name",
+                "model",
+                "dataset",
+                "status",
+                "weights left",
+                "test acc",
+                "started",
+                "duration",
+            ],
+        )
+    )
 
 
 @runs.command("show")
@@ -194,8 +255,13 @@ def show_command(run_id: str, root: str, as_json: bool) -> None:
 @runs.command("compare")
 @click.argument("run_ids", nargs=-1, required=True)
 @_ROOT
-@click.option("--metric", type=str, default="test_accuracy_at_early_stop", show_default=True,
-              help="Per-level metric to put side by side.")
+@click.option(
+    "--metric",
+    type=str,
+    default="test_accuracy_at_early_stop",
+    show_default=True,
+    help="Per-level metric to put side by side.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 def compare_command(run_ids: tuple[str, ...], root: str, metric: str, as_json: bool) -> None:
     """Compare runs side by side: the config keys that differ, then the metric per weights-remaining level."""
@@ -207,9 +273,11 @@ def compare_command(run_ids: tuple[str, ...], root: str, metric: str, as_json: b
     rows = [index.get(identifier) for identifier in run_ids]
     for row in rows:
         if row["kind"] == "stability":  # its results are per (level, rewind point), not per round
-            raise LthError(f"run {row['id']} ({row['path']}) is a stability run: lth runs compare compares ticket "
-                           f"searches and studies round by round; see its results with `lth runs show {row['id']}` "
-                           "or `lth report`")
+            raise LthError(
+                f"run {row['id']} ({row['path']}) is a stability run: lth runs compare compares ticket "
+                f"searches and studies round by round; see its results with `lth runs show {row['id']}` "
+                "or `lth report`"
+            )
     known = _known_metrics(index.root, rows)
     if known and metric not in known:
         raise LthError(f"unknown metric {metric!r} for --metric; these runs have: {', '.join(sorted(known))}")
@@ -220,8 +288,12 @@ def compare_command(run_ids: tuple[str, ...], root: str, metric: str, as_json: b
     labels = [row["id"] for row in rows]
     if result["config_differences"]:
         click.echo("config differences:")
-        click.echo(tabulate([[key, *[_short(v) for v in values]] for key, values in result["config_differences"].items()],
-                            headers=["key", *labels]))
+        click.echo(
+            tabulate(
+                [[key, *[_short(v) for v in values]] for key, values in result["config_differences"].items()],
+                headers=["key", *labels],
+            )
+        )
     else:
         click.echo("config differences: none")
     click.echo("")
@@ -232,12 +304,19 @@ def compare_command(run_ids: tuple[str, ...], root: str, metric: str, as_json: b
     weights = []
     for i, group in enumerate(result["column_groups"]):
         j = first.setdefault(group, i)
-        if i == j or any(level["weights_remaining"][i] not in (None, level["weights_remaining"][j])
-                         for level in result["levels"]):
+        if i == j or any(
+            level["weights_remaining"][i] not in (None, level["weights_remaining"][j]) for level in result["levels"]
+        ):
             weights.append(i)
     headers = ["round", *[f"{result['columns'][i]} weights left" for i in weights], *result["columns"]]
-    table = [[level["round"], *[_percent(level["weights_remaining"][i]) for i in weights],
-              *[_percent(v) for v in level["values"]]] for level in result["levels"]]
+    table = [
+        [
+            level["round"],
+            *[_percent(level["weights_remaining"][i]) for i in weights],
+            *[_percent(v) for v in level["values"]],
+        ]
+        for level in result["levels"]
+    ]
     click.echo(tabulate(table, headers=headers))
 
 
@@ -284,8 +363,9 @@ def rm_command(run_ids: tuple[str, ...], root: str, yes: bool) -> None:
         _, kept = index.remove(row["id"])
         click.echo(f"removed {row['id']} ({row['path']})")
         if kept:
-            click.echo(f"lth: warning: kept {len(kept)} entries that lth did not write: {describe_kept(kept)}",
-                       err=True)
+            click.echo(
+                f"lth: warning: kept {len(kept)} entries that lth did not write: {describe_kept(kept)}", err=True
+            )
 
 
 @runs.command("reindex")

@@ -1,4 +1,5 @@
 """``lth show RUN_DIR``: the per-round table, or the run as JSON."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -45,9 +46,14 @@ def print_supermask_table(run: RunDir) -> None:
 
     rows = [
         [
-            r["criterion"], r["weights"], f"{100 * r['keep']:.3g}%", f"{100 * r['weights_remaining']:.2f}%",
-            f"{100 * r['test_accuracy']:.2f}%", f"{100 * r['train_accuracy']:.2f}%",
-            r["test_loss"], r["train_loss"],
+            r["criterion"],
+            r["weights"],
+            f"{100 * r['keep']:.3g}%",
+            f"{100 * r['weights_remaining']:.2f}%",
+            f"{100 * r['test_accuracy']:.2f}%",
+            f"{100 * r['train_accuracy']:.2f}%",
+            r["test_loss"],
+            r["train_loss"],
         ]
         for r in read_rows(run)
     ]
@@ -69,19 +75,38 @@ def print_stability_table(run: RunDir) -> None:
 
     entries = read_entries(run)
     rows = [
-        [e["level"], f"{100 * e['weights_remaining']:.2f}%", e["rewind_iteration"], e.get("pairs", ""),
-         points(e, "instability_test"), points(e, "instability_train"), f"{e['loss_barrier_test']:.4f}",
-         f"{100 * e.get('child_test_error', 0.0):.2f}%", "yes" if e.get("stable") else "no"]
+        [
+            e["level"],
+            f"{100 * e['weights_remaining']:.2f}%",
+            e["rewind_iteration"],
+            e.get("pairs", ""),
+            points(e, "instability_test"),
+            points(e, "instability_train"),
+            f"{e['loss_barrier_test']:.4f}",
+            f"{100 * e.get('child_test_error', 0.0):.2f}%",
+            "yes" if e.get("stable") else "no",
+        ]
         for e in entries
     ]
-    headers = ["level", "weights left", "rewind k", "pairs", "test instability (pp)", "train instability (pp)",
-               "test loss barrier", "children's test error", "stable"]
+    headers = [
+        "level",
+        "weights left",
+        "rewind k",
+        "pairs",
+        "test instability (pp)",
+        "train instability (pp)",
+        "test loss barrier",
+        "children's test error",
+        "stable",
+    ]
     config = run.config()
     settings = config.get("stability") if isinstance(config.get("stability"), dict) else {}
     threshold = 100 * float(settings.get("stable_threshold", 0.02))
     source = f" of {settings['from']}" if settings.get("from") else ""
-    click.echo(f"{config['model']} on {config['dataset']}: instability analysis{source}, {settings.get('copies')} "
-               f"copies per k, stable at <= {threshold:g} points ({run.status().get('status', 'unknown')})")
+    click.echo(
+        f"{config['model']} on {config['dataset']}: instability analysis{source}, {settings.get('copies')} "
+        f"copies per k, stable at <= {threshold:g} points ({run.status().get('status', 'unknown')})"
+    )
     click.echo(tabulate(rows, headers=headers, colalign=("right",) * len(headers)))
 
 
@@ -128,10 +153,13 @@ def at_init_line(at_init: dict[str, Any]) -> str:
     kept per layer fc1.weight 0.61%, ...; layer collapse: fc2.weight`` from ``prune_at_init.json``."""
     ablation = at_init.get("ablation", "none")
     layers = ", ".join(f"{name} {100 * float(d):.3g}%" for name, d in at_init.get("layers", {}).items())
-    line = (f"pruned at initialisation: {at_init.get('method')} ({at_init.get('iterations')} iteration"
-            f"{'s' * (at_init.get('iterations') != 1)}, {at_init.get('scope')}) keeping "
-            f"{100 * float(at_init.get('keep', 0)):g}%" + ("" if ablation == "none" else f", {ablation} ablation")
-            + f"; kept per layer: {layers}")
+    line = (
+        f"pruned at initialisation: {at_init.get('method')} ({at_init.get('iterations')} iteration"
+        f"{'s' * (at_init.get('iterations') != 1)}, {at_init.get('scope')}) keeping "
+        f"{100 * float(at_init.get('keep', 0)):g}%"
+        + ("" if ablation == "none" else f", {ablation} ablation")
+        + f"; kept per layer: {layers}"
+    )
     collapsed = at_init.get("collapsed") or []
     return line + (f"; layer collapse: {', '.join(collapsed)}" if collapsed else "")
 

@@ -1,7 +1,8 @@
 """``lth stability``: instability analysis / linear mode connectivity of a dense network or a ticket search."""
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -13,9 +14,27 @@ from lth.cpus import available_cpus
 
 #: The training flags of the command (the recipe of the dense network analysed).
 TRAINING_KEYS = (
-    "data_dir", "iterations", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
-    "milestones", "gamma", "warmup", "seed", "eval_every", "checkpoint_every", "vectorize", "device", "precision",
-    "compile", "channels_last", "name",
+    "data_dir",
+    "iterations",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "milestones",
+    "gamma",
+    "warmup",
+    "seed",
+    "eval_every",
+    "checkpoint_every",
+    "vectorize",
+    "device",
+    "precision",
+    "compile",
+    "channels_last",
+    "name",
 )
 
 
@@ -28,22 +47,55 @@ def _training_options(function: Any) -> Any:
 @click.argument("dataset", required=False)
 @click.option("--from", "from_run", type=str, help="A finished ticket search: analyse its levels with its own recipe.")
 @click.option("--levels", type=str, help="With --from: the levels (rounds) to analyse, e.g. 0,3,7 [all it has].")
-@click.option("--rewind", type=str, help="Rewind points k: iterations (500 or 500it), epochs (2ep) or fractions "
-              "of the budget (0.05), comma-separated [0; with --from the search's own rewind point].")
-@click.option("--copies", type=int, default=2, show_default=True,
-              help="Children trained from each k with their own data order; every pair is interpolated.")
+@click.option(
+    "--rewind",
+    type=str,
+    help="Rewind points k: iterations (500 or 500it), epochs (2ep) or fractions "
+    "of the budget (0.05), comma-separated [0; with --from the search's own rewind point].",
+)
+@click.option(
+    "--copies",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Children trained from each k with their own data order; every pair is interpolated.",
+)
 @click.option("--points", type=int, default=31, show_default=True, help="Evenly spaced points along each path.")
-@click.option("--path-train-size", type=int, default=10_000, show_default=True,
-              help="Training examples (a fixed subset) the paths are evaluated on, beside the test set.")
-@click.option("--stable-threshold", type=float, default=2.0, show_default=True,
-              help="Stable at k when the mean test instability is at most this many percentage points.")
-@click.option("--bn-reset/--no-bn-reset", default=True, show_default=True,
-              help="Recompute BatchNorm statistics on training data at every point of a path.")
-@click.option("--trials", type=int, default=1, show_default=True,
-              help="Independent repetitions (trial i: seed + i) pooled into the statistics.")
-@click.option("--backend", type=str, default="local", show_default=True,
-              help="Where the children of each k train: local (this process: one after another on a CPU, side by "
-              "side on a GPU) or process (a local process pool, for multi-core CPUs).")
+@click.option(
+    "--path-train-size",
+    type=int,
+    default=10_000,
+    show_default=True,
+    help="Training examples (a fixed subset) the paths are evaluated on, beside the test set.",
+)
+@click.option(
+    "--stable-threshold",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Stable at k when the mean test instability is at most this many percentage points.",
+)
+@click.option(
+    "--bn-reset/--no-bn-reset",
+    default=True,
+    show_default=True,
+    help="Recompute BatchNorm statistics on training data at every point of a path.",
+)
+@click.option(
+    "--trials",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Independent repetitions (trial i: seed + i) pooled into the statistics.",
+)
+@click.option(
+    "--backend",
+    type=str,
+    default="local",
+    show_default=True,
+    help="Where the children of each k train: local (this process: one after another on a CPU, side by "
+    "side on a GPU) or process (a local process pool, for multi-core CPUs).",
+)
 @click.option("--workers", type=int, help="process: worker processes [one per CPU, at most --copies].")
 @_training_options
 @click.option("--config", "config_file", type=str, help="YAML file of training settings; flags override it.")
@@ -53,12 +105,29 @@ def _training_options(function: Any) -> Any:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (as `lth show --json`).")
 @click.pass_context
-def stability_command(ctx: click.Context, model: Optional[str], dataset: Optional[str], from_run: Optional[str],
-                      levels: Optional[str], rewind: Optional[str], copies: int, points: int, path_train_size: int,
-                      stable_threshold: float, bn_reset: bool, trials: int, backend: str, workers: Optional[int],
-                      config_file: Optional[str],
-                      out: Optional[str], overwrite: bool, resume: bool, quiet: bool, as_json: bool,
-                      **_: Any) -> None:
+def stability_command(
+    ctx: click.Context,
+    model: str | None,
+    dataset: str | None,
+    from_run: str | None,
+    levels: str | None,
+    rewind: str | None,
+    copies: int,
+    points: int,
+    path_train_size: int,
+    stable_threshold: float,
+    bn_reset: bool,
+    trials: int,
+    backend: str,
+    workers: int | None,
+    config_file: str | None,
+    out: str | None,
+    overwrite: bool,
+    resume: bool,
+    quiet: bool,
+    as_json: bool,
+    **_: Any,
+) -> None:
     """Instability analysis: is the network stable to SGD noise from rewind point k on?
 
     For each k, the network trains from its start to k once, then --copies children train from
@@ -76,7 +145,10 @@ def stability_command(ctx: click.Context, model: Optional[str], dataset: Optiona
     from lth.errors import LthError
     from lth.experiments.branches import parse_levels
     from lth.experiments.stability import (
-        StabilitySettings, _threshold_fraction, parse_rewind_points, run_stability,
+        StabilitySettings,
+        _threshold_fraction,
+        parse_rewind_points,
+        run_stability,
     )
     from lth.store.run_dir import check_name
 
@@ -84,8 +156,9 @@ def stability_command(ctx: click.Context, model: Optional[str], dataset: Optiona
         raise LthError("--resume continues an analysis and --overwrite replaces it; give one of them")
     if resume and out is None and from_run is None:
         raise LthError("--resume needs --out DIR, the run directory to continue")
-    given = {key: ctx.params[key] for key in TRAINING_KEYS
-             if ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE}
+    given = {
+        key: ctx.params[key] for key in TRAINING_KEYS if ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE
+    }
     config = None
     if from_run is not None:
         if model is not None or dataset is not None:
@@ -101,22 +174,36 @@ def stability_command(ctx: click.Context, model: Optional[str], dataset: Optiona
         if config.name is not None:
             check_name(config.name)
     settings = StabilitySettings(
-        rewind=None if rewind is None else parse_rewind_points(rewind), copies=copies, points=points,
-        path_train_size=path_train_size, stable_threshold=_threshold_fraction(stable_threshold),
-        batch_norm_reset=bn_reset, trials=trials, levels=None if levels is None else parse_levels(levels))
+        rewind=None if rewind is None else parse_rewind_points(rewind),
+        copies=copies,
+        points=points,
+        path_train_size=path_train_size,
+        stable_threshold=_threshold_fraction(stable_threshold),
+        batch_norm_reset=bn_reset,
+        trials=trials,
+        levels=None if levels is None else parse_levels(levels),
+    )
     progress = not quiet and not as_json
     out_path = out
     if out_path is None and config is not None and config.name is not None:
         from lth.store.run_dir import runs_root
 
         out_path = str(runs_root() / config.name)
-    result = run_stability(config, settings, from_run, out_path, overwrite, resume, progress,
-                           overrides=given if from_run is not None else None,
-                           workers=stability_workers(backend, workers, copies))
+    result = run_stability(
+        config,
+        settings,
+        from_run,
+        out_path,
+        overwrite,
+        resume,
+        progress,
+        overrides=given if from_run is not None else None,
+        workers=stability_workers(backend, workers, copies),
+    )
     report_stability(result.run_dir, quiet, as_json)
 
 
-def stability_workers(backend: str, workers: Optional[int], copies: int = 2) -> Optional[int]:
+def stability_workers(backend: str, workers: int | None, copies: int = 2) -> int | None:
     """The worker processes of ``--backend`` (None: local), LthError for a bad value."""
     from lth.errors import LthError
 

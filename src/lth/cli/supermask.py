@@ -1,25 +1,41 @@
 """``lth supermask ...``: supermasks; ``lth supermask eval`` evaluates masked, untrained networks."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable, Optional
+from typing import Any
 
 import click
 
 from lth import jsonio
 from lth.cli.find_ticket import config_options, gather_config
 from lth.cli.main import cli
-from lth.store import output_dir
-from lth.store.run_dir import check_name
 from lth.cli.show import print_table, run_json
 from lth.config import TicketConfig, make_config
 from lth.errors import LthError
+from lth.store import output_dir
+from lth.store.run_dir import check_name
 
 #: find-ticket options that set up the dense training (and which parameters are prunable).
 DENSE_KEYS = (
-    "data_dir", "iterations", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
-    "weight_decay", "milestones", "gamma", "warmup", "eval_every", "device", "name",
-    "ignore_layers", "prune_biases",
+    "data_dir",
+    "iterations",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "milestones",
+    "gamma",
+    "warmup",
+    "eval_every",
+    "device",
+    "name",
+    "ignore_layers",
+    "prune_biases",
 )
 #: find-ticket options that modify the weights transforms (mask-1 options).
 TRANSFORM_KEYS = ("keep_sign", "rescale", "jitter_sd", "constant")
@@ -42,11 +58,11 @@ def dense_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
-def _split(text: Optional[str]) -> Optional[list[str]]:
+def _split(text: str | None) -> list[str] | None:
     return None if text is None else [part for part in text.replace(" ", "").split(",") if part]
 
 
-def _keeps(text: Optional[str]) -> Optional[list[float]]:
+def _keeps(text: str | None) -> list[float] | None:
     parts = _split(text)
     if parts is None:
         return None
@@ -64,26 +80,70 @@ def _flag(key: str) -> str:
 @click.argument("model", required=False)
 @click.argument("dataset", required=False)
 @dense_options
-@click.option("--config", "config_file", type=str, help="YAML file with find-ticket keys for the dense training; flags override it.")
-@click.option("--from", "from_run", type=str, metavar="RUN_DIR", help="Reuse a finished run's weights/init.pt (w_i), weights/final_round_00.pt (w_f) and config instead of training.")
-@click.option("--criteria", type=str, help="Comma-separated mask criteria (aliases allowed; snip, grad too) [all ranked criteria].")
-@click.option("--keep", "keep_text", type=str, help="Comma-separated fractions kept, in (0, 1] [1.0, 0.8, 0.64, ... 0.8^24].")
-@click.option("--weights", "weights_text", type=str, help="Comma-separated weights transforms: init or a mask-1 action [init,signed_constant,rand_signed_constant].")
-@click.option("--scope", type=str, default="layerwise", show_default=True, help="layerwise (each layer keeps the fraction) or global.")
+@click.option(
+    "--config",
+    "config_file",
+    type=str,
+    help="YAML file with find-ticket keys for the dense training; flags override it.",
+)
+@click.option(
+    "--from",
+    "from_run",
+    type=str,
+    metavar="RUN_DIR",
+    help="Reuse a finished run's weights/init.pt (w_i), weights/final_round_00.pt (w_f) and config "
+    "instead of training.",
+)
+@click.option(
+    "--criteria",
+    type=str,
+    help="Comma-separated mask criteria (aliases allowed; snip, grad too) [all ranked criteria].",
+)
+@click.option(
+    "--keep", "keep_text", type=str, help="Comma-separated fractions kept, in (0, 1] [1.0, 0.8, 0.64, ... 0.8^24]."
+)
+@click.option(
+    "--weights",
+    "weights_text",
+    type=str,
+    help="Comma-separated weights transforms: init or a mask-1 action [init,signed_constant,rand_signed_constant].",
+)
+@click.option(
+    "--scope",
+    type=str,
+    default="layerwise",
+    show_default=True,
+    help="layerwise (each layer keeps the fraction) or global.",
+)
 @click.option("--seed", type=int, help="Seed of the dense net, tie-breaking and transforms [0, or the --from run's].")
 @click.option("--out", type=str, help="Run directory [runs/MODEL-DATASET-supermask-TIMESTAMP].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (as `lth show --json`).")
-@click.option("--no-share-trunk", is_flag=True,
-              help="Train the dense net even if an earlier eval stored the same dense training [reuse it from "
-              "RUNS_ROOT/.lth-dense].")
+@click.option(
+    "--no-share-trunk",
+    is_flag=True,
+    help="Train the dense net even if an earlier eval stored the same dense training [reuse it from "
+    "RUNS_ROOT/.lth-dense].",
+)
 @click.pass_context
 def eval_command(
-    ctx: click.Context, model: Optional[str], dataset: Optional[str], config_file: Optional[str],
-    from_run: Optional[str], criteria: Optional[str], keep_text: Optional[str], weights_text: Optional[str],
-    scope: str, seed: Optional[int], out: Optional[str], overwrite: bool, quiet: bool, as_json: bool,
-    no_share_trunk: bool, **_: Any,
+    ctx: click.Context,
+    model: str | None,
+    dataset: str | None,
+    config_file: str | None,
+    from_run: str | None,
+    criteria: str | None,
+    keep_text: str | None,
+    weights_text: str | None,
+    scope: str,
+    seed: int | None,
+    out: str | None,
+    overwrite: bool,
+    quiet: bool,
+    as_json: bool,
+    no_share_trunk: bool,
+    **_: Any,
 ) -> None:
     """Evaluate supermasks at initialisation of MODEL on DATASET, without training.
 
@@ -101,7 +161,7 @@ def eval_command(
     values = gather_config(ctx, model or "", dataset or "", config_file)
     transform = {key: values.pop(key) for key in TRANSFORM_KEYS if key in values}
     options = Mask1Options(**{key: value for key, value in transform.items() if value is not None})
-    config: Optional[TicketConfig] = None
+    config: TicketConfig | None = None
     if from_run is not None:
         extra = [key for key in values if key not in (*FROM_KEYS, "model", "dataset")]
         if extra:
@@ -135,17 +195,28 @@ def eval_command(
     check_name(config.name)
     with output_dir(out, config.name) as out_path:
         result = run_supermask_eval(
-            config, criteria=_split(criteria), keeps=_keeps(keep_text), weights=_split(weights_text), scope=scope,
-            seed=seed, options=options, from_run=from_run, out=out_path, overwrite=overwrite,
-            progress=not quiet and not as_json, share_trunk=not no_share_trunk,
+            config,
+            criteria=_split(criteria),
+            keeps=_keeps(keep_text),
+            weights=_split(weights_text),
+            scope=scope,
+            seed=seed,
+            options=options,
+            from_run=from_run,
+            out=out_path,
+            overwrite=overwrite,
+            progress=not quiet and not as_json,
+            share_trunk=not no_share_trunk,
         )
     if as_json:
         click.echo(jsonio.dumps(run_json(result.run_dir), indent=2))
     elif not quiet:
         print_table(result.run_dir)
         if result.dense != "from":
-            click.echo(f"dense training (w_f): {result.dense}"
-                       + (" (stored by an earlier eval with the same dense recipe)" if result.dense == "reused" else ""))
+            click.echo(
+                f"dense training (w_f): {result.dense}"
+                + (" (stored by an earlier eval with the same dense recipe)" if result.dense == "reused" else "")
+            )
         click.echo(f"results and plots in {out_path}/")
 
 

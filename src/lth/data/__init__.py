@@ -3,6 +3,7 @@
 The registry and the dataset sources load without torch (``lth datasets`` lists them at once);
 the tensor side (:class:`DataBundle`, :class:`Batcher`, loading) is imported on first use.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """Deterministic, random-access minibatches: batch i is a pure function of (seed, i)."""
+
 from __future__ import annotations
 
 import torch
@@ -17,9 +18,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (z ^ (z >> 31)) & ((1 << 63) - 1)
 
 
-def crop_flip(
-    x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int
-) -> torch.Tensor:
+def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:
     """Zero-pad ``x`` (B,C,H,W) by ``pad``, crop at ``offsets`` (B,2: dy,dx), flip if ``flips``."""
     b, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
@@ -51,8 +50,7 @@ class Batcher:
             raise LthError(f"x has {n} examples but y has {y.shape[0]}; they must match")
         if not 1 <= batch_size <= n:
             raise LthError(
-                f"batch size {batch_size} is invalid; it must be between 1 and {n} "
-                "(the number of training examples)"
+                f"batch size {batch_size} is invalid; it must be between 1 and {n} (the number of training examples)"
             )
         if augment and x.dim() != 4:
             raise LthError(f"augmentation needs images shaped (N, C, H, W), got {tuple(x.shape)}")

@@ -1,4 +1,5 @@
 """Loading a dataset into normalised tensors with a fixed train/validation split."""
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,14 @@ def shared_dataset(name: str, data_dir: str | Path | None = None, device: str | 
     from lth.data import download
 
     # Everything that decides which files are read is part of the key.
-    key = (name, str(data_dir), str(_device(device)), os.environ.get("LTH_DATA_DIR"), os.environ.get("HOME"),
-           str(download.SYSTEM_DIR))
+    key = (
+        name,
+        str(data_dir),
+        str(_device(device)),
+        os.environ.get("LTH_DATA_DIR"),
+        os.environ.get("HOME"),
+        str(download.SYSTEM_DIR),
+    )
     with _SHARED_LOCK:
         if key not in _SHARED:
             if len(_SHARED) >= 2:

@@ -1,4 +1,5 @@
 """Safe reader for the CIFAR-10 python version (restricted unpickling, safe tar extraction)."""
+
 from __future__ import annotations
 
 import codecs
@@ -92,17 +93,13 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     good = isinstance(data, np.ndarray) and data.dtype == np.uint8
     if not good or data.shape != (rows, ROW_BYTES):
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise LthError(
-            f"CIFAR-10 file {path} has bad 'data': expected uint8 ({rows}, {ROW_BYTES}), got {got}"
-        )
+        raise LthError(f"CIFAR-10 file {path} has bad 'data': expected uint8 ({rows}, {ROW_BYTES}), got {got}")
     try:
         y = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError, OverflowError):
         raise LthError(f"CIFAR-10 file {path} has non-integer 'labels'") from None
     if y.shape != (rows,) or (rows and (y.min() < 0 or y.max() >= NUM_CLASSES)):
-        raise LthError(
-            f"CIFAR-10 file {path} has bad 'labels': expected {rows} values in 0..{NUM_CLASSES - 1}"
-        )
+        raise LthError(f"CIFAR-10 file {path} has bad 'labels': expected {rows} values in 0..{NUM_CLASSES - 1}")
     return data.reshape(rows, 3, 32, 32).copy(), y
 
 
@@ -119,9 +116,7 @@ def read_cifar10(directory: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndar
     directory = Path(directory)
     found = find_batches_dir(directory)
     if found is None:
-        raise LthError(
-            f"{directory} does not hold the CIFAR-10 batches {', '.join((*TRAIN_FILES, TEST_FILE))}"
-        )
+        raise LthError(f"{directory} does not hold the CIFAR-10 batches {', '.join((*TRAIN_FILES, TEST_FILE))}")
     parts = [read_cifar_batch(found / f) for f in TRAIN_FILES]
     test_x, test_y = read_cifar_batch(found / TEST_FILE)
     train_x = np.concatenate([p[0] for p in parts])
@@ -163,14 +158,14 @@ def extract_cifar_tarball(tar_path: str | Path, dest: str | Path | None = None) 
             raise LthError(f"CIFAR-10 archive {tar_path} cannot be extracted ({exc})") from None
         extracted = work / BATCHES_DIRNAME
         if find_batches_dir(extracted) != extracted:
-            raise LthError(
-                f"CIFAR-10 archive {tar_path} does not contain {BATCHES_DIRNAME}/ with all batches"
-            )
+            raise LthError(f"CIFAR-10 archive {tar_path} does not contain {BATCHES_DIRNAME}/ with all batches")
         if final.exists():  # an incomplete copy, maybe the user's own: set aside, never deleted
             aside = final.with_name(f"{final.name}.incomplete-{datetime.now():%Y%m%d-%H%M%S}")
             final.replace(aside)
-            print(f"lth: warning: {final} was incomplete; moved it to {aside.name} and extracted a fresh copy",
-                  file=sys.stderr)
+            print(
+                f"lth: warning: {final} was incomplete; moved it to {aside.name} and extracted a fresh copy",
+                file=sys.stderr,
+            )
         extracted.replace(final)
     finally:
         shutil.rmtree(work, ignore_errors=True)

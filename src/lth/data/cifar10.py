@@ -1,4 +1,5 @@
 """CIFAR-10 natural images (python pickle version)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,12 @@ def _load(data_dir: Path | None, allow_download: bool) -> RawSplits:
     if data_dir is not None:  # an incomplete --data-dir is refused, not passed over
         given = given_dirs("cifar10", data_dir)
         if not any(find_batches_dir(d) or existing_variant(d, TARBALL) for d in given):
-            refuse_incomplete("cifar10", [c for d in given for c in (d / BATCHES_DIRNAME, d)],
-                              (*TRAIN_FILES, TEST_FILE), lambda d, f: (d / f).is_file())
+            refuse_incomplete(
+                "cifar10",
+                [c for d in given for c in (d / BATCHES_DIRNAME, d)],
+                (*TRAIN_FILES, TEST_FILE),
+                lambda d, f: (d / f).is_file(),
+            )
     for directory in dataset_search_dirs("cifar10", data_dir):
         batches = find_batches_dir(directory)
         if batches is not None:

@@ -1,4 +1,5 @@
 """scikit-learn's bundled 8x8 handwritten digits: tiny, offline, for fast smoke tests."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Finding dataset files on disk and downloading them safely (checksummed, atomic)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,10 @@ def refuse_incomplete(
         have = [f for f in filenames if present(directory, f)]
         if have and len(have) < len(filenames):
             missing = next(f for f in filenames if f not in have)
-            raise LthError(f"data directory {str(directory)!r} lacks {missing!r} (it holds {have[0]!r}); "
-                           f"{name} needs {', '.join(filenames)}: complete it or give another --data-dir")
+            raise LthError(
+                f"data directory {str(directory)!r} lacks {missing!r} (it holds {have[0]!r}); "
+                f"{name} needs {', '.join(filenames)}: complete it or give another --data-dir"
+            )
 
 
 def existing_variant(directory: Path, filename: str) -> Path | None:
@@ -71,9 +74,7 @@ def existing_variant(directory: Path, filename: str) -> Path | None:
     return None
 
 
-def find_files(
-    name: str, filenames: Sequence[str], data_dir: str | Path | None = None
-) -> Path | None:
+def find_files(name: str, filenames: Sequence[str], data_dir: str | Path | None = None) -> Path | None:
     """The first search directory holding all ``filenames`` (or their un-gzipped variants).
 
     A ``data_dir`` (or its ``name`` sub-directory) holding only some of them is refused
@@ -120,10 +121,7 @@ def download(url: str, dest: str | Path, sha256: str | Sequence[str]) -> Path:
                 out.write(chunk)
         actual = digest.hexdigest()
         if actual not in accepted:
-            raise LthError(
-                f"checksum mismatch for {url}: "
-                f"expected SHA-256 {' or '.join(accepted)}, got {actual}"
-            )
+            raise LthError(f"checksum mismatch for {url}: expected SHA-256 {' or '.join(accepted)}, got {actual}")
         os.replace(tmp, dest)
     except LthError:
         tmp.unlink(missing_ok=True)
@@ -168,9 +166,7 @@ def obtain(
     )
 
 
-def _download_all(
-    name: str, files: Mapping[str, str | Sequence[str]], mirrors: Sequence[str]
-) -> str | None:
+def _download_all(name: str, files: Mapping[str, str | Sequence[str]], mirrors: Sequence[str]) -> str | None:
     """Download missing files into the cache dir; return None on success, else why it failed."""
     dest_dir = cache_dir(name)
     for filename, sha in files.items():

@@ -1,4 +1,5 @@
 """Fashion-MNIST clothing images (same IDX layout as MNIST)."""
+
 from __future__ import annotations
 
 from pathlib import Path

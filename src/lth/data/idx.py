@@ -1,4 +1,5 @@
 """Reader for the IDX format used by MNIST and Fashion-MNIST (gzipped or raw)."""
+
 from __future__ import annotations
 
 import gzip
@@ -41,9 +42,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     path = Path(path)
     data = _read_bytes(path)
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise LthError(
-            f"{path} is not an IDX file: its magic number must start with two zero bytes"
-        )
+        raise LthError(f"{path} is not an IDX file: its magic number must start with two zero bytes")
     code, ndim = data[2], data[3]
     if code not in IDX_DTYPES:
         allowed = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)

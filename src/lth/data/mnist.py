@@ -1,4 +1,5 @@
 """MNIST handwritten digits (IDX files)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -25,19 +26,12 @@ SHA256 = {
 }
 
 
-def _read_pair(
-    images_path: Path, labels_path: Path, num_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _read_pair(images_path: Path, labels_path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     x, y = read_idx(images_path), read_idx(labels_path)
     if x.ndim != 3 or x.shape[1:] != (28, 28) or x.dtype != np.uint8:
-        raise LthError(
-            f"{images_path} must hold uint8 images of shape (N, 28, 28), got {x.dtype} {x.shape}"
-        )
+        raise LthError(f"{images_path} must hold uint8 images of shape (N, 28, 28), got {x.dtype} {x.shape}")
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise LthError(
-            f"{labels_path} must hold {x.shape[0]} labels to match {images_path.name}, "
-            f"got shape {y.shape}"
-        )
+        raise LthError(f"{labels_path} must hold {x.shape[0]} labels to match {images_path.name}, got shape {y.shape}")
     if y.size and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise LthError(f"{labels_path} has labels outside 0..{num_classes - 1}")
     return x[:, None], y.astype(np.int64)

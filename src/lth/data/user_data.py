@@ -14,6 +14,7 @@ Accepted shapes of ``data``:
 
 User tensors are not normalised: x is only cast to float32, y to int64.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -62,8 +63,10 @@ def _materialise(split: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     if _is_pair(split):
         return _tensor(split[0], f"x_{what}"), _tensor(split[1], f"y_{what}")
     if _is_array(split) or isinstance(split, (str, bytes, dict)) or not isinstance(split, Iterable):
-        raise LthError(f"the {what} split is a {type(split).__name__}; each split must be an (x, y) pair "
-                       f"or a DataLoader / iterable of (x, y) batches; data may be {ACCEPTED}")
+        raise LthError(
+            f"the {what} split is a {type(split).__name__}; each split must be an (x, y) pair "
+            f"or a DataLoader / iterable of (x, y) batches; data may be {ACCEPTED}"
+        )
     xs: list[torch.Tensor] = []
     ys: list[torch.Tensor] = []
     for i, batch in enumerate(split):
@@ -105,8 +108,10 @@ def _check_split(x: torch.Tensor, y: torch.Tensor, what: str) -> tuple[torch.Ten
         bad = ~torch.isfinite(x)
         if bool(bad.any()):
             example = int(bad.reshape(x.shape[0], -1).any(dim=1).nonzero()[0])
-            raise LthError(f"x_{what} holds {x[bad][0].item()!r} (first in example {example}); "
-                           "inputs must be finite numbers, without NaN or infinity")
+            raise LthError(
+                f"x_{what} holds {x[bad][0].item()!r} (first in example {example}); "
+                "inputs must be finite numbers, without NaN or infinity"
+            )
     if y.is_floating_point():
         if not bool(torch.isfinite(y).all()) or not bool((y == y.round()).all()):
             raise LthError(f"y_{what} holds non-integer labels; labels must be class indices 0, 1, 2, ...")
@@ -126,8 +131,11 @@ def _move(bundle: DataBundle, device: torch.device) -> DataBundle:
     fields = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
     moved = {name: getattr(bundle, name).to(device) for name in fields}
     return DataBundle(
-        name=bundle.name, input_shape=bundle.input_shape, num_classes=bundle.num_classes,
-        augment=bundle.augment, **moved,
+        name=bundle.name,
+        input_shape=bundle.input_shape,
+        num_classes=bundle.num_classes,
+        augment=bundle.augment,
+        **moved,
     )
 
 
@@ -175,9 +183,12 @@ def as_bundle(
     num_classes = max(int(y.max()) for _, y in splits.values()) + 1
     return DataBundle(
         name=name,
-        train_x=splits["train"][0].to(dev), train_y=splits["train"][1].to(dev),
-        val_x=splits["val"][0].to(dev), val_y=splits["val"][1].to(dev),
-        test_x=splits["test"][0].to(dev), test_y=splits["test"][1].to(dev),
+        train_x=splits["train"][0].to(dev),
+        train_y=splits["train"][1].to(dev),
+        val_x=splits["val"][0].to(dev),
+        val_y=splits["val"][1].to(dev),
+        test_x=splits["test"][0].to(dev),
+        test_y=splits["test"][1].to(dev),
         input_shape=shapes["test"],  # type: ignore[arg-type]  # any tuple: x.shape[1:]
         num_classes=num_classes,
         augment=False,

@@ -4,10 +4,12 @@ Each kind is one function of a :class:`BranchLevel` (the trunk's mask and weight
 and the branch's own generator) returning the mask and the full starting state dict; adding a
 kind is one registered function here.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -39,7 +41,7 @@ class BranchLevel:
     generator: torch.Generator  # the branch's own, seeded by (seed, kind, level)
     seed: int  # the branch seed
     scope: str  # layerwise | global
-    trunk: "Trunk"
+    trunk: Trunk
 
 
 BranchKind = Callable[[BranchLevel], tuple[Mask, dict[str, Tensor]]]
@@ -49,8 +51,10 @@ BRANCH_KINDS: Registry[BranchKind] = Registry("branch kind")
 
 def masked(state: dict[str, Tensor], mask: Mask) -> dict[str, Tensor]:
     """``state`` with the pruned entries of every masked tensor set to 0 (the others copied)."""
-    return {k: torch.where(mask[k].to(v.device), v, torch.zeros_like(v)) if k in mask else v.clone()
-            for k, v in state.items()}
+    return {
+        k: torch.where(mask[k].to(v.device), v, torch.zeros_like(v)) if k in mask else v.clone()
+        for k, v in state.items()
+    }
 
 
 @BRANCH_KINDS.register("random-reinit")
@@ -77,7 +81,7 @@ def random_prune(level: BranchLevel) -> tuple[Mask, dict[str, Tensor]]:
         offset = 0
         for name in names:
             n = level.mask[name].numel()
-            mask[name] = flat[offset:offset + n].view_as(level.mask[name])
+            mask[name] = flat[offset : offset + n].view_as(level.mask[name])
             offset += n
     return mask, masked(level.rewind, mask)
 
@@ -86,10 +90,12 @@ def random_prune(level: BranchLevel) -> tuple[Mask, dict[str, Tensor]]:
 def shuffle_mask(level: BranchLevel) -> tuple[Mask, dict[str, Tensor]]:
     """The level's mask with its entries permuted within each tensor (same per-layer counts;
     Frankle et al. 2021's ablation); the trunk's rewind weights."""
-    mask = Mask({
-        name: m.flatten()[torch.randperm(m.numel(), generator=level.generator)].view_as(m)
-        for name, m in level.mask.items()
-    })
+    mask = Mask(
+        {
+            name: m.flatten()[torch.randperm(m.numel(), generator=level.generator)].view_as(m)
+            for name, m in level.mask.items()
+        }
+    )
     return mask, masked(level.rewind, mask)
 
 

@@ -13,6 +13,7 @@ and the level alone; its data order is the trunk's. So a ``retrain`` branch with
 reproduces the trunk's rounds bit for bit (dropout layers draw from a generator seeded per level,
 so models with dropout differ there).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -39,9 +40,25 @@ KIND = "branch"  # the ``kind`` in a branch's config.yaml
 CHECKPOINT_FORMAT = "branch-1"
 #: The training settings a branch may change; everything else is the trunk's.
 OVERRIDABLE: tuple[str, ...] = (
-    "dataset", "data_dir", "iterations", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
-    "weight_decay", "milestones", "gamma", "warmup", "eval_every", "checkpoint_every", "device", "precision",
-    "compile", "channels_last",
+    "dataset",
+    "data_dir",
+    "iterations",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "milestones",
+    "gamma",
+    "warmup",
+    "eval_every",
+    "checkpoint_every",
+    "device",
+    "precision",
+    "compile",
+    "channels_last",
 )
 _SCOPED = ("random-prune", "one-shot")  # the kinds that take --scope
 _UNNAMED = ("model", "data_dir", "device", "checkpoint_every")  # settings that do not name a branch
@@ -56,12 +73,12 @@ class BranchSpec:
     trunk's) and training overrides."""
 
     kind: str
-    levels: Optional[tuple[int, ...]] = None
-    seed: Optional[int] = None
-    scope: Optional[str] = None
+    levels: tuple[int, ...] | None = None
+    seed: int | None = None
+    scope: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
 
-    def check(self) -> "BranchSpec":
+    def check(self) -> BranchSpec:
         """LthError for an unknown kind, a bad scope or an override a branch may not change."""
         BRANCH_KINDS.get(self.kind)
         if self.scope is not None:
@@ -74,8 +91,9 @@ class BranchSpec:
                 continue  # checked against the trunk
             if key not in OVERRIDABLE:
                 flags = ", ".join("--" + k.replace("_", "-") for k in OVERRIDABLE)
-                raise LthError(f"a branch cannot change --{key.replace('_', '-')} (it is the trunk's); "
-                               f"it may change: {flags}")
+                raise LthError(
+                    f"a branch cannot change --{key.replace('_', '-')} (it is the trunk's); it may change: {flags}"
+                )
         if self.seed is not None:
             from lth.config import check_seed
 
@@ -99,14 +117,24 @@ class BranchSpec:
         return name
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "levels": None if self.levels is None else list(self.levels), "seed": self.seed,
-                "scope": self.scope, "overrides": dict(self.overrides)}
+        return {
+            "kind": self.kind,
+            "levels": None if self.levels is None else list(self.levels),
+            "seed": self.seed,
+            "scope": self.scope,
+            "overrides": dict(self.overrides),
+        }
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "BranchSpec":
+    def from_dict(cls, values: dict[str, Any]) -> BranchSpec:
         levels = values.get("levels")
-        return cls(values["kind"], None if levels is None else tuple(levels), values.get("seed"),
-                   values.get("scope"), dict(values.get("overrides") or {}))
+        return cls(
+            values["kind"],
+            None if levels is None else tuple(levels),
+            values.get("seed"),
+            values.get("scope"),
+            dict(values.get("overrides") or {}),
+        )
 
 
 def parse_levels(text: str) -> tuple[int, ...]:
@@ -141,7 +169,8 @@ def _branch_config(trunk: Trunk, spec: BranchSpec, name: str) -> TicketConfig:
             raise LthError(
                 f"--dataset {overrides['dataset']} has inputs of shape {tuple(new.input_shape)} and "
                 f"{new.num_classes} classes; the trunk's model was built for {config.dataset}: "
-                f"{tuple(old.input_shape)} and {old.num_classes} classes")
+                f"{tuple(old.input_shape)} and {old.num_classes} classes"
+            )
         if "data_dir" not in overrides:
             overrides["data_dir"] = None
     values = config.model_dump()
@@ -173,8 +202,9 @@ class BranchResult:
 class _Branch:
     """One branch as a resumable loop over its levels (state: the rows so far and an interrupted training)."""
 
-    def __init__(self, trunk: Trunk, spec: BranchSpec, progress: bool, leave: bool = True,
-                 name: Optional[str] = None) -> None:
+    def __init__(
+        self, trunk: Trunk, spec: BranchSpec, progress: bool, leave: bool = True, name: str | None = None
+    ) -> None:
         from lth.experiments.ticket_search import resolve_device
 
         self.trunk, self.spec = trunk, spec.check()
@@ -185,8 +215,9 @@ class _Branch:
         wanted = spec.levels if spec.levels is not None else tuple(available)
         missing = [level for level in wanted if level not in available]
         if missing:
-            raise LthError(f"level {missing[0]} is not among the levels of {str(trunk.run.path)!r} "
-                           f"({_ranges(available)})")
+            raise LthError(
+                f"level {missing[0]} is not among the levels of {str(trunk.run.path)!r} ({_ranges(available)})"
+            )
         self.levels = list(wanted)
         trunk.check_stored(self.levels, spec.kind)
         self.config = _branch_config(trunk, spec, self.name)
@@ -197,10 +228,12 @@ class _Branch:
         self.rows: list[dict] = []
         self.metrics: list[dict] = []
         self.pending: Any = None  # an interrupted training (TrainProgress) of the next level
-        self.run: Optional[RunDir] = None
+        self.run: RunDir | None = None
         if self.levels and self.levels != [0] and trunk.rewind_at >= self._budget():
-            raise LthError(f"the trunk rewinds to iteration {trunk.rewind_at}, which is not before the end of this "
-                           f"branch's training ({self._budget()} iterations); give a longer --iterations")
+            raise LthError(
+                f"the trunk rewinds to iteration {trunk.rewind_at}, which is not before the end of this "
+                f"branch's training ({self._budget()} iterations); give a longer --iterations"
+            )
 
     def _budget(self) -> int:
         return self.config.budget_iterations(self.data.train_x.shape[0] // self.config.batch_size)
@@ -212,25 +245,40 @@ class _Branch:
 
     def describe(self) -> dict[str, Any]:
         """The branch's config.yaml: its training config, ``kind: branch`` and the branch spec."""
-        return {"kind": KIND, **self.config.model_dump(),
-                "branch": {**self.spec.as_dict(), "trunk": "../..", "seed_used": self.seed, "scope_used": self.scope}}
+        return {
+            "kind": KIND,
+            **self.config.model_dump(),
+            "branch": {**self.spec.as_dict(), "trunk": "../..", "seed_used": self.seed, "scope_used": self.scope},
+        }
 
     def prepare(self, level: int) -> tuple[Mask, dict[str, Tensor]]:
         trunk = self.trunk
         mask = trunk.level_mask(level)
         generator = torch.Generator().manual_seed(level_seed(self.seed, self.spec.kind, level))
-        state = BranchLevel(level, mask, trunk.level_start(level, mask), trunk.level_rewind(level), generator,
-                            self.seed, self.scope, trunk)
+        state = BranchLevel(
+            level,
+            mask,
+            trunk.level_start(level, mask),
+            trunk.level_rewind(level),
+            generator,
+            self.seed,
+            self.scope,
+            trunk,
+        )
         return BRANCH_KINDS.get(self.spec.kind)(state)
 
     # -- checkpoints ------------------------------------------------------------------
     def checkpoint(self, training: Any = None) -> None:
         assert self.run is not None
-        self.run.write_checkpoint({
-            "format": CHECKPOINT_FORMAT, "rows": self.rows, "metrics": self.metrics,
-            "torch_rng": torch.get_rng_state(),
-            "training": None if training is None else training.portable(),
-        })
+        self.run.write_checkpoint(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "rows": self.rows,
+                "metrics": self.metrics,
+                "torch_rng": torch.get_rng_state(),
+                "training": None if training is None else training.portable(),
+            }
+        )
 
     def restore(self, state: dict[str, Any]) -> None:
         from lth.training import TrainProgress
@@ -266,8 +314,16 @@ class _Branch:
         run.write_status(status="running", started=started, device=str(self.device), resumed=resumed)
         budget = self._budget()
         ipe = data.train_x.shape[0] // config.batch_size
-        trainer = Trainer(data, config.batch_size, optimizer_settings(config, ipe, budget), config.seed,
-                          config.eval_every, self.progress, self.leave, acceleration=config.acceleration())
+        trainer = Trainer(
+            data,
+            config.batch_size,
+            optimizer_settings(config, ipe, budget),
+            config.seed,
+            config.eval_every,
+            self.progress,
+            self.leave,
+            acceleration=config.acceleration(),
+        )
         model = build_model(config.model, data.input_shape, data.num_classes, seed=config.seed).to(self.device)
         done = {row["round"] for row in self.rows}
         try:
@@ -282,10 +338,17 @@ class _Branch:
                     torch.manual_seed(level_seed(self.seed, "dropout", level))
                 mask = mask.to(self.device)
                 result = trainer.train(
-                    model, mask, start=0 if level == 0 else self.trunk.rewind_at, stop=budget,
-                    description=f"{self.name} level {level}", postfix={"kept": f"{mask.density():.4f}"},
-                    zero_pruned=False, checkpoint_every=config.checkpoint_every, on_checkpoint=self.checkpoint,
-                    resume=pending)
+                    model,
+                    mask,
+                    start=0 if level == 0 else self.trunk.rewind_at,
+                    stop=budget,
+                    description=f"{self.name} level {level}",
+                    postfix={"kept": f"{mask.density():.4f}"},
+                    zero_pruned=False,
+                    checkpoint_every=config.checkpoint_every,
+                    on_checkpoint=self.checkpoint,
+                    resume=pending,
+                )
                 self.rows.append(result.row(level, mask))
                 self.metrics.extend({"round": level, **row} for row in result.metrics)
                 run.save_mask(level, mask.cpu())
@@ -294,11 +357,16 @@ class _Branch:
                 run.write_rounds(self.rows)
                 self.checkpoint()
         except LthError as error:
-            run.write_status(status="failed", error=str(error), started=started, stopped=_now(),
-                             device=str(self.device), resumed=resumed)
+            run.write_status(
+                status="failed",
+                error=str(error),
+                started=started,
+                stopped=_now(),
+                device=str(self.device),
+                resumed=resumed,
+            )
             raise
-        run.write_status(status="complete", started=started, finished=_now(), device=str(self.device),
-                         resumed=resumed)
+        run.write_status(status="complete", started=started, finished=_now(), device=str(self.device), resumed=resumed)
         run.remove_checkpoint()
         plot_run(run)
         return BranchResult(self.name, self.spec, self.rows, run)
@@ -317,8 +385,13 @@ def _ranges(levels: list[int]) -> str:
 
 
 def branch_run(
-    trunk_path: str | Path, spec: BranchSpec, overwrite: bool = False, resume: bool = False,
-    progress: bool = True, leave: bool = True, name: Optional[str] = None,
+    trunk_path: str | Path,
+    spec: BranchSpec,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    leave: bool = True,
+    name: str | None = None,
 ) -> BranchResult:
     """Run the branch ``spec`` off the ticket search in ``trunk_path`` into ``trunk_path/branches/NAME``
     (``name``: default the spec's own, :meth:`BranchSpec.name`).
@@ -331,8 +404,10 @@ def branch_run(
     out = trunk.run.branch(branch.name).path
     if (out / "config.yaml").is_file() and not overwrite:
         if not resume:
-            raise LthError(f"branch {str(out)!r} exists; continue it with --resume (or `lth resume {out}`) "
-                           "or replace it with --overwrite")
+            raise LthError(
+                f"branch {str(out)!r} exists; continue it with --resume (or `lth resume {out}`) "
+                "or replace it with --overwrite"
+            )
         return resume_branch(out, progress, leave)
     with created_and_locked(out, lambda: RunDir.create(out, overwrite=overwrite)) as run:
         branch.run = run
@@ -374,8 +449,14 @@ def resume_branch(path: str | Path, progress: bool = True, leave: bool = True) -
 
 
 def branch(
-    path: str | Path, kind: str, levels: Optional[str | list[int]] = None, seed: Optional[int] = None,
-    scope: Optional[str] = None, overwrite: bool = False, resume: bool = False, progress: bool = True,
+    path: str | Path,
+    kind: str,
+    levels: str | list[int] | None = None,
+    seed: int | None = None,
+    scope: str | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
     **overrides: Any,
 ) -> BranchResult | list[BranchResult]:
     """Run a branch of ``kind`` off the ticket search (or every trial of the study) in ``path``.
@@ -388,8 +469,13 @@ def branch(
     """
     if isinstance(levels, str):
         levels = list(parse_levels(levels))
-    spec = BranchSpec(kind, None if levels is None else tuple(sorted(set(levels))), seed, scope,
-                      {k: v for k, v in overrides.items() if v is not None}).check()
+    spec = BranchSpec(
+        kind,
+        None if levels is None else tuple(sorted(set(levels))),
+        seed,
+        scope,
+        {k: v for k, v in overrides.items() if v is not None},
+    ).check()
     from lth.store.study_dir import StudyDir
 
     if StudyDir.is_study(path):
@@ -397,8 +483,9 @@ def branch(
     return branch_run(path, spec, overwrite, resume, progress)
 
 
-def branch_study(path: str | Path, spec: BranchSpec, overwrite: bool = False, resume: bool = False,
-                 progress: bool = True) -> list[BranchResult]:
+def branch_study(
+    path: str | Path, spec: BranchSpec, overwrite: bool = False, resume: bool = False, progress: bool = True
+) -> list[BranchResult]:
     """The branch on every trial of a study (trial i's seed: ``spec.seed + i``, else its own), then the
     study's summary and plots again with the branch as a line of its own (``branch:NAME``)."""
     from lth.experiments.study import study_summary
@@ -421,13 +508,16 @@ def branch_study(path: str | Path, spec: BranchSpec, overwrite: bool = False, re
             specs.append(trial_spec)
         results = []
         for (experiment, entry), trial_spec in zip(trials, specs):
-            result = branch_run(study.run(entry["path"]).path, trial_spec, overwrite, resume, progress,
-                                leave=False, name=name)
+            result = branch_run(
+                study.run(entry["path"]).path, trial_spec, overwrite, resume, progress, leave=False, name=name
+            )
             results.append(result)
             if progress:
                 last = result.rounds[-1]
-                print(f"{experiment} trial {entry['trial']}: {name} at {100 * last['weights_remaining']:.2f}% "
-                      f"of weights: test accuracy {100 * last['test_accuracy_at_early_stop']:.2f}% at early stop")
+                print(
+                    f"{experiment} trial {entry['trial']}: {name} at {100 * last['weights_remaining']:.2f}% "
+                    f"of weights: test accuracy {100 * last['test_accuracy_at_early_stop']:.2f}% at early stop"
+                )
         study.write_summary(study_summary(study))
         plot_study(study)
     return results

@@ -4,9 +4,10 @@
 A control's randomness comes from its own generator, so adding controls never changes the
 ticket's own results.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -20,13 +20,15 @@ Writes are atomic (:func:`lth.atomic.atomic_torch_save`): two processes training
 at once both write the same bits, and readers see one whole file or none. A damaged or foreign
 entry is a miss, with a one-line warning, and is trained (and written) again.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import torch
 
@@ -37,26 +39,49 @@ from lth.training import RoundResult
 
 #: Config fields that cannot influence round 0: pruning-only (they act from round 1 on, or on
 #: the masks only) and output-only fields. Every other field is part of the key.
-EXCLUDED = frozenset({
-    # pruning: what is pruned, how much, by which scores, how the next round starts
-    "rounds", "prune_rate", "prune_rate_fc", "prune_rate_conv", "prune_rate_output", "scope",
-    "ignore_layers", "prune_biases",  # round 0's mask is all ones: no parameter is masked in training
-    "criterion", "mask1", "keep_sign", "rescale", "jitter_sd", "constant", "mask0", "one_shot", "keep",
-    "controls",  # controls start at round 1
-    # output: where and how results are written, never what they are
-    "name", "log", "checkpoint_every",
-    # side-by-side training of controls and trials: round 0 of a lone search trains alone
-    "vectorize",
-    # replaced in the key: by the device actually used, and by the content of the round-0 mask
-    "device", "init_mask",
-})
+EXCLUDED = frozenset(
+    {
+        # pruning: what is pruned, how much, by which scores, how the next round starts
+        "rounds",
+        "prune_rate",
+        "prune_rate_fc",
+        "prune_rate_conv",
+        "prune_rate_output",
+        "scope",
+        "ignore_layers",
+        "prune_biases",  # round 0's mask is all ones: no parameter is masked in training
+        "criterion",
+        "mask1",
+        "keep_sign",
+        "rescale",
+        "jitter_sd",
+        "constant",
+        "mask0",
+        "one_shot",
+        "keep",
+        "controls",  # controls start at round 1
+        # output: where and how results are written, never what they are
+        "name",
+        "log",
+        "checkpoint_every",
+        # side-by-side training of controls and trials: round 0 of a lone search trains alone
+        "vectorize",
+        # replaced in the key: by the device actually used, and by the content of the round-0 mask
+        "device",
+        "init_mask",
+    }
+)
 FORMAT = 1
 SUFFIX = ".pt"
 _RESULT_FIELDS = tuple(f.name for f in fields(RoundResult) if f.name != "best_state")
 
 
-def dense_trunk_key(config: TicketConfig, device: torch.device | str = "cpu",
-                    mask: Optional[Mapping[str, torch.Tensor]] = None, data: Any = None) -> str:
+def dense_trunk_key(
+    config: TicketConfig,
+    device: torch.device | str = "cpu",
+    mask: Mapping[str, torch.Tensor] | None = None,
+    data: Any = None,
+) -> str:
     """The hex SHA-256 naming round 0 of ``config`` (with its model's recipe filled in).
 
     ``device``: the device the search trains on (``auto`` resolved). ``mask``: the round-0
@@ -74,8 +99,12 @@ def dense_trunk_key(config: TicketConfig, device: torch.device | str = "cpu",
     values["init_mask"] = _mask_digest(mask)
     values["device"] = device.type
     values["data"] = None if data is None else data_fingerprint(data)
-    values["platform"] = {"lth": __version__, "torch": torch.__version__, "format": FORMAT,
-                          "hardware": _hardware(device)}
+    values["platform"] = {
+        "lth": __version__,
+        "torch": torch.__version__,
+        "format": FORMAT,
+        "hardware": _hardware(device),
+    }
     text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -85,8 +114,11 @@ def trunk_signature(config: TicketConfig) -> str:
     ``--init-mask`` path): configs of different signatures never share round 0. A study uses it
     to give the store only to trials that have a partner (``lth robust``'s trials, all of other
     seeds, store nothing)."""
-    values = {key: value for key, value in config.model_dump().items()
-              if key not in EXCLUDED or key in ("device", "init_mask")}
+    values = {
+        key: value
+        for key, value in config.model_dump().items()
+        if key not in EXCLUDED or key in ("device", "init_mask")
+    }
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -113,7 +145,7 @@ def _hardware(device: torch.device) -> str:
         return "cpu"
 
 
-def _mask_digest(mask: Optional[Mapping[str, torch.Tensor]]) -> Optional[str]:
+def _mask_digest(mask: Mapping[str, torch.Tensor] | None) -> str | None:
     if mask is None or all(bool(m.all()) for m in mask.values()):
         return None
     digest = hashlib.sha256()
@@ -127,9 +159,14 @@ def _mask_digest(mask: Optional[Mapping[str, torch.Tensor]]) -> Optional[str]:
 class DenseEntry:
     """One stored round 0, on the CPU: see the module's docstring."""
 
-    def __init__(self, result: RoundResult, model: dict[str, torch.Tensor],
-                 snapshots: dict[int, dict[str, torch.Tensor]], torch_rng: torch.Tensor,
-                 cuda_rng: Optional[torch.Tensor] = None) -> None:
+    def __init__(
+        self,
+        result: RoundResult,
+        model: dict[str, torch.Tensor],
+        snapshots: dict[int, dict[str, torch.Tensor]],
+        torch_rng: torch.Tensor,
+        cuda_rng: torch.Tensor | None = None,
+    ) -> None:
         self.result, self.model, self.snapshots = result, model, snapshots
         self.torch_rng, self.cuda_rng = torch_rng, cuda_rng
 
@@ -143,9 +180,15 @@ class DenseStore:
     def file(self, key: str) -> Path:
         return self.path / f"{key}{SUFFIX}"
 
-    def save(self, key: str, result: RoundResult, model: Mapping[str, torch.Tensor],
-             snapshots: Mapping[int, Mapping[str, torch.Tensor]], torch_rng: torch.Tensor,
-             cuda_rng: Optional[torch.Tensor] = None) -> None:
+    def save(
+        self,
+        key: str,
+        result: RoundResult,
+        model: Mapping[str, torch.Tensor],
+        snapshots: Mapping[int, Mapping[str, torch.Tensor]],
+        torch_rng: torch.Tensor,
+        cuda_rng: torch.Tensor | None = None,
+    ) -> None:
         """Store round 0 under ``key``. A failed write (e.g. a full disk) is a warning: sharing is
         an optimisation, and the search it belongs to goes on."""
         entry = {
@@ -163,8 +206,9 @@ class DenseStore:
         except (OSError, LthError) as error:
             warn(f"the dense training was not stored for reuse in {self.path} ({error})")
 
-    def load(self, key: str, model: Mapping[str, torch.Tensor], points: list[int], keep_best: bool,
-             cuda: bool = False) -> Optional[DenseEntry]:
+    def load(
+        self, key: str, model: Mapping[str, torch.Tensor], points: list[int], keep_best: bool, cuda: bool = False
+    ) -> DenseEntry | None:
         """The entry of ``key``; None when there is none, or (with a warning) when it is damaged or
         does not fit: ``model`` is the state dict its tensors must match, ``points`` the iterations
         it must hold snapshots of, ``keep_best`` whether it must hold a best state."""
@@ -176,12 +220,14 @@ class DenseStore:
             return _entry(data, key, model, points, keep_best, cuda)
         except Exception as error:  # noqa: BLE001 - whatever is wrong with it, it is a miss
             text = (str(error).strip().splitlines() or [""])[0][:120]
-            warn(f"ignoring the damaged stored dense training {path} ({type(error).__name__}: {text}); "
-                 "training round 0 again")
+            warn(
+                f"ignoring the damaged stored dense training {path} ({type(error).__name__}: {text}); "
+                "training round 0 again"
+            )
             return None
 
 
-def _cpu(state: Optional[Mapping[str, torch.Tensor]]) -> Optional[dict[str, torch.Tensor]]:
+def _cpu(state: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
     return None if state is None else {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
@@ -194,8 +240,9 @@ def _check_state(what: str, state: Any, model: Mapping[str, torch.Tensor]) -> di
     return state
 
 
-def _entry(data: Any, key: str, model: Mapping[str, torch.Tensor], points: list[int], keep_best: bool,
-           cuda: bool) -> DenseEntry:
+def _entry(
+    data: Any, key: str, model: Mapping[str, torch.Tensor], points: list[int], keep_best: bool, cuda: bool
+) -> DenseEntry:
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("key") != key:
         raise ValueError("it is not a stored dense training of this key and format")
     values = data["result"]
@@ -204,8 +251,11 @@ def _entry(data: Any, key: str, model: Mapping[str, torch.Tensor], points: list[
     rows = values["metrics"]
     if not isinstance(rows, list) or not rows or not all(isinstance(row, dict) for row in rows):
         raise ValueError("its metrics are not a list of rows")
-    if not all(isinstance(values[name], (int, float)) and not isinstance(values[name], bool)
-               for name in _RESULT_FIELDS if name != "metrics"):
+    if not all(
+        isinstance(values[name], (int, float)) and not isinstance(values[name], bool)
+        for name in _RESULT_FIELDS
+        if name != "metrics"
+    ):
         raise ValueError("its headline numbers are not numbers")
     best = data["best_state"]
     if keep_best != (best is not None):
@@ -220,6 +270,10 @@ def _entry(data: Any, key: str, model: Mapping[str, torch.Tensor], points: list[
     if cuda and not isinstance(cuda_rng, torch.Tensor):
         raise ValueError("it lacks the CUDA RNG state")
     result = RoundResult(**values, best_state=None if best is None else _check_state("best state", best, model))
-    return DenseEntry(result, _check_state("model", data["model"], model),
-                      {t: _check_state(f"snapshot {t}", s, model) for t, s in snapshots.items()}, rng,
-                      cuda_rng if cuda else None)
+    return DenseEntry(
+        result,
+        _check_state("model", data["model"], model),
+        {t: _check_state(f"snapshot {t}", s, model) for t, s in snapshots.items()},
+        rng,
+        cuda_rng if cuda else None,
+    )

@@ -8,16 +8,21 @@ are grouped per method (one line per method, its ablations as further lines, one
 fraction kept) so that the figure draws accuracy against weights remaining, method by method,
 and overlays IMP runs given with ``compare``.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from lth.config import TicketConfig, make_config
 from lth.errors import LthError
 from lth.experiments.init_pruning_summary import (  # noqa: F401  (re-exported)
-    KIND, collapsed_runs, line_name, summarise_study,
+    KIND,
+    collapsed_runs,
+    line_name,
+    summarise_study,
 )
 from lth.experiments.limits import check_run_count, check_trials, format_count
 from lth.experiments.session_spec import Experiment
@@ -75,8 +80,14 @@ def experiment_slug(method: str, keep: float, ablation: str) -> str:
     return f"{method}-keep{keep:g}" + ("" if ablation == "none" else f"-{ablation}")
 
 
-def build_experiments(base: dict[str, Any], methods: Sequence[str], keeps: Sequence[float], ablations: Sequence[str],
-                      trials: int, max_runs: Optional[int] = None) -> list[Experiment]:
+def build_experiments(
+    base: dict[str, Any],
+    methods: Sequence[str],
+    keeps: Sequence[float],
+    ablations: Sequence[str],
+    trials: int,
+    max_runs: int | None = None,
+) -> list[Experiment]:
     """One experiment per (method, keep, ablation), each of ``trials`` runs with seeds seed + i.
 
     ``base``: the config keys shared by every run (model, dataset, training recipe, scope...);
@@ -87,20 +98,30 @@ def build_experiments(base: dict[str, Any], methods: Sequence[str], keeps: Seque
 
     check_trials(trials, "--trials")
     cells = [(m, k, a) for m in methods for a in ablations for k in keeps]
-    check_run_count(len(cells) * trials, max_runs,
-                    f"{len(methods)} methods x {len(keeps)} keeps x {len(ablations)} ablations x --trials "
-                    f"{format_count(trials)} gives ", "--max-runs {n}")
+    check_run_count(
+        len(cells) * trials,
+        max_runs,
+        f"{len(methods)} methods x {len(keeps)} keeps x {len(ablations)} ablations x --trials "
+        f"{format_count(trials)} gives ",
+        "--max-runs {n}",
+    )
     if base.get("rounds") not in (None, 0):
-        raise LthError(f"rounds ({base['rounds']}) is not an option of a pruning-at-init study: each run trains the "
-                       "network pruned at initialisation once; for IMP rounds after it use find-ticket --prune-at-init")
+        raise LthError(
+            f"rounds ({base['rounds']}) is not an option of a pruning-at-init study: each run trains the "
+            "network pruned at initialisation once; for IMP rounds after it use find-ticket --prune-at-init"
+        )
     values = {"scope": "global", **base, "rounds": 0}
     if values.get("score_batches") is not None and not any(needs_data(m) for m in methods):
-        raise LthError(f"--score-batches applies to snip and grasp, which score with data; {', '.join(methods)} "
-                       f"need{'s' * (len(methods) == 1)} none")
+        raise LthError(
+            f"--score-batches applies to snip and grasp, which score with data; {', '.join(methods)} "
+            f"need{'s' * (len(methods) == 1)} none"
+        )
     for key in ("prune_at_init", "init_keep", "init_ablation", "one_shot", "keep", "init_mask", "controls"):
         if values.get(key) not in (None, False, [], "none"):
-            raise LthError(f"{key.replace('_', '-')} is not an option of a pruning-at-init study; "
-                           "give --method, --keep and --ablation instead")
+            raise LthError(
+                f"{key.replace('_', '-')} is not an option of a pruning-at-init study; "
+                "give --method, --keep and --ablation instead"
+            )
         values.pop(key, None)
     seed = int(values.get("seed") or 0)
     study_name = values.pop("name", None) or KIND
@@ -110,8 +131,14 @@ def build_experiments(base: dict[str, Any], methods: Sequence[str], keeps: Seque
         settings = {"method": method, "keep": keep, "ablation": ablation}
         configs = []
         for i in range(trials):
-            cell = {**values, "prune_at_init": method, "init_keep": keep, "init_ablation": ablation,
-                    "seed": seed + i, "name": f"{study_name}/{slug}/trial_{i:02d}"}
+            cell = {
+                **values,
+                "prune_at_init": method,
+                "init_keep": keep,
+                "init_ablation": ablation,
+                "seed": seed + i,
+                "name": f"{study_name}/{slug}/trial_{i:02d}",
+            }
             if not needs_data(method):
                 cell.pop("score_batches", None)
             configs.append(make_config(cell))
@@ -133,9 +160,11 @@ def check_prunable(config: TicketConfig) -> None:
     source = DATASETS.get(config.dataset)
     model = build_model(config.model, source.input_shape, source.num_classes, seed=0)
     if not prunable_parameters(model, config.prune_biases, config.ignore_layers):
-        raise LthError(f"model {config.model!r} has no prunable layers left (--ignore-layers "
-                       f"{','.join(config.ignore_layers) or 'none'}): pruning at initialisation needs Linear or "
-                       "Conv weights to prune")
+        raise LthError(
+            f"model {config.model!r} has no prunable layers left (--ignore-layers "
+            f"{','.join(config.ignore_layers) or 'none'}): pruning at initialisation needs Linear or "
+            "Conv weights to prune"
+        )
 
 
 def check_compare(paths: Sequence[str]) -> list[str]:
@@ -153,18 +182,46 @@ def check_compare(paths: Sequence[str]) -> list[str]:
     return out
 
 
-def run_prune_at_init(base: dict[str, Any], methods: Sequence[str], keeps: Sequence[float],
-                      ablations: Sequence[str] = ("none",), trials: int = 1, out: str | Path = "",
-                      compare: Sequence[str] = (), name: Optional[str] = None, overwrite: bool = False,
-                      resume: bool = False, progress: bool = True, backend: Optional[str] = None,
-                      backend_options: Optional[dict[str, Any]] = None, max_runs: Optional[int] = None) -> Any:
+def run_prune_at_init(
+    base: dict[str, Any],
+    methods: Sequence[str],
+    keeps: Sequence[float],
+    ablations: Sequence[str] = ("none",),
+    trials: int = 1,
+    out: str | Path = "",
+    compare: Sequence[str] = (),
+    name: str | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    backend: str | None = None,
+    backend_options: dict[str, Any] | None = None,
+    max_runs: int | None = None,
+) -> Any:
     """Run (or continue) a pruning-at-initialisation study into ``out``; returns its
     :class:`~lth.experiments.study.StudyResult`."""
     from lth.experiments.study import run_study
 
     experiments = build_experiments(base, methods, keeps, ablations, trials, max_runs)
-    spec = {"base": {k: v for k, v in base.items() if v is not None}, "methods": list(methods), "keeps": list(keeps),
-            "ablations": list(ablations), "trials": trials, "compare": check_compare(compare)}
+    spec = {
+        "base": {k: v for k, v in base.items() if v is not None},
+        "methods": list(methods),
+        "keeps": list(keeps),
+        "ablations": list(ablations),
+        "trials": trials,
+        "compare": check_compare(compare),
+    }
     vectorize = str(base.get("vectorize") or "auto")
-    return run_study(KIND, experiments, out, spec, name=name, overwrite=overwrite, resume=resume, progress=progress,
-                     vectorize=vectorize, backend=backend, backend_options=backend_options)
+    return run_study(
+        KIND,
+        experiments,
+        out,
+        spec,
+        name=name,
+        overwrite=overwrite,
+        resume=resume,
+        progress=progress,
+        vectorize=vectorize,
+        backend=backend,
+        backend_options=backend_options,
+    )

@@ -1,6 +1,7 @@
 """The statistics of a pruning-at-initialisation study (:mod:`lth.experiments.init_pruning_study`):
 one line per method (and ablation), one level per fraction kept. Read by the study driver
 (:func:`lth.experiments.study.study_summary`), which does not need the study's runner."""
+
 from __future__ import annotations
 
 from typing import Any

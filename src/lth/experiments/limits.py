@@ -6,10 +6,11 @@ A study above :data:`MAX_RUNS` runs is refused unless the user raises the limit
 ``--trials 100000000`` or a grid of hundreds of thousands of cells then fails in one line at
 once instead of filling the memory while the study is being set up.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 from lth.errors import LthError
 
@@ -48,7 +49,7 @@ def format_count(number: int) -> str:
     return f"{'-' if number < 0 else ''}about 10^{exponent}"
 
 
-def check_run_count(runs: int, limit: Optional[int], what: str, raise_with: str) -> None:
+def check_run_count(runs: int, limit: int | None, what: str, raise_with: str) -> None:
     """Refuse a study of ``runs`` runs above ``limit`` (None: :data:`MAX_RUNS`).
 
     ``what`` describes the study ("the session has 64000 experiments x 10 trials = "),
@@ -57,5 +58,7 @@ def check_run_count(runs: int, limit: Optional[int], what: str, raise_with: str)
     limit = check_max_runs(limit)
     if runs > limit:
         n = str(runs) if runs < 10**15 else "N"
-        raise LthError(f"{what}{format_count(runs)} runs, above the limit of {limit} runs; "
-                       f"if you mean it, raise the limit with {raise_with.format(n=n)}")
+        raise LthError(
+            f"{what}{format_count(runs)} runs, above the limit of {limit} runs; "
+            f"if you mean it, raise the limit with {raise_with.format(n=n)}"
+        )

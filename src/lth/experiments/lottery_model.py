@@ -18,6 +18,7 @@ and argument checks), ``lottery_model_training`` (training runs), ``lottery_mode
 (prune rates, masks, start weights), ``lottery_model_stability`` and ``lottery_model_store``
 (row layouts, save and load).
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,18 +37,38 @@ from lth.data import DataBundle
 from lth.data.user_data import as_bundle, resolve_device
 from lth.errors import LthError
 from lth.experiments.lottery_model_checks import (
-    DEFAULT_ITERATIONS, check_output, check_procedure, check_resettable, check_stop, fresh_initialisation,
-    resolve_prunable, training_budget,
+    DEFAULT_ITERATIONS,
+    check_output,
+    check_procedure,
+    check_resettable,
+    check_stop,
+    fresh_initialisation,
+    resolve_prunable,
+    training_budget,
 )
 from lth.experiments.lottery_model_pruning import DEFAULT_RATE, prune_rates, pruned_mask, start_state
 from lth.experiments.lottery_model_store import (
-    METRIC_KEYS, ROW_KEYS, clone_state, load_experiment, mask_copy, row_copy, save_experiment,
+    METRIC_KEYS,
+    ROW_KEYS,
+    clone_state,
+    load_experiment,
+    mask_copy,
+    row_copy,
+    save_experiment,
 )
 from lth.experiments.lottery_model_training import (
-    require_data, train_controls, train_missing_controls, train_round,
+    require_data,
+    train_controls,
+    train_missing_controls,
+    train_round,
 )
 from lth.experiments.lottery_settings import (
-    Initializer, LotterySettings, check_setting_names, is_int, is_number, make_settings,
+    Initializer,
+    LotterySettings,
+    check_setting_names,
+    is_int,
+    is_number,
+    make_settings,
 )
 from lth.masks import Mask
 from lth.pruning import warn_emptied
@@ -59,8 +80,15 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [  # with the names other modules import from here
-    "DEFAULT_ITERATIONS", "DEFAULT_RATE", "METRIC_KEYS", "ROW_KEYS", "LotteryModel", "check_resettable",
-    "check_setting_names", "fresh_initialisation", "make_settings",
+    "DEFAULT_ITERATIONS",
+    "DEFAULT_RATE",
+    "METRIC_KEYS",
+    "ROW_KEYS",
+    "LotteryModel",
+    "check_resettable",
+    "check_setting_names",
+    "fresh_initialisation",
+    "make_settings",
 ]
 
 
@@ -132,22 +160,41 @@ class LotteryModel:
 
             use_threads(check_threads(threads, "threads"))
         settings = make_settings(
-            optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-            milestones=milestones, gamma=gamma, warmup=warmup, batch_size=batch_size, iterations=iterations,
-            epochs=epochs, eval_every=eval_every, prunable=prunable, prune_biases=prune_biases,
-            ignore_layers=ignore_layers, rewind_iteration=rewind_iteration, initializer=initializer,
-            controls=controls, seed=seed,
-            device=device, precision=precision, compile=compile, channels_last=channels_last, progress=progress,
-            data_dir=data_dir, val_size=val_size,
+            optimizer=optimizer,
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            milestones=milestones,
+            gamma=gamma,
+            warmup=warmup,
+            batch_size=batch_size,
+            iterations=iterations,
+            epochs=epochs,
+            eval_every=eval_every,
+            prunable=prunable,
+            prune_biases=prune_biases,
+            ignore_layers=ignore_layers,
+            rewind_iteration=rewind_iteration,
+            initializer=initializer,
+            controls=controls,
+            seed=seed,
+            device=device,
+            precision=precision,
+            compile=compile,
+            channels_last=channels_last,
+            progress=progress,
+            data_dir=data_dir,
+            val_size=val_size,
         )
         if not isinstance(model, nn.Module):
             raise LthError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        bundle = as_bundle(data, resolve_device(settings.device), val_size=settings.val_size,
-                           data_dir=settings.data_dir)
+        bundle = as_bundle(
+            data, resolve_device(settings.device), val_size=settings.val_size, data_dir=settings.data_dir
+        )
         self._setup(model, bundle, settings, data if isinstance(data, str) else None)
 
-    def _setup(self, model: nn.Module, data: DataBundle | None, settings: LotterySettings,
-               dataset: str | None) -> None:
+    def _setup(self, model: nn.Module, data: DataBundle | None, settings: LotterySettings, dataset: str | None) -> None:
         self._settings = settings
         self._dataset = dataset  # the lth dataset name, when data was given as one (saved for load)
         self._device = resolve_device(settings.device)
@@ -162,8 +209,15 @@ class LotteryModel:
         self._budget: int | None = None
         if data is not None:
             check_output(self._module, data)
-            self._trainer = Trainer(data, settings.batch_size, settings.optimizer_settings(), settings.seed,
-                                    settings.eval_every, settings.progress, acceleration=settings.acceleration())
+            self._trainer = Trainer(
+                data,
+                settings.batch_size,
+                settings.optimizer_settings(),
+                settings.seed,
+                settings.eval_every,
+                settings.progress,
+                acceleration=settings.acceleration(),
+            )
             self._budget = training_budget(settings, self._trainer.iterations_per_epoch)
         params = dict(self._module.named_parameters())
         self._init_state = clone_state(self._module.state_dict())
@@ -232,22 +286,28 @@ class LotteryModel:
     @property
     def control_masks(self) -> dict[str, dict[int, Mask]]:
         """The mask each control trained under, by control name and round (CPU copies; not saved)."""
-        return {name: {r: mask_copy(mask) for r, mask in sorted(masks.items())}
-                for name, masks in self._control_masks.items()}
+        return {
+            name: {r: mask_copy(mask) for r, mask in sorted(masks.items())}
+            for name, masks in self._control_masks.items()
+        }
 
     def lines(self) -> dict[str, list[dict]]:
         """The per-round rows of every line: ``ticket`` (:attr:`rows`), then each control of the
         ``controls`` setting (and any other with rows) by name, rows sorted by round."""
         names = [*self._settings.controls, *(n for n in self._control_rows if n not in self._settings.controls)]
-        return {"ticket": self.rows, **{
-            name: [row_copy(row)
-                   for row in sorted(self._control_rows.get(name, []), key=lambda r: r["round"])]
-            for name in names
-        }}
+        return {
+            "ticket": self.rows,
+            **{
+                name: [row_copy(row) for row in sorted(self._control_rows.get(name, []), key=lambda r: r["round"])]
+                for name in names
+            },
+        }
 
     def __repr__(self) -> str:
-        return (f"LotteryModel(round={self._round}, weights_remaining={self._mask.density():.4f}, "
-                f"trained_rounds={len(self._rows)})")
+        return (
+            f"LotteryModel(round={self._round}, weights_remaining={self._mask.density():.4f}, "
+            f"trained_rounds={len(self._rows)})"
+        )
 
     # -- one round ---------------------------------------------------------------------
     def train(self, iterations: int | None = None) -> dict:
@@ -286,8 +346,14 @@ class LotteryModel:
         names = self._settings.controls if controls is None else make_settings(controls=controls).controls
         return train_controls(self, names)
 
-    def prune(self, criterion: str = "large_final", rate: float | None = None, keep: float | None = None,
-              scope: str = "layerwise", rates: Mapping[str, float] | None = None) -> Mask:
+    def prune(
+        self,
+        criterion: str = "large_final",
+        rate: float | None = None,
+        keep: float | None = None,
+        scope: str = "layerwise",
+        rates: Mapping[str, float] | None = None,
+    ) -> Mask:
         """Prune the trained round: remove the lowest-scoring weights still kept; return the new mask.
 
         ``rate``: fraction of the currently kept weights removed (default 0.2), per parameter
@@ -308,8 +374,15 @@ class LotteryModel:
         self._needs_start = True
         return self.mask
 
-    def reinit(self, mask1: str = "rewind", mask0: str = "zero", keep_sign: bool = False, rescale: bool = False,
-               jitter_sd: float = 0.01, constant: float | None = None) -> None:
+    def reinit(
+        self,
+        mask1: str = "rewind",
+        mask0: str = "zero",
+        keep_sign: bool = False,
+        rescale: bool = False,
+        jitter_sd: float = 0.01,
+        constant: float | None = None,
+    ) -> None:
         """Choose the next round's start weights: ``mask1`` action on kept, ``mask0`` on pruned weights.
 
         Mask-1 actions (values relative to the rewind point w_0 or w_k): rewind, reinit (a fresh
@@ -334,10 +407,21 @@ class LotteryModel:
         if not self._trained:
             self.train()
 
-    def iterative_pruning(self, rounds: int = 5, criterion: str = "large_final", rate: float = DEFAULT_RATE,
-                          scope: str = "layerwise", mask1: str = "rewind", mask0: str = "zero", *,
-                          rates: Mapping[str, float] | None = None, keep_sign: bool = False, rescale: bool = False,
-                          jitter_sd: float = 0.01, constant: float | None = None) -> "pd.DataFrame":
+    def iterative_pruning(
+        self,
+        rounds: int = 5,
+        criterion: str = "large_final",
+        rate: float = DEFAULT_RATE,
+        scope: str = "layerwise",
+        mask1: str = "rewind",
+        mask0: str = "zero",
+        *,
+        rates: Mapping[str, float] | None = None,
+        keep_sign: bool = False,
+        rescale: bool = False,
+        jitter_sd: float = 0.01,
+        constant: float | None = None,
+    ) -> pd.DataFrame:
         """Iterative magnitude pruning: train (dense, if not yet), then ``rounds`` x (prune, reinit, train).
 
         Continues from the current state when called again. After every pruned round the
@@ -358,9 +442,19 @@ class LotteryModel:
             train_missing_controls(self)
         return self.summary()
 
-    def one_shot(self, keep: float, criterion: str = "large_final", scope: str = "layerwise", mask1: str = "rewind",
-                 mask0: str = "zero", *, keep_sign: bool = False, rescale: bool = False, jitter_sd: float = 0.01,
-                 constant: float | None = None) -> "pd.DataFrame":
+    def one_shot(
+        self,
+        keep: float,
+        criterion: str = "large_final",
+        scope: str = "layerwise",
+        mask1: str = "rewind",
+        mask0: str = "zero",
+        *,
+        keep_sign: bool = False,
+        rescale: bool = False,
+        jitter_sd: float = 0.01,
+        constant: float | None = None,
+    ) -> pd.DataFrame:
         """One-shot pruning: train (dense, if not yet), prune once to ``keep`` of all weights, reinit, train
         (and the ``controls`` setting's controls, :meth:`train_controls`)."""
         options = Mask1Options(keep_sign=keep_sign, rescale=rescale, jitter_sd=jitter_sd, constant=constant)
@@ -377,9 +471,16 @@ class LotteryModel:
         return self.summary()
 
     # -- instability analysis ------------------------------------------------------------
-    def stability(self, rewind: int | Sequence[int] | None = None, copies: int = 2, points: int = 31,
-                  path_train_size: int = 10_000, stable_threshold: float = 2.0, batch_norm_reset: bool = True,
-                  seed: int | None = None) -> "pd.DataFrame":
+    def stability(
+        self,
+        rewind: int | Sequence[int] | None = None,
+        copies: int = 2,
+        points: int = 31,
+        path_train_size: int = 10_000,
+        stable_threshold: float = 2.0,
+        batch_norm_reset: bool = True,
+        seed: int | None = None,
+    ) -> pd.DataFrame:
         """Instability analysis (Frankle et al. 2020) of the current ticket: one row per rewind point k.
 
         Under the current mask (dense before any pruning), from the weights the current round
@@ -403,32 +504,36 @@ class LotteryModel:
         """
         from lth.experiments.lottery_model_stability import analyse_stability
 
-        return analyse_stability(self, rewind, copies, points, path_train_size, stable_threshold, batch_norm_reset,
-                                 seed)
+        return analyse_stability(
+            self, rewind, copies, points, path_train_size, stable_threshold, batch_norm_reset, seed
+        )
 
     # -- results -------------------------------------------------------------------------
-    def summary(self) -> "pd.DataFrame":
+    def summary(self) -> pd.DataFrame:
         """One row per trained round: weights remaining, kept counts, per-layer density, accuracies."""
         import pandas as pd
 
         return pd.DataFrame(sorted(self.rows, key=lambda r: r["round"]), columns=list(ROW_KEYS))
 
-    def metrics(self) -> "pd.DataFrame":
+    def metrics(self) -> pd.DataFrame:
         """Learning curves: round, iteration, split (train/val/test), loss, accuracy."""
         import pandas as pd
 
         return pd.DataFrame([dict(m) for m in self._metrics], columns=list(METRIC_KEYS))
 
-    def plot_accuracy(self, ax: "Axes | None" = None) -> "Figure":
+    def plot_accuracy(self, ax: Axes | None = None) -> Figure:
         """Test accuracy at early stop and at the end against weights remaining (log x): the ticket
         solid, each control (:meth:`lines`) dashed."""
         from lth.plots import draw_accuracy
 
         lines = {name: rows for name, rows in self.lines().items() if rows or name == "ticket"}
-        return draw_accuracy({name if name == "ticket" else f"{name} control": rows for name, rows in lines.items()},
-                             ax=ax, dashed=[f"{name} control" for name in lines if name != "ticket"])
+        return draw_accuracy(
+            {name if name == "ticket" else f"{name} control": rows for name, rows in lines.items()},
+            ax=ax,
+            dashed=[f"{name} control" for name in lines if name != "ticket"],
+        )
 
-    def plot_learning_curves(self, ax: "Axes | None" = None) -> "Figure":
+    def plot_learning_curves(self, ax: Axes | None = None) -> Figure:
         """Test accuracy against training iteration, one line per round."""
         from lth.plots import draw_learning_curves
 
@@ -447,8 +552,16 @@ class LotteryModel:
         return save_experiment(self, path)
 
     @classmethod
-    def load(cls, path: str | Path, model: nn.Module, data: Any = None, *, device: str | torch.device | None = None,
-             progress: bool | None = None, initializer: Initializer = None) -> "LotteryModel":
+    def load(
+        cls,
+        path: str | Path,
+        model: nn.Module,
+        data: Any = None,
+        *,
+        device: str | torch.device | None = None,
+        progress: bool | None = None,
+        initializer: Initializer = None,
+    ) -> LotteryModel:
         """Restore a saved experiment into ``model``, an instance of the same module class.
 
         Summary, masks and the model are available at once; further rounds need ``data`` (the

@@ -4,6 +4,7 @@ Each check raises LthError with one clear line naming the first bad value. Also 
 draws of weights (``reinit``), which parameters are pruned and the training budget, all worked
 out from the settings before anything trains.
 """
+
 from __future__ import annotations
 
 import copy
@@ -49,9 +50,12 @@ def is_whole(value: Any) -> bool:
 def diverged_in_round(error: TrainingDiverged, what: str, round_index: int) -> TrainingDiverged:
     """``error`` reworded to say that ``what`` diverged in round ``round_index``."""
     return TrainingDiverged(
-        error.iteration, error.loss, error.start, error.network,
+        error.iteration,
+        error.loss,
+        error.start,
+        error.network,
         message=f"{what} diverged in round {round_index} at iteration {error.iteration} "
-                f"(loss {error.loss}); {error.hint('lr')}",
+        f"(loss {error.loss}); {error.hint('lr')}",
     )
 
 
@@ -145,9 +149,7 @@ def resolve_prunable(module: nn.Module, settings: LotterySettings) -> dict[str, 
     groups = {name: p.group for name, p in prunable_parameters(module, True).items()}
     for name in settings.prunable:
         if name not in params:
-            raise LthError(
-                f"unknown prunable parameter {name!r}; the model's parameters are: {listing(list(params))}"
-            )
+            raise LthError(f"unknown prunable parameter {name!r}; the model's parameters are: {listing(list(params))}")
         if not params[name].is_floating_point():
             raise LthError(
                 f"prunable parameter {name!r} has dtype {params[name].dtype}; only float tensors can be pruned"
@@ -164,8 +166,10 @@ def training_budget(settings: LotterySettings, iterations_per_epoch: int) -> int
     if settings.iterations is None and settings.epochs:  # iterations were checked with the settings
         check_budget(budget, f"epochs={settings.epochs:g}")
     if settings.warmup > budget:
-        warn(f"warmup {settings.warmup} iterations is longer than the training budget ({budget} "
-             "iterations); the learning rate never reaches lr")
+        warn(
+            f"warmup {settings.warmup} iterations is longer than the training budget ({budget} "
+            "iterations); the learning rate never reaches lr"
+        )
     if settings.rewind_iteration >= budget:
         raise LthError(
             f"rewind_iteration {settings.rewind_iteration} is not before the end of training "
@@ -177,9 +181,20 @@ def training_budget(settings: LotterySettings, iterations_per_epoch: int) -> int
 # ------------------------------------------------------------------ instability analysis
 
 
-def stability_rewind_points(rewind: Any, copies: Any, points: Any, path_train_size: Any, stable_threshold: Any,
-                            batch_norm_reset: Any, seed: Any, start: int, budget: int, round_index: int) -> list[int]:
+def stability_rewind_points(
+    rewind: Any,
+    copies: Any,
+    points: Any,
+    path_train_size: Any,
+    stable_threshold: Any,
+    batch_norm_reset: Any,
+    seed: Any,
+    start: int,
+    budget: int,
+    round_index: int,
+) -> list[int]:
     """The sorted, distinct rewind points of :meth:`LotteryModel.stability`; LthError naming the first bad value."""
+
     def whole(value: Any, name: str, low: int, high: int | None, why: str) -> None:
         if not is_whole(value) or value < low or (high is not None and value > high):
             allowed = f"from {low} to {high}" if high is not None else f">= {low}"
@@ -211,11 +226,14 @@ def stability_rewind_points(rewind: Any, copies: Any, points: Any, path_train_si
         if k < 0:
             raise LthError(f"rewind point {k} is negative; {allowed}")
         if k >= budget:
-            raise LthError(f"rewind point {k} is not before the end of training (budget {budget} iterations); "
-                           f"{allowed}")
+            raise LthError(
+                f"rewind point {k} is not before the end of training (budget {budget} iterations); {allowed}"
+            )
         if k < start:
-            raise LthError(f"rewind point {k} is before round {round_index}'s start: pruned rounds restart from "
-                           f"rewind_iteration {start}; {allowed}")
+            raise LthError(
+                f"rewind point {k} is before round {round_index}'s start: pruned rounds restart from "
+                f"rewind_iteration {start}; {allowed}"
+            )
     return sorted({int(k) for k in values})
 
 
@@ -226,8 +244,10 @@ def check_stop(start: int, stop: Any, rewind: int | None) -> None:
     """LthError unless a round from ``start`` may train to ``stop``, past the ``rewind`` point
     it captures (None: it captures none)."""
     if not is_int(stop) or not start < stop <= MAX_ITERATIONS:
-        raise LthError(f"iterations must be an integer above the round's start iteration {start} and at most "
-                       f"{MAX_ITERATIONS}, got {stop!r}")
+        raise LthError(
+            f"iterations must be an integer above the round's start iteration {start} and at most "
+            f"{MAX_ITERATIONS}, got {stop!r}"
+        )
     if rewind is not None and rewind >= stop:
         raise LthError(f"rewind_iteration {rewind} must be before the end of the first training ({stop} iterations)")
 

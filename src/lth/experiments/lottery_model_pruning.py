@@ -1,6 +1,7 @@
 """How a :class:`~lth.experiments.lottery_model.LotteryModel` prunes and re-initialises: the
 per-parameter prune rates, the criterion's scores and the new mask, and the next round's start
 weights from the mask-1 and mask-0 actions."""
+
 from __future__ import annotations
 
 import copy
@@ -27,14 +28,19 @@ if TYPE_CHECKING:
 DEFAULT_RATE = 0.2
 
 
-def prune_rates(mask: Mask, groups: Mapping[str, str], rate: float | None, keep: float | None, scope: str,
-                rates: Mapping[str, float] | None) -> dict[str, float]:
+def prune_rates(
+    mask: Mask,
+    groups: Mapping[str, str],
+    rate: float | None,
+    keep: float | None,
+    scope: str,
+    rates: Mapping[str, float] | None,
+) -> dict[str, float]:
     """Per-parameter prune rates (fractions of the kept weights removed) of :meth:`LotteryModel.prune`."""
     check_scope(scope)
     if keep is not None and (rate is not None or rates is not None):
         raise LthError(
-            "give keep (fraction of all weights kept) or rate/rates (fraction of the kept weights removed), "
-            "not both"
+            "give keep (fraction of all weights kept) or rate/rates (fraction of the kept weights removed), not both"
         )
     if keep is not None:
         return _keep_rates(mask, keep, scope)
@@ -86,8 +92,14 @@ def pruned_mask(experiment: LotteryModel, criterion: str, rates: Mapping[str, fl
     """The current mask with the lowest-scoring kept weights removed at ``rates``: ``criterion``
     compares the rewind point with the trained weights; ties are broken with the seeded generator."""
     w_init = {name: experiment._rewind_state[name] for name in experiment._groups}
-    scores = compute_scores(criterion, w_init, experiment._w_final, experiment._mask, experiment._generator,
-                            derivatives=criterion_inputs(experiment, criterion))
+    scores = compute_scores(
+        criterion,
+        w_init,
+        experiment._w_final,
+        experiment._mask,
+        experiment._generator,
+        derivatives=criterion_inputs(experiment, criterion),
+    )
     return prune(scores, experiment._mask, rates, scope, experiment._generator)
 
 
@@ -103,8 +115,14 @@ def criterion_inputs(experiment: LotteryModel, criterion: str) -> dict[str, dict
     scratch.load_state_dict(experiment._rewind_state)
     experiment._mask.apply_(scratch)
     batch = trainer.batcher.batch(0)
-    return criterion_derivatives(criterion, scratch, experiment._groups, [batch], tuple(batch[0].shape[1:]),
-                                 seed=epoch_seed(experiment._settings.seed, 2 * experiment._round + 1))
+    return criterion_derivatives(
+        criterion,
+        scratch,
+        experiment._groups,
+        [batch],
+        tuple(batch[0].shape[1:]),
+        seed=epoch_seed(experiment._settings.seed, 2 * experiment._round + 1),
+    )
 
 
 def start_state(experiment: LotteryModel, mask1: str, mask0: str, options: Mask1Options) -> dict[str, torch.Tensor]:
@@ -122,7 +140,10 @@ def start_state(experiment: LotteryModel, mask1: str, mask0: str, options: Mask1
     state = clone_state(rewind)
     for name, m in experiment._mask.items():
         layer = LayerState(
-            w_init=rewind[name], w_final=w_final[name], mask=m, generator=experiment._generator,
+            w_init=rewind[name],
+            w_final=w_final[name],
+            mask=m,
+            generator=experiment._generator,
             fresh=(lambda n=name: fresh[n]) if fresh is not None else None,
         )
         state[name] = round_start_values(mask1, mask0, layer, options)

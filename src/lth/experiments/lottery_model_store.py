@@ -3,6 +3,7 @@
 The row layouts, copies of weights and masks, and :func:`save_experiment` /
 :func:`load_experiment` behind :meth:`LotteryModel.save` and :meth:`LotteryModel.load`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,9 +28,18 @@ if TYPE_CHECKING:
     from lth.experiments.lottery_model import LotteryModel
 
 ROW_KEYS = (
-    "round", "weights_remaining", "kept_weights", "total_weights", "layers", "early_stop_iteration",
-    "val_accuracy_at_early_stop", "test_accuracy_at_early_stop", "final_val_accuracy",
-    "final_test_accuracy", "final_test_loss", "seconds",
+    "round",
+    "weights_remaining",
+    "kept_weights",
+    "total_weights",
+    "layers",
+    "early_stop_iteration",
+    "val_accuracy_at_early_stop",
+    "test_accuracy_at_early_stop",
+    "final_val_accuracy",
+    "final_test_accuracy",
+    "final_test_loss",
+    "seconds",
 )
 METRIC_KEYS = ("round", "iteration", "split", "loss", "accuracy")
 SAVE_FORMAT = 1
@@ -113,8 +123,11 @@ def _write(experiment: LotteryModel, path: Path, meta: dict, earlier_save: bool)
     for r, mask in experiment._masks.items():
         mask.save(path / "masks" / f"round_{r:02d}.pt")
     experiment._mask.save(path / "masks" / "current.pt")
-    states = {"init": experiment._init_state, "start": experiment._start_state,
-              "current": experiment._module.state_dict()}
+    states = {
+        "init": experiment._init_state,
+        "start": experiment._start_state,
+        "current": experiment._module.state_dict(),
+    }
     if experiment._rewind_state is not None:
         states["rewind"] = experiment._rewind_state
     if experiment._w_final is not None:
@@ -127,9 +140,16 @@ def _write(experiment: LotteryModel, path: Path, meta: dict, earlier_save: bool)
 # ------------------------------------------------------------------ loading
 
 
-def load_experiment(cls: type[LotteryModel], path: str | Path, model: nn.Module, data: Any = None, *,
-                    device: str | torch.device | None = None, progress: bool | None = None,
-                    initializer: Initializer = None) -> LotteryModel:
+def load_experiment(
+    cls: type[LotteryModel],
+    path: str | Path,
+    model: nn.Module,
+    data: Any = None,
+    *,
+    device: str | torch.device | None = None,
+    progress: bool | None = None,
+    initializer: Initializer = None,
+) -> LotteryModel:
     """Restore a saved experiment into ``model`` as a ``cls`` (see :meth:`LotteryModel.load`)."""
     path = Path(path)
     try:
@@ -153,8 +173,9 @@ def load_experiment(cls: type[LotteryModel], path: str | Path, model: nn.Module,
     source = data if data is not None else meta.get("dataset")
     bundle = None
     if source is not None:
-        bundle = as_bundle(source, resolve_device(settings.device), val_size=settings.val_size,
-                           data_dir=settings.data_dir)
+        bundle = as_bundle(
+            source, resolve_device(settings.device), val_size=settings.val_size, data_dir=settings.data_dir
+        )
     obj = cls.__new__(cls)
     obj._setup(model, bundle, settings, source if isinstance(source, str) else None)
     dev = obj._device
@@ -176,8 +197,10 @@ def load_experiment(cls: type[LotteryModel], path: str | Path, model: nn.Module,
     current = Mask.load(path / "masks" / "current.pt")
     current.check_matches(dict(obj._module.named_parameters()))
     if list(current) != list(obj._groups):
-        raise LthError(f"the saved mask covers {listing(list(current))}, but the model's prunable parameters "
-                       f"are {listing(list(obj._groups))}")
+        raise LthError(
+            f"the saved mask covers {listing(list(current))}, but the model's prunable parameters "
+            f"are {listing(list(obj._groups))}"
+        )
     obj._mask = current.to(dev)
     obj._rows = json.loads((path / "rounds.json").read_text())
     if (path / "controls.json").is_file():  # absent in saves from before controls
@@ -193,8 +216,8 @@ def _read_controls(path: Path) -> dict[str, list[dict]]:
     """``controls.json``: the controls' rows by name."""
     controls = json.loads(path.read_text())
     if not isinstance(controls, dict) or not all(
-            isinstance(rows, list) and all(isinstance(r, dict) and "round" in r for r in rows)
-            for rows in controls.values()):
+        isinstance(rows, list) and all(isinstance(r, dict) and "round" in r for r in rows) for rows in controls.values()
+    ):
         raise LthError(f"{str(path)!r} must map control names to lists of rows")
     return {str(name): rows for name, rows in controls.items()}
 
@@ -203,7 +226,12 @@ def _read_metrics(path: Path) -> list[dict]:
     """``metrics.csv``: the learning curves' rows."""
     with path.open(newline="") as handle:
         return [
-            {"round": int(m["round"]), "iteration": int(m["iteration"]), "split": m["split"],
-             "loss": float(m["loss"]), "accuracy": float(m["accuracy"])}
+            {
+                "round": int(m["round"]),
+                "iteration": int(m["iteration"]),
+                "split": m["split"],
+                "loss": float(m["loss"]),
+                "accuracy": float(m["accuracy"]),
+            }
             for m in csv.DictReader(handle)
         ]

@@ -4,6 +4,7 @@ ticket and a control, each recorded in the experiment (row, learning curves, mas
 Each run happens on a forked global RNG seeded from the experiment's seed and a salt of its
 own, so results depend only on the seed and the caller's RNG is left alone.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,10 +58,14 @@ def train_round(experiment: LotteryModel, trainer: Trainer, start: int, stop: in
     try:
         with seeded_rng(experiment, 2 * round_index):
             result = trainer.train(
-                experiment._module, experiment._mask, start=start, stop=stop,
+                experiment._module,
+                experiment._mask,
+                start=start,
+                stop=stop,
                 capture=[rewind] if capture else [],
                 on_capture=lambda t, m: snapshots.__setitem__(t, clone_state(m.state_dict())),
-                description=f"round {round_index}", postfix={"kept": f"{experiment._mask.density():.4f}"},
+                description=f"round {round_index}",
+                postfix={"kept": f"{experiment._mask.density():.4f}"},
                 zero_pruned=False,
             )
     except TrainingDiverged as error:  # the round's row and start weights are untouched: train() may be retried
@@ -96,16 +101,27 @@ def train_control(experiment: LotteryModel, name: str, trainer: Trainer) -> dict
     ticket_state = clone_state(model.state_dict())
     start, stop = settings.rewind_iteration, experiment._budget
     try:
-        mask = prepare_control(name, model, experiment._mask, experiment._rewind_state, control_state,
-                               control_generator(settings.seed, name, round_index))
+        mask = prepare_control(
+            name,
+            model,
+            experiment._mask,
+            experiment._rewind_state,
+            control_state,
+            control_generator(settings.seed, name, round_index),
+        )
         mask.apply_(model)
         tic = time.perf_counter()
         # A salt of its own (< 0: the ticket's are >= 0) for the control's dropout and other random layers.
         salt = -1 - (round_index * len(CONTROL_NAMES) + CONTROL_NAMES.index(name))
         with seeded_rng(experiment, salt):
             result = trainer.train(
-                model, mask, start=start, stop=stop, description=f"{name} control {round_index}",
-                postfix={"kept": f"{mask.density():.4f}"}, zero_pruned=False,
+                model,
+                mask,
+                start=start,
+                stop=stop,
+                description=f"{name} control {round_index}",
+                postfix={"kept": f"{mask.density():.4f}"},
+                zero_pruned=False,
             )
     except TrainingDiverged as error:
         raise diverged_in_round(error, f"training of the {name} control", round_index) from None
@@ -124,8 +140,10 @@ def train_controls(experiment: LotteryModel, names: Sequence[str]) -> dict[str, 
         return {}
     trainer = require_data(experiment, "train_controls()")
     if experiment._round == 0 or not experiment._trained or experiment._rewind_state is None:
-        raise LthError("train_controls() needs a pruned round that has been trained; call prune() and train() "
-                       "first (round 0 is dense: it has no controls)")
+        raise LthError(
+            "train_controls() needs a pruned round that has been trained; call prune() and train() "
+            "first (round 0 is dense: it has no controls)"
+        )
     if "reinit" in names and experiment._settings.initializer is None:
         check_resettable(experiment._module, list(experiment._groups))
     return {name: train_control(experiment, name, trainer) for name in names}
@@ -135,7 +153,10 @@ def train_missing_controls(experiment: LotteryModel) -> None:
     """Train the controls of the setting that the current (pruned, trained) round lacks."""
     if experiment._round == 0 or not experiment._trained:
         return
-    missing = [name for name in experiment._settings.controls
-               if not any(r["round"] == experiment._round for r in experiment._control_rows.get(name, []))]
+    missing = [
+        name
+        for name in experiment._settings.controls
+        if not any(r["round"] == experiment._round for r in experiment._control_rows.get(name, []))
+    ]
     if missing:
         experiment.train_controls(missing)

@@ -9,11 +9,12 @@ sample std and Student-t 95% CI of every metric over the trials::
     robust.summary(); robust.plot_accuracy()
     robust.pivot()  # one row per line and round, metrics as columns: fits 80 columns
 """
+
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-ModelSource = Union[nn.Module, Callable[[int], nn.Module]]
+ModelSource = nn.Module | Callable[[int], nn.Module]
 #: The LotteryModel procedures :meth:`LotteryRobust.run` can repeat.
 METHODS = ("iterative_pruning", "one_shot")
 
@@ -62,16 +63,29 @@ class LotteryRobust:
     checked before any trial is built.
     """
 
-    def __init__(self, model: ModelSource, data: Any, trials: int = 3, seed: int = 0,
-                 vectorize: int | str = "auto", max_runs: Optional[int] = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        model: ModelSource,
+        data: Any,
+        trials: int = 3,
+        seed: int = 0,
+        vectorize: int | str = "auto",
+        max_runs: int | None = None,
+        **settings: Any,
+    ) -> None:
         check_trials(trials)
-        check_run_count(trials, check_max_runs(max_runs), f"trials={format_count(trials)} gives ",
-                        "LotteryRobust(..., max_runs={n})")
+        check_run_count(
+            trials,
+            check_max_runs(max_runs),
+            f"trials={format_count(trials)} gives ",
+            "LotteryRobust(..., max_runs={n})",
+        )
         check_setting_names(list(settings))
         checked = make_settings(seed=seed, **settings)
         if isinstance(model, nn.Module):
             if checked.initializer is None:
                 check_resettable(model, [name for name, _ in model.named_parameters()])
+
             def factory(s: int) -> nn.Module:
                 return fresh_initialisation(model, s, checked.initializer)
         elif callable(model):
@@ -99,7 +113,7 @@ class LotteryRobust:
         """The number of trials."""
         return len(self.models)
 
-    def run(self, method: str = "iterative_pruning", **kwargs: Any) -> "pd.DataFrame":
+    def run(self, method: str = "iterative_pruning", **kwargs: Any) -> pd.DataFrame:
         """Call ``method`` (iterative_pruning or one_shot) with ``kwargs`` on every trial; return :meth:`summary`."""
         if method not in METHODS:
             raise LthError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
@@ -113,15 +127,20 @@ class LotteryRobust:
                 getattr(trial, method)(**kwargs)
             return self.summary()
         for start in range(0, len(self.models), group):  # trials side by side, trainings vectorised
-            chunk = self.models[start:start + group]
+            chunk = self.models[start : start + group]
             lockstep = Lockstep(len(chunk), progress=self.progress)
             originals = [trial._trainer for trial in chunk]
             try:
                 for trial, alone in zip(chunk, originals):
                     assert alone is not None
-                    trial._trainer = lockstep.trainer_factory()(alone.data, alone.batcher.batch_size, alone.optimizer,
-                                                                alone.batcher.seed, alone.eval_every,
-                                                                acceleration=alone.acceleration)
+                    trial._trainer = lockstep.trainer_factory()(
+                        alone.data,
+                        alone.batcher.batch_size,
+                        alone.optimizer,
+                        alone.batcher.seed,
+                        alone.eval_every,
+                        acceleration=alone.acceleration,
+                    )
                     trial._lockstep = True
                 lockstep.run([lambda trial=trial: getattr(trial, method)(**kwargs) for trial in chunk])
             finally:
@@ -145,8 +164,10 @@ class LotteryRobust:
         try:
             check_vectorizable(first._module)
             if not first._trainer.acceleration.vectorizable:
-                raise LthError(f"precision {first._trainer.acceleration.precision} trains networks one at a time; "
-                               "use vectorize='off' or 'auto'")
+                raise LthError(
+                    f"precision {first._trainer.acceleration.precision} trains networks one at a time; "
+                    "use vectorize='off' or 'auto'"
+                )
         except LthError:
             if not auto:
                 raise
@@ -164,7 +185,7 @@ class LotteryRobust:
         :meth:`LotteryModel.lines`; branches)."""
         return [model_lines(trial) for trial in self.models]
 
-    def summary(self, metrics: Sequence[str] | None = None) -> "pd.DataFrame":
+    def summary(self, metrics: Sequence[str] | None = None) -> pd.DataFrame:
         """Per line, round and metric over the trials: mean, median, min, max, std (ddof=1), 95% CI.
 
         A ``line`` column comes first (``ticket``; a control or branch line where every trial has
@@ -175,7 +196,7 @@ class LotteryRobust:
             raise LthError("no trial has been trained yet; call run() first")
         return summary_frame(summarise_lines(self.trial_lines(), metrics))
 
-    def pivot(self, metrics: Sequence[str] | None = None, value: str = "mean", ci: bool = True) -> "pd.DataFrame":
+    def pivot(self, metrics: Sequence[str] | None = None, value: str = "mean", ci: bool = True) -> pd.DataFrame:
         """:meth:`summary` as one row per line and round (index ``line``, ``round``), one column per
         metric under a short name, to read at 80 columns: ``weights`` (mean fraction remaining),
         ``test`` and ``test_ci`` (mean test accuracy at early stop and its 95% CI half-width),
@@ -185,7 +206,7 @@ class LotteryRobust:
         :func:`~lth.experiments.statistics.pivot_summary`."""
         return pivot_summary(self.summary(), metrics, value, ci)
 
-    def plot_accuracy(self, ax: "Axes | None" = None, metric: str = "test_accuracy_at_early_stop") -> "Figure":
+    def plot_accuracy(self, ax: Axes | None = None, metric: str = "test_accuracy_at_early_stop") -> Figure:
         """The mean of ``metric`` against weights remaining with its 95% CI band (and a lighter min-max
         band), per line (:meth:`trial_lines`): the ticket solid, controls dashed."""
         from lth.plots import draw_trials_accuracy

@@ -9,12 +9,13 @@ weights, so criteria, actions or rates can be compared on one ``w_0``::
     session.summary(); session.plot_accuracy()
     session.pivot()  # the same rows, fewer and shorter columns: fits 80 columns
 """
+
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -22,7 +23,6 @@ from torch import nn
 from lth.data.user_data import as_bundle, resolve_device
 from lth.errors import LthError
 from lth.experiments.limits import check_max_runs
-from lth.store.run_dir import check_name
 from lth.experiments.lottery_model import (
     ROW_KEYS,
     LotteryModel,
@@ -31,6 +31,7 @@ from lth.experiments.lottery_model import (
     fresh_initialisation,
     make_settings,
 )
+from lth.store.run_dir import check_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,14 +48,15 @@ class LotterySession:
     ``max_runs``: the most experiments it may hold (None: :data:`lth.experiments.limits.MAX_RUNS`).
     """
 
-    def __init__(self, model: nn.Module, data: Any, *, max_runs: Optional[int] = None, **settings: Any) -> None:
+    def __init__(self, model: nn.Module, data: Any, *, max_runs: int | None = None, **settings: Any) -> None:
         self.max_runs = check_max_runs(max_runs)
         checked = make_settings(**settings)  # LthError for an unknown or bad setting, before any work
         if not isinstance(model, nn.Module):
             raise LthError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self._settings = dict(settings)
-        self._data = as_bundle(data, resolve_device(checked.device), val_size=checked.val_size,
-                               data_dir=checked.data_dir)
+        self._data = as_bundle(
+            data, resolve_device(checked.device), val_size=checked.val_size, data_dir=checked.data_dir
+        )
         self._dataset = data if isinstance(data, str) else None
         self._network = copy.deepcopy(model).cpu()
         self._original = {k: v.detach().clone() for k, v in self._network.state_dict().items()}
@@ -77,8 +79,10 @@ class LotterySession:
         if name in self.experiments:
             raise LthError(f"experiment {name!r} already exists; existing: {', '.join(self.experiments)}")
         if len(self.experiments) >= self.max_runs:
-            raise LthError(f"the session already holds {len(self.experiments)} experiments, its limit; "
-                           "if you mean it, raise the limit with LotterySession(..., max_runs=N)")
+            raise LthError(
+                f"the session already holds {len(self.experiments)} experiments, its limit; "
+                "if you mean it, raise the limit with LotterySession(..., max_runs=N)"
+            )
         check_setting_names(list(overrides))
         if "val_size" in overrides or "data_dir" in overrides:
             raise LthError("val_size and data_dir are fixed by the session's data; set them when creating the session")
@@ -104,7 +108,7 @@ class LotterySession:
         seed = int(torch.randint(0, 2**62, (1,), generator=self._generator))
         self._network = fresh_initialisation(self._network, seed, initializer)
 
-    def summary(self) -> "pd.DataFrame":
+    def summary(self) -> pd.DataFrame:
         """Every trained experiment's summary in one DataFrame, with ``experiment`` and ``line``
         columns first: ``line`` is ``ticket``, or a control or branch line an experiment exposes
         beside it (:func:`~lth.experiments.lottery_robust.model_lines`: the controls of the ``controls``
@@ -114,17 +118,20 @@ class LotterySession:
         from lth.experiments.lottery_robust import model_lines
 
         frames = [
-            pd.DataFrame(sorted(rows, key=lambda r: r["round"]), columns=list(ROW_KEYS))
-            .assign(experiment=name, line=line)
-            for name, exp in self.experiments.items() if exp.rows
-            for line, rows in model_lines(exp).items() if rows
+            pd.DataFrame(sorted(rows, key=lambda r: r["round"]), columns=list(ROW_KEYS)).assign(
+                experiment=name, line=line
+            )
+            for name, exp in self.experiments.items()
+            if exp.rows
+            for line, rows in model_lines(exp).items()
+            if rows
         ]
         if not frames:
             return pd.DataFrame(columns=["experiment", "line", *ROW_KEYS])
         frame = pd.concat(frames, ignore_index=True)
         return frame[["experiment", "line", *[c for c in frame.columns if c not in ("experiment", "line")]]]
 
-    def pivot(self, metrics: Sequence[str] | None = None) -> "pd.DataFrame":
+    def pivot(self, metrics: Sequence[str] | None = None) -> pd.DataFrame:
         """:meth:`summary` to read at 80 columns: one row per experiment, line and round (the
         index), one column per metric under a short name (``weights`` = weights remaining,
         ``test`` = test accuracy at early stop, ``test_end`` = final test accuracy, ``es_iter`` =
@@ -138,18 +145,25 @@ class LotterySession:
         chosen = ["weights_remaining", *pivot_metrics(present, metrics, "LotterySession.summary()")]
         return frame.set_index(keys)[chosen].rename(columns={c: short_name(c) for c in chosen})
 
-    def plot_accuracy(self, ax: "Axes | None" = None) -> "Figure":
+    def plot_accuracy(self, ax: Axes | None = None) -> Figure:
         """Test accuracy against weights remaining, every trained experiment (and every other line
         it exposes, as ``EXPERIMENT: LINE``, dashed: its controls) on one axis."""
         from lth.experiments.lottery_robust import model_lines
         from lth.plots import draw_accuracy
 
-        lines = {name if line == "ticket" else f"{name}: {line}": (line, rows)
-                 for name, exp in self.experiments.items() if exp.rows
-                 for line, rows in model_lines(exp).items() if rows}
-        return draw_accuracy({label: rows for label, (_, rows) in lines.items()}, ax=ax,
-                             title="test accuracy by experiment",
-                             dashed=[label for label, (line, _) in lines.items() if line != "ticket"])
+        lines = {
+            name if line == "ticket" else f"{name}: {line}": (line, rows)
+            for name, exp in self.experiments.items()
+            if exp.rows
+            for line, rows in model_lines(exp).items()
+            if rows
+        }
+        return draw_accuracy(
+            {label: rows for label, (_, rows) in lines.items()},
+            ax=ax,
+            title="test accuracy by experiment",
+            dashed=[label for label, (line, _) in lines.items() if line != "ticket"],
+        )
 
     def save(self, path: str | Path) -> Path:
         """Save every experiment to ``path/<name>`` (see :meth:`LotteryModel.save`)."""

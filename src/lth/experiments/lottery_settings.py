@@ -1,11 +1,12 @@
 """The settings of a :class:`~lth.experiments.lottery_model.LotteryModel`: what defines an
 experiment besides the module and the data, validated with one clear message per mistake."""
+
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,7 +17,7 @@ from lth.models.init import INITIALIZERS
 from lth.training import Acceleration, OptimizerSettings
 from lth.training.optim import check_settings
 
-Initializer = Union[str, Callable[[nn.Module], None], None]
+Initializer = str | Callable[[nn.Module], None] | None
 
 
 @dataclass(frozen=True)
@@ -32,10 +33,10 @@ class LotterySettings:
     gamma: float = 0.1
     warmup: int = 0
     batch_size: int = 60
-    iterations: Optional[int] = None
-    epochs: Optional[float] = None
+    iterations: int | None = None
+    epochs: float | None = None
     eval_every: int = 100
-    prunable: Optional[tuple[str, ...]] = None
+    prunable: tuple[str, ...] | None = None
     prune_biases: bool = False
     ignore_layers: tuple[str, ...] = ()
     rewind_iteration: int = 0
@@ -47,14 +48,19 @@ class LotterySettings:
     compile: bool = False
     channels_last: bool = False
     progress: bool = True
-    data_dir: Optional[str] = None
-    val_size: Optional[int] = None
+    data_dir: str | None = None
+    val_size: int | None = None
 
     def optimizer_settings(self) -> OptimizerSettings:
         return OptimizerSettings(
-            name=self.optimizer, lr=self.lr, momentum=self.momentum if self.optimizer == "sgd" else 0.0,
-            nesterov=self.nesterov, weight_decay=self.weight_decay, milestones=self.milestones,
-            gamma=self.gamma, warmup=self.warmup,
+            name=self.optimizer,
+            lr=self.lr,
+            momentum=self.momentum if self.optimizer == "sgd" else 0.0,
+            nesterov=self.nesterov,
+            weight_decay=self.weight_decay,
+            milestones=self.milestones,
+            gamma=self.gamma,
+            warmup=self.warmup,
         )
 
     def acceleration(self) -> Acceleration:
@@ -118,30 +124,47 @@ def make_settings(**values: Any) -> LotterySettings:
     _require(is_number(s.weight_decay) and s.weight_decay >= 0, f"weight_decay must be >= 0, got {s.weight_decay!r}")
     _require(is_number(s.gamma) and s.gamma > 0, f"gamma must be a positive number, got {s.gamma!r}")
     _require(is_int(s.warmup) and s.warmup >= 0, f"warmup must be a whole number of iterations >= 0, got {s.warmup!r}")
-    _require(all(is_int(m) and m >= 0 for m in s.milestones),
-             f"milestones must be iterations (integers >= 0), got {list(s.milestones)!r}")
+    _require(
+        all(is_int(m) and m >= 0 for m in s.milestones),
+        f"milestones must be iterations (integers >= 0), got {list(s.milestones)!r}",
+    )
     _require(is_int(s.batch_size) and s.batch_size >= 1, f"batch_size must be an integer >= 1, got {s.batch_size!r}")
-    _require(s.iterations is None or (is_int(s.iterations) and 1 <= s.iterations <= MAX_ITERATIONS),
-             f"iterations must be an integer from 1 to {MAX_ITERATIONS}, got {s.iterations!r}")
-    _require(s.epochs is None or (is_number(s.epochs) and s.epochs > 0),
-             f"epochs must be a number > 0, got {s.epochs!r}")
+    _require(
+        s.iterations is None or (is_int(s.iterations) and 1 <= s.iterations <= MAX_ITERATIONS),
+        f"iterations must be an integer from 1 to {MAX_ITERATIONS}, got {s.iterations!r}",
+    )
+    _require(
+        s.epochs is None or (is_number(s.epochs) and s.epochs > 0), f"epochs must be a number > 0, got {s.epochs!r}"
+    )
     _require(s.iterations is None or s.epochs is None, "give either iterations or epochs, not both")
     _require(is_int(s.eval_every) and s.eval_every >= 1, f"eval_every must be an integer >= 1, got {s.eval_every!r}")
-    _require(is_int(s.rewind_iteration) and s.rewind_iteration >= 0,
-             f"rewind_iteration must be an integer >= 0, got {s.rewind_iteration!r}")
-    _require(is_int(s.seed) and SEED_RANGE[0] <= s.seed <= SEED_RANGE[1],
-             f"seed must be an integer from -2^63 to 2^64-1 (what torch.manual_seed accepts), got {s.seed!r}")
+    _require(
+        is_int(s.rewind_iteration) and s.rewind_iteration >= 0,
+        f"rewind_iteration must be an integer >= 0, got {s.rewind_iteration!r}",
+    )
+    _require(
+        is_int(s.seed) and SEED_RANGE[0] <= s.seed <= SEED_RANGE[1],
+        f"seed must be an integer from -2^63 to 2^64-1 (what torch.manual_seed accepts), got {s.seed!r}",
+    )
     _require(s.val_size is None or is_int(s.val_size), f"val_size must be an integer, got {s.val_size!r}")
-    _require(s.prunable is None or (len(s.prunable) > 0 and all(isinstance(n, str) for n in s.prunable)),
-             f"prunable must be a non-empty list of parameter names, got {s.prunable!r}")
-    _require(s.prunable is None or not s.ignore_layers,
-             "give prunable=[...] or ignore_layers=[...], not both: ignore_layers only filters the inferred layers")
-    _require(s.prunable is None or not s.prune_biases,
-             "prune_biases only applies when prunable is inferred; list the bias names in prunable instead")
+    _require(
+        s.prunable is None or (len(s.prunable) > 0 and all(isinstance(n, str) for n in s.prunable)),
+        f"prunable must be a non-empty list of parameter names, got {s.prunable!r}",
+    )
+    _require(
+        s.prunable is None or not s.ignore_layers,
+        "give prunable=[...] or ignore_layers=[...], not both: ignore_layers only filters the inferred layers",
+    )
+    _require(
+        s.prunable is None or not s.prune_biases,
+        "prune_biases only applies when prunable is inferred; list the bias names in prunable instead",
+    )
     if isinstance(s.initializer, str):
         INITIALIZERS.get(s.initializer)
-    _require(s.initializer is None or isinstance(s.initializer, str) or callable(s.initializer),
-             f"initializer must be None, an lth initializer name or a callable(module), got {s.initializer!r}")
+    _require(
+        s.initializer is None or isinstance(s.initializer, str) or callable(s.initializer),
+        f"initializer must be None, an lth initializer name or a callable(module), got {s.initializer!r}",
+    )
     if not isinstance(s.device, (str, torch.device)):
         raise LthError(f"device must be 'auto', 'cpu', 'cuda' or a torch.device, got {s.device!r}")
     _require(isinstance(s.compile, bool), f"compile must be True or False, got {s.compile!r}")

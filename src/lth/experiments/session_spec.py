@@ -15,13 +15,14 @@ The runs (experiments x trials) are counted before anything is built; more than
 raises the limit. Experiments that differ only in pruning share round 0 (the dense training)
 of each trial unless ``share_trunk: false`` (or ``--no-share-trunk``).
 """
+
 from __future__ import annotations
 
 import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -46,11 +47,11 @@ class SessionSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Optional[str] = None
+    name: str | None = None
     base: dict[str, Any] = {}
     grid: dict[str, list[Any]] = {}
     trials: int = Field(default=1, ge=1)
-    max_runs: Optional[int] = Field(default=None, ge=1, strict=True)  # None: lth.experiments.limits.MAX_RUNS
+    max_runs: int | None = Field(default=None, ge=1, strict=True)  # None: lth.experiments.limits.MAX_RUNS
     #: Experiments whose round 0 is the same dense training (only pruning differs) train it once
     #: per trial (lth.experiments.dense_trunk); false: every trial trains its own.
     share_trunk: bool = Field(default=True, strict=True)
@@ -59,7 +60,7 @@ class SessionSpec(BaseModel):
         """The number of runs (grid cells x trials), in O(number of grid keys)."""
         return math.prod(len(values) for values in self.grid.values()) * self.trials
 
-    def experiments(self, max_runs: Optional[int] = None) -> list[Experiment]:
+    def experiments(self, max_runs: int | None = None) -> list[Experiment]:
         """Every grid cell with its trials' configs, all validated before anything runs.
 
         The runs are counted first: above ``max_runs`` (None: the file's ``max_runs``, else
@@ -69,10 +70,14 @@ class SessionSpec(BaseModel):
         for where, keys in (("base", self.base), ("grid", self.grid)):
             for key in keys:
                 if key not in allowed:
-                    raise LthError(f"unknown config key {key!r} in the session's {where}; allowed keys: {', '.join(allowed)}")
+                    raise LthError(
+                        f"unknown config key {key!r} in the session's {where}; allowed keys: {', '.join(allowed)}"
+                    )
         if not self.grid:
-            raise LthError("the session's grid is empty; give at least one key with a list of values "
-                           "(for repeated trials of one config use `lth robust`)")
+            raise LthError(
+                "the session's grid is empty; give at least one key with a list of values "
+                "(for repeated trials of one config use `lth robust`)"
+            )
         for key, values in self.grid.items():
             if not values:
                 raise LthError(f"grid key {key!r} has no values; give a non-empty list")
@@ -82,9 +87,12 @@ class SessionSpec(BaseModel):
             if key not in self.base and key not in self.grid:
                 raise LthError(f"the session's base needs {key!r}")
         cells = math.prod(len(values) for values in self.grid.values())
-        check_run_count(cells * self.trials, self.max_runs if max_runs is None else max_runs,
-                        f"the session has {format_count(cells)} experiments x {format_count(self.trials)} trials = ",
-                        "--max-runs {n} (or max_runs: {n} in the session file)")
+        check_run_count(
+            cells * self.trials,
+            self.max_runs if max_runs is None else max_runs,
+            f"the session has {format_count(cells)} experiments x {format_count(self.trials)} trials = ",
+            "--max-runs {n} (or max_runs: {n} in the session file)",
+        )
         keys = list(self.grid)
         experiments = []
         for index, values in enumerate(itertools.product(*(self.grid[k] for k in keys))):
@@ -137,7 +145,10 @@ def load_session_spec(path: str | Path) -> SessionSpec:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
         if first["type"] == "extra_forbidden":
-            raise LthError(f"unknown session key {field!r}; allowed: name, base, grid, trials, max_runs, "
-                          "share_trunk") from None
-        raise LthError(f"bad value {brief(first.get('input'))} for session key {field}: "
-                       f"{first['msg'].removeprefix('Value error, ')}") from None
+            raise LthError(
+                f"unknown session key {field!r}; allowed: name, base, grid, trials, max_runs, share_trunk"
+            ) from None
+        raise LthError(
+            f"bad value {brief(first.get('input'))} for session key {field}: "
+            f"{first['msg'].removeprefix('Value error, ')}"
+        ) from None

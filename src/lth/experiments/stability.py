@@ -16,14 +16,16 @@ per trial, level, k, pair, alpha and split), the parents' and children's weights
 ``weights/`` and the figures. It checkpoints between and inside trainings and resumes bit for
 bit (``lth resume``).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,7 +38,11 @@ from lth.store import RunDir
 from lth.store.lock import run_lock
 from lth.store.ownership import created_and_locked
 from lth.store.stability_rows import (  # noqa: F401  (re-exported)
-    CSV_FIELDS, ROWS_CSV, ROWS_JSON, read_entries, write_rows,
+    CSV_FIELDS,
+    ROWS_CSV,
+    ROWS_JSON,
+    read_entries,
+    write_rows,
 )
 
 KIND = "stability"  # the ``kind`` in a stability run's config.yaml
@@ -53,17 +59,18 @@ class StabilitySettings:
     ``stable_threshold`` is a fraction (0.02 = 2 percentage points of error).
     """
 
-    rewind: Optional[tuple[str, ...]] = None
+    rewind: tuple[str, ...] | None = None
     copies: int = 2
     points: int = 31
     path_train_size: int = 10_000
     stable_threshold: float = 0.02
     batch_norm_reset: bool = True
     trials: int = 1
-    levels: Optional[tuple[int, ...]] = None
+    levels: tuple[int, ...] | None = None
 
-    def check(self) -> "StabilitySettings":
+    def check(self) -> StabilitySettings:
         """LthError naming the first bad value."""
+
         def whole(value: Any, name: str, low: int, why: str) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise LthError(f"{name} must be a whole number >= {low} ({why}), got {value!r}")
@@ -77,10 +84,16 @@ class StabilitySettings:
         if self.points > 10_001:
             raise LthError(f"--points {self.points} is too many; at most 10001")
         threshold = self.stable_threshold
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1 \
-                or not math.isfinite(threshold):
-            raise LthError(f"--stable-threshold must be between 0 and 100 percentage points, got "
-                           f"{threshold * 100 if isinstance(threshold, (int, float)) else threshold!r}")
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or not 0 <= threshold <= 1
+            or not math.isfinite(threshold)
+        ):
+            raise LthError(
+                f"--stable-threshold must be between 0 and 100 percentage points, got "
+                f"{threshold * 100 if isinstance(threshold, (int, float)) else threshold!r}"
+            )
         if self.rewind is not None and not self.rewind:
             raise LthError("--rewind is empty; give rewind points like 0,500,2000")
         return self
@@ -92,7 +105,7 @@ class StabilitySettings:
         return values
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "StabilitySettings":
+    def from_dict(cls, values: dict[str, Any]) -> StabilitySettings:
         known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
         for key in ("rewind", "levels"):
             if known.get(key) is not None:
@@ -122,27 +135,50 @@ def _spread(values: list[float]) -> tuple[float, float]:
 
 def pair_result(i: int, j: int, path: Any) -> dict[str, Any]:
     """One pair's path (a :class:`~lth.training.interpolation.PathResult`) with its barriers per split."""
-    return {"pair": _pair_name(i, j), "alpha": path.alpha, "error": path.error, "loss": path.loss,
-            **{f"instability_{s}": path.barrier(s) for s in SPLITS},
-            **{f"loss_barrier_{s}": path.barrier(s, "loss") for s in SPLITS}}
+    return {
+        "pair": _pair_name(i, j),
+        "alpha": path.alpha,
+        "error": path.error,
+        "loss": path.loss,
+        **{f"instability_{s}": path.barrier(s) for s in SPLITS},
+        **{f"loss_barrier_{s}": path.barrier(s, "loss") for s in SPLITS},
+    }
 
 
 _PAIR_KEYS = ("instability_test", "instability_train", "loss_barrier_test", "loss_barrier_train")
 
 
-def summarise_pairs(level: int, weights_remaining: float, k: int, copies: int, pairs: list[dict[str, Any]],
-                    children: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+def summarise_pairs(
+    level: int,
+    weights_remaining: float,
+    k: int,
+    copies: int,
+    pairs: list[dict[str, Any]],
+    children: list[dict[str, Any]],
+    threshold: float,
+) -> dict[str, Any]:
     """The entry of one level and rewind point: each barrier's mean and sample std over ``pairs``
     (from :func:`pair_result`, with a ``trial`` key when there are trials), the mean path, the
     verdict (stable: mean test instability <= ``threshold``, a fraction), every pair and child."""
-    entry: dict[str, Any] = {"level": level, "weights_remaining": weights_remaining, "rewind_iteration": k,
-                             "copies": copies, "trials": len({p.get("trial", 0) for p in pairs}), "pairs": len(pairs)}
+    entry: dict[str, Any] = {
+        "level": level,
+        "weights_remaining": weights_remaining,
+        "rewind_iteration": k,
+        "copies": copies,
+        "trials": len({p.get("trial", 0) for p in pairs}),
+        "pairs": len(pairs),
+    }
     for key in _PAIR_KEYS:
         entry[key], entry[f"{key}_std"] = _spread([p[key] for p in pairs])
     alpha = pairs[0]["alpha"]
-    entry["path"] = {"alpha": list(alpha), **{
-        f"{split}_{what}": [math.fsum(p[what][split][i] for p in pairs) / len(pairs) for i in range(len(alpha))]
-        for split in SPLITS for what in ("error", "loss")}}
+    entry["path"] = {
+        "alpha": list(alpha),
+        **{
+            f"{split}_{what}": [math.fsum(p[what][split][i] for p in pairs) / len(pairs) for i in range(len(alpha))]
+            for split in SPLITS
+            for what in ("error", "loss")
+        },
+    }
     entry["stable"] = bool(entry["instability_test"] <= threshold)
     entry["stable_threshold"] = threshold
     entry["child_test_error"] = _spread([1 - c["final_test_accuracy"] for c in children])[0]
@@ -157,7 +193,7 @@ def summarise_pairs(level: int, weights_remaining: float, k: int, copies: int, p
 @dataclass
 class _Level:
     index: int
-    mask: Optional[Mask]  # None: dense (nothing is pruned)
+    mask: Mask | None  # None: dense (nothing is pruned)
     density: float
     start_iteration: int
 
@@ -174,9 +210,15 @@ class StabilityResult:
 class _Analysis:
     """One instability analysis as a resumable loop over its units of work (trainings and paths)."""
 
-    def __init__(self, config: Optional[TicketConfig], settings: StabilitySettings,
-                 source: Optional[str | Path] = None, progress: bool = True, leave: bool = True,
-                 workers: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        config: TicketConfig | None,
+        settings: StabilitySettings,
+        source: str | Path | None = None,
+        progress: bool = True,
+        leave: bool = True,
+        workers: int | None = None,
+    ) -> None:
         """``config``: the recipe (None with a ``source``: the ticket search's own); ``workers``: train
         the children of one k in that many local processes (None: in this process)."""
         from lth.experiments.ticket_search import check_config, optimizer_settings, resolve_device
@@ -186,7 +228,7 @@ class _Analysis:
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise LthError(f"--workers must be a whole number >= 1, got {workers!r}")
         self.workers = workers
-        self.trunk: Optional[Trunk] = None
+        self.trunk: Trunk | None = None
         if source is not None:
             self.trunk = Trunk(source)
             config = config or self.trunk.config
@@ -197,8 +239,9 @@ class _Analysis:
         data = self.data
         self.ipe = data.train_x.shape[0] // config.batch_size
         if self.ipe < 1:
-            raise LthError(f"batch size {config.batch_size} is larger than the training set "
-                           f"({data.train_x.shape[0]} examples)")
+            raise LthError(
+                f"batch size {config.batch_size} is larger than the training set ({data.train_x.shape[0]} examples)"
+            )
         self.budget = config.budget_iterations(self.ipe)
         self.optimizer = optimizer_settings(config, self.ipe, self.budget)
         self.levels = self._levels()
@@ -207,8 +250,8 @@ class _Analysis:
         self.done: list[str] = []
         self.children: dict[str, dict[str, Any]] = {}
         self.paths: dict[str, list[dict[str, Any]]] = {}
-        self.pending: Optional[tuple[str, Any]] = None  # (unit, TrainProgress) of an interrupted training
-        self.run: Optional[RunDir] = None
+        self.pending: tuple[str, Any] | None = None  # (unit, TrainProgress) of an interrupted training
+        self.run: RunDir | None = None
 
     # -- setup ------------------------------------------------------------------------
     @cached_property
@@ -221,15 +264,15 @@ class _Analysis:
         wanted = self.settings.levels
         if self.trunk is None:
             if wanted not in (None, (0,)):
-                raise LthError("--levels needs --from RUN (a ticket search); without it the dense network "
-                               "(level 0) is analysed")
+                raise LthError(
+                    "--levels needs --from RUN (a ticket search); without it the dense network (level 0) is analysed"
+                )
             return [_Level(0, None, 1.0, 0)]
         trunk = self.trunk
         available = trunk.levels()
         where = str(trunk.run.path)
         if not available:
-            raise LthError(f"run {where!r} has no finished level with a mask (masks/round_NN.pt); "
-                           "nothing to analyse")
+            raise LthError(f"run {where!r} has no finished level with a mask (masks/round_NN.pt); nothing to analyse")
         wanted = wanted if wanted is not None else tuple(available)
         missing = [level for level in wanted if level not in available]
         if missing:
@@ -249,24 +292,34 @@ class _Analysis:
         for text in texts:
             k = parse_duration(text, self.ipe, self.budget)
             if k >= self.budget:
-                raise LthError(f"rewind point {text!r} = iteration {k} is not before the end of training "
-                               f"(budget {self.budget} iterations); give points below {self.budget}")
+                raise LthError(
+                    f"rewind point {text!r} = iteration {k} is not before the end of training "
+                    f"(budget {self.budget} iterations); give points below {self.budget}"
+                )
             points.add(k)
         for level in self.levels:
             early = [k for k in points if k < level.start_iteration]
             if early:
-                raise LthError(f"rewind point {early[0]} is before level {level.index}'s start: the ticket search "
-                               f"rewinds its levels to iteration {level.start_iteration}; give points from "
-                               f"{level.start_iteration} on")
+                raise LthError(
+                    f"rewind point {early[0]} is before level {level.index}'s start: the ticket search "
+                    f"rewinds its levels to iteration {level.start_iteration}; give points from "
+                    f"{level.start_iteration} on"
+                )
         return sorted(points)
 
     def describe(self) -> dict[str, Any]:
         """The run's config.yaml: its training config, ``kind: stability`` and the analysis settings."""
-        return {"kind": KIND, **self.config.model_dump(), "stability": {
-            **self.settings.as_dict(), "rewind_iterations": self.rewinds, "budget": self.budget,
-            "levels_used": [level.index for level in self.levels],
-            "from": None if self.trunk is None else str(self.trunk.run.path.resolve()),
-        }}
+        return {
+            "kind": KIND,
+            **self.config.model_dump(),
+            "stability": {
+                **self.settings.as_dict(),
+                "rewind_iterations": self.rewinds,
+                "budget": self.budget,
+                "levels_used": [level.index for level in self.levels],
+                "from": None if self.trunk is None else str(self.trunk.run.path.resolve()),
+            },
+        }
 
     # -- seeds --------------------------------------------------------------------------
     def trial_seed(self, trial: int) -> int:
@@ -285,8 +338,9 @@ class _Analysis:
             from lth.models import build_model
 
             data = self.data
-            return build_model(self.config.model, data.input_shape, data.num_classes,
-                               seed=self.trial_seed(trial)).state_dict()
+            return build_model(
+                self.config.model, data.input_shape, data.num_classes, seed=self.trial_seed(trial)
+            ).state_dict()
         start = self.trunk.level_start(level.index, level.mask)
         return {k: v.mul(level.mask[k].to(v.dtype)) if k in level.mask else v for k, v in start.items()}
 
@@ -296,26 +350,38 @@ class _Analysis:
         return f"t{trial:02d}_level{level:02d}_k{k}_{what}"
 
     # -- checkpoints --------------------------------------------------------------------
-    def checkpoint(self, training: Optional[tuple[str, Any]] = None) -> None:
+    def checkpoint(self, training: tuple[str, Any] | None = None) -> None:
         assert self.run is not None
         progress = None
         if training is not None:
             unit, state = training
             progress = {**state.portable(), "unit": unit}
-        self.run.write_checkpoint({"format": CHECKPOINT_FORMAT, "done": list(self.done),
-                                   "children": self.children, "paths": self.paths,
-                                   "torch_rng": torch.get_rng_state(), "training": progress})
+        self.run.write_checkpoint(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "done": list(self.done),
+                "children": self.children,
+                "paths": self.paths,
+                "torch_rng": torch.get_rng_state(),
+                "training": progress,
+            }
+        )
 
     def restore(self, state: Any) -> None:
         from lth.documents import damaged
         from lth.training import TrainProgress
 
         assert self.run is not None
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or not all(
-                isinstance(state.get(key), kind) for key, kind in
-                (("done", list), ("children", dict), ("paths", dict))):
-            raise damaged(self.run.checkpoint_path, "it is not the checkpoint of a stability run",
-                          "the run cannot be resumed")
+        if (
+            not isinstance(state, dict)
+            or state.get("format") != CHECKPOINT_FORMAT
+            or not all(
+                isinstance(state.get(key), kind) for key, kind in (("done", list), ("children", dict), ("paths", dict))
+            )
+        ):
+            raise damaged(
+                self.run.checkpoint_path, "it is not the checkpoint of a stability run", "the run cannot be resumed"
+            )
         self.done, self.children, self.paths = list(state["done"]), dict(state["children"]), dict(state["paths"])
         torch.set_rng_state(state["torch_rng"])
         training = state.get("training")
@@ -348,12 +414,17 @@ class _Analysis:
                         self._children(trial, level, k)
                         self._path(trial, level, k)
         except LthError as error:
-            run.write_status(status="failed", error=str(error), started=started, stopped=_now(),
-                             device=str(self.device), resumed=resumed)
+            run.write_status(
+                status="failed",
+                error=str(error),
+                started=started,
+                stopped=_now(),
+                device=str(self.device),
+                resumed=resumed,
+            )
             raise
         entries = self.write_results()
-        run.write_status(status="complete", started=started, finished=_now(), device=str(self.device),
-                         resumed=resumed)
+        run.write_status(status="complete", started=started, finished=_now(), device=str(self.device), resumed=resumed)
         run.remove_checkpoint()
         from lth.plots.stability import plot_stability_run
 
@@ -364,8 +435,16 @@ class _Analysis:
         from lth.training import Trainer
 
         config = self.config
-        return (factory or Trainer)(self.data, config.batch_size, self.optimizer, seed, config.eval_every,
-                                    self.progress, self.leave, acceleration=config.acceleration())
+        return (factory or Trainer)(
+            self.data,
+            config.batch_size,
+            self.optimizer,
+            seed,
+            config.eval_every,
+            self.progress,
+            self.leave,
+            acceleration=config.acceleration(),
+        )
 
     def _model(self) -> Any:
         from lth.models import build_model
@@ -373,7 +452,7 @@ class _Analysis:
         data = self.data
         return build_model(self.config.model, data.input_shape, data.num_classes, seed=self.config.seed).to(self.device)
 
-    def _mask(self, level: _Level) -> Optional[Mask]:
+    def _mask(self, level: _Level) -> Mask | None:
         return None if level.mask is None else level.mask.to(self.device)
 
     def _parent(self, trial: int, level: _Level) -> None:
@@ -400,10 +479,17 @@ class _Analysis:
                     run.save_weights(self._tag(trial, level.index, t, "parent"), m.state_dict())
 
             self._trainer(self.trial_seed(trial)).train(
-                model, self._mask(level), start=level.start_iteration, stop=last, capture=self.rewinds,
-                on_capture=capture, description=f"parent level {level.index} to k={last}",
+                model,
+                self._mask(level),
+                start=level.start_iteration,
+                stop=last,
+                capture=self.rewinds,
+                on_capture=capture,
+                description=f"parent level {level.index} to k={last}",
                 checkpoint_every=self.config.checkpoint_every,
-                on_checkpoint=lambda state: self.checkpoint((unit, state)), resume=pending)
+                on_checkpoint=lambda state: self.checkpoint((unit, state)),
+                resume=pending,
+            )
         self.done.append(unit)
         self.checkpoint()
 
@@ -415,8 +501,9 @@ class _Analysis:
 
         vectorize = self.config.vectorize
         wanted = vectorize != "off" and (vectorize != "auto" or self.device.type == "cuda")
-        return (wanted and self.pending is None and self.config.acceleration().vectorizable
-                and _vectorizable(self._model()))
+        return (
+            wanted and self.pending is None and self.config.acceleration().vectorizable and _vectorizable(self._model())
+        )
 
     def _children(self, trial: int, level: _Level, k: int) -> None:
         run = self.run
@@ -434,26 +521,40 @@ class _Analysis:
             if model is not None:  # (a worker process saved its child itself)
                 run.save_weights(self._tag(trial, level.index, k, f"child{c}"), model.state_dict())
             self.children[unit] = {
-                "trial": trial, "level": level.index, "rewind_iteration": k, "copy": c,
-                "seed": self.child_seed(trial, c), "final_test_accuracy": result.final_test_accuracy,
-                "final_test_loss": result.final_test_loss, "early_stop_iteration": result.early_stop_iteration,
+                "trial": trial,
+                "level": level.index,
+                "rewind_iteration": k,
+                "copy": c,
+                "seed": self.child_seed(trial, c),
+                "final_test_accuracy": result.final_test_accuracy,
+                "final_test_loss": result.final_test_loss,
+                "early_stop_iteration": result.early_stop_iteration,
                 "test_accuracy_at_early_stop": result.test_accuracy_at_early_stop,
-                "seconds": round(result.seconds, 3)}
+                "seconds": round(result.seconds, 3),
+            }
             self.done.append(unit)
 
         if len(todo) > 1 and self.workers is not None and self.workers > 1 and self.pending is None:
             from lth.experiments.stability_workers import ChildJob, train_children
 
-            jobs = [ChildJob(config=self.config.model_dump(),
-                             parent=str(run.weights_path(self._tag(trial, level.index, k, "parent"))),
-                             mask=None if self.trunk is None else str(self.trunk.run.mask_path(level.index)),
-                             out=str(run.weights_path(self._tag(trial, level.index, k, f"child{c}"))),
-                             start=k, stop=self.budget, data_seed=self.child_seed(trial, c),
-                             dropout_seed=self.child_dropout_seed(trial, level.index, k, c))
-                    for c, _ in todo]
+            jobs = [
+                ChildJob(
+                    config=self.config.model_dump(),
+                    parent=str(run.weights_path(self._tag(trial, level.index, k, "parent"))),
+                    mask=None if self.trunk is None else str(self.trunk.run.mask_path(level.index)),
+                    out=str(run.weights_path(self._tag(trial, level.index, k, f"child{c}"))),
+                    start=k,
+                    stop=self.budget,
+                    data_seed=self.child_seed(trial, c),
+                    dropout_seed=self.child_dropout_seed(trial, level.index, k, c),
+                )
+                for c, _ in todo
+            ]
             if self.progress:
-                print(f"level {level.index} k={k}: training {len(jobs)} children in {min(self.workers, len(jobs))} "
-                      "processes")
+                print(
+                    f"level {level.index} k={k}: training {len(jobs)} children in {min(self.workers, len(jobs))} "
+                    "processes"
+                )
             for (c, unit), result in zip(todo, train_children(jobs, self.workers)):
                 finish(c, unit, None, result)
             self.checkpoint()
@@ -483,9 +584,15 @@ class _Analysis:
                 model.load_state_dict(parent)
                 torch.manual_seed(self.child_dropout_seed(trial, level.index, k, c))
             result = self._trainer(self.child_seed(trial, c)).train(
-                model, mask, start=k, stop=self.budget, description=describe(c),
+                model,
+                mask,
+                start=k,
+                stop=self.budget,
+                description=describe(c),
                 checkpoint_every=self.config.checkpoint_every,
-                on_checkpoint=lambda state, unit=unit: self.checkpoint((unit, state)), resume=pending)
+                on_checkpoint=lambda state, unit=unit: self.checkpoint((unit, state)),
+                resume=pending,
+            )
             finish(c, unit, model, result)
             self.checkpoint()
 
@@ -508,8 +615,9 @@ class _Analysis:
         run = self.run
         assert run is not None
         model = self._model()
-        children = [run.load_weights(self._tag(trial, level.index, k, f"child{c}"))
-                    for c in range(self.settings.copies)]
+        children = [
+            run.load_weights(self._tag(trial, level.index, k, f"child{c}")) for c in range(self.settings.copies)
+        ]
         mask = None if level.mask is None else {name: m for name, m in level.mask.items()}
         splits = self.path_splits
         bn_data = splits["train"][0] if self.settings.batch_norm_reset and has_batch_norm(model) else None
@@ -517,16 +625,19 @@ class _Analysis:
         pairs = []
         for i in range(len(children)):
             for j in range(i + 1, len(children)):
-                pairs.append(pair_result(i, j, evaluate_path(model, children[i], children[j], mask, points,
-                                                             splits, bn_data)))
+                pairs.append(
+                    pair_result(i, j, evaluate_path(model, children[i], children[j], mask, points, splits, bn_data))
+                )
         self.paths[unit] = pairs
         self.done.append(unit)
         self.checkpoint()
         self.write_results()
         if self.progress:
             mean = math.fsum(p["instability_test"] for p in pairs) / len(pairs)
-            print(f"trial {trial} level {level.index} ({100 * level.density:.2f}% of weights) k={k}: "
-                  f"test instability {100 * mean:.2f} percentage points")
+            print(
+                f"trial {trial} level {level.index} ({100 * level.density:.2f}% of weights) k={k}: "
+                f"test instability {100 * mean:.2f} percentage points"
+            )
 
     # -- results ----------------------------------------------------------------------------
     def entries(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -541,16 +652,25 @@ class _Analysis:
                         pairs.append({"trial": trial, **pair})
                         for split in SPLITS:
                             for alpha, error, loss in zip(pair["alpha"], pair["error"][split], pair["loss"][split]):
-                                rows.append({"trial": trial, "level": level.index,
-                                             "weights_remaining": level.density, "rewind_iteration": k,
-                                             "pair": pair["pair"], "alpha": alpha, "split": split,
-                                             "error": error, "loss": loss})
-                    children += [self.children[unit] for _, unit in self._child_units(trial, level, k)
-                                 if unit in self.children]
+                                rows.append(
+                                    {
+                                        "trial": trial,
+                                        "level": level.index,
+                                        "weights_remaining": level.density,
+                                        "rewind_iteration": k,
+                                        "pair": pair["pair"],
+                                        "alpha": alpha,
+                                        "split": split,
+                                        "error": error,
+                                        "loss": loss,
+                                    }
+                                )
+                    children += [
+                        self.children[unit] for _, unit in self._child_units(trial, level, k) if unit in self.children
+                    ]
                 if not pairs:
                     continue
-                entry = summarise_pairs(level.index, level.density, k, self.settings.copies, pairs, children,
-                                        threshold)
+                entry = summarise_pairs(level.index, level.density, k, self.settings.copies, pairs, children, threshold)
                 entries.append(entry)
         return entries, rows
 
@@ -572,7 +692,7 @@ def is_stability_run(path: str | Path) -> bool:
 
 
 def run_stability(
-    config: Optional[TicketConfig],
+    config: TicketConfig | None,
     settings: StabilitySettings = StabilitySettings(),
     from_run: str | Path | None = None,
     out: str | Path | None = None,
@@ -580,8 +700,8 @@ def run_stability(
     resume: bool = False,
     progress: bool = True,
     leave: bool = True,
-    overrides: Optional[dict[str, Any]] = None,
-    workers: Optional[int] = None,
+    overrides: dict[str, Any] | None = None,
+    workers: int | None = None,
 ) -> StabilityResult:
     """Run an instability analysis into ``out`` (see the module docstring).
 
@@ -602,11 +722,15 @@ def run_stability(
         from lth.store.study_dir import StudyDir
 
         if StudyDir.is_study(from_run):
-            raise LthError(f"--from {str(from_run)!r} is a study; give one of its trials, e.g. "
-                           f"{str(Path(from_run) / 'EXPERIMENT' / 'trial_00')!r} (`lth show {from_run}` lists them)")
+            raise LthError(
+                f"--from {str(from_run)!r} is a study; give one of its trials, e.g. "
+                f"{str(Path(from_run) / 'EXPERIMENT' / 'trial_00')!r} (`lth show {from_run}` lists them)"
+            )
     if from_run is not None and not (Path(from_run) / "config.yaml").is_file():
-        raise LthError(f"--from {str(from_run)!r} is not an lth run directory (no config.yaml); give a ticket "
-                       "search made by `lth find-ticket` or a trial of a study")
+        raise LthError(
+            f"--from {str(from_run)!r} is not an lth run directory (no config.yaml); give a ticket "
+            "search made by `lth find-ticket` or a trial of a study"
+        )
     if from_run is not None and overrides:
         from lth.experiments.ticket_search import check_config
         from lth.experiments.trunk import Trunk
@@ -623,16 +747,18 @@ def run_stability(
     out = Path(out)
     if (out / "config.yaml").is_file() and not overwrite:
         if not resume:
-            raise LthError(f"{str(out)!r} exists; continue it with --resume (or `lth resume {out}`) "
-                           "or replace it with --overwrite")
+            raise LthError(
+                f"{str(out)!r} exists; continue it with --resume (or `lth resume {out}`) or replace it with --overwrite"
+            )
         return resume_stability(out, progress, leave, workers)
     with created_and_locked(out, lambda: RunDir.create(out, overwrite=overwrite)) as run:
         analysis.run = run
         return analysis.run_all()
 
 
-def resume_stability(path: str | Path, progress: bool = True, leave: bool = True,
-                     workers: Optional[int] = None) -> StabilityResult:
+def resume_stability(
+    path: str | Path, progress: bool = True, leave: bool = True, workers: int | None = None
+) -> StabilityResult:
     """Continue an unfinished stability run from its last checkpoint (a finished one is returned as it is)."""
     run = RunDir.open(path)
     described = run.config()
@@ -657,24 +783,24 @@ def resume_stability(path: str | Path, progress: bool = True, leave: bool = True
 
 
 def stability(
-    model: Optional[str] = None,
-    dataset: Optional[str] = None,
-    rewind: Optional[str | Sequence[Any]] = None,
+    model: str | None = None,
+    dataset: str | None = None,
+    rewind: str | Sequence[Any] | None = None,
     copies: int = 2,
     points: int = 31,
     path_train_size: int = 10_000,
     stable_threshold: float = 2.0,
     batch_norm_reset: bool = True,
     trials: int = 1,
-    levels: Optional[str | Sequence[int]] = None,
+    levels: str | Sequence[int] | None = None,
     from_run: str | Path | None = None,
     out: str | Path | None = None,
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
-    workers: Optional[int] = None,
+    workers: int | None = None,
     **config: Any,
-) -> "Any":
+) -> Any:
     """Instability analysis as a pandas DataFrame: one row per level and rewind point.
 
     ``lth.stability("lenet-300-100", "fashion-mnist", rewind=[0, 500, 2000], iterations=5000)``
@@ -691,9 +817,14 @@ def stability(
         levels = parse_levels(levels)
     settings = StabilitySettings(
         rewind=None if rewind is None else parse_rewind_points(rewind if isinstance(rewind, str) else list(rewind)),
-        copies=copies, points=points, path_train_size=path_train_size,
-        stable_threshold=_threshold_fraction(stable_threshold), batch_norm_reset=batch_norm_reset, trials=trials,
-        levels=None if levels is None else tuple(sorted(set(int(v) for v in levels))))
+        copies=copies,
+        points=points,
+        path_train_size=path_train_size,
+        stable_threshold=_threshold_fraction(stable_threshold),
+        batch_norm_reset=batch_norm_reset,
+        trials=trials,
+        levels=None if levels is None else tuple(sorted(set(int(v) for v in levels))),
+    )
     values = {k: v for k, v in config.items() if v is not None}
     ticket_config = None
     if from_run is None:
@@ -702,8 +833,9 @@ def stability(
         ticket_config = make_config({"model": model, "dataset": dataset, **values})
     elif model is not None or dataset is not None:
         raise LthError("from_run analyses that run's model and dataset; do not give a model or dataset too")
-    result = run_stability(ticket_config, settings, from_run, out, overwrite, resume, progress, overrides=values,
-                           workers=workers)
+    result = run_stability(
+        ticket_config, settings, from_run, out, overwrite, resume, progress, overrides=values, workers=workers
+    )
     return entries_frame(result.entries, result.run_dir.path)
 
 
@@ -714,28 +846,48 @@ def _check_from_overrides(values: dict[str, Any]) -> None:
     bad = [key for key in values if key not in FROM_OVERRIDABLE]
     if bad:
         flags = ", ".join("--" + k.replace("_", "-") for k in FROM_OVERRIDABLE)
-        raise LthError(f"--{bad[0].replace('_', '-')} cannot change the recipe of the ticket search given by --from "
-                       f"(the analysis uses the run's own); it may change: {flags}")
+        raise LthError(
+            f"--{bad[0].replace('_', '-')} cannot change the recipe of the ticket search given by --from "
+            f"(the analysis uses the run's own); it may change: {flags}"
+        )
 
 
 def _threshold_fraction(points: Any) -> float:
     """A threshold in percentage points as a fraction (LthError for a bad value)."""
-    if isinstance(points, bool) or not isinstance(points, (int, float)) or not math.isfinite(points) \
-            or not 0 <= points <= 100:
+    if (
+        isinstance(points, bool)
+        or not isinstance(points, (int, float))
+        or not math.isfinite(points)
+        or not 0 <= points <= 100
+    ):
         raise LthError(f"--stable-threshold must be between 0 and 100 percentage points, got {points!r}")
     return float(points) / 100
 
 
-def entries_frame(entries: list[dict[str, Any]], run_dir: Optional[Path] = None) -> Any:
+def entries_frame(entries: list[dict[str, Any]], run_dir: Path | None = None) -> Any:
     """The entries of ``stability.json`` as a DataFrame (per-pair and per-child lists left out)."""
     import pandas as pd
 
-    columns = ["level", "weights_remaining", "rewind_iteration", "copies", "trials", "pairs", "instability_test",
-               "instability_test_std", "instability_train", "instability_train_std", "loss_barrier_test",
-               "loss_barrier_test_std", "loss_barrier_train", "loss_barrier_train_std", "child_test_error",
-               "stable", "path"]
+    columns = [
+        "level",
+        "weights_remaining",
+        "rewind_iteration",
+        "copies",
+        "trials",
+        "pairs",
+        "instability_test",
+        "instability_test_std",
+        "instability_train",
+        "instability_train_std",
+        "loss_barrier_test",
+        "loss_barrier_test_std",
+        "loss_barrier_train",
+        "loss_barrier_train_std",
+        "child_test_error",
+        "stable",
+        "path",
+    ]
     frame = pd.DataFrame([{key: entry.get(key) for key in columns} for entry in entries], columns=columns)
     if run_dir is not None:
         frame.attrs["run_dir"] = str(run_dir)
     return frame
-

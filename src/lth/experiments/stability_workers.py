@@ -7,6 +7,7 @@ child with the run's recipe and data order, and writes the child's weights atomi
 driver records the results and checkpoints. A child that a kill interrupts is trained again
 from k on resume (its result is the same: it depends on its seeds only).
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -14,7 +15,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from lth.cpus import available_cpus
 from lth.errors import LthError
@@ -26,7 +27,7 @@ class ChildJob:
 
     config: dict[str, Any]
     parent: str  # weights file of the parent at k
-    mask: Optional[str]  # mask file of the level (None: dense)
+    mask: str | None  # mask file of the level (None: dense)
     out: str  # where the child's final weights go
     start: int
     stop: int
@@ -56,8 +57,15 @@ def _train_child(job: ChildJob) -> Any:
         model.load_state_dict(torch.load(job.parent, map_location=device, weights_only=True))
         mask = None if job.mask is None else Mask.load(job.mask).to(device)
         torch.manual_seed(job.dropout_seed)
-        trainer = Trainer(data, config.batch_size, settings, job.data_seed, config.eval_every, progress=False,
-                          acceleration=config.acceleration())
+        trainer = Trainer(
+            data,
+            config.batch_size,
+            settings,
+            job.data_seed,
+            config.eval_every,
+            progress=False,
+            acceleration=config.acceleration(),
+        )
         result = trainer.train(model, mask, start=job.start, stop=job.stop)
         atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(job.out))
         result.best_state = None

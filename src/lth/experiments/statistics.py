@@ -3,6 +3,7 @@
 A trial is the list of per-round rows of one ticket search (as in ``rounds.json``). Rows are
 grouped by ``"round"``; only rounds that every trial reached are summarised.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,17 @@ DEFAULT_METRICS: tuple[str, ...] = (
 
 #: The columns of every summary row, in order.
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "round", "weights_remaining", "metric", "trials", "mean", "median", "min", "max", "std",
-    "ci95_low", "ci95_high",
+    "round",
+    "weights_remaining",
+    "metric",
+    "trials",
+    "mean",
+    "median",
+    "min",
+    "max",
+    "std",
+    "ci95_low",
+    "ci95_high",
 )
 
 
@@ -63,8 +73,13 @@ def describe(values: Sequence[float]) -> dict[str, float | None]:
         raise LthError("cannot describe an empty list of values; give at least one")
     mean = math.fsum(values) / n
     out: dict[str, float | None] = {
-        "mean": mean, "median": float(statistics.median(values)), "min": float(min(values)),
-        "max": float(max(values)), "std": None, "ci95_low": None, "ci95_high": None,
+        "mean": mean,
+        "median": float(statistics.median(values)),
+        "min": float(min(values)),
+        "max": float(max(values)),
+        "std": None,
+        "ci95_low": None,
+        "ci95_high": None,
     }
     if n > 1:
         std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
@@ -73,9 +88,7 @@ def describe(values: Sequence[float]) -> dict[str, float | None]:
     return out
 
 
-def summarise_trials(
-    trials: Sequence[Sequence[Mapping[str, Any]]], metrics: Sequence[str] | None = None
-) -> list[dict]:
+def summarise_trials(trials: Sequence[Sequence[Mapping[str, Any]]], metrics: Sequence[str] | None = None) -> list[dict]:
     """One flat row per (round, metric) over the trials, sorted by round then metric order.
 
     Each row holds ``round``, ``weights_remaining`` (mean over trials), ``metric``, ``trials``
@@ -113,13 +126,15 @@ def summarise_trials(
             remaining = math.fsum(levels) / len(levels)
         for name in metrics:
             values = [_number(t[r][name], name, r, i) for i, t in enumerate(per_trial)]
-            out.append({
-                "round": r,
-                "weights_remaining": remaining,
-                "metric": name,
-                "trials": len(values),
-                **describe(values),
-            })
+            out.append(
+                {
+                    "round": r,
+                    "weights_remaining": remaining,
+                    "metric": name,
+                    "trials": len(values),
+                    **describe(values),
+                }
+            )
     return out
 
 
@@ -147,7 +162,7 @@ def summarise_lines(
     return out
 
 
-def summary_frame(rows: Sequence[Mapping[str, Any]]) -> "pd.DataFrame":
+def summary_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """``summarise_trials`` rows as a pandas DataFrame (columns in :data:`SUMMARY_COLUMNS` order,
     after a ``line`` column when the rows name their line, as :func:`summarise_lines` rows do)."""
     import pandas as pd
@@ -198,8 +213,12 @@ def pivot_metrics(present: Sequence[str], metrics: Sequence[str] | None, where: 
     return metrics
 
 
-def pivot_summary(summary: "pd.DataFrame | Sequence[Mapping[str, Any]]", metrics: Sequence[str] | None = None,
-                  value: str = "mean", ci: bool = True) -> "pd.DataFrame":
+def pivot_summary(
+    summary: pd.DataFrame | Sequence[Mapping[str, Any]],
+    metrics: Sequence[str] | None = None,
+    value: str = "mean",
+    ci: bool = True,
+) -> pd.DataFrame:
     """The long summary (one row per line, round and metric: :func:`summary_frame`, the rows of
     :func:`summarise_lines` or of a study's ``summary.json``) as one row per line and round, one
     column per metric, under short names (:data:`SHORT_NAMES`), to read at 80 columns.
@@ -232,9 +251,13 @@ def pivot_summary(summary: "pd.DataFrame | Sequence[Mapping[str, Any]]", metrics
         entry[short_name(r["metric"])] = r[value]
         if ci and r["metric"] == metrics[0]:
             high = r.get("ci95_high")
-            entry[f"{short_name(r['metric'])}_ci"] = (high - r["mean"] if high is not None and not pd.isna(high)
-                                                      else float("nan"))
-    index = pd.MultiIndex.from_arrays([list(level) for level in zip(*table)] if table else [[] for _ in keys],
-                                      names=keys) if len(keys) > 1 else pd.Index([k[0] for k in table], name=keys[0])
+            entry[f"{short_name(r['metric'])}_ci"] = (
+                high - r["mean"] if high is not None and not pd.isna(high) else float("nan")
+            )
+    index = (
+        pd.MultiIndex.from_arrays([list(level) for level in zip(*table)] if table else [[] for _ in keys], names=keys)
+        if len(keys) > 1
+        else pd.Index([k[0] for k in table], name=keys[0])
+    )
     frame = pd.DataFrame([table[k] for k in table], index=index, columns=columns)
     return frame.astype({c: float for c in columns})

@@ -5,6 +5,7 @@ experiments, each over N trials. Every trial is an ordinary find-ticket run dire
 killed study resumes exactly: finished trials are kept, an interrupted one continues from its
 checkpoint, the rest start.
 """
+
 from __future__ import annotations
 
 import threading
@@ -12,21 +13,22 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
 from lth.config import TicketConfig, make_config
 from lth.errors import LthError
-from lth.experiments.init_pruning_summary import KIND as PRUNE_AT_INIT, summarise_study
+from lth.experiments.init_pruning_summary import KIND as PRUNE_AT_INIT
+from lth.experiments.init_pruning_summary import summarise_study
 from lth.experiments.limits import check_run_count, check_trials, format_count
 from lth.experiments.session_spec import Experiment
 from lth.experiments.statistics import summarise_lines
 from lth.experiments.ticket_search import check_config
 from lth.progress import progress_bar
 from lth.store import RunDir
-from lth.training.vectorized import check_vectorizable, parse_vectorize
 from lth.store.study_dir import StudyDir
+from lth.training.vectorized import check_vectorizable, parse_vectorize
 
 
 @dataclass
@@ -41,7 +43,7 @@ class StudyResult:
     share_trunk: bool = True
 
 
-def robust_experiment(config: TicketConfig, trials: int, max_runs: Optional[int] = None) -> Experiment:
+def robust_experiment(config: TicketConfig, trials: int, max_runs: int | None = None) -> Experiment:
     """One experiment: ``config`` repeated with seeds ``config.seed + i`` for i < trials.
 
     LthError, before any config is built, for ``trials`` < 1 or above ``max_runs``
@@ -51,13 +53,15 @@ def robust_experiment(config: TicketConfig, trials: int, max_runs: Optional[int]
     check_run_count(trials, max_runs, f"--trials {format_count(trials)} gives ", "--max-runs {n}")
     check_config(config)
     configs = tuple(
-        make_config({**config.model_dump(), "seed": config.seed + i, "name": f"{config.name or 'robust'}/trial_{i:02d}"})
+        make_config(
+            {**config.model_dump(), "seed": config.seed + i, "name": f"{config.name or 'robust'}/trial_{i:02d}"}
+        )
         for i in range(trials)
     )
     return Experiment(name="ticket", slug="", settings={}, trials=configs)
 
 
-def _describe(kind: str, name: Optional[str], experiments: list[Experiment], spec: dict[str, Any]) -> dict[str, Any]:
+def _describe(kind: str, name: str | None, experiments: list[Experiment], spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "kind": kind,
         "name": name,
@@ -81,13 +85,13 @@ def run_study(
     experiments: list[Experiment],
     out: str | Path,
     spec: dict[str, Any],
-    name: Optional[str] = None,
+    name: str | None = None,
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
     vectorize: int | str = "auto",
-    backend: Optional[str] = None,
-    backend_options: Optional[dict[str, Any]] = None,
+    backend: str | None = None,
+    backend_options: dict[str, Any] | None = None,
     share_trunk: bool = True,
 ) -> StudyResult:
     """Run (or, with ``resume``, continue) every trial of every experiment into ``out``.
@@ -100,7 +104,9 @@ def run_study(
     if resume and StudyDir.is_study(out):
         study = StudyDir.open(out)
         if study.study()["experiments"] != wanted["experiments"]:
-            raise LthError(f"cannot resume {str(out)!r}: it holds a different study (its experiments or configs differ)")
+            raise LthError(
+                f"cannot resume {str(out)!r}: it holds a different study (its experiments or configs differ)"
+            )
         return continue_study(out, progress, vectorize, backend, backend_options, share_trunk)
     from lth.backends import check_options
 
@@ -112,19 +118,25 @@ def run_study(
     return continue_study(out, progress, vectorize, backend, backend_options, share_trunk)
 
 
-def continue_study(path: str | Path, progress: bool = True, vectorize: int | str | None = None,
-                   backend: Optional[str] = None, backend_options: Optional[dict[str, Any]] = None,
-                   share_trunk: Optional[bool] = None) -> StudyResult:
+def continue_study(
+    path: str | Path,
+    progress: bool = True,
+    vectorize: int | str | None = None,
+    backend: str | None = None,
+    backend_options: dict[str, Any] | None = None,
+    share_trunk: bool | None = None,
+) -> StudyResult:
     """Run what is unfinished in a study directory, then write its statistics and plots.
 
     ``vectorize``: how many searches run side by side with their trainings vectorised
     (:mod:`lth.training.lockstep`); ``auto`` picks up to 16 on a GPU when the model allows it
-    (none on a CPU, where it does not pay), ``off`` or 1 runs them one after another. Inside a vectorised training no checkpoints are taken: a
-    killed study resumes those searches from their last round boundary. None: the setting the
+    (none on a CPU, where it does not pay), ``off`` or 1 runs them one after another. Inside a
+    vectorised training no checkpoints are taken: a killed study resumes those searches from
+    their last round boundary. None: the setting the
     study was started with. Only the ``local`` backend vectorises.
 
-    ``backend`` (None: ``$LTH_BACKEND``, else ``auto``): ``auto`` (the process pool when there are 2 CPUs and 2 pending trials and no
-    GPU, else this process: :func:`lth.backends.choose_backend`), ``local`` (this process),
+    ``backend`` (None: ``$LTH_BACKEND``, else ``auto``): ``auto`` (the process pool when there
+    are 2 CPUs and 2 pending trials and no GPU, else this process: :func:`lth.backends.choose_backend`), ``local`` (this process),
     ``process`` (a process pool) or ``ray`` (a Ray cluster), with ``backend_options`` (see
     :func:`lth.backends.get_backend`). The results are
     the same on every backend; this process keeps the progress bar and the study's status.
@@ -158,8 +170,14 @@ def continue_study(path: str | Path, progress: bool = True, vectorize: int | str
 DENSE_DIR = "dense"  # a study's shared dense trunk (lth.experiments.dense_trunk.DenseStore)
 
 
-def _continue_study(study: StudyDir, progress: bool, vectorize: int | str | None, backend: str,
-                    backend_options: Optional[dict[str, Any]], share_trunk: Optional[bool] = None) -> StudyResult:
+def _continue_study(
+    study: StudyDir,
+    progress: bool,
+    vectorize: int | str | None,
+    backend: str,
+    backend_options: dict[str, Any] | None,
+    share_trunk: bool | None = None,
+) -> StudyResult:
     from lth.backends import TrialResult, TrialSpec
 
     description = study.study()
@@ -185,21 +203,35 @@ def _continue_study(study: StudyDir, progress: bool, vectorize: int | str | None
     dense = {"trained": 0, "reused": 0}
 
     def counts() -> dict[str, Any]:
-        return {"share_trunk": dense_dir is not None,
-                "dense_trained": _count(before.get("dense_trained")) + dense["trained"],
-                "dense_reused": _count(before.get("dense_reused")) + dense["reused"]}
+        return {
+            "share_trunk": dense_dir is not None,
+            "dense_trained": _count(before.get("dense_trained")) + dense["trained"],
+            "dense_reused": _count(before.get("dense_reused")) + dense["reused"],
+        }
 
     study.write_status(status="running", started=started, runs_total=len(runs), runs_complete=done, **counts())
-    bar = progress_bar(total=len(runs), initial=done, desc=f"{description['kind']} {study.path.name}", unit="run",
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(
+        total=len(runs),
+        initial=done,
+        desc=f"{description['kind']} {study.path.name}",
+        unit="run",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     tic = time.perf_counter()
     lock = threading.Lock()
     running: set[int] = set()
     failures: list[tuple[TrialSpec, str]] = []
-    trials = [TrialSpec(str(study.run(entry["path"]).path.resolve()), entry["config"], i,
-                        f"{experiment} trial {entry['trial']}",
-                        dense_dir if entry["path"] in shared else None)
-              for i, (experiment, entry) in enumerate(pending)]
+    trials = [
+        TrialSpec(
+            str(study.run(entry["path"]).path.resolve()),
+            entry["config"],
+            i,
+            f"{experiment} trial {entry['trial']}",
+            dense_dir if entry["path"] in shared else None,
+        )
+        for i, (experiment, entry) in enumerate(pending)
+    ]
 
     def postfix() -> None:
         if runner.name == "local" and group <= 1 and running:
@@ -226,10 +258,19 @@ def _continue_study(study: StudyDir, progress: bool, vectorize: int | str | None
                 if progress:
                     if result.resumed_from is not None:
                         bar.write(f"{spec.label}: resumed from its checkpoint at round {result.resumed_from}")
-                    bar.write(f"{spec.label}: {100 * last['weights_remaining']:.2f}% of "
-                              f"weights left, test accuracy {100 * last['test_accuracy_at_early_stop']:.2f}% at early stop")
-                study.write_status(status="running", started=started, runs_total=len(runs), runs_complete=done,
-                                   vectorize=group, backend=runner.name, **counts())
+                    bar.write(
+                        f"{spec.label}: {100 * last['weights_remaining']:.2f}% of "
+                        f"weights left, test accuracy {100 * last['test_accuracy_at_early_stop']:.2f}% at early stop"
+                    )
+                study.write_status(
+                    status="running",
+                    started=started,
+                    runs_total=len(runs),
+                    runs_complete=done,
+                    vectorize=group,
+                    backend=runner.name,
+                    **counts(),
+                )
 
         def failed(self, spec: TrialSpec, message: str) -> None:
             with lock:
@@ -238,30 +279,57 @@ def _continue_study(study: StudyDir, progress: bool, vectorize: int | str | None
                 postfix()
                 if progress:
                     bar.write(f"{spec.label}: failed: {message}")
-                study.write_status(status="running", started=started, runs_total=len(runs), runs_complete=done,
-                                   runs_failed=len(failures), vectorize=group, backend=runner.name, **counts())
+                study.write_status(
+                    status="running",
+                    started=started,
+                    runs_total=len(runs),
+                    runs_complete=done,
+                    runs_failed=len(failures),
+                    vectorize=group,
+                    backend=runner.name,
+                    **counts(),
+                )
 
     runner.run(trials, Tracker(), progress)
     bar.close()
     if failures:
-        study.write_status(status="incomplete", started=started, runs_total=len(runs), runs_complete=done,
-                           runs_failed=len(failures), vectorize=group, backend=runner.name, **counts())
+        study.write_status(
+            status="incomplete",
+            started=started,
+            runs_total=len(runs),
+            runs_complete=done,
+            runs_failed=len(failures),
+            vectorize=group,
+            backend=runner.name,
+            **counts(),
+        )
         spec, message = failures[0]
-        raise LthError(f"{len(failures)} of {len(trials)} trials failed (first: {spec.label}: {message}); "
-                       f"fix the cause and run: lth resume {study.path}")
+        raise LthError(
+            f"{len(failures)} of {len(trials)} trials failed (first: {spec.label}: {message}); "
+            f"fix the cause and run: lth resume {study.path}"
+        )
     summary = study_summary(study)
     study.write_summary(summary)
     from lth.plots import plot_study
 
     plot_study(study)
-    study.write_status(status="complete", started=started, finished=_now(), runs_total=len(runs),
-                       runs_complete=done, vectorize=group, backend=runner.name,
-                       seconds_this_session=round(time.perf_counter() - tic, 3), **counts())
+    study.write_status(
+        status="complete",
+        started=started,
+        finished=_now(),
+        runs_total=len(runs),
+        runs_complete=done,
+        vectorize=group,
+        backend=runner.name,
+        seconds_this_session=round(time.perf_counter() - tic, 3),
+        **counts(),
+    )
     return StudyResult(study, summary, dense["trained"], dense["reused"], dense_dir is not None)
 
 
-def _choose(backend: Optional[str], options: Optional[dict[str, Any]], vectorize: int | str,
-            configs: list[TicketConfig]) -> tuple[str, dict[str, Any]]:
+def _choose(
+    backend: str | None, options: dict[str, Any] | None, vectorize: int | str, configs: list[TicketConfig]
+) -> tuple[str, dict[str, Any]]:
     """The concrete backend for ``backend`` (``auto``: :func:`lth.backends.choose_backend`; an
     explicit ``vectorize`` of more than 1 asks for local, the backend that vectorises)."""
     from lth.backends import choose_backend
@@ -276,7 +344,7 @@ def _choose(backend: Optional[str], options: Optional[dict[str, Any]], vectorize
     return name, chosen
 
 
-def _backend(name: Optional[str], options: Optional[dict[str, Any]], group: int) -> Any:
+def _backend(name: str | None, options: dict[str, Any] | None, group: int) -> Any:
     from lth.backends import get_backend
 
     options = dict(options or {})

@@ -9,14 +9,15 @@ A search is resumable: with a run directory it writes a checkpoint (the whole lo
 see :class:`_Search`) at every stage boundary and every ``checkpoint_every`` iterations, and
 :func:`resume_ticket` continues from it with results bit-identical to an uninterrupted run.
 """
+
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -42,6 +43,7 @@ from lth.training.lockstep import Lockstep
 from lth.training.optim import check_settings
 from lth.training.vectorized import check_vectorizable
 
+
 @dataclass
 class TicketResult:
     """The rounds' summaries (as in ``rounds.json``), the controls' and where they were written."""
@@ -49,11 +51,11 @@ class TicketResult:
     config: TicketConfig
     rounds: list[dict]
     masks: list[Mask]
-    run_dir: Optional[RunDir]
+    run_dir: RunDir | None
     controls: dict[str, list[dict]] = field(default_factory=dict)
     #: How this call got round 0: "trained", "reused" (from a shared dense trunk,
     #: :mod:`lth.experiments.dense_trunk`), or None (round 0 was done before a resume).
-    dense: Optional[str] = None
+    dense: str | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -79,8 +81,9 @@ def _summary(round_index: int, mask: Mask, result: RoundResult) -> dict:
     return result.row(round_index, mask)
 
 
-def _derivatives(criterion: str, model: nn.Module, batcher: Batcher, names: list[str],
-                 input_shape: tuple[int, ...]) -> dict[str, dict[str, torch.Tensor]]:
+def _derivatives(
+    criterion: str, model: nn.Module, batcher: Batcher, names: list[str], input_shape: tuple[int, ...]
+) -> dict[str, dict[str, torch.Tensor]]:
     """What a model-based criterion needs (:mod:`lth.init_pruning.derivatives`), on the first
     training batch; {} for the weight-only criteria."""
     if criterion not in NEEDS_DERIVATIVE:
@@ -98,8 +101,7 @@ def _initial_mask(path: str, dense: Mask, params: dict[str, nn.Parameter]) -> Ma
     extra = [name for name in loaded if name not in dense]
     if extra:
         raise LthError(
-            f"mask file {path!r} masks {extra[0]!r}, which this run does not prune; "
-            f"prunable here: {', '.join(dense)}"
+            f"mask file {path!r} masks {extra[0]!r}, which this run does not prune; prunable here: {', '.join(dense)}"
         )
     try:
         loaded.check_matches(params)
@@ -114,7 +116,7 @@ def _start_round(
     mask: Mask,
     w_init: dict[str, torch.Tensor],
     w_final: dict[str, torch.Tensor],
-    fresh: Optional[dict[str, torch.Tensor]],
+    fresh: dict[str, torch.Tensor] | None,
     generator: torch.Generator,
     config: TicketConfig,
     options: Mask1Options,
@@ -122,7 +124,10 @@ def _start_round(
     """Give every prunable tensor its next-round start: mask-1 action on kept, mask-0 on pruned."""
     for name, m in mask.items():
         state = LayerState(
-            w_init=w_init[name], w_final=w_final[name], mask=m, generator=generator,
+            w_init=w_init[name],
+            w_final=w_final[name],
+            mask=m,
+            generator=generator,
             fresh=(lambda n=name: fresh[n]) if fresh is not None else None,
         )
         params[name].copy_(round_start_values(config.mask1, config.mask0, state, options))
@@ -150,8 +155,10 @@ def optimizer_settings(config: TicketConfig, iterations_per_epoch: int, budget: 
     )
     check_settings(settings)
     if settings.warmup > budget:
-        warn(f"--warmup {config.warmup} ({settings.warmup} iterations) is longer than the training budget "
-             f"({budget} iterations); the learning rate never reaches --lr")
+        warn(
+            f"--warmup {config.warmup} ({settings.warmup} iterations) is longer than the training budget "
+            f"({budget} iterations); the learning rate never reaches --lr"
+        )
     return settings
 
 
@@ -176,7 +183,7 @@ class _Progress:
     """Accumulates one line of results (ticket or control), writes it to the run directory and
     hands each round to the loggers (see :mod:`lth.loggers`)."""
 
-    def __init__(self, run: Optional[RunDir], name: str = TICKET) -> None:
+    def __init__(self, run: RunDir | None, name: str = TICKET) -> None:
         self.run = run
         self.name = name
         self.rounds: list[dict] = []
@@ -232,8 +239,14 @@ class _Search:
     else is rebuilt from the config, deterministically.
     """
 
-    def __init__(self, config: TicketConfig, run: Optional[RunDir], progress: bool, leave: bool = True,
-                 trainer_factory: Optional[Callable[..., Trainer]] = None) -> None:
+    def __init__(
+        self,
+        config: TicketConfig,
+        run: RunDir | None,
+        progress: bool,
+        leave: bool = True,
+        trainer_factory: Callable[..., Trainer] | None = None,
+    ) -> None:
         self.config = config = check_config(config)
         check_loggers(config.log)  # a missing package fails here, before any data or training
         self.options = _mask1_options(config)
@@ -257,7 +270,7 @@ class _Search:
                 f"rewind point {config.rewind!r} = iteration {self.rewind_at} is not before the end of training "
                 f"(budget {budget} iterations)"
             )
-        self.final_at: Optional[int] = None  # None: end of round; -1: early-stopping iteration
+        self.final_at: int | None = None  # None: end of round; -1: early-stopping iteration
         if config.w_final == "early-stop":
             self.final_at = -1
         elif config.w_final != "end":
@@ -270,14 +283,20 @@ class _Search:
         settings = optimizer_settings(config, ipe, budget)
         self.vectorizable = _vectorizable(self.model)
         self.trainer = (trainer_factory or Trainer)(
-            data, config.batch_size, settings, config.seed, config.eval_every, progress, leave,
+            data,
+            config.batch_size,
+            settings,
+            config.seed,
+            config.eval_every,
+            progress,
+            leave,
             acceleration=config.acceleration(),
         )
         self.params = dict(self.model.named_parameters())
         mask = Mask.ones({name: self.params[name] for name in self.prunable})
         if config.init_mask is not None:
             mask = _initial_mask(config.init_mask, mask, self.params)
-        self.at_init: Optional[dict] = None  # how --prune-at-init chose the round-0 mask
+        self.at_init: dict | None = None  # how --prune-at-init chose the round-0 mask
         if config.prune_at_init is not None:
             mask = self.prune_at_init(progress)
         self.run = run
@@ -285,13 +304,13 @@ class _Search:
         # The loop state: all of it goes into a checkpoint.
         self.round, self.stage = 0, "start"
         self.mask = mask
-        self.control_mask: Optional[Mask] = None
+        self.control_mask: Mask | None = None
         self.init_state = _clone_state(self.model)
         self.rewind_state = self.init_state if self.rewind_at == 0 else None
         self.w_final: dict[str, torch.Tensor] = {}
         self.generator = torch.Generator().manual_seed(config.seed)
         self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
-        self.pending: Optional[TrainProgress] = None  # an interrupted training of the current stage
+        self.pending: TrainProgress | None = None  # an interrupted training of the current stage
         self.masks: list[Mask] = []
         self.ticket = _Progress(run)
         self.controls = {name: _Progress(run.control(name) if run else None, name) for name in config.controls}
@@ -299,8 +318,8 @@ class _Search:
         self.resumed = 0
         self.side_by_side = False  # inside train_round_side_by_side
         self.plotted = time.monotonic()  # when the run's figures were last drawn
-        self.dense_store: Optional[DenseStore] = None  # a shared dense trunk (find_ticket's dense_store)
-        self.dense: Optional[str] = None  # how round 0 was had in this call: trained | reused
+        self.dense_store: DenseStore | None = None  # a shared dense trunk (find_ticket's dense_store)
+        self.dense: str | None = None  # how round 0 was had in this call: trained | reused
 
     # -- pruning at initialisation ------------------------------------------------------
     def prune_at_init(self, progress: bool) -> Mask:
@@ -317,9 +336,17 @@ class _Search:
         if needs_data(method):
             batches = [self.batcher.batch(i) for i in range(config.score_batches or SCORE_BATCHES)]
         found = prune_at_init(
-            self.model, method, config.init_keep, batches=batches, input_shape=self.data.input_shape,
-            scope=config.scope, iterations=config.prune_iterations, names=self.prunable,
-            seed=level_seed(config.seed, "prune-at-init", 0), progress=progress, warn_collapsed=False,
+            self.model,
+            method,
+            config.init_keep,
+            batches=batches,
+            input_shape=self.data.input_shape,
+            scope=config.scope,
+            iterations=config.prune_iterations,
+            names=self.prunable,
+            seed=level_seed(config.seed, "prune-at-init", 0),
+            progress=progress,
+            warn_collapsed=False,
         )
         generator = torch.Generator().manual_seed(level_seed(config.seed, "prune-at-init-ablation", 0))
         mask = ablate_mask(config.init_ablation, found.mask, found.first_scores, generator)
@@ -329,39 +356,48 @@ class _Search:
             with torch.no_grad():
                 for name, value in values.items():
                     self.params[name].copy_(value)
-        self.at_init = {**found.summary(), "ablation": config.init_ablation, "batches": len(batches or []),
-                        "layers": mask.layer_density(), "collapsed": [n for n, m in mask.items() if not bool(m.any())]}
+        self.at_init = {
+            **found.summary(),
+            "ablation": config.init_ablation,
+            "batches": len(batches or []),
+            "layers": mask.layer_density(),
+            "collapsed": [n for n, m in mask.items() if not bool(m.any())],
+        }
         return mask
 
     # -- fresh weights -----------------------------------------------------------------
     def fresh_state(self, seed: int) -> dict[str, torch.Tensor]:
         data = self.data
-        return build_model(self.config.model, data.input_shape, data.num_classes, seed=seed).to(self.device).state_dict()
+        return (
+            build_model(self.config.model, data.input_shape, data.num_classes, seed=seed).to(self.device).state_dict()
+        )
 
     # -- checkpoints -------------------------------------------------------------------
-    def checkpoint(self, training: Optional[TrainProgress] = None) -> None:
+    def checkpoint(self, training: TrainProgress | None = None) -> None:
         """Write the resume point (nothing without a run directory)."""
         if self.run is None:
             return
         cpu = _to_cpu
-        self.run.write_checkpoint({
-            "format": CHECKPOINT_FORMAT,
-            "round": self.round,
-            "stage": self.stage,
-            "mask": cpu(self.mask),
-            "control_mask": cpu(self.control_mask),
-            "w_final": cpu(self.w_final),
-            "rewind_state": cpu(self.rewind_state),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "snapshots": {t: cpu(state) for t, state in self.snapshots.items()},
-            "masks": [dict(m) for m in self.masks],
-            "ticket": self.ticket.state(),
-            "controls": {name: line.state() for name, line in self.controls.items()},
-            "training": None if training is None else training.portable(),
-            "started": self.started,
-            "resumed": self.resumed,
-        })
+        self.run.write_checkpoint(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "round": self.round,
+                "stage": self.stage,
+                "mask": cpu(self.mask),
+                "control_mask": cpu(self.control_mask),
+                "w_final": cpu(self.w_final),
+                "rewind_state": cpu(self.rewind_state),
+                "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "snapshots": {t: cpu(state) for t, state in self.snapshots.items()},
+                "masks": [dict(m) for m in self.masks],
+                "ticket": self.ticket.state(),
+                "controls": {name: line.state() for name, line in self.controls.items()},
+                "training": None if training is None else training.portable(),
+                "started": self.started,
+                "resumed": self.resumed,
+            }
+        )
 
     def restore(self, state: dict) -> None:
         """Put the loop back where :meth:`checkpoint` left it."""
@@ -400,8 +436,7 @@ class _Search:
         try:
             if run is not None:
                 run.write_config(config.model_dump())
-                run.write_status(status="running", started=self.started, device=str(self.device),
-                                 resumed=self.resumed)
+                run.write_status(status="running", started=self.started, device=str(self.device), resumed=self.resumed)
                 run.save_weights("init", self.init_state)
             loggers = make_loggers(config.log, run, config.model_dump())  # opened (or reopened) here: run is known
             for line in (self.ticket, *self.controls.values()):
@@ -412,9 +447,11 @@ class _Search:
                     if run is not None:
                         run.write_prune_at_init(self.at_init)
                     if self.at_init["collapsed"]:
-                        warn(f"{config.prune_at_init} keeping {100 * self.at_init['keep']:.3g}% of the weights "
-                             f"leaves no weight in {', '.join(self.at_init['collapsed'])}: nothing flows through it "
-                             "(layer collapse; without a path around it the network is disconnected)")
+                        warn(
+                            f"{config.prune_at_init} keeping {100 * self.at_init['keep']:.3g}% of the weights "
+                            f"leaves no weight in {', '.join(self.at_init['collapsed'])}: nothing flows through it "
+                            "(layer collapse; without a path around it the network is disconnected)"
+                        )
                 self.checkpoint()
             stages = ["ticket", *config.controls]
             while self.round <= config.rounds:
@@ -433,8 +470,13 @@ class _Search:
                     self.train_control(self.stage)
                     self.advance(stages)
             if run is not None:
-                run.write_status(status="complete", started=self.started, finished=_now(),
-                                 device=str(self.device), resumed=self.resumed)
+                run.write_status(
+                    status="complete",
+                    started=self.started,
+                    finished=_now(),
+                    device=str(self.device),
+                    resumed=self.resumed,
+                )
                 run.remove_checkpoint()
         except BaseException as error:
             close_loggers(loggers, "killed" if isinstance(error, KeyboardInterrupt) else "failed")
@@ -442,8 +484,14 @@ class _Search:
                 raise self.stopped(error) from None
             raise
         close_loggers(loggers)
-        return TicketResult(config, self.ticket.rounds, self.masks, run,
-                            {name: line.rounds for name, line in self.controls.items()}, self.dense)
+        return TicketResult(
+            config,
+            self.ticket.rounds,
+            self.masks,
+            run,
+            {name: line.rounds for name, line in self.controls.items()},
+            self.dense,
+        )
 
     def stopped(self, error: LthError) -> LthError:
         """Record in ``status.json`` why the search stopped; return the error to raise.
@@ -458,28 +506,39 @@ class _Search:
             status = "diverged"
             who = "training"
             if self.side_by_side and error.index is not None:
-                who = "training of the ticket" if error.index == 0 else \
-                    f"training of the {self.config.controls[error.index - 1]} control"
+                who = (
+                    "training of the ticket"
+                    if error.index == 0
+                    else f"training of the {self.config.controls[error.index - 1]} control"
+                )
             elif error.network:  # e.g. a study's trials trained side by side
                 who = f"training of {error.network} trained side by side"
             elif self.stage in self.config.controls:
                 who = f"training of the {self.stage} control"
             kept = f"the rounds before it are kept in {self.run.path}; " if self.run is not None and self.round else ""
-            message = (f"{who} diverged in round {self.round} at iteration {error.iteration} (loss {error.loss}); "
-                       f"{kept}{error.hint('--lr')}")
+            message = (
+                f"{who} diverged in round {self.round} at iteration {error.iteration} (loss {error.loss}); "
+                f"{kept}{error.hint('--lr')}"
+            )
             error = TrainingDiverged(error.iteration, error.loss, error.start, error.network, message=message)
         run = self.run
         if run is not None and (run.path / "config.yaml").is_file():  # else the directory is not a run (yet)
             try:
-                run.write_status(status=status, error=str(error), started=self.started, stopped=_now(),
-                                 device=str(self.device), resumed=self.resumed)
+                run.write_status(
+                    status=status,
+                    error=str(error),
+                    started=self.started,
+                    stopped=_now(),
+                    device=str(self.device),
+                    resumed=self.resumed,
+                )
             except (OSError, LthError):
                 pass  # the disk is still full: status.json keeps its last contents
         return error
 
     def advance(self, stages: list[str]) -> None:
         """Move to the next stage (a control, or the next round) and checkpoint there."""
-        following = stages[stages.index(self.stage) + 1:] if self.round > 0 else []
+        following = stages[stages.index(self.stage) + 1 :] if self.round > 0 else []
         if following:
             self.stage = following[0]
         else:
@@ -503,8 +562,9 @@ class _Search:
             self.mask.apply_(self.model)
             derivatives = _derivatives(config.criterion, self.model, self.batcher, prunable, self.data.input_shape)
             self.model.load_state_dict(self.rewind_state)
-        scores = compute_scores(config.criterion, w_init, self.w_final, self.mask, self.generator,
-                                derivatives=derivatives)
+        scores = compute_scores(
+            config.criterion, w_init, self.w_final, self.mask, self.generator, derivatives=derivatives
+        )
         before, self.mask = self.mask, prune(scores, self.mask, self.rates, config.scope, self.generator)
         warn_emptied(before, self.mask, self.round, "lower --prune-rate or --rounds")
         fresh = None
@@ -521,11 +581,19 @@ class _Search:
             self.snapshots[t] = _clone_state(m)
 
         return self.trainer.train(
-            self.model, mask, start=0 if self.round == 0 else self.rewind_at, stop=self.budget,
-            capture=points, on_capture=capture, description=f"{label} {self.round}/{self.config.rounds}",
-            postfix={"kept": f"{mask.density():.4f}"}, zero_pruned=False, keep_best=keep_best,
+            self.model,
+            mask,
+            start=0 if self.round == 0 else self.rewind_at,
+            stop=self.budget,
+            capture=points,
+            on_capture=capture,
+            description=f"{label} {self.round}/{self.config.rounds}",
+            postfix={"kept": f"{mask.density():.4f}"},
+            zero_pruned=False,
+            keep_best=keep_best,
             checkpoint_every=self.config.checkpoint_every if self.run is not None else 0,
-            on_checkpoint=self.checkpoint, resume=pending,
+            on_checkpoint=self.checkpoint,
+            resume=pending,
         )
 
     def train_ticket(self) -> None:
@@ -540,7 +608,7 @@ class _Search:
         self.finish_ticket(result)
 
     # -- a shared dense trunk (lth.experiments.dense_trunk) ------------------------------
-    def dense_key(self) -> Optional[str]:
+    def dense_key(self) -> str | None:
         """The key of round 0 in the dense store; None when round 0 is not shared.
 
         Only a plain :class:`Trainer` shares: a trainer_factory's trainer (e.g. a lockstep one,
@@ -553,7 +621,7 @@ class _Search:
 
         return dense_trunk_key(self.config, self.device, self.mask, self.data)
 
-    def reuse_dense(self, key: str) -> Optional[RoundResult]:
+    def reuse_dense(self, key: str) -> RoundResult | None:
         """Put the search where training round 0 would leave it, from the store; None on a miss."""
         assert self.dense_store is not None
         cuda = self.device.type == "cuda"
@@ -581,8 +649,9 @@ class _Search:
 
     def ticket_points(self) -> list[int]:
         """Iterations whose weights the ticket's training must capture (rewind point, w_f point)."""
-        points = ([self.rewind_at] if self.round == 0 and self.rewind_at > 0 else []) + \
-            ([self.final_at] if self.final_at else [])
+        points = ([self.rewind_at] if self.round == 0 and self.rewind_at > 0 else []) + (
+            [self.final_at] if self.final_at else []
+        )
         return [p for p in points if p > 0]
 
     def finish_ticket(self, result: RoundResult) -> None:
@@ -612,8 +681,14 @@ class _Search:
 
     def prepare_control(self, name: str, model: nn.Module) -> Mask:
         """Load the control's starting weights into ``model``; return its mask."""
-        mask = prepare_control(name, model, self.mask, self.rewind_state, self.fresh_state,
-                               control_generator(self.config.seed, name, self.round))
+        mask = prepare_control(
+            name,
+            model,
+            self.mask,
+            self.rewind_state,
+            self.fresh_state,
+            control_generator(self.config.seed, name, self.round),
+        )
         mask.apply_(model)
         return mask
 
@@ -621,8 +696,15 @@ class _Search:
         """Train this round's ticket and controls in one vectorised training? (``auto``: on a GPU only;
         on a CPU one network's step already runs near the machine's limits.)"""
         wanted = self.config.vectorize != "off" and (self.config.vectorize != "auto" or self.device.type == "cuda")
-        return (wanted and self.round > 0 and bool(self.config.controls) and self.pending is None
-                and type(self.trainer) is Trainer and self.vectorizable and self.trainer.acceleration.vectorizable)
+        return (
+            wanted
+            and self.round > 0
+            and bool(self.config.controls)
+            and self.pending is None
+            and type(self.trainer) is Trainer
+            and self.vectorizable
+            and self.trainer.acceleration.vectorizable
+        )
 
     def train_round_side_by_side(self) -> None:
         """The ticket and every control of this round trained at once (:mod:`lth.training.lockstep`)."""
@@ -631,21 +713,34 @@ class _Search:
         masks = {name: self.prepare_control(name, models[name]) for name in names}
         lockstep = Lockstep(1 + len(names), progress=self.trainer.progress)
         t = self.trainer
-        trainer = lockstep.trainer_factory()(t.data, t.batcher.batch_size, t.optimizer, self.config.seed, t.eval_every,
-                                             acceleration=t.acceleration)
+        trainer = lockstep.trainer_factory()(
+            t.data, t.batcher.batch_size, t.optimizer, self.config.seed, t.eval_every, acceleration=t.acceleration
+        )
         start = self.rewind_at
 
-        def job(model: nn.Module, mask: Mask, label: str, points: list[int], keep_best: bool) -> Callable[[], RoundResult]:
+        def job(
+            model: nn.Module, mask: Mask, label: str, points: list[int], keep_best: bool
+        ) -> Callable[[], RoundResult]:
             def capture(step: int, m: nn.Module) -> None:
                 self.snapshots[step] = _clone_state(m)
 
             return lambda: trainer.train(
-                model, mask, start=start, stop=self.budget, capture=points, on_capture=capture,
-                description=f"{label} {self.round}/{self.config.rounds}", zero_pruned=False, keep_best=keep_best)
+                model,
+                mask,
+                start=start,
+                stop=self.budget,
+                capture=points,
+                on_capture=capture,
+                description=f"{label} {self.round}/{self.config.rounds}",
+                zero_pruned=False,
+                keep_best=keep_best,
+            )
 
         self.side_by_side = True  # for the message of a divergence: which network
-        results = lockstep.run([job(self.model, self.mask, "round+controls", self.ticket_points(), self.final_at == -1)]
-                               + [job(models[name], masks[name], name, [], False) for name in names])
+        results = lockstep.run(
+            [job(self.model, self.mask, "round+controls", self.ticket_points(), self.final_at == -1)]
+            + [job(models[name], masks[name], name, [], False) for name in names]
+        )
         self.side_by_side = False
         self.finish_ticket(results[0])
         for name, result in zip(names, results[1:]):
@@ -660,11 +755,11 @@ def _vectorizable(model: nn.Module) -> bool:
         return False
 
 
-def _to_cpu(state: Optional[dict[str, torch.Tensor]]) -> Optional[dict[str, torch.Tensor]]:
+def _to_cpu(state: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
     return None if state is None else {k: v.detach().cpu() for k, v in state.items()}
 
 
-def _to(state: Optional[dict[str, torch.Tensor]], device: torch.device) -> Optional[dict[str, torch.Tensor]]:
+def _to(state: dict[str, torch.Tensor] | None, device: torch.device) -> dict[str, torch.Tensor] | None:
     return None if state is None else {k: v.to(device) for k, v in state.items()}
 
 
@@ -675,8 +770,8 @@ def find_ticket(
     progress: bool = True,
     resume: bool = False,
     leave: bool = True,
-    trainer_factory: Optional[Callable[..., Trainer]] = None,
-    dense_store: Optional[DenseStore] = None,
+    trainer_factory: Callable[..., Trainer] | None = None,
+    dense_store: DenseStore | None = None,
 ) -> TicketResult:
     """Run a ticket search (with its controls); write it to ``out`` (a run directory) when given.
 
@@ -695,8 +790,9 @@ def find_ticket(
         _check_same_config(stored, wanted, run)
         if run.status().get("status") == "complete":
             return load_ticket_result(run)
-        return resume_ticket(run.path, progress=progress, leave=leave, trainer_factory=trainer_factory,
-                             dense_store=dense_store)
+        return resume_ticket(
+            run.path, progress=progress, leave=leave, trainer_factory=trainer_factory, dense_store=dense_store
+        )
     search = _Search(config, None, progress, leave, trainer_factory)  # validates everything before touching the disk
     search.dense_store = dense_store
     if out is None:
@@ -710,8 +806,11 @@ def find_ticket(
 
 
 def resume_ticket(
-    path: str | Path, progress: bool = True, leave: bool = True, trainer_factory: Optional[Callable[..., Trainer]] = None,
-    dense_store: Optional[DenseStore] = None,
+    path: str | Path,
+    progress: bool = True,
+    leave: bool = True,
+    trainer_factory: Callable[..., Trainer] | None = None,
+    dense_store: DenseStore | None = None,
 ) -> TicketResult:
     """Continue an unfinished run directory from its last checkpoint (LthError while another process writes it)."""
     run = RunDir.open(path)
@@ -740,17 +839,26 @@ def _restore(search: _Search, state: dict, run: RunDir) -> None:
     try:
         search.restore(state)
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
-        raise damaged(run.checkpoint_path, f"it does not fit this run ({type(error).__name__}: "
-                      f"{brief(str(error), 60)})", hint) from None
+        raise damaged(
+            run.checkpoint_path, f"it does not fit this run ({type(error).__name__}: {brief(str(error), 60)})", hint
+        ) from None
     shapes = {name: tuple(value.shape) for name, value in search.model.state_dict().items()}
     pending = search.pending
-    parts = {"mask": search.mask, "rewind_state": search.rewind_state or {}, "w_final": search.w_final,
-             "training model": pending.model if pending is not None else {}}
+    parts = {
+        "mask": search.mask,
+        "rewind_state": search.rewind_state or {},
+        "w_final": search.w_final,
+        "training model": pending.model if pending is not None else {},
+    }
     for what, tensors in parts.items():
         for name, tensor in tensors.items():
             if shapes.get(name) != tuple(tensor.shape):
-                raise damaged(run.checkpoint_path, f"its {what} has {name!r} of shape {tuple(tensor.shape)}, "
-                              f"which {search.config.model} does not have", hint)
+                raise damaged(
+                    run.checkpoint_path,
+                    f"its {what} has {name!r} of shape {tuple(tensor.shape)}, "
+                    f"which {search.config.model} does not have",
+                    hint,
+                )
 
 
 def load_ticket_result(run: RunDir) -> TicketResult:

@@ -1,6 +1,7 @@
 """A finished (or partly finished) ticket search read back from its run directory, as the trunk
 that branches (:mod:`lth.experiments.branches`) run off: its levels, masks, starting weights and
 the scores of its dense round."""
+
 from __future__ import annotations
 
 from functools import cached_property
@@ -30,8 +31,10 @@ class Trunk:
         raw = self.run.config()
         kind = raw.get("kind", "find-ticket")
         if kind != "find-ticket":
-            raise LthError(f"{str(path)!r} is a {kind} run, not a ticket search; branches and stability analyses "
-                           "run off the runs of `lth find-ticket` and the trials of `lth robust` / `lth session` studies")
+            raise LthError(
+                f"{str(path)!r} is a {kind} run, not a ticket search; branches and stability analyses "
+                "run off the runs of `lth find-ticket` and the trials of `lth robust` / `lth session` studies"
+            )
         try:
             self.config: TicketConfig = check_config(make_config(raw))
         except LthError as error:
@@ -65,12 +68,16 @@ class Trunk:
         if not plain_rewind(config):
             for level in (level for level in levels if level > 0):
                 if not (weights / f"start_round_{level:02d}.pt").is_file():
-                    raise LthError(f"run {str(self.run.path)!r} (mask1 {config.mask1}, mask0 {config.mask0}) did not "
-                                   f"store the starting weights of round {level} (weights/start_round_{level:02d}.pt); "
-                                   "rerun it with this version of lth to branch off it")
+                    raise LthError(
+                        f"run {str(self.run.path)!r} (mask1 {config.mask1}, mask0 {config.mask0}) did not "
+                        f"store the starting weights of round {level} (weights/start_round_{level:02d}.pt); "
+                        "rerun it with this version of lth to branch off it"
+                    )
         if kind == "one-shot" and config.w_final != "end" and not (weights / "w_final_round_00.pt").is_file():
-            raise LthError(f"run {str(self.run.path)!r} (w_final {config.w_final}) did not store the w_f of its dense "
-                           "round (weights/w_final_round_00.pt); rerun it with this version of lth for one-shot branches")
+            raise LthError(
+                f"run {str(self.run.path)!r} (w_final {config.w_final}) did not store the w_f of its dense "
+                "round (weights/w_final_round_00.pt); rerun it with this version of lth for one-shot branches"
+            )
 
     def level_rewind(self, level: int) -> dict[str, Tensor]:
         return self.init if level == 0 else self.rewind_state
@@ -130,9 +137,14 @@ class Trunk:
         final = self.run.load_weights("final_round_00" if config.w_final == "end" else "w_final_round_00")
         names = self.pruned_names
         dense = self.level_mask(0)
-        scores = compute_scores(config.criterion, {n: self.rewind_state[n] for n in names},
-                                {n: final[n] for n in names}, {n: dense[n] for n in names}, generator,
-                                derivatives=self._derivatives(dense))
+        scores = compute_scores(
+            config.criterion,
+            {n: self.rewind_state[n] for n in names},
+            {n: final[n] for n in names},
+            {n: dense[n] for n in names},
+            generator,
+            derivatives=self._derivatives(dense),
+        )
         # A weight the dense round already had pruned (an --init-mask) must stay pruned.
         return {n: torch.where(dense[n], s, torch.full_like(s, -float("inf"))) for n, s in scores.items()}
 

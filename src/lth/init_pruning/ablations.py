@@ -6,6 +6,7 @@ Why are We Missing the Mark?"), each changing one thing of a mask found at initi
 - ``invert``: in each tensor, keep the lowest-scoring weights of the unpruned network's scores,
   as many as the method kept there.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -44,8 +45,9 @@ def invert_mask(mask: Mapping[str, Tensor], scores: Mapping[str, Tensor], genera
     return Mask({name: m.to(mask[name].device) for name, m in inverted.items()})
 
 
-def reinit_weights(weights: Mapping[str, Tensor], fresh: Mapping[str, Tensor],
-                   mask: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def reinit_weights(
+    weights: Mapping[str, Tensor], fresh: Mapping[str, Tensor], mask: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
     """``weights`` with the kept entries of every masked tensor taken from ``fresh`` (a new draw of
     the initialiser); pruned entries and unmasked tensors are left as they are."""
     out = dict(weights)

@@ -6,6 +6,7 @@ its own RNG scope (dropout draws neither depend on nor disturb the caller's glob
 returns ``{parameter name: tensor}`` for the ``names`` asked for. The criteria in
 :mod:`lth.criteria` turn them into scores; pruned weights should be zero in the model given.
 """
+
 from __future__ import annotations
 
 import copy
@@ -51,13 +52,16 @@ def _params(model: nn.Module, names: Sequence[str]) -> list[nn.Parameter]:
 
 def _check_batches(batches: Sequence[Batch] | None, what: str) -> Sequence[Batch]:
     if not batches:
-        raise LthError(f"{what} needs training data (batches of inputs and labels), and none was given; "
-                       "pass data, or choose synflow, magnitude or random, which need none")
+        raise LthError(
+            f"{what} needs training data (batches of inputs and labels), and none was given; "
+            "pass data, or choose synflow, magnitude or random, which need none"
+        )
     return batches
 
 
-def loss_gradient(model: nn.Module, names: Sequence[str], batches: Sequence[Batch] | None,
-                  seed: int = 0) -> dict[str, Tensor]:
+def loss_gradient(
+    model: nn.Module, names: Sequence[str], batches: Sequence[Batch] | None, seed: int = 0
+) -> dict[str, Tensor]:
     """g = dL/dw, L the cross-entropy averaged over ``batches`` (the model in train mode)."""
     batches = _check_batches(batches, "a gradient criterion (snip, grad)")
     with _scratch(model, seed, train=True) as scratch:
@@ -71,8 +75,13 @@ def loss_gradient(model: nn.Module, names: Sequence[str], batches: Sequence[Batc
         return {name: (t / len(batches)).detach() for name, t in zip(names, total)}
 
 
-def hessian_gradient(model: nn.Module, names: Sequence[str], batches: Sequence[Batch] | None,
-                     seed: int = 0, temperature: float = GRASP_TEMPERATURE) -> dict[str, Tensor]:
+def hessian_gradient(
+    model: nn.Module,
+    names: Sequence[str],
+    batches: Sequence[Batch] | None,
+    seed: int = 0,
+    temperature: float = GRASP_TEMPERATURE,
+) -> dict[str, Tensor]:
     """H g by double backpropagation (GraSP): g = dL/dw and H = d²L/dw², L the cross-entropy of
     the logits divided by ``temperature``, averaged over ``batches``; w = the ``names`` parameters
     (the others are held fixed)."""
@@ -124,17 +133,24 @@ def flow_gradient(model: nn.Module, names: Sequence[str], input_shape: Sequence[
         ones = torch.ones((1, *map(int, input_shape)), dtype=torch.float64, device=device)
         total = scratch(ones).sum()
         grads = torch.autograd.grad(total, params, allow_unused=True)
-        return {name: (torch.zeros_like(p) if g is None else g).detach().to(model_dtype(model))
-                for name, p, g in zip(names, params, grads)}
+        return {
+            name: (torch.zeros_like(p) if g is None else g).detach().to(model_dtype(model))
+            for name, p, g in zip(names, params, grads)
+        }
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:
     return next((p.dtype for p in model.parameters()), torch.float32)
 
 
-def criterion_derivatives(criterion: str, model: nn.Module, names: Sequence[str],
-                          batches: Sequence[Batch] | None = None, input_shape: Sequence[int] | None = None,
-                          seed: int = 0) -> dict[str, dict[str, Tensor]]:
+def criterion_derivatives(
+    criterion: str,
+    model: nn.Module,
+    names: Sequence[str],
+    batches: Sequence[Batch] | None = None,
+    input_shape: Sequence[int] | None = None,
+    seed: int = 0,
+) -> dict[str, dict[str, Tensor]]:
     """What criterion ``criterion`` needs of ``model`` (as :func:`lth.criteria.compute_scores`'s
     ``derivatives``): {} for the weight-only criteria. ``input_shape`` defaults to that of the
     first batch."""
@@ -147,10 +163,18 @@ def criterion_derivatives(criterion: str, model: nn.Module, names: Sequence[str]
         return {field: hessian_gradient(model, names, batches, seed)}
     if input_shape is None:
         if not batches:
-            raise LthError("synflow needs the network's input shape (e.g. input_shape=(1, 28, 28)), or a batch to read it from")
+            raise LthError(
+                "synflow needs the network's input shape (e.g. input_shape=(1, 28, 28)), or a batch to read it from"
+            )
         input_shape = tuple(batches[0][0].shape[1:])
     return {field: flow_gradient(model, names, input_shape)}
 
 
-__all__ = ["GRASP_TEMPERATURE", "NEEDS_DATA", "criterion_derivatives", "flow_gradient", "hessian_gradient",
-           "loss_gradient"]
+__all__ = [
+    "GRASP_TEMPERATURE",
+    "NEEDS_DATA",
+    "criterion_derivatives",
+    "flow_gradient",
+    "hessian_gradient",
+    "loss_gradient",
+]

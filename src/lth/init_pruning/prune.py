@@ -11,6 +11,7 @@ set to zero: ``round(total * keep^(i/n))`` weights over all pruned tensors with 
 global``, ``round(size * keep^(i/n))`` in each tensor with ``layerwise``. Pruned weights never
 come back; ties are broken at random by the seeded generator.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,7 +19,7 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -57,8 +58,7 @@ def keep_fractions(keep: float, iterations: int) -> list[float]:
     return [keep if i == iterations else keep ** (i / iterations) for i in range(1, iterations + 1)]
 
 
-def schedule_counts(sizes: Mapping[str, int], keep: float, iterations: int,
-                    scope: str) -> list[int | dict[str, int]]:
+def schedule_counts(sizes: Mapping[str, int], keep: float, iterations: int, scope: str) -> list[int | dict[str, int]]:
     """The weights kept after each iteration: one int per iteration (``global``: over all of
     ``sizes`` pooled) or a count per tensor (``layerwise``)."""
     total = sum(sizes.values())
@@ -71,7 +71,7 @@ def schedule_counts(sizes: Mapping[str, int], keep: float, iterations: int,
     return out
 
 
-def check_method_arguments(method: str, keep: float, scope: str, iterations: Optional[int]) -> None:
+def check_method_arguments(method: str, keep: float, scope: str, iterations: int | None) -> None:
     """LthError for an unknown method or scope, a ``keep`` outside (0, 1] or fewer than 1 iteration."""
     METHODS.get(method)
     if not _fraction(keep):
@@ -118,10 +118,16 @@ class InitPruning:
     def summary(self) -> dict[str, Any]:
         """JSON-ready: method, keep, scope, iterations, kept counts, per-layer fractions, collapsed layers."""
         return {
-            "method": self.method, "keep": self.keep, "scope": self.scope, "iterations": self.iterations,
-            "kept": self.mask.kept(), "total": self.mask.size(), "density": self.mask.density(),
+            "method": self.method,
+            "keep": self.keep,
+            "scope": self.scope,
+            "iterations": self.iterations,
+            "kept": self.mask.kept(),
+            "total": self.mask.size(),
+            "density": self.mask.density(),
             "kept_per_iteration": list(self.kept_per_iteration),
-            "layers": self.layers(), "collapsed": self.collapsed(),
+            "layers": self.layers(),
+            "collapsed": self.collapsed(),
         }
 
 
@@ -129,8 +135,11 @@ def warn_collapse(result: InitPruning, where: str = "") -> None:
     """One line on stderr when a pruned tensor keeps no weight."""
     names = result.collapsed()
     if names:
-        warn(f"{result.method} keeping {100 * result.keep:.3g}% of the weights{where} leaves no weight in "
-             f"{', '.join(names)}: nothing flows through it (layer collapse; without a path around it the network is disconnected)")
+        warn(
+            f"{result.method} keeping {100 * result.keep:.3g}% of the weights{where} leaves no weight in "
+            f"{', '.join(names)}: nothing flows through it "
+            "(layer collapse; without a path around it the network is disconnected)"
+        )
 
 
 def prune_at_init(
@@ -138,16 +147,16 @@ def prune_at_init(
     method: str,
     keep: float,
     *,
-    batches: Optional[Iterable[Batch]] = None,
-    score_batches: Optional[int] = None,
-    input_shape: Optional[Sequence[int]] = None,
+    batches: Iterable[Batch] | None = None,
+    score_batches: int | None = None,
+    input_shape: Sequence[int] | None = None,
     scope: str = "global",
-    iterations: Optional[int] = None,
-    names: Optional[Sequence[str]] = None,
+    iterations: int | None = None,
+    names: Sequence[str] | None = None,
     prune_biases: bool = False,
     ignore: Sequence[str] = (),
     seed: int = 0,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     progress: bool = False,
     warn_collapsed: bool = True,
 ) -> InitPruning:
@@ -156,16 +165,17 @@ def prune_at_init(
 
     ``batches``: (inputs, labels) pairs for the data-driven methods (snip, grasp): a list, or any
     iterable such as a DataLoader, of which the first ``score_batches`` (default: all of a list,
-    10 of another iterable) are used; the scores use their mean loss. ``input_shape`` (SynFlow): the shape of one input, e.g. ``(1, 28, 28)``
-    (default: that of the first batch). ``iterations``: default 100 for synflow, 1 for the
+    10 of another iterable) are used; the scores use their mean loss. ``input_shape`` (SynFlow):
+    the shape of one input, e.g. ``(1, 28, 28)`` (default: that of the first batch). ``iterations``: default 100 for synflow, 1 for the
     others. ``names``: the parameters to prune (default: the Linear/Conv weights, see
     :func:`lth.pruning.prunable_parameters` with ``prune_biases`` and ``ignore``). ``seed`` (or a
     ``generator``) breaks ties and draws random scores.
     """
     check_method_arguments(method, keep, scope, iterations)
     keep = float(keep)
-    if score_batches is not None and (isinstance(score_batches, bool) or not isinstance(score_batches, int)
-                                      or score_batches < 1):
+    if score_batches is not None and (
+        isinstance(score_batches, bool) or not isinstance(score_batches, int) or score_batches < 1
+    ):
         raise LthError(f"score_batches must be a whole number >= 1, got {score_batches!r}")
     if batches is not None:
         if isinstance(batches, Sequence):
@@ -174,8 +184,10 @@ def prune_at_init(
             batches = list(itertools.islice(batches, score_batches or 10))
     criterion = METHODS.get(method)
     if criterion in NEEDS_DATA and not batches:
-        raise LthError(f"method {method!r} scores with training data and none was given; pass batches, "
-                       "or choose synflow, magnitude or random, which need none")
+        raise LthError(
+            f"method {method!r} scores with training data and none was given; pass batches, "
+            "or choose synflow, magnitude or random, which need none"
+        )
     if names is None:
         names = list(prunable_parameters(model, prune_biases, ignore))
     if not names:
@@ -194,14 +206,16 @@ def prune_at_init(
     first: dict[str, Tensor] = {}
     from lth.progress import progress_bar
 
-    bar = progress_bar(total=iterations, desc=f"{method} at init", unit="it", disable=not progress or iterations == 1,
-                       leave=False)
+    bar = progress_bar(
+        total=iterations, desc=f"{method} at init", unit="it", disable=not progress or iterations == 1, leave=False
+    )
     for i, target in enumerate(counts):
         with torch.no_grad():
             for name in names:
                 params[name].copy_(original[name] * mask[name].to(original[name].dtype))
-        derivatives = criterion_derivatives(criterion, work, names, batches, input_shape,
-                                            seed=int(torch.randint(0, 2**62, (1,), generator=generator)))
+        derivatives = criterion_derivatives(
+            criterion, work, names, batches, input_shape, seed=int(torch.randint(0, 2**62, (1,), generator=generator))
+        )
         scores = compute_scores(criterion, original, original, dict(mask), generator, derivatives=derivatives)
         _check_finite(scores, method)
         if i == 0:
@@ -219,5 +233,7 @@ def prune_at_init(
 def _check_finite(scores: Mapping[str, Tensor], method: str) -> None:
     for name, s in scores.items():
         if not bool(torch.isfinite(s).all()):
-            raise LthError(f"{method} scores of {name!r} are not finite numbers (overflow or a non-finite weight); "
-                           "check the network's weights or choose another method")
+            raise LthError(
+                f"{method} scores of {name!r} are not finite numbers (overflow or a non-finite weight); "
+                "check the network's weights or choose another method"
+            )

@@ -4,10 +4,10 @@ The weights are loaded into a registered model built for the dataset's input sha
 methods score on the first ``score_batches`` training batches of the dataset (the seeded order of
 a run with that seed), SynFlow on the input shape alone.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -32,12 +32,15 @@ def load_into_model(model_name: str, dataset: str, state: Mapping[str, Tensor], 
         model.load_state_dict(dict(state))
     except RuntimeError as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        raise LthError(f"the weights do not fit model {model_name!r} for {dataset!r}: {lines[-1] if lines else error}") from None
+        raise LthError(
+            f"the weights do not fit model {model_name!r} for {dataset!r}: {lines[-1] if lines else error}"
+        ) from None
     return model
 
 
-def score_batches(dataset: str, batch_size: int, count: int, seed: int, data_dir: Optional[str] = None
-                  ) -> list[tuple[Tensor, Tensor]]:
+def score_batches(
+    dataset: str, batch_size: int, count: int, seed: int, data_dir: str | None = None
+) -> list[tuple[Tensor, Tensor]]:
     """The first ``count`` training batches of ``dataset`` in the seeded order of a run with ``seed``."""
     from lth.data import Batcher, shared_dataset
 
@@ -47,9 +50,20 @@ def score_batches(dataset: str, batch_size: int, count: int, seed: int, data_dir
 
 
 def mask_with_model(
-    init: Mapping[str, Tensor], criterion: str, model_name: str, dataset: str, *, rate: float, scope: str,
-    names: list[str], prev_mask: Optional[Mask] = None, seed: int = 0, iterations: Optional[int] = None,
-    batches: int = SCORE_BATCHES, batch_size: Optional[int] = None, data_dir: Optional[str] = None,
+    init: Mapping[str, Tensor],
+    criterion: str,
+    model_name: str,
+    dataset: str,
+    *,
+    rate: float,
+    scope: str,
+    names: list[str],
+    prev_mask: Mask | None = None,
+    seed: int = 0,
+    iterations: int | None = None,
+    batches: int = SCORE_BATCHES,
+    batch_size: int | None = None,
+    data_dir: str | None = None,
 ) -> Mask:
     """A mask of ``init`` by a model-based criterion: ``rate`` of the kept weights removed.
 
@@ -75,8 +89,17 @@ def mask_with_model(
         from lth.experiments.branch_kinds import level_seed
 
         # the seed a find-ticket --prune-at-init run of seed ``seed`` uses: its mask is reproduced
-        found = prune_at_init(model, criterion, 1.0 - rate, batches=data, input_shape=shape, scope=scope,
-                              iterations=iterations, names=names, seed=level_seed(seed, "prune-at-init", 0))
+        found = prune_at_init(
+            model,
+            criterion,
+            1.0 - rate,
+            batches=data,
+            input_shape=shape,
+            scope=scope,
+            iterations=iterations,
+            names=names,
+            seed=level_seed(seed, "prune-at-init", 0),
+        )
         return found.mask
     if iterations not in (None, 1):
         what = "with --prev-mask" if prev_mask is not None else f"for criterion {criterion!r}"

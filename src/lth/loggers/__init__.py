@@ -10,10 +10,12 @@ are kept; a resumed run reopens its loggers. If the kill falls between logging a
 the next checkpoint, the resumed run retrains and logs that round again: the same values at
 the same steps (MLflow then holds each of those points twice; harmless).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from lth.config import LOGGER_NAMES
 from lth.errors import LthError
@@ -23,7 +25,14 @@ if TYPE_CHECKING:
     from lth.store import RunDir
 
 __all__ = [
-    "LOGGER_NAMES", "TICKET", "Logger", "check_loggers", "close_loggers", "flatten", "make_loggers", "round_scalars",
+    "LOGGER_NAMES",
+    "TICKET",
+    "Logger",
+    "check_loggers",
+    "close_loggers",
+    "flatten",
+    "make_loggers",
+    "round_scalars",
 ]
 
 
@@ -46,7 +55,7 @@ def check_loggers(names: Iterable[str]) -> None:
         _backend(name)[0]()
 
 
-def make_loggers(names: Iterable[str], run_dir: Optional["RunDir | Path"], config: Mapping[str, Any]) -> list[Logger]:
+def make_loggers(names: Iterable[str], run_dir: RunDir | Path | None, config: Mapping[str, Any]) -> list[Logger]:
     """Open the named loggers for the run in ``run_dir`` (a new run, or a resumed one).
 
     ``config`` is the run's resolved config (a dict); a fresh logger records it at once.

@@ -9,15 +9,24 @@ Tags (TensorBoard) and metric keys (MLflow) are the same strings:
   ``ticket/early_stop_iteration``, ... and ``ticket/layer_density/LAYER`` -- the round's
   summary (as in ``rounds.json``), step = round index; ``reinit/...`` for a control.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 TICKET = "ticket"  # the line name of the ticket itself; controls use their own names
 SUMMARY_KEYS = (
-    "weights_remaining", "kept_weights", "total_weights", "early_stop_iteration",
-    "val_accuracy_at_early_stop", "test_accuracy_at_early_stop", "final_val_accuracy",
-    "final_test_accuracy", "final_test_loss", "seconds",
+    "weights_remaining",
+    "kept_weights",
+    "total_weights",
+    "early_stop_iteration",
+    "val_accuracy_at_early_stop",
+    "test_accuracy_at_early_stop",
+    "final_val_accuracy",
+    "final_test_accuracy",
+    "final_test_loss",
+    "seconds",
 )
 
 
@@ -35,13 +44,16 @@ class Logger(Protocol):
         """Flush and release; ``status`` is one of ``complete``, ``failed``, ``killed``."""
 
 
-def round_scalars(line: str, summary: Mapping[str, Any], metrics: list[Mapping[str, Any]]) -> list[tuple[str, float, int]]:
+def round_scalars(
+    line: str, summary: Mapping[str, Any], metrics: list[Mapping[str, Any]]
+) -> list[tuple[str, float, int]]:
     """The (tag, value, step) triples that mirror one round of ``line``."""
     r = int(summary["round"])
     prefix = f"round_{r:02d}" if line == TICKET else f"{line}/round_{r:02d}"
     out = [
         (f"{prefix}/{row['split']}/{name}", float(row[name]), int(row["iteration"]))
-        for row in metrics for name in ("loss", "accuracy")
+        for row in metrics
+        for name in ("loss", "accuracy")
     ]
     out += [(f"{line}/{key}", float(summary[key]), r) for key in SUMMARY_KEYS if summary.get(key) is not None]
     out += [(f"{line}/layer_density/{layer}", float(value), r) for layer, value in summary.get("layers", {}).items()]
@@ -60,4 +72,3 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-

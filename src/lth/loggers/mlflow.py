@@ -12,15 +12,17 @@ Its id is kept in ``RUN_DIR/mlflow_run_id``: a resumed lth run goes on logging i
 MLflow run (or, if that run is not in the store, into a new one that gets every round
 recorded so far).
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any
 
 from lth.atomic import atomic_write_text
 from lth.errors import LthError
@@ -53,7 +55,7 @@ def require() -> None:
         raise LthError(f"MLflow logging needs {what}: pip install 'lth[mlflow]'")
 
 
-def tracking_uri(run_dir: Path) -> Optional[str]:
+def tracking_uri(run_dir: Path) -> str | None:
     """None (MLflow's default) when ``$MLFLOW_TRACKING_URI`` is set, else the SQLite store in the runs
     root (beside the results index, wherever the run itself is written)."""
     from lth.store.run_dir import runs_root
@@ -139,7 +141,7 @@ class MlflowLogger:
 
         params = [Param(key, str(value)) for key, value in flatten(config).items()]
         for start in range(0, len(params), _PARAM_BATCH):
-            self.client.log_batch(self.run_id, params=params[start:start + _PARAM_BATCH])
+            self.client.log_batch(self.run_id, params=params[start : start + _PARAM_BATCH])
 
     def log_round(self, line: str, summary: Mapping[str, Any], metrics: list[Mapping[str, Any]]) -> None:
         from mlflow.entities import Metric
@@ -147,7 +149,7 @@ class MlflowLogger:
         now = int(time.time() * 1000)
         batch = [Metric(tag, value, now, step) for tag, value, step in round_scalars(line, summary, metrics)]
         for start in range(0, len(batch), _BATCH):
-            self.client.log_batch(self.run_id, metrics=batch[start:start + _BATCH])
+            self.client.log_batch(self.run_id, metrics=batch[start : start + _BATCH])
 
     def close(self, status: str = "complete") -> None:
         self.client.set_terminated(self.run_id, status=_STATUS.get(status, "FAILED"))

@@ -5,10 +5,12 @@ Scalars are tagged as described in :mod:`lth.loggers.base`; the config goes in a
 new event file to the same directory. The writer is flushed after every round, so a killed
 run loses nothing it has recorded.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 

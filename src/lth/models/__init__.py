@@ -6,6 +6,7 @@ Add a model of your own with one decorated builder function::
     @register_model("my-net", "mine", "what it is", recipe)
     def my_net(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module: ...
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """Building a registered model: seeded, initialised by its recipe and checked against the data's shape."""
+
 from __future__ import annotations
 
 import torch
@@ -33,14 +34,10 @@ def build_model(name: str, input_shape: InputShape, num_classes: int, seed: int)
     spec = MODELS.get(name)
     shape = _check_shape(name, input_shape)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise LthError(
-            f"num_classes {num_classes!r} for model {name!r} must be a positive integer"
-        )
+        raise LthError(f"num_classes {num_classes!r} for model {name!r} must be a positive integer")
 
     def unfit(reason: str) -> LthError:
-        return LthError(
-            f"model {name!r} does not fit input shape {shape} of the dataset: {reason}"
-        )
+        return LthError(f"model {name!r} does not fit input shape {shape} of the dataset: {reason}")
 
     with GLOBAL_RNG_LOCK:  # the draws below use the global RNG (forked): one thread at a time
         with torch.random.fork_rng(devices=[]):
@@ -72,5 +69,3 @@ def _short(error: Exception) -> str:
     """First line of an exception message, for a one-sentence error."""
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
-
-

@@ -1,5 +1,6 @@
 """Conv-2/4/6 of Frankle & Carbin (2019): small VGG-like nets without BatchNorm (recipes in
 :mod:`lth.models.zoo`)."""
+
 from __future__ import annotations
 
 import torch

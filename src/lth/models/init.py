@@ -1,7 +1,9 @@
 """Weight initialisers, selected by name in a model's recipe (torch is imported when one runs)."""
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from lth.registry import Registry
 
@@ -9,7 +11,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-INITIALIZERS: Registry[Callable[["nn.Module"], None]] = Registry("initializer")
+INITIALIZERS: Registry[Callable[[nn.Module], None]] = Registry("initializer")
 
 
 def _apply(module: nn.Module, init_weight: Callable[[torch.Tensor], object]) -> None:
@@ -64,9 +66,7 @@ def initialize(module: nn.Module, name: str, generator_seed: int | None = None) 
     if generator_seed is None:
         init(module)
         return
-    cuda_devices = sorted(
-        {p.device.index or 0 for p in module.parameters() if p.device.type == "cuda"}
-    )
+    cuda_devices = sorted({p.device.index or 0 for p in module.parameters() if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(generator_seed)
         init(module)

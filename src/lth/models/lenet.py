@@ -1,10 +1,12 @@
 """LeNet family (LeCun et al. 1998); registered with its recipe in :mod:`lth.models.zoo`."""
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from lth.models.registry import InputShape, require_positive, spatial_after
+
 
 class LeNet300100(nn.Module):
     """Fully-connected 300-100 network: flatten -> fc1 -> fc2 -> fc3 (output)."""

@@ -1,4 +1,5 @@
 """The training + pruning recipe that a paper prescribes for a model."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,20 +59,14 @@ class Recipe:
         # Accept any iterable (e.g. a JSON list) for milestones; store a tuple.
         object.__setattr__(self, "milestones", tuple(self.milestones))
         if self.optimizer not in OPTIMIZERS:
-            raise LthError(
-                f"recipe optimizer {self.optimizer!r} is unknown; choose one of: "
-                f"{', '.join(OPTIMIZERS)}"
-            )
+            raise LthError(f"recipe optimizer {self.optimizer!r} is unknown; choose one of: {', '.join(OPTIMIZERS)}")
         if self.scope not in SCOPES:
-            raise LthError(
-                f"recipe scope {self.scope!r} is unknown; choose one of: {', '.join(SCOPES)}"
-            )
+            raise LthError(f"recipe scope {self.scope!r} is unknown; choose one of: {', '.join(SCOPES)}")
         from lth.models.init import INITIALIZERS
 
         if self.initializer not in INITIALIZERS:
             raise LthError(
-                f"recipe initializer {self.initializer!r} is unknown; choose one of: "
-                f"{', '.join(INITIALIZERS.names())}"
+                f"recipe initializer {self.initializer!r} is unknown; choose one of: {', '.join(INITIALIZERS.names())}"
             )
         if not self.lr > 0:
             raise LthError(f"recipe lr {self.lr!r} must be a positive number")

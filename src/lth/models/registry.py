@@ -4,13 +4,14 @@ The built-in models are listed in :mod:`lth.models.zoo`, which names their build
 ``"module:function"`` strings: ``lth models`` reads recipes and layer groups without importing
 torch, and a builder's module is imported the first time a model is built.
 """
+
 from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 from lth.errors import LthError
 from lth.models.recipe import Recipe
@@ -35,12 +36,12 @@ class ModelSpec:
     name: str
     family: str
     description: str
-    builder: Union[Builder, str]
+    builder: Builder | str
     recipe: Recipe
-    groups: Optional[tuple[str, ...]] = None
+    groups: tuple[str, ...] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
 
-    def build(self, input_shape: InputShape, num_classes: int) -> "nn.Module":
+    def build(self, input_shape: InputShape, num_classes: int) -> nn.Module:
         """An uninitialised instance (use :func:`lth.models.build_model` for a seeded, checked one)."""
         builder = self.builder
         if isinstance(builder, str):
@@ -57,8 +58,8 @@ def add_model(
     family: str,
     description: str,
     recipe: Recipe,
-    builder: Union[Builder, str],
-    groups: Optional[tuple[str, ...]] = None,
+    builder: Builder | str,
+    groups: tuple[str, ...] | None = None,
     **options: Any,
 ) -> ModelSpec:
     """Register ``name``; ``options`` are passed to the builder as keyword arguments."""
@@ -66,7 +67,7 @@ def add_model(
 
 
 def register_model(
-    name: str, family: str, description: str, recipe: Recipe, groups: Optional[tuple[str, ...]] = None
+    name: str, family: str, description: str, recipe: Recipe, groups: tuple[str, ...] | None = None
 ) -> Callable[[Builder], Builder]:
     """Decorator registering ``builder(input_shape, num_classes) -> nn.Module`` as ``name``."""
 

@@ -1,4 +1,5 @@
 """CIFAR ResNet-20/32/56 (He et al. 2016, section 4.2) with projection shortcuts."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """CIFAR VGG-11/13/16/19 (Simonyan & Zisserman 2015, configs A/B/D/E) with BatchNorm."""
+
 from __future__ import annotations
 
 import torch
@@ -13,10 +14,30 @@ CONFIGS: dict[int, Config] = {
     13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
     19: (
-        64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-        512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
     ),
 }
+
 
 class VGG(nn.Module):
     """3x3 conv (no bias) + BN + ReLU blocks with max pools, global average pool, one Linear.

@@ -4,6 +4,7 @@ One module per family of figures (accuracy, early stop, learning curves, weights
 layer, supermask, stability, study); ``kinds`` names them for ``lth plot`` and ``lth report``.
 Figures are pyplot-free (Agg canvas) and every file is written atomically as PNG and/or SVG.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +18,10 @@ from lth.plots.learning_curves import LEARNING_CURVES_FILE, draw_learning_curves
 from lth.plots.stability import plot_stability, plot_stability_run
 from lth.plots.study import draw_trials_accuracy, plot_study
 from lth.plots.supermask import (
-    plot_supermask, plot_supermask_accuracy_vs_kept, plot_supermask_heatmap, plot_supermask_run,
+    plot_supermask,
+    plot_supermask_accuracy_vs_kept,
+    plot_supermask_heatmap,
+    plot_supermask_run,
 )
 from lth.plots.weights import plot_weights_hist, plot_weights_scatter
 from lth.store.run_dir import RunDir
@@ -44,11 +48,35 @@ def plot_run(run: RunDir) -> list[Path]:
 
 
 __all__ = [
-    "ALL", "FORMATS", "KINDS", "PlotKind", "PlotResult", "Source", "draw_accuracy", "draw_kind", "draw_learning_curves",
-    "draw_trials_accuracy", "kind_names", "make_plots", "open_sources", "plot_accuracy",
-    "plot_accuracy_vs_weights_remaining", "plot_early_stop", "plot_first_layer", "plot_layers",
-    "plot_learning_curves", "plot_run", "plot_run_learning_curves", "plot_stability", "plot_stability_run",
-    "plot_study", "plot_supermask",
-    "plot_supermask_accuracy_vs_kept", "plot_supermask_heatmap", "plot_supermask_run", "plot_weights_hist",
-    "plot_weights_scatter", "resolve_kinds",
+    "ALL",
+    "FORMATS",
+    "KINDS",
+    "PlotKind",
+    "PlotResult",
+    "Source",
+    "draw_accuracy",
+    "draw_kind",
+    "draw_learning_curves",
+    "draw_trials_accuracy",
+    "kind_names",
+    "make_plots",
+    "open_sources",
+    "plot_accuracy",
+    "plot_accuracy_vs_weights_remaining",
+    "plot_early_stop",
+    "plot_first_layer",
+    "plot_layers",
+    "plot_learning_curves",
+    "plot_run",
+    "plot_run_learning_curves",
+    "plot_stability",
+    "plot_stability_run",
+    "plot_study",
+    "plot_supermask",
+    "plot_supermask_accuracy_vs_kept",
+    "plot_supermask_heatmap",
+    "plot_supermask_run",
+    "plot_weights_hist",
+    "plot_weights_scatter",
+    "resolve_kinds",
 ]

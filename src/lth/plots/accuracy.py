@@ -1,17 +1,33 @@
 """Test accuracy (or any per-round metric) against weights remaining: runs overlaid with their
 controls, studies as a mean with 95% CI and min-max bands over trials."""
+
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from matplotlib.ticker import FuncFormatter
 
 from lth.plots.common import (
-    FORMATS, STUDY, TICKET, Source, axes_or_new, band_key, clip, fit_ylim, legend_below, lighter, metric_bounds,
-    new_figure, percent_axis, reference_line, remaining_axis, save, subject,
+    FORMATS,
+    STUDY,
+    TICKET,
+    Source,
+    axes_or_new,
+    band_key,
+    clip,
+    fit_ylim,
+    legend_below,
+    lighter,
+    metric_bounds,
+    new_figure,
+    percent_axis,
+    reference_line,
+    remaining_axis,
+    save,
+    subject,
 )
 from lth.store.study_dir import ABLATION_PREFIX, BRANCH_PREFIX, TICKET_LINE, line_order
 
@@ -30,8 +46,16 @@ BAND_ALPHA, OTHER_BAND_ALPHA = 0.25, 0.18
 DENSE_COLOUR = "0.3"
 
 
-def band(ax: "Axes", rows: Sequence[Mapping[str, Any]], metric: str, colour: Any, label: str,
-         linestyle: str = "-", marker: str = "o", keys: "dict[Any, Any] | None" = None) -> list[float]:
+def band(
+    ax: Axes,
+    rows: Sequence[Mapping[str, Any]],
+    metric: str,
+    colour: Any,
+    label: str,
+    linestyle: str = "-",
+    marker: str = "o",
+    keys: dict[Any, Any] | None = None,
+) -> list[float]:
     """The mean of ``metric`` over trials (``summarise_trials`` rows) as a line (``linestyle``:
     solid for a ticket, dashed for its controls, dash-dotted for its branches), its 95% CI as a band
     (clipped to what the metric can take: an accuracy stays within 0-100%) and the min and max as
@@ -44,14 +68,27 @@ def band(ax: "Axes", rows: Sequence[Mapping[str, Any]], metric: str, colour: Any
     alpha = BAND_ALPHA if linestyle == "-" else OTHER_BAND_ALPHA
     shaded = bool(rows) and all(r["ci95_low"] is not None for r in rows)
     if shaded:
-        ax.fill_between(x, clip([r["ci95_low"] for r in rows], bounds), clip([r["ci95_high"] for r in rows], bounds),
-                        color=colour, alpha=alpha, linewidth=0)
+        ax.fill_between(
+            x,
+            clip([r["ci95_low"] for r in rows], bounds),
+            clip([r["ci95_high"] for r in rows], bounds),
+            color=colour,
+            alpha=alpha,
+            linewidth=0,
+        )
     # Min and max as thin lines, not a second fill: with few trials the t interval is the wider one.
     for key in ("min", "max"):
         ax.plot(x, [r[key] for r in rows], linestyle=":", linewidth=1.0, color=colour)
     trials = max((r["trials"] for r in rows), default=0)
-    mean = ax.plot(x, [r["mean"] for r in rows], linestyle=linestyle, marker=marker, color=colour, markersize=4,
-                   label=f"{label} (mean of {trials})")[0]
+    mean = ax.plot(
+        x,
+        [r["mean"] for r in rows],
+        linestyle=linestyle,
+        marker=marker,
+        color=colour,
+        markersize=4,
+        label=f"{label} (mean of {trials})",
+    )[0]
     if keys is not None:
         keys[mean] = band_key(colour, alpha, mean) if shaded else mean
     return x
@@ -66,7 +103,7 @@ def dense_value(rows: Sequence[Mapping[str, Any]], key: str) -> float | None:
     return None
 
 
-def draw_dense(ax: "Axes", refs: Sequence[tuple[float, str, Any]], label: str = "dense") -> list[Any]:
+def draw_dense(ax: Axes, refs: Sequence[tuple[float, str, Any]], label: str = "dense") -> list[Any]:
     """The dense network's value as a dashed horizontal reference across the axes: one grey line
     labelled ``label`` when every (y, label, colour) of ``refs`` agrees, else one per ref."""
     if not refs:
@@ -81,9 +118,9 @@ def line_label(line: str) -> str:
     if line == TICKET_LINE:
         return line
     if line.startswith(BRANCH_PREFIX):
-        return f"branch {line[len(BRANCH_PREFIX):]}"
+        return f"branch {line[len(BRANCH_PREFIX) :]}"
     if line.startswith(ABLATION_PREFIX):
-        return f"{line[len(ABLATION_PREFIX):]} ablation"
+        return f"{line[len(ABLATION_PREFIX) :]} ablation"
     return f"{line} control"
 
 
@@ -120,7 +157,11 @@ def _colours(count: int) -> Callable[[int], Any]:
 
 
 def draw_metric(
-    ax: "Axes", sources: Sequence[Source], metric: str, end_metric: str | None = None, dense: bool = True,
+    ax: Axes,
+    sources: Sequence[Source],
+    metric: str,
+    end_metric: str | None = None,
+    dense: bool = True,
 ) -> int:
     """``metric`` of every source against weights remaining on ``ax``: each run in its colour with
     its controls dashed, its branches dash-dotted (a lighter shade when several runs share the axes), each line of each
@@ -150,8 +191,11 @@ def draw_metric(
                 else:
                     base = source.label if len(experiments) == 1 else f"{source.label}: {name}"
                 # a robust study's one experiment is called ticket: its lines are "ticket", "reinit control"
-                label = base if line == TICKET_LINE else (
-                    line_label(line) if base == TICKET_LINE else f"{base}: {line_label(line)}")
+                label = (
+                    base
+                    if line == TICKET_LINE
+                    else (line_label(line) if base == TICKET_LINE else f"{base}: {line_label(line)}")
+                )
                 linestyle, marker = line_style(line)
                 # an ablation is drawn in its method's colour (dashed); every other line in its own
                 if line.startswith(ABLATION_PREFIX) and (source.path, name) in method_colour:
@@ -168,7 +212,9 @@ def draw_metric(
                     y = dense_value(metric_rows, "mean")
                     if y is not None:
                         trials = max(r["trials"] for r in metric_rows)
-                        owner = "" if base == TICKET_LINE or len(sources) == 1 and len(experiments) == 1 else f"{base}: "
+                        owner = (
+                            "" if base == TICKET_LINE or len(sources) == 1 and len(experiments) == 1 else f"{base}: "
+                        )
                         refs.append((y, f"{owner}dense (mean of {trials})", colour))
             continue
         colour = colour_of(colour_index)
@@ -176,26 +222,51 @@ def draw_metric(
         rounds = sorted(source.rounds, key=lambda r: r["round"])
         x = [r["weights_remaining"] for r in rounds]
         levels += x
-        ax.plot(x, [r[metric] for r in rounds], "o-", color=colour, markersize=4.5,
-                label=f"ticket{at}" if single else source.label)
+        ax.plot(
+            x,
+            [r[metric] for r in rounds],
+            "o-",
+            color=colour,
+            markersize=4.5,
+            label=f"ticket{at}" if single else source.label,
+        )
         y = dense_value(rounds, metric)
         if y is not None:
             refs.append((y, f"dense{at}" if single else f"{source.label}: dense", colour))
         if both:
-            ax.plot(x, [r[end_metric] for r in rounds], "s:", color=colour, alpha=0.6, markersize=3.5,
-                    label="ticket (end of training)")
+            ax.plot(
+                x,
+                [r[end_metric] for r in rounds],
+                "s:",
+                color=colour,
+                alpha=0.6,
+                markersize=3.5,
+                label="ticket (end of training)",
+            )
         for index, (name, control) in enumerate(source.controls.items()):
             control = sorted(control, key=lambda r: r["round"])
             shade = f"C{(colour_index + index) % 10}" if single else lighter(colour)
-            ax.plot([r["weights_remaining"] for r in control], [r[metric] for r in control],
-                    linestyle="--", marker=CONTROL_MARKERS[index % len(CONTROL_MARKERS)], markersize=4,
-                    color=shade, label=f"{name} control{at}" if single else f"{source.label}: {name} control")
+            ax.plot(
+                [r["weights_remaining"] for r in control],
+                [r[metric] for r in control],
+                linestyle="--",
+                marker=CONTROL_MARKERS[index % len(CONTROL_MARKERS)],
+                markersize=4,
+                color=shade,
+                label=f"{name} control{at}" if single else f"{source.label}: {name} control",
+            )
         for index, (name, branch) in enumerate(source.branches.items(), start=len(source.controls)):
             branch = sorted(branch, key=lambda r: r["round"])
             shade = f"C{(colour_index + index) % 10}" if single else lighter(colour)
-            ax.plot([r["weights_remaining"] for r in branch], [r[metric] for r in branch],
-                    linestyle="-.", marker=BRANCH_MARKERS[index % len(BRANCH_MARKERS)], markersize=4,
-                    color=shade, label=f"branch {name}{at}" if single else f"{source.label}: branch {name}")
+            ax.plot(
+                [r["weights_remaining"] for r in branch],
+                [r[metric] for r in branch],
+                linestyle="-.",
+                marker=BRANCH_MARKERS[index % len(BRANCH_MARKERS)],
+                markersize=4,
+                color=shade,
+                label=f"branch {name}{at}" if single else f"{source.label}: branch {name}",
+            )
     if dense:
         draw_dense(ax, refs, f"dense{at}")
     remaining_axis(ax, levels)
@@ -210,8 +281,15 @@ def draw_metric(
     return ncol
 
 
-def _figure(sources: Sequence[Source], metric: str, end_metric: str | None, ylabel: str, what: str,
-            y_format: Callable[[Any], None] | None, ylabel_both: str | None = None) -> "Figure":
+def _figure(
+    sources: Sequence[Source],
+    metric: str,
+    end_metric: str | None,
+    ylabel: str,
+    what: str,
+    y_format: Callable[[Any], None] | None,
+    ylabel_both: str | None = None,
+) -> Figure:
     """One axes of ``metric`` (and ``end_metric`` for a single run) against weights remaining; its y
     label is ``ylabel``, or ``ylabel_both`` when the end-of-training line is drawn beside (the
     legend then says which line is which); its y range fits the data."""
@@ -232,23 +310,38 @@ def _figure(sources: Sequence[Source], metric: str, end_metric: str | None, ylab
     return fig
 
 
-def accuracy_figure(sources: Sequence[Source]) -> "Figure":
+def accuracy_figure(sources: Sequence[Source]) -> Figure:
     """The figure :func:`plot_accuracy` saves (test accuracy at early stop vs weights remaining)."""
-    return _figure(sources, "test_accuracy_at_early_stop", "final_test_accuracy", "test accuracy at early stop",
-                   "test accuracy vs weights remaining", percent_axis, ylabel_both="test accuracy")
+    return _figure(
+        sources,
+        "test_accuracy_at_early_stop",
+        "final_test_accuracy",
+        "test accuracy at early stop",
+        "test accuracy vs weights remaining",
+        percent_axis,
+        ylabel_both="test accuracy",
+    )
 
 
-def plot_accuracy(sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS,
-                  stem: str = ACCURACY_FILE) -> list[Path]:
+def plot_accuracy(
+    sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS, stem: str = ACCURACY_FILE
+) -> list[Path]:
     """Test accuracy at early stop against weights remaining (log x, decreasing to the right)."""
     return save(accuracy_figure(sources), out_dir, stem, formats)
 
 
-def plot_early_stop(sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS,
-                    stem: str = "early_stop_iteration") -> list[Path]:
+def plot_early_stop(
+    sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS, stem: str = "early_stop_iteration"
+) -> list[Path]:
     """The early-stopping iteration (minimum validation loss) against weights remaining."""
-    fig = _figure(sources, "early_stop_iteration", None, "early-stop iteration (min. validation loss)",
-                  "early-stopping iteration vs weights remaining", None)
+    fig = _figure(
+        sources,
+        "early_stop_iteration",
+        None,
+        "early-stop iteration (min. validation loss)",
+        "early-stopping iteration vs weights remaining",
+        None,
+    )
     fit_ylim(fig.axes[0], include=(0,))  # an iteration count from 0, the highest point clear of the top
     fig.axes[0].set_ylim(bottom=0)
     fig.axes[0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
@@ -256,9 +349,12 @@ def plot_early_stop(sources: Sequence[Source], out_dir: Path, formats: Sequence[
 
 
 def draw_accuracy(
-    lines: Mapping[str, Sequence[Mapping[str, Any]]], ax: "Axes | None" = None, title: str | None = None,
-    dashed: Sequence[str] = (), dense: bool = True,
-) -> "Figure":
+    lines: Mapping[str, Sequence[Mapping[str, Any]]],
+    ax: Axes | None = None,
+    title: str | None = None,
+    dashed: Sequence[str] = (),
+    dense: bool = True,
+) -> Figure:
     """Test accuracy at early stop (solid) and at the end of training (dashed) against weights
     remaining (log x), one colour per line of per-round rows; returns the figure. The lines named
     in ``dashed`` (controls) are drawn dashed at early stop and dotted at the end. ``dense`` adds
@@ -277,10 +373,23 @@ def draw_accuracy(
         if label in dashed:
             early, end, marker = "--", ":", CONTROL_MARKERS[controls % len(CONTROL_MARKERS)]
             controls += 1
-        ax.plot(x, [r["test_accuracy_at_early_stop"] for r in rows], linestyle=early, marker=marker, color=colour,
-                label=f"{label} (early stop)")
-        ax.plot(x, [r["final_test_accuracy"] for r in rows], linestyle=end, marker="s", color=colour, alpha=0.6,
-                label=f"{label} (end)")
+        ax.plot(
+            x,
+            [r["test_accuracy_at_early_stop"] for r in rows],
+            linestyle=early,
+            marker=marker,
+            color=colour,
+            label=f"{label} (early stop)",
+        )
+        ax.plot(
+            x,
+            [r["final_test_accuracy"] for r in rows],
+            linestyle=end,
+            marker="s",
+            color=colour,
+            alpha=0.6,
+            label=f"{label} (end)",
+        )
         y = dense_value(rows, "test_accuracy_at_early_stop")
         if y is not None:
             refs.append((y, f"{label}: dense (early stop)" if len(lines) > 1 else "dense (early stop)", colour))

@@ -1,5 +1,6 @@
 """What every figure shares: pyplot-free figures on the Agg canvas, atomic PNG/SVG saving, axes
 helpers, and the sources (run or study directories) figures are drawn from."""
+
 from __future__ import annotations
 
 import io
@@ -51,7 +52,7 @@ def new_figure(width: float = SIZE[0], height: float = SIZE[1], layout: str | No
     return Figure(figsize=(width, height), layout=layout)
 
 
-def axes_or_new(ax: "Axes | None") -> "Axes":
+def axes_or_new(ax: Axes | None) -> Axes:
     """The given axes, or the axes of a new pyplot-free figure (for the Python API's draw_*)."""
     return ax if ax is not None else new_figure(layout=None).subplots()
 
@@ -175,7 +176,7 @@ def percent_axis(axis: Any) -> None:
     axis.set_major_formatter(PercentFormatter())
 
 
-def remaining_axis(ax: "Axes", levels: Iterable[float], label: str = "weights remaining (log scale)") -> None:
+def remaining_axis(ax: Axes, levels: Iterable[float], label: str = "weights remaining (log scale)") -> None:
     """Weights remaining on a log x axis, decreasing to the right (as in the papers), ticks at the
     measured levels (at most ~8 labelled, each label distinct)."""
     levels = sorted({float(v) for v in levels if v and v > 0}, reverse=True)
@@ -201,8 +202,7 @@ def plain_log_axis(axis: Any, low: float | None = None, high: float | None = Non
     if low is None or high is None:
         low, high = sorted(axis.get_view_interval())
     decades = math.log10(high / low) if low and high and low > 0 and high > low else 1.0
-    subs = ((1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades < 1.2 else (1.0, 2.0, 5.0) if decades < 3
-            else (1.0,))
+    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades < 1.2 else (1.0, 2.0, 5.0) if decades < 3 else (1.0,)
     axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_minor_locator(NullLocator())
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.6g}"))
@@ -234,7 +234,7 @@ def clip(values: Iterable[float | None], bounds: tuple[float | None, float | Non
     return out
 
 
-def drawn_y(ax: "Axes") -> list[float]:
+def drawn_y(ax: Axes) -> list[float]:
     """The y values (data units) of everything drawn on ``ax``: lines, filled bands, markers and
     reference lines; lines given in axes units (axvline) are left out."""
     import numpy as np
@@ -258,8 +258,9 @@ def drawn_y(ax: "Axes") -> list[float]:
     return flat[np.isfinite(flat)].tolist()
 
 
-def fit_ylim(axes: "Axes | Sequence[Axes]", margin: float = 0.06, min_span: float | None = None,
-             include: Iterable[float] = ()) -> tuple[float, float] | None:
+def fit_ylim(
+    axes: Axes | Sequence[Axes], margin: float = 0.06, min_span: float | None = None, include: Iterable[float] = ()
+) -> tuple[float, float] | None:
     """Set the y range of ``axes`` (one, or several sharing y) to everything drawn on them (and the
     values in ``include``, e.g. 0 for a count) plus ``margin`` of the span on each side, so no
     point, band or marker sits on or past the edge, and no fixed range (0-100%) flattens the data.
@@ -282,7 +283,7 @@ def fit_ylim(axes: "Axes | Sequence[Axes]", margin: float = 0.06, min_span: floa
         span = least
     low, high = low - margin * span, high + margin * span
     if log:
-        low, high = 10 ** low, 10 ** high
+        low, high = 10**low, 10**high
     for ax in axes:
         ax.set_ylim(low, high)
     return low, high
@@ -291,13 +292,21 @@ def fit_ylim(axes: "Axes | Sequence[Axes]", margin: float = 0.06, min_span: floa
 # ------------------------------------------------------------------ reference lines and legend keys
 
 
-def reference_line(ax: "Axes", y: float, label: str, colour: Any = "0.35", linestyle: Any = (0, (7, 3)),
-                   linewidth: float = 1.0) -> LineCollection:
+def reference_line(
+    ax: Axes, y: float, label: str, colour: Any = "0.35", linestyle: Any = (0, (7, 3)), linewidth: float = 1.0
+) -> LineCollection:
     """A horizontal reference line across the whole axes at ``y`` (e.g. the dense network's
     accuracy), labelled for the legend. It is a LineCollection, not a Line2D, so code that counts
     an axes' lines (one per series) is unaffected; :func:`fit_ylim` keeps it in view."""
-    line = LineCollection([[(0.0, y), (1.0, y)]], transform=ax.get_yaxis_transform(), colors=[colour],
-                          linestyles=[linestyle], linewidths=[linewidth], label=label, zorder=1.6)
+    line = LineCollection(
+        [[(0.0, y), (1.0, y)]],
+        transform=ax.get_yaxis_transform(),
+        colors=[colour],
+        linestyles=[linestyle],
+        linewidths=[linewidth],
+        label=label,
+        zorder=1.6,
+    )
     ax.add_collection(line, autolim=False)
     return line
 
@@ -311,8 +320,15 @@ def band_key(colour: Any, alpha: float, line: Any) -> tuple[Patch, Line2D]:
     """A legend handle for a mean drawn over a band: the band's swatch (its colour and alpha) with
     the mean's line and marker on top, as drawn."""
     patch = Patch(facecolor=colour, alpha=alpha, edgecolor="none", linewidth=0)
-    mean = Line2D([], [], color=line.get_color(), linestyle=line.get_linestyle(), linewidth=line.get_linewidth(),
-                  marker=line.get_marker(), markersize=line.get_markersize())
+    mean = Line2D(
+        [],
+        [],
+        color=line.get_color(),
+        linestyle=line.get_linestyle(),
+        linewidth=line.get_linewidth(),
+        marker=line.get_marker(),
+        markersize=line.get_markersize(),
+    )
     return patch, mean
 
 
@@ -335,8 +351,13 @@ def lighter(colour: Any, amount: float = 0.45) -> tuple[float, float, float]:
     return (r + (1 - r) * amount, g + (1 - g) * amount, b + (1 - b) * amount)
 
 
-def legend_below(ax: "Axes", ncol: int = 2, extra: Sequence[tuple[Any, str]] = (),
-                 entries: Sequence[tuple[Any, str]] | None = None, title: str | None = None) -> None:
+def legend_below(
+    ax: Axes,
+    ncol: int = 2,
+    extra: Sequence[tuple[Any, str]] = (),
+    entries: Sequence[tuple[Any, str]] | None = None,
+    title: str | None = None,
+) -> None:
     """The legend under the axes (lines that cross the whole plot leave no free inner corner);
     ``extra`` adds (handle, label) pairs such as proxies for bands; ``entries`` replaces the axes'
     own (handle, label) pairs; ``title`` heads the legend."""
@@ -348,9 +369,18 @@ def legend_below(ax: "Axes", ncol: int = 2, extra: Sequence[tuple[Any, str]] = (
     if handles:
         from matplotlib.legend_handler import HandlerTuple
 
-        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=min(ncol, len(labels)),
-                  fontsize="small", frameon=False, title=title, title_fontsize="small",
-                  handler_map={tuple: HandlerTuple(ndivide=1)})
+        ax.legend(
+            handles,
+            labels,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.17),
+            ncol=min(ncol, len(labels)),
+            fontsize="small",
+            frameon=False,
+            title=title,
+            title_fontsize="small",
+            handler_map={tuple: HandlerTuple(ndivide=1)},
+        )
 
 
 def layer_label(name: str) -> str:
@@ -445,8 +475,10 @@ def source_kind(path: Path) -> str:
     if kind == BRANCH:  # a branch has a ticket search's layout
         return TICKET
     if kind not in (TICKET, SUPERMASK_EVAL, SUPERMASK_TRAIN, STABILITY):
-        raise LthError(f"{str(path)!r} holds a run of unknown kind {kind!r}; lth draws find-ticket, "
-                       "supermask-eval, supermask-train and stability runs and studies")
+        raise LthError(
+            f"{str(path)!r} holds a run of unknown kind {kind!r}; lth draws find-ticket, "
+            "supermask-eval, supermask-train and stability runs and studies"
+        )
     return kind
 
 
@@ -470,8 +502,10 @@ def subject(sources: Sequence[Source]) -> str:
         return sources[0].title
     studies = sum(s.kind == STUDY for s in sources)
     runs = len(sources) - studies
-    parts = [f"{runs} run{'s' * (runs != 1)}" if runs else "",
-             f"{studies} stud{'ies' if studies != 1 else 'y'}" if studies else ""]
+    parts = [
+        f"{runs} run{'s' * (runs != 1)}" if runs else "",
+        f"{studies} stud{'ies' if studies != 1 else 'y'}" if studies else "",
+    ]
     return ", ".join(p for p in parts if p)
 
 

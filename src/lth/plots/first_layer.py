@@ -4,6 +4,7 @@ Linear first layer (e.g. LeNet-300-100): for every input pixel, how many of the 
 connect to it (channels summed). Convolutional first layer: for every kernel position, how many
 kernel weights (over all filters and input channels) are kept.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -15,7 +16,16 @@ import torch
 from lth.documents import damaged
 from lth.masks import Mask
 from lth.plots.common import (
-    FORMATS, SUPERMASK_TRAIN, TICKET, Source, file_stem, layer_label, new_figure, percent, pick_rounds, save,
+    FORMATS,
+    SUPERMASK_TRAIN,
+    TICKET,
+    Source,
+    file_stem,
+    layer_label,
+    new_figure,
+    percent,
+    pick_rounds,
+    save,
 )
 
 FIRST_LAYER_FILE = "first_layer_mask"
@@ -55,8 +65,11 @@ def check_first_layer(source: Source, chosen: int | None) -> str | None:
     """Why the first-layer figure cannot be drawn for ``source`` (None when it can)."""
     if source.kind == TICKET and not source.round_indices:
         return "it has no finished round yet"
-    path = source.path / "mask.pt" if source.kind == SUPERMASK_TRAIN else source.run.mask_path(
-        chosen if chosen is not None else source.round_indices[-1])
+    path = (
+        source.path / "mask.pt"
+        if source.kind == SUPERMASK_TRAIN
+        else source.run.mask_path(chosen if chosen is not None else source.round_indices[-1])
+    )
     if not path.is_file():
         return f"it lacks {path.relative_to(source.path)}"
     shape = input_shape(source)
@@ -68,10 +81,13 @@ def check_first_layer(source: Source, chosen: int | None) -> str | None:
     name, layer = _layer(mask)
     channels, height, width = shape
     sees_image = (layer.dim() == 2 and layer.shape[1] == channels * height * width and height * width > 1) or (
-        layer.dim() == 4 and layer.shape[1] == channels)
+        layer.dim() == 4 and layer.shape[1] == channels
+    )
     if not sees_image:
-        return (f"its first prunable layer {name!r} (shape {tuple(layer.shape)}) does not see the "
-                f"{channels}x{height}x{width} input image")
+        return (
+            f"its first prunable layer {name!r} (shape {tuple(layer.shape)}) does not see the "
+            f"{channels}x{height}x{width} input image"
+        )
     return None
 
 
@@ -83,12 +99,15 @@ def _draw(source: Source, chosen: int | None) -> Any:
     if conv:
         out_channels, in_channels, kh, kw = first.shape
         most = out_channels * in_channels
-        what = (f"kept kernel weights per position (of {out_channels} filters x {in_channels} "
-                f"channel{'s' * (in_channels != 1)})")
+        what = (
+            f"kept kernel weights per position (of {out_channels} filters x {in_channels} "
+            f"channel{'s' * (in_channels != 1)})"
+        )
     else:
         most = first.shape[0] * channels
         what = f"units still connected to the pixel (of {first.shape[0]}" + (
-            f" x {channels} channels, summed)" if channels > 1 else ")")
+            f" x {channels} channels, summed)" if channels > 1 else ")"
+        )
     panels = len(masks)
     fig = new_figure(2.6 * panels + 1.4, 3.4)
     axes = fig.subplots(1, panels, squeeze=False)[0]
@@ -103,8 +122,15 @@ def _draw(source: Source, chosen: int | None) -> Any:
         if conv and counts.numel() <= 49:
             for i, line in enumerate(counts.tolist()):
                 for j, value in enumerate(line):
-                    ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7,
-                            color="black" if value > 0.6 * most else "white")
+                    ax.text(
+                        j,
+                        i,
+                        f"{value:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="black" if value > 0.6 * most else "white",
+                    )
         ax.set_title(f"{title}: {percent(float(layer.float().mean()))} of {layer_label(name)} kept", fontsize="small")
         ax.set_xticks([])
         ax.set_yticks([])
@@ -116,8 +142,9 @@ def _draw(source: Source, chosen: int | None) -> Any:
     return fig
 
 
-def plot_first_layer(sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS,
-                     round_index: int | None = None) -> list[Path]:
+def plot_first_layer(
+    sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS, round_index: int | None = None
+) -> list[Path]:
     """For every run, the first layer's mask as an image (several rounds side by side unless one is chosen)."""
     paths = []
     for source in sources:

@@ -2,6 +2,7 @@
 
 ``make_plots(paths, kinds, out_dir)`` is what ``lth plot`` and ``lth report`` call.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -11,7 +12,15 @@ from pathlib import Path
 from lth.errors import LthError
 from lth.plots.accuracy import plot_accuracy, plot_early_stop
 from lth.plots.common import (
-    FORMATS, STABILITY, STUDY, SUPERMASK_EVAL, SUPERMASK_TRAIN, TICKET, Source, check_formats, open_sources,
+    FORMATS,
+    STABILITY,
+    STUDY,
+    SUPERMASK_EVAL,
+    SUPERMASK_TRAIN,
+    TICKET,
+    Source,
+    check_formats,
+    open_sources,
 )
 from lth.plots.first_layer import check_first_layer, plot_first_layer
 from lth.plots.layers import plot_layers
@@ -72,26 +81,78 @@ def _has_entries(source: Source, chosen: int | None) -> str | None:
 KINDS: dict[str, PlotKind] = {
     kind.name: kind
     for kind in [
-        PlotKind("accuracy", "test accuracy at early stop vs weights remaining (log x): runs with dashed "
-                 "controls, studies as bands", (TICKET, STUDY), lambda s, o, f, r: plot_accuracy(s, o, f), _has_rounds),
-        PlotKind("early-stop", "early-stopping iteration vs weights remaining: runs with dashed controls, "
-                 "studies as bands", (TICKET, STUDY), lambda s, o, f, r: plot_early_stop(s, o, f), _has_rounds),
-        PlotKind("learning-curves", "test accuracy and validation loss vs training iteration, up to 4 rounds "
-                 "per panel, early stops starred, one block of panels per run",
-                 (TICKET, SUPERMASK_TRAIN), lambda s, o, f, r: plot_learning_curves(s, o, f), _has_metrics),
-        PlotKind("layers", "weights remaining per layer vs pruning round, one panel per run",
-                 (TICKET,), lambda s, o, f, r: plot_layers(s, o, f), _has_layers),
-        PlotKind("weights-scatter", "w_i vs w_f of the weights alive before round N, coloured kept/pruned by mask N",
-                 (TICKET,), plot_weights_scatter, check_weights, overlay=False, uses_round=True),
-        PlotKind("weights-hist", "histograms of those weights at init and after round N-1, kept vs pruned",
-                 (TICKET,), plot_weights_hist, check_weights, overlay=False, uses_round=True),
-        PlotKind("first-layer", "first layer's mask as an image: units kept per input pixel (conv: per kernel "
-                 "position)", (TICKET, SUPERMASK_TRAIN), plot_first_layer, check_first_layer, overlay=False,
-                 uses_round=True),
-        PlotKind("stability", "stability runs: error along the linear path between copies, instability vs "
-                 "rewind point", (STABILITY,), lambda s, o, f, r: plot_stability(s, o, f), _has_entries, overlay=False),
-        PlotKind("supermask", "supermask-eval runs: untrained accuracy vs fraction kept, criterion x keep heatmap",
-                 (SUPERMASK_EVAL,), lambda s, o, f, r: plot_supermask(s, o, f), _has_rows, overlay=False),
+        PlotKind(
+            "accuracy",
+            "test accuracy at early stop vs weights remaining (log x): runs with dashed controls, studies as bands",
+            (TICKET, STUDY),
+            lambda s, o, f, r: plot_accuracy(s, o, f),
+            _has_rounds,
+        ),
+        PlotKind(
+            "early-stop",
+            "early-stopping iteration vs weights remaining: runs with dashed controls, studies as bands",
+            (TICKET, STUDY),
+            lambda s, o, f, r: plot_early_stop(s, o, f),
+            _has_rounds,
+        ),
+        PlotKind(
+            "learning-curves",
+            "test accuracy and validation loss vs training iteration, up to 4 rounds "
+            "per panel, early stops starred, one block of panels per run",
+            (TICKET, SUPERMASK_TRAIN),
+            lambda s, o, f, r: plot_learning_curves(s, o, f),
+            _has_metrics,
+        ),
+        PlotKind(
+            "layers",
+            "weights remaining per layer vs pruning round, one panel per run",
+            (TICKET,),
+            lambda s, o, f, r: plot_layers(s, o, f),
+            _has_layers,
+        ),
+        PlotKind(
+            "weights-scatter",
+            "w_i vs w_f of the weights alive before round N, coloured kept/pruned by mask N",
+            (TICKET,),
+            plot_weights_scatter,
+            check_weights,
+            overlay=False,
+            uses_round=True,
+        ),
+        PlotKind(
+            "weights-hist",
+            "histograms of those weights at init and after round N-1, kept vs pruned",
+            (TICKET,),
+            plot_weights_hist,
+            check_weights,
+            overlay=False,
+            uses_round=True,
+        ),
+        PlotKind(
+            "first-layer",
+            "first layer's mask as an image: units kept per input pixel (conv: per kernel position)",
+            (TICKET, SUPERMASK_TRAIN),
+            plot_first_layer,
+            check_first_layer,
+            overlay=False,
+            uses_round=True,
+        ),
+        PlotKind(
+            "stability",
+            "stability runs: error along the linear path between copies, instability vs rewind point",
+            (STABILITY,),
+            lambda s, o, f, r: plot_stability(s, o, f),
+            _has_entries,
+            overlay=False,
+        ),
+        PlotKind(
+            "supermask",
+            "supermask-eval runs: untrained accuracy vs fraction kept, criterion x keep heatmap",
+            (SUPERMASK_EVAL,),
+            lambda s, o, f, r: plot_supermask(s, o, f),
+            _has_rows,
+            overlay=False,
+        ),
     ]
 }
 ALL = "all"
@@ -110,10 +171,20 @@ def resolve_kinds(names: Sequence[str] | None) -> list[str]:
     return list(KINDS) if ALL in names else list(dict.fromkeys(names))
 
 
-_DESCRIBED = {TICKET: "a find-ticket run", STUDY: "a study", SUPERMASK_EVAL: "a supermask-eval run",
-              SUPERMASK_TRAIN: "a supermask-train run", STABILITY: "a stability run"}
-_PLURAL = {TICKET: "find-ticket runs", STUDY: "studies", SUPERMASK_EVAL: "supermask-eval runs",
-           SUPERMASK_TRAIN: "supermask-train runs", STABILITY: "stability runs"}
+_DESCRIBED = {
+    TICKET: "a find-ticket run",
+    STUDY: "a study",
+    SUPERMASK_EVAL: "a supermask-eval run",
+    SUPERMASK_TRAIN: "a supermask-train run",
+    STABILITY: "a stability run",
+}
+_PLURAL = {
+    TICKET: "find-ticket runs",
+    STUDY: "studies",
+    SUPERMASK_EVAL: "supermask-eval runs",
+    SUPERMASK_TRAIN: "supermask-train runs",
+    STABILITY: "stability runs",
+}
 
 
 def why_not(kind: PlotKind, source: Source, chosen: int | None) -> str | None:
@@ -125,8 +196,13 @@ def why_not(kind: PlotKind, source: Source, chosen: int | None) -> str | None:
     return kind.check(source, chosen)
 
 
-def draw_kind(name: str, sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS,
-              round_index: int | None = None) -> list[Path]:
+def draw_kind(
+    name: str,
+    sources: Sequence[Source],
+    out_dir: Path,
+    formats: Sequence[str] = FORMATS,
+    round_index: int | None = None,
+) -> list[Path]:
     """Draw kind ``name`` of the sources it applies to (none: nothing is drawn, [] is returned)."""
     kind = KINDS[name]
     fits = [s for s in sources if why_not(kind, s, round_index) is None]

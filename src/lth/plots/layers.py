@@ -1,4 +1,5 @@
 """Per-layer weights remaining against the pruning round (one panel per run)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -12,8 +13,9 @@ LAYERS_FILE = "layers_weights_remaining"
 MARKERS = "osD^vPX*"
 
 
-def plot_layers(sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS,
-                stem: str = LAYERS_FILE) -> list[Path]:
+def plot_layers(
+    sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS, stem: str = LAYERS_FILE
+) -> list[Path]:
     """Fraction of each prunable tensor still kept after every round (log y), the whole network dashed;
     x ticks name the round and the overall weights remaining."""
     rows, columns = grid_shape(len(sources), 2)
@@ -28,8 +30,15 @@ def plot_layers(sources: Sequence[Source], out_dir: Path, formats: Sequence[str]
             y = [r["layers"].get(name, float("nan")) for r in rounds]
             lowest = min([lowest, *[v for v in y if v > 0]])
             # Layers pruned at the same rate coincide: earlier layers are drawn wider and underneath.
-            ax.plot(x, y, marker=MARKERS[index % len(MARKERS)], markersize=max(3.0, 7.5 - 0.9 * index),
-                    linewidth=max(1.0, 3.2 - 0.45 * index), color=f"C{index % 10}", label=layer_label(name))
+            ax.plot(
+                x,
+                y,
+                marker=MARKERS[index % len(MARKERS)],
+                markersize=max(3.0, 7.5 - 0.9 * index),
+                linewidth=max(1.0, 3.2 - 0.45 * index),
+                color=f"C{index % 10}",
+                label=layer_label(name),
+            )
         overall = [r["weights_remaining"] for r in rounds]
         lowest = min([lowest, *[v for v in overall if v > 0]])
         ax.plot(x, overall, "k--", linewidth=1.6, label="all prunable weights")
@@ -48,7 +57,7 @@ def plot_layers(sources: Sequence[Source], out_dir: Path, formats: Sequence[str]
         ax.set_title(source.title if len(sources) == 1 else f"{source.label}\n{source.title}", fontsize="medium")
         # Every line starts at 100% on the left and falls to the right: the lower left is free.
         ax.legend(loc="lower left", fontsize="small", ncol=2 if len(names) > 4 else 1)
-    for ax in axes[len(sources):]:
+    for ax in axes[len(sources) :]:
         ax.set_visible(False)
     if len(sources) == 1:
         axes[0].set_title(f"{sources[0].title}: weights remaining per layer")

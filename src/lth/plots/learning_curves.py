@@ -1,6 +1,7 @@
 """Learning curves: accuracy and loss against training iteration, as small multiples: a few rounds
 per panel (shared axes, coloured dense to sparse), the early-stopping iteration of each round
 marked; one block of panels per run when several runs are drawn."""
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,17 @@ from matplotlib import colormaps
 from matplotlib.lines import Line2D
 
 from lth.plots.common import (
-    FORMATS, SUPERMASK_TRAIN, Source, axes_or_new, fit_ylim, new_figure, percent, percent_axis, pick_rounds,
-    plain_log_axis, save,
+    FORMATS,
+    SUPERMASK_TRAIN,
+    Source,
+    axes_or_new,
+    fit_ylim,
+    new_figure,
+    percent,
+    percent_axis,
+    pick_rounds,
+    plain_log_axis,
+    save,
 )
 
 if TYPE_CHECKING:
@@ -32,8 +42,9 @@ EARLY_STOP_LABEL = "early stop (min. val loss)"
 DENSE_REFERENCE = "0.55"
 
 
-def round_panels(rounds: Sequence[int], per_panel: int = ROUNDS_PER_PANEL,
-                 most_panels: int = MOST_PANELS) -> list[list[int]]:
+def round_panels(
+    rounds: Sequence[int], per_panel: int = ROUNDS_PER_PANEL, most_panels: int = MOST_PANELS
+) -> list[list[int]]:
     """``rounds`` in consecutive groups of at most ``per_panel``, of near-equal size (5 rounds ->
     3 + 2); beyond ``per_panel * most_panels`` rounds an evenly spread selection (first and last
     always) is shown."""
@@ -77,9 +88,16 @@ def _finite(value: Any) -> bool:
 
 
 def draw_rounds(
-    ax: "Axes", rounds: Sequence[Mapping[str, Any]], metrics: Sequence[Mapping[str, Any]], shown: Sequence[int],
-    key: str = "accuracy", split: str = "test", colours: Mapping[int, Any] | None = None, early_stop: bool = True,
-    reference: int | None = None, labels: bool = True,
+    ax: Axes,
+    rounds: Sequence[Mapping[str, Any]],
+    metrics: Sequence[Mapping[str, Any]],
+    shown: Sequence[int],
+    key: str = "accuracy",
+    split: str = "test",
+    colours: Mapping[int, Any] | None = None,
+    early_stop: bool = True,
+    reference: int | None = None,
+    labels: bool = True,
 ) -> list[Any]:
     """One line of ``key`` (accuracy or loss) on ``split`` against iteration per round in ``shown``,
     each in ``colours[round]``; ``early_stop`` marks each round's early-stopping iteration
@@ -98,8 +116,15 @@ def draw_rounds(
         points = sorted(by_round[reference], key=lambda r: r["iteration"])
         kept = remaining.get(reference)
         name = f"round {reference}" + (" (dense)" if kept is not None and kept >= 1 - 1e-9 else "")
-        drawn += ax.plot([p["iteration"] for p in points], [p[key] for p in points], color=DENSE_REFERENCE,
-                         linewidth=1.0, linestyle=(0, (4, 2)), zorder=1.8, label=name if labels else None)
+        drawn += ax.plot(
+            [p["iteration"] for p in points],
+            [p[key] for p in points],
+            color=DENSE_REFERENCE,
+            linewidth=1.0,
+            linestyle=(0, (4, 2)),
+            zorder=1.8,
+            label=name if labels else None,
+        )
     stars: list[tuple[float, float, Any]] = []
     for round_index in shown:
         points = sorted(by_round.get(round_index, []), key=lambda r: r["iteration"])
@@ -108,8 +133,13 @@ def draw_rounds(
         kept = remaining.get(round_index)
         label = f"round {round_index}" + (f": {percent(kept)} kept" if kept is not None else "")
         colour = colours[round_index]
-        drawn += ax.plot([p["iteration"] for p in points], [p[key] for p in points], linewidth=1.4, color=colour,
-                         label=label if labels else None)
+        drawn += ax.plot(
+            [p["iteration"] for p in points],
+            [p[key] for p in points],
+            linewidth=1.4,
+            color=colour,
+            label=label if labels else None,
+        )
         stop = stops.get(round_index)
         if early_stop and _finite(stop):
             value = _value_at(points, float(stop), key)
@@ -121,8 +151,16 @@ def draw_rounds(
 
 
 def _early_stop_key() -> Line2D:
-    return Line2D([], [], linestyle="none", marker="*", markersize=9, markerfacecolor="0.6",
-                  markeredgecolor="black", markeredgewidth=0.5)
+    return Line2D(
+        [],
+        [],
+        linestyle="none",
+        marker="*",
+        markersize=9,
+        markerfacecolor="0.6",
+        markeredgecolor="black",
+        markeredgewidth=0.5,
+    )
 
 
 def _panel_title(group: Sequence[int]) -> str:
@@ -137,7 +175,7 @@ def _has_loss(rows: Sequence[Mapping[str, Any]]) -> bool:
     return any(_finite(r.get("loss")) for r in rows)
 
 
-def _loss_axis(axes: Sequence["Axes"]) -> str:
+def _loss_axis(axes: Sequence[Axes]) -> str:
     """Loss on a log axis (the first evaluations would squash the rest) when every loss is
     positive, its range fitted to the data; returns ' (log scale)' for the label, or ''."""
     lines = [line for ax in axes for line in ax.lines]
@@ -153,10 +191,15 @@ def _loss_axis(axes: Sequence["Axes"]) -> str:
 
 
 def learning_curves_figure(
-    sources: Sequence[Source], rounds: Sequence[int] | None = None, per_panel: int = ROUNDS_PER_PANEL,
-    loss: bool = True, split: str = "test", loss_split: str = "val", early_stop: bool = True,
+    sources: Sequence[Source],
+    rounds: Sequence[int] | None = None,
+    per_panel: int = ROUNDS_PER_PANEL,
+    loss: bool = True,
+    split: str = "test",
+    loss_split: str = "val",
+    early_stop: bool = True,
     most_panels: int = MOST_PANELS,
-) -> "Figure":
+) -> Figure:
     """The figure :func:`plot_learning_curves` saves: for each run a row of panels of ``split``
     accuracy against iteration, ``per_panel`` rounds each (``rounds``: only those rounds; default
     all, evenly thinned past ``per_panel * most_panels``), and below it a row of ``loss_split``
@@ -185,10 +228,10 @@ def learning_curves_figure(
         accuracy_row = list(axes[row][: len(groups)])
         loss_row = list(axes[row + 1][: len(groups)]) if with_loss else []
         block = accuracy_row + loss_row
-        for ax in axes[row][len(groups):]:
+        for ax in axes[row][len(groups) :]:
             ax.set_visible(False)
         if with_loss:
-            for ax in axes[row + 1][len(groups):]:
+            for ax in axes[row + 1][len(groups) :]:
                 ax.set_visible(False)
         for ax in block[1:]:
             ax.sharex(block[0])
@@ -200,21 +243,42 @@ def learning_curves_figure(
             mask = f"learned mask ({source.config.get('method', 'supermask')})"
             panels = [(accuracy_row[0], "accuracy", split)] + ([(loss_row[0], "loss", loss_split)] if loss_row else [])
             for ax, key, split_ in panels:
-                points = sorted((m for m in metrics if m["split"] == split_ and _finite(m[key])),
-                                key=lambda m: m["iteration"])
-                ax.plot([m["iteration"] for m in points], [m[key] for m in points], color="C0", linewidth=1.4,
-                        label=mask)
+                points = sorted(
+                    (m for m in metrics if m["split"] == split_ and _finite(m[key])), key=lambda m: m["iteration"]
+                )
+                ax.plot(
+                    [m["iteration"] for m in points], [m[key] for m in points], color="C0", linewidth=1.4, label=mask
+                )
             accuracy_row[0].set_title(f"{name}{mask}", fontsize="medium")
         else:
             # viridis over each panel's rounds (dense dark to sparse light): neighbours on one axes stay distinct
             colours = {r: _colour(i, len(group)) for group in groups for i, r in enumerate(group)}
             reference = 0 if 0 in {int(r["round"]) for r in source.rounds} else None
             for index, group in enumerate(groups):
-                draw_rounds(accuracy_row[index], source.rounds, metrics, group, "accuracy", split, colours,
-                            early_stop, reference)
+                draw_rounds(
+                    accuracy_row[index],
+                    source.rounds,
+                    metrics,
+                    group,
+                    "accuracy",
+                    split,
+                    colours,
+                    early_stop,
+                    reference,
+                )
                 if with_loss:
-                    draw_rounds(loss_row[index], source.rounds, metrics, group, "loss", loss_split, colours,
-                                early_stop, reference, labels=False)
+                    draw_rounds(
+                        loss_row[index],
+                        source.rounds,
+                        metrics,
+                        group,
+                        "loss",
+                        loss_split,
+                        colours,
+                        early_stop,
+                        reference,
+                        labels=False,
+                    )
                 accuracy_row[index].set_title(f"{name}{_panel_title(group)}", fontsize="medium")
         for ax in accuracy_row:
             percent_axis(ax.yaxis)
@@ -240,28 +304,43 @@ def learning_curves_figure(
             if ax not in (accuracy_row[0], *loss_row[:1]):
                 ax.tick_params(labelleft=False)
         row += 2 if with_loss else 1
-    what = f"{split} accuracy" + (f" and {'validation' if loss_split == 'val' else loss_split} loss"
-                                  if any(with_loss for *_, with_loss in blocks) else "")
-    fig.suptitle(f"{sources[0].title}: learning curves" if len(sources) == 1
-                 else f"learning curves: {what} during training")
+    what = f"{split} accuracy" + (
+        f" and {'validation' if loss_split == 'val' else loss_split} loss"
+        if any(with_loss for *_, with_loss in blocks)
+        else ""
+    )
+    fig.suptitle(
+        f"{sources[0].title}: learning curves" if len(sources) == 1 else f"learning curves: {what} during training"
+    )
     return fig
 
 
-def plot_learning_curves(sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS,
-                         stem: str = LEARNING_CURVES_FILE, rounds: Sequence[int] | None = None,
-                         per_panel: int = ROUNDS_PER_PANEL, loss: bool = True) -> list[Path]:
+def plot_learning_curves(
+    sources: Sequence[Source],
+    out_dir: Path,
+    formats: Sequence[str] = FORMATS,
+    stem: str = LEARNING_CURVES_FILE,
+    rounds: Sequence[int] | None = None,
+    per_panel: int = ROUNDS_PER_PANEL,
+    loss: bool = True,
+) -> list[Path]:
     """Learning curves as small multiples (see :func:`learning_curves_figure`): ``per_panel`` rounds
     per panel, ``rounds`` to choose which (default all), the loss below (``loss``)."""
     return save(learning_curves_figure(sources, rounds, per_panel, loss), out_dir, stem, formats)
 
 
-def draw_panel(ax: "Axes", source: Source, split: str = "test") -> None:
+def draw_panel(ax: Axes, source: Source, split: str = "test") -> None:
     """The learning curves of one run on ``ax``: up to MOST_ROUNDS rounds, coloured dense to sparse,
     each round's early-stopping iteration starred; the y range fits the data."""
     rows = [row for row in source.run.metrics() if row["split"] == split]
     if source.kind == SUPERMASK_TRAIN:
-        ax.plot([r["iteration"] for r in rows], [r["accuracy"] for r in rows], color="C0", linewidth=1.4,
-                label=f"learned mask ({source.config.get('method', 'supermask')})")
+        ax.plot(
+            [r["iteration"] for r in rows],
+            [r["accuracy"] for r in rows],
+            color="C0",
+            linewidth=1.4,
+            label=f"learned mask ({source.config.get('method', 'supermask')})",
+        )
     else:
         shown = pick_rounds([int(r["round"]) for r in source.rounds], MOST_ROUNDS)
         draw_rounds(ax, source.rounds, rows, shown, "accuracy", split)
@@ -277,15 +356,15 @@ def draw_panel(ax: "Axes", source: Source, split: str = "test") -> None:
 def draw_learning_curves(
     rounds: Sequence[Mapping[str, Any]],
     metrics: Sequence[Mapping[str, Any]],
-    ax: "Axes | None" = None,
+    ax: Axes | None = None,
     split: str = "test",
     title: str | None = None,
     select: Sequence[int] | None = None,
     most: int = MOST_ROUNDS,
     early_stop: bool = True,
-    loss_ax: "Axes | None" = None,
+    loss_ax: Axes | None = None,
     loss_split: str = "val",
-) -> "Figure":
+) -> Figure:
     """Accuracy on ``split`` against training iteration, one line per round (metrics rows hold
     round, iteration, split, loss, accuracy); returns the figure. ``select`` names the rounds to
     draw (default: all, evenly thinned to ``most``, the first and last always); ``early_stop``

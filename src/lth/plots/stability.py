@@ -1,4 +1,5 @@
 """Figures of stability runs: error along the linear paths, and instability against the rewind point."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -38,8 +39,9 @@ def path_figure(run: RunDir) -> Any:
             index = rewinds.index(entry["rewind_iteration"])
             colour = cmap(index / max(1, len(rewinds) - 1) * 0.9)
             path = entry["path"]
-            ax.plot(path["alpha"], path["test_error"], color=colour, linewidth=1.5,
-                    label=f"k = {entry['rewind_iteration']}")
+            ax.plot(
+                path["alpha"], path["test_error"], color=colour, linewidth=1.5, label=f"k = {entry['rewind_iteration']}"
+            )
             if path.get("train_error"):
                 ax.plot(path["alpha"], path["train_error"], color=colour, linewidth=1.0, linestyle="--")
             ax.set_title(_level_label(entry), fontsize="medium")
@@ -67,16 +69,28 @@ def instability_figure(runs: RunDir | Sequence[RunDir]) -> Any:
         prefix = f"{run.path.name}, " if len(runs) > 1 else ""
         for level in dict.fromkeys(e["level"] for e in entries):
             rows = sorted((e for e in entries if e["level"] == level), key=lambda e: e["rewind_iteration"])
-            ax.errorbar([e["rewind_iteration"] for e in rows], [100 * e["instability_test"] for e in rows],
-                        yerr=[100 * e["instability_test_std"] for e in rows], marker="o", markersize=4, capsize=3,
-                        color=cmap(lines % cmap.N), label=prefix + _level_label(rows[0]))
+            ax.errorbar(
+                [e["rewind_iteration"] for e in rows],
+                [100 * e["instability_test"] for e in rows],
+                yerr=[100 * e["instability_test_std"] for e in rows],
+                marker="o",
+                markersize=4,
+                capsize=3,
+                color=cmap(lines % cmap.N),
+                label=prefix + _level_label(rows[0]),
+            )
             lines += 1
         positive += [e["rewind_iteration"] for e in entries if e["rewind_iteration"] > 0]
         thresholds |= {e.get("stable_threshold", 0.02) for e in entries}
     ax.set_xscale("symlog", linthresh=min(positive) if positive else 1)
     for threshold in sorted(thresholds):
-        ax.axhline(100 * threshold, color="grey", linestyle=":", linewidth=1,
-                   label=f"stable: at most {100 * threshold:g} points")
+        ax.axhline(
+            100 * threshold,
+            color="grey",
+            linestyle=":",
+            linewidth=1,
+            label=f"stable: at most {100 * threshold:g} points",
+        )
     ax.set_xlabel("rewind iteration k (symmetric log scale)")
     ax.set_ylabel("test instability (percentage points)")
     ax.grid(alpha=0.3)
@@ -89,8 +103,9 @@ def plot_stability_run(run: RunDir) -> list[Path]:
     """Both figures of a stability run, as PNG in its directory (none before its first path)."""
     if not read_entries(run):
         return []
-    return (save(path_figure(run), run.path, PATH_FILE, ("png",))
-            + save(instability_figure(run), run.path, INSTABILITY_FILE, ("png",)))
+    return save(path_figure(run), run.path, PATH_FILE, ("png",)) + save(
+        instability_figure(run), run.path, INSTABILITY_FILE, ("png",)
+    )
 
 
 def plot_stability(sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS) -> list[Path]:

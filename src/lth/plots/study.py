@@ -1,4 +1,5 @@
 """Figures of studies (robust / session): statistics over trials drawn as bands."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -7,8 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 from lth.plots.accuracy import ACCURACY_FILE, accuracy_figure
 from lth.plots.common import (
-    STUDY, Source, axes_or_new, band_key, clip, fit_ylim, metric_bounds, percent_axis, reference_line,
-    remaining_axis, save,
+    STUDY,
+    Source,
+    axes_or_new,
+    band_key,
+    clip,
+    fit_ylim,
+    metric_bounds,
+    percent_axis,
+    reference_line,
+    remaining_axis,
+    save,
 )
 from lth.store.study_dir import TICKET_LINE, line_order
 
@@ -25,10 +35,10 @@ MINMAX_ALPHA, CI_ALPHA = 0.12, 0.3
 def draw_trials_accuracy(
     summary: Sequence[Mapping[str, Any]],
     metric: str = "test_accuracy_at_early_stop",
-    ax: "Axes | None" = None,
+    ax: Axes | None = None,
     label: str | None = None,
     title: str | None = None,
-) -> "Figure":
+) -> Figure:
     """Mean of ``metric`` over trials against weights remaining, with its 95% CI band and a
     lighter min-max band; ``summary`` holds ``summarise_trials`` rows. Rows that name their
     ``line`` (``summarise_lines``: the ticket, its controls, its branches) give one mean and
@@ -59,12 +69,26 @@ def draw_trials_accuracy(
         linestyle, marker = line_style(line)
         drawn = ax.plot(x, [r["mean"] for r in mine], linestyle=linestyle, marker=marker, label=f"{name} (mean)")[0]
         colour = drawn.get_color()
-        ax.fill_between(x, [r["min"] for r in mine], [r["max"] for r in mine], color=colour, alpha=MINMAX_ALPHA,
-                        linewidth=0, label=None if several else "min-max")
+        ax.fill_between(
+            x,
+            [r["min"] for r in mine],
+            [r["max"] for r in mine],
+            color=colour,
+            alpha=MINMAX_ALPHA,
+            linewidth=0,
+            label=None if several else "min-max",
+        )
         shaded = bool(mine) and all(r["ci95_low"] is not None for r in mine)
         if shaded:
-            ax.fill_between(x, clip([r["ci95_low"] for r in mine], bounds), clip([r["ci95_high"] for r in mine], bounds),
-                            color=colour, alpha=CI_ALPHA, linewidth=0, label=None if several else "95% CI")
+            ax.fill_between(
+                x,
+                clip([r["ci95_low"] for r in mine], bounds),
+                clip([r["ci95_high"] for r in mine], bounds),
+                color=colour,
+                alpha=CI_ALPHA,
+                linewidth=0,
+                label=None if several else "95% CI",
+            )
         if several:  # one key per line: its min-max and CI swatches (its colour, their opacities) under its mean
             swatches = [Patch(facecolor=colour, alpha=MINMAX_ALPHA, edgecolor="none", linewidth=0)]
             if shaded:
@@ -82,14 +106,19 @@ def draw_trials_accuracy(
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(title or f"mean over {trials} trials")
     if several:
-        ax.legend([h for h, _ in entries], [lbl for _, lbl in entries], fontsize="small",
-                  title="darker band: 95% CI; lighter: min-max", title_fontsize="small")
+        ax.legend(
+            [h for h, _ in entries],
+            [lbl for _, lbl in entries],
+            fontsize="small",
+            title="darker band: 95% CI; lighter: min-max",
+            title_fontsize="small",
+        )
     else:
         ax.legend(fontsize="small")
     return ax.figure
 
 
-def study_figure(study: "StudyDir") -> "Figure":
+def study_figure(study: StudyDir) -> Figure:
     """The figure :func:`plot_study` saves: every line (ticket, controls, branches) of every
     experiment of the study as a band over its trials."""
     source = Source(Path(study.path), STUDY, Path(study.path).resolve().name)
@@ -100,7 +129,7 @@ def study_figure(study: "StudyDir") -> "Figure":
     return accuracy_figure([source, *(s for s in others if s is not None)])
 
 
-def _source(path: str) -> "Source | None":
+def _source(path: str) -> Source | None:
     """A run or study to overlay, as a plot source (None when it cannot be read any more)."""
     from lth.errors import LthError
     from lth.plots.common import open_sources
@@ -111,7 +140,7 @@ def _source(path: str) -> "Source | None":
         return None
 
 
-def plot_study(study: "StudyDir") -> list[Path]:
+def plot_study(study: StudyDir) -> list[Path]:
     """A study's figure: mean test accuracy at early stop of every experiment and line (its ticket
     solid, its controls dashed, its branches dash-dotted) with 95% CI and min-max bands over its
     trials, against weights remaining (``accuracy_vs_weights_remaining.png``)."""

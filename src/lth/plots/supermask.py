@@ -1,4 +1,5 @@
 """Figures of supermask-eval runs: untrained accuracy of masked networks at initialisation."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -42,12 +43,22 @@ def accuracy_figure(run: RunDir) -> Any:
     for ax, transform in zip(axes, transforms or [""]):
         for index, criterion in enumerate(criteria):
             points = sorted(
-                ((r["keep"], r["test_accuracy"]) for r in rows
-                 if r["criterion"] == criterion and r["weights"] == transform),
+                (
+                    (r["keep"], r["test_accuracy"])
+                    for r in rows
+                    if r["criterion"] == criterion and r["weights"] == transform
+                ),
                 reverse=True,
             )
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker=markers[index % len(markers)],
-                    markersize=3.5, linewidth=1.2, color=cmap(index % cmap.N), label=criterion)
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                marker=markers[index % len(markers)],
+                markersize=3.5,
+                linewidth=1.2,
+                color=cmap(index % cmap.N),
+                label=criterion,
+            )
         ax.set_xscale("log")
         ax.invert_xaxis()
         if keeps:
@@ -63,8 +74,9 @@ def accuracy_figure(run: RunDir) -> Any:
     fig.suptitle(f"{_title(run)}: supermasks at initialisation")
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize="small",
-                   frameon=False)
+        fig.legend(
+            handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize="small", frameon=False
+        )
     return fig
 
 
@@ -89,8 +101,15 @@ def heatmap_figure(run: RunDir) -> Any:
         for i, values in enumerate(grid):
             for j, value in enumerate(values):
                 if value == value:  # not NaN
-                    ax.text(j, i, f"{100 * value:.0f}", ha="center", va="center", fontsize=6.5,
-                            color="black" if value > 0.6 else "white")
+                    ax.text(
+                        j,
+                        i,
+                        f"{100 * value:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6.5,
+                        color="black" if value > 0.6 else "white",
+                    )
         ax.set_xticks(range(len(keeps)))
         ax.tick_params(axis="x", labelbottom=ax is axes[-1])
         ax.set_yticks(range(len(criteria)), criteria, fontsize=7)

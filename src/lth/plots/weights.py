@@ -5,6 +5,7 @@ For round N (>= 1) the points are the weights trained in round N-1 (kept by mask
 value they are rewound to (``weights/rewind.pt`` when rewinding to k > 0, else ``weights/init.pt``),
 w_f the value at the end of round N-1, and the colour says whether mask N keeps them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -46,8 +47,12 @@ def check_weights(source: Source, chosen: int | None) -> str | None:
     round_index = default_round(source, chosen)
     if round_index == 0:
         return "round 0 is the dense network, with no pruning decision to show; choose --round 1 or later"
-    needed = [source.run.mask_path(round_index), source.run.mask_path(round_index - 1),
-              source.path / "weights" / f"final_round_{round_index - 1:02d}.pt", source.path / "weights" / "init.pt"]
+    needed = [
+        source.run.mask_path(round_index),
+        source.run.mask_path(round_index - 1),
+        source.path / "weights" / f"final_round_{round_index - 1:02d}.pt",
+        source.path / "weights" / "init.pt",
+    ]
     missing = [p for p in needed if not p.is_file()]
     if missing:
         return f"it lacks {missing[0].relative_to(source.path)}"
@@ -64,8 +69,10 @@ def load_layers(source: Source, round_index: int) -> tuple[list[Layer], str]:
     for name, kept in after.items():  # files of another run or model mixed in
         found = (initial.get(name), final.get(name), before.get(name, kept))
         if any(t is None or tuple(t.shape) != tuple(kept.shape) for t in found):
-            raise LthError(f"the weights and masks of run {str(run.path)!r} do not match: {name!r} is missing from "
-                           f"one of them or has another shape; the run is damaged")
+            raise LthError(
+                f"the weights and masks of run {str(run.path)!r} do not match: {name!r} is missing from "
+                f"one of them or has another shape; the run is damaged"
+            )
     layers = []
     for name, kept in after.items():
         alive = before[name].bool() if name in before else torch.ones_like(kept, dtype=torch.bool)
@@ -110,10 +117,12 @@ def _scatter(source: Source, round_index: int) -> Any:
         ax.set_ylabel(f"w_f, end of round {round_index - 1}", fontsize="small")
         ax.tick_params(labelsize="x-small")
         ax.grid(True, alpha=0.25)
-    for ax in axes[len(layers):]:
+    for ax in axes[len(layers) :]:
         ax.set_visible(False)
-    handles = [axes[0].scatter([], [], s=16, color=KEPT_COLOUR, label=f"kept by mask {round_index}"),
-               axes[0].scatter([], [], s=16, color=PRUNED_COLOUR, label=f"pruned by mask {round_index}")]
+    handles = [
+        axes[0].scatter([], [], s=16, color=KEPT_COLOUR, label=f"kept by mask {round_index}"),
+        axes[0].scatter([], [], s=16, color=PRUNED_COLOUR, label=f"pruned by mask {round_index}"),
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize="small", frameon=False)
     fig.suptitle(_title(source, round_index), fontsize="medium")
     return fig
@@ -136,8 +145,15 @@ def _hist(source: Source, round_index: int) -> Any:
         for row, (values, when) in enumerate(((initial, initial_label), (final, f"end of round {round_index - 1}"))):
             ax = axes[row, column]
             data = [values[~kept].numpy(), values[kept].numpy()]
-            ax.hist(data, bins=60, stacked=True, histtype="stepfilled", color=[PRUNED_COLOUR, KEPT_COLOUR], linewidth=0,
-                    label=[f"pruned by mask {round_index}", f"kept by mask {round_index}"])
+            ax.hist(
+                data,
+                bins=60,
+                stacked=True,
+                histtype="stepfilled",
+                color=[PRUNED_COLOUR, KEPT_COLOUR],
+                linewidth=0,
+                label=[f"pruned by mask {round_index}", f"kept by mask {round_index}"],
+            )
             ax.set_title(f"{name}: {when}", fontsize="small")
             ax.tick_params(labelsize="x-small")
             ax.grid(True, alpha=0.25)
@@ -151,8 +167,9 @@ def _hist(source: Source, round_index: int) -> Any:
     return fig
 
 
-def plot_weights_scatter(sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS,
-                         round_index: int | None = None) -> list[Path]:
+def plot_weights_scatter(
+    sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS, round_index: int | None = None
+) -> list[Path]:
     """For every run, w_i against w_f of the weights alive before round N, coloured kept/pruned by mask N."""
     paths = []
     for source in sources:
@@ -162,8 +179,9 @@ def plot_weights_scatter(sources: Sequence[Source], out_dir: Path, formats: Sequ
     return paths
 
 
-def plot_weights_hist(sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS,
-                      round_index: int | None = None) -> list[Path]:
+def plot_weights_hist(
+    sources: Sequence[Source], out_dir: Path, formats: Sequence[str] = FORMATS, round_index: int | None = None
+) -> list[Path]:
     """For every run, stacked histograms (pruned + kept) of the weights alive before round N, at
     initialisation and at the end of round N-1."""
     paths = []

@@ -4,6 +4,7 @@
 statistics tables, the figures, then the configuration: non-default settings, the full one
 collapsed); ``html`` and ``markdown`` render them. Every file is written atomically.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,10 +1,11 @@
 """The blocks a report is made of, independent of its format (HTML, Markdown), and the number
 formats they share."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Details:
     blocks: list[Any] = field(default_factory=list)
 
 
-Block = Union[Heading, Text, Table, Figure, Details]
+Block = Heading | Text | Table | Figure | Details
 
 
 @dataclass

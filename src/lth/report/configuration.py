@@ -1,9 +1,10 @@
 """A run's configuration in a report: the settings that differ from their defaults first (with
 the default beside each), the full configuration collapsed."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 from lth.report.blocks import Details, Table, Text, scalar
 
@@ -23,7 +24,7 @@ def config_table(config: Mapping[str, Any]) -> Table:
     return Table(["setting", "value"], [[k, v] for k, v in flatten(config)])
 
 
-def config_defaults(config: Mapping[str, Any]) -> Optional[dict[str, str]]:
+def config_defaults(config: Mapping[str, Any]) -> dict[str, str] | None:
     """The default of every setting of a ticket-search config (a find-ticket run's, a branch's, a
     supermask-eval or stability run's, a study trial's), flattened as :func:`config_table` writes
     them: :class:`~lth.config.TicketConfig`'s own, with the recipe of ``config["model"]`` filled
@@ -52,23 +53,33 @@ def config_blocks(config: Mapping[str, Any], what: str = "configuration") -> lis
     defaults = config_defaults(config)
     blocks: list[Any] = []
     if defaults is None:
-        blocks.append(Text(f"No defaults are known for this {what} (not a ticket search's, or its model is not "
-                           "registered here): every setting is in the full table below."))
+        blocks.append(
+            Text(
+                f"No defaults are known for this {what} (not a ticket search's, or its model is not "
+                "registered here): every setting is in the full table below."
+            )
+        )
     else:
         recipe_filled = {k for k, f in TicketConfig.model_fields.items() if f.default is None}
-        changed = [[key, value, defaults[key]] for key, value in rows
-                   if key in defaults and value != defaults[key]
-                   and not (value == "null" and key in recipe_filled)]  # None: "take the recipe's"
+        changed = [
+            [key, value, defaults[key]]
+            for key, value in rows
+            if key in defaults and value != defaults[key] and not (value == "null" and key in recipe_filled)
+        ]  # None: "take the recipe's"
         own = [[key, value] for key, value in rows if key not in defaults]
         source = f"lth.config.TicketConfig's, with the recipe of {scalar(config.get('model'))} filled in"
         if changed:
-            blocks.append(Table(["setting", "value", "default"], changed,
-                                f"{len(changed)} setting{'s' * (len(changed) != 1)} differ{'s' * (len(changed) == 1)} "
-                                f"from the defaults ({source})"))
+            blocks.append(
+                Table(
+                    ["setting", "value", "default"],
+                    changed,
+                    f"{len(changed)} setting{'s' * (len(changed) != 1)} differ{'s' * (len(changed) == 1)} "
+                    f"from the defaults ({source})",
+                )
+            )
         else:
             blocks.append(Text(f"Every setting has its default value ({source})."))
         if own:
-            blocks.append(Table(["setting", "value"], own, "Settings of this kind of run (no default to compare "
-                                                           "with)"))
+            blocks.append(Table(["setting", "value"], own, "Settings of this kind of run (no default to compare with)"))
     blocks.append(Details(f"Full {what} ({len(rows)} settings)", [config_table(config)]))
     return blocks

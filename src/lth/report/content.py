@@ -5,6 +5,7 @@ Each run's or study's section leads with its results: a headline (the best ticke
 dense network and the controls, :mod:`lth.report.headline`), its tables, its figures; then its
 status and configuration (:mod:`lth.report.configuration`): the settings that differ from the
 defaults, and the full configuration collapsed."""
+
 from __future__ import annotations
 
 import re
@@ -12,18 +13,18 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from lth import __version__
 from lth.plots import KINDS, Source, draw_kind, open_sources
-from lth.plots.kinds import why_not
 from lth.plots.common import STABILITY, STUDY, SUPERMASK_EVAL, SUPERMASK_TRAIN, TICKET
-
-#: Kinds drawn once over all sources when a report covers several.
-OVERLAY_KINDS = ("accuracy", "early-stop", "learning-curves", "layers")
+from lth.plots.kinds import why_not
 from lth.report.blocks import Figure, Heading, Report, Section, Table, Text, pct
 from lth.report.configuration import config_blocks, flatten, scalar
 from lth.report.headline import headline_blocks, headline_definition, headline_text, run_headline, study_headlines
+
+#: Kinds drawn once over all sources when a report covers several.
+OVERLAY_KINDS = ("accuracy", "early-stop", "learning-curves", "layers")
 
 
 def _slug(text: str, taken: set[str]) -> str:
@@ -41,9 +42,17 @@ def _slug(text: str, taken: set[str]) -> str:
 def rounds_table(source: Source) -> Table:
     """The per-round table of ``lth show``: ticket values and each control's accuracy at early stop."""
     headers = ["round", "weights left", "early-stop it", "val acc @ES", "test acc @ES", "final test acc"]
-    rows = [[str(r["round"]), pct(r["weights_remaining"]), str(r["early_stop_iteration"]),
-             pct(r["val_accuracy_at_early_stop"]), pct(r["test_accuracy_at_early_stop"]), pct(r["final_test_accuracy"])]
-            for r in source.rounds]
+    rows = [
+        [
+            str(r["round"]),
+            pct(r["weights_remaining"]),
+            str(r["early_stop_iteration"]),
+            pct(r["val_accuracy_at_early_stop"]),
+            pct(r["test_accuracy_at_early_stop"]),
+            pct(r["final_test_accuracy"]),
+        ]
+        for r in source.rounds
+    ]
     for name, control in source.controls.items():
         by_round = {r["round"]: r for r in control}
         headers.append(f"{name} test acc @ES")
@@ -56,8 +65,16 @@ def rounds_table(source: Source) -> Table:
 def control_table(name: str, rounds: Sequence[Mapping[str, Any]]) -> Table:
     return Table(
         ["round", "weights left", "early-stop it", "test acc @ES", "final test acc"],
-        [[str(r["round"]), pct(r["weights_remaining"]), str(r["early_stop_iteration"]),
-          pct(r["test_accuracy_at_early_stop"]), pct(r["final_test_accuracy"])] for r in rounds],
+        [
+            [
+                str(r["round"]),
+                pct(r["weights_remaining"]),
+                str(r["early_stop_iteration"]),
+                pct(r["test_accuracy_at_early_stop"]),
+                pct(r["final_test_accuracy"]),
+            ]
+            for r in rounds
+        ],
     )
 
 
@@ -78,20 +95,43 @@ def statistics_table(summary: Sequence[Mapping[str, Any]]) -> Table:
 
     by_key = {(r["experiment"], r.get("line", TICKET_LINE), r["round"], r["metric"]): r for r in summary}
     experiments = list(dict.fromkeys(r["experiment"] for r in summary))
-    keys = sorted((key for key in by_key if key[3] == "test_accuracy_at_early_stop"),
-                  key=lambda k: (experiments.index(k[0]), line_order(k[1]), k[2]))
+    keys = sorted(
+        (key for key in by_key if key[3] == "test_accuracy_at_early_stop"),
+        key=lambda k: (experiments.index(k[0]), line_order(k[1]), k[2]),
+    )
     rows = []
     for experiment, line, round_index, metric in keys:
         r = by_key[(experiment, line, round_index, metric)]
         es = by_key.get((experiment, line, round_index, "early_stop_iteration"))
         level = f"keep {100 * r['keep']:g}%" if "keep" in r else str(round_index)  # a pruning-at-init study's level
-        rows.append([experiment, line, level, pct(r["weights_remaining"]), str(r["trials"]), _mean_ci(r),
-                     f"[{100 * r['min']:.2f}, {100 * r['max']:.2f}]",
-                     _mean_ci(by_key.get((experiment, line, round_index, "final_test_accuracy"))),
-                     _mean_ci(es, percent=False)])
+        rows.append(
+            [
+                experiment,
+                line,
+                level,
+                pct(r["weights_remaining"]),
+                str(r["trials"]),
+                _mean_ci(r),
+                f"[{100 * r['min']:.2f}, {100 * r['max']:.2f}]",
+                _mean_ci(by_key.get((experiment, line, round_index, "final_test_accuracy"))),
+                _mean_ci(es, percent=False),
+            ]
+        )
     level = "level" if any("keep" in r for r in summary) else "round"
-    return Table(["experiment", "line", level, "weights left", "trials", "test acc @ES (mean ± 95% CI)",
-                  "[min, max] %", "final test acc", "early-stop it"], rows)
+    return Table(
+        [
+            "experiment",
+            "line",
+            level,
+            "weights left",
+            "trials",
+            "test acc @ES (mean ± 95% CI)",
+            "[min, max] %",
+            "final test acc",
+            "early-stop it",
+        ],
+        rows,
+    )
 
 
 def supermask_eval_table(source: Source) -> Table:
@@ -99,8 +139,18 @@ def supermask_eval_table(source: Source) -> Table:
 
     return Table(
         ["criterion", "weights", "keep", "weights left", "test acc", "train acc", "test loss"],
-        [[r["criterion"], r["weights"], f"{100 * r['keep']:.3g}%", pct(r["weights_remaining"]), pct(r["test_accuracy"]),
-          pct(r["train_accuracy"]), f"{r['test_loss']:.4f}"] for r in read_rows(source.run)],
+        [
+            [
+                r["criterion"],
+                r["weights"],
+                f"{100 * r['keep']:.3g}%",
+                pct(r["weights_remaining"]),
+                pct(r["test_accuracy"]),
+                pct(r["train_accuracy"]),
+                f"{r['test_loss']:.4f}",
+            ]
+            for r in read_rows(source.run)
+        ],
     )
 
 
@@ -114,11 +164,29 @@ def stability_table(source: Source) -> Table:
     from lth.experiments.stability import read_entries
 
     return Table(
-        ["level", "weights left", "rewind k", "pairs", "test instability (pp)", "train instability (pp)",
-         "test loss barrier", "stable"],
-        [[str(e["level"]), pct(e["weights_remaining"]), str(e["rewind_iteration"]), str(e.get("pairs", "")),
-          _points(e, "instability_test"), _points(e, "instability_train"), f"{e['loss_barrier_test']:.4f}",
-          "yes" if e.get("stable") else "no"] for e in read_entries(source.run)],
+        [
+            "level",
+            "weights left",
+            "rewind k",
+            "pairs",
+            "test instability (pp)",
+            "train instability (pp)",
+            "test loss barrier",
+            "stable",
+        ],
+        [
+            [
+                str(e["level"]),
+                pct(e["weights_remaining"]),
+                str(e["rewind_iteration"]),
+                str(e.get("pairs", "")),
+                _points(e, "instability_test"),
+                _points(e, "instability_train"),
+                f"{e['loss_barrier_test']:.4f}",
+                "yes" if e.get("stable") else "no",
+            ]
+            for e in read_entries(source.run)
+        ],
     )
 
 
@@ -127,10 +195,12 @@ def stability_definition(source: Source) -> Text:
     settings = source.config.get("stability")
     threshold = settings.get("stable_threshold") if isinstance(settings, Mapping) else None
     threshold = threshold if isinstance(threshold, (int, float)) and not isinstance(threshold, bool) else 0.02
-    return Text("Instability is the largest error along the linear path between two copies of the network "
-                "(trained from the same weights at rewind iteration k with different data orders) minus the mean "
-                "of the errors at the path's two ends, in percentage points (pp, mean ± std over pairs), and the "
-                f"network is stable at k when its mean test instability is at most {100 * threshold:g} pp.")
+    return Text(
+        "Instability is the largest error along the linear path between two copies of the network "
+        "(trained from the same weights at rewind iteration k with different data orders) minus the mean "
+        "of the errors at the path's two ends, in percentage points (pp, mean ± std over pairs), and the "
+        f"network is stable at k when its mean test instability is at most {100 * threshold:g} pp."
+    )
 
 
 def supermask_train_table(source: Source) -> Table:
@@ -179,18 +249,29 @@ def source_section(source: Source, anchor: str, work: Path) -> Section:
         summary = source.study.summary()
         blocks += headline_blocks(study_headlines(summary), study=True)
         blocks += [Heading("Statistics over trials"), statistics_table(summary)]
-        details += [Table(
-            ["experiment", "settings", "trials", "complete"],
-            [[e["name"], ", ".join(f"{k}={scalar(v)}" for k, v in e.get("settings", {}).items()) or "(base)",
-              str(len(e["runs"])),
-              str(sum(source.study.run(r["path"]).status().get("status") == "complete" for r in e["runs"]))]
-             for e in experiments], "Experiments")]
+        details += [
+            Table(
+                ["experiment", "settings", "trials", "complete"],
+                [
+                    [
+                        e["name"],
+                        ", ".join(f"{k}={scalar(v)}" for k, v in e.get("settings", {}).items()) or "(base)",
+                        str(len(e["runs"])),
+                        str(sum(source.study.run(r["path"]).status().get("status") == "complete" for r in e["runs"])),
+                    ]
+                    for e in experiments
+                ],
+                "Experiments",
+            )
+        ]
         if experiments and experiments[0]["runs"]:
             first = experiments[0]["runs"][0]
             trial = source.study.run(first["path"])  # its config.yaml has the recipe filled in
             config = trial.config() if (trial.path / "config.yaml").is_file() else first["config"]
-            details += [Text("Configuration of the first trial of the first experiment:"),
-                        *config_blocks(config, "configuration of the first trial")]
+            details += [
+                Text("Configuration of the first trial of the first experiment:"),
+                *config_blocks(config, "configuration of the first trial"),
+            ]
     else:
         if source.kind == TICKET:
             blocks += headline_blocks([h for h in [run_headline(source)] if h is not None])
@@ -213,7 +294,7 @@ def source_section(source: Source, anchor: str, work: Path) -> Section:
     return section
 
 
-def headlines_section(sources: Sequence[Source], anchor: str) -> Optional[Section]:
+def headlines_section(sources: Sequence[Source], anchor: str) -> Section | None:
     """For a report on several sources: each one's headline in words, before anything else."""
     blocks: list[Any] = []
     for source in sources:
@@ -245,9 +326,20 @@ def build_report(paths: Sequence[str | Path]) -> Report:
             anchor = _slug("comparison", taken)
             overlay = figures(OVERLAY_KINDS, sources, work, anchor, least=2)
             if overlay:
-                sections.append(Section("Comparison", anchor, [
-                    Text("Every run and study of this report on shared axes: "
-                         + ", ".join(s.label for s in sources) + "."), *overlay]))
+                sections.append(
+                    Section(
+                        "Comparison",
+                        anchor,
+                        [
+                            Text(
+                                "Every run and study of this report on shared axes: "
+                                + ", ".join(s.label for s in sources)
+                                + "."
+                            ),
+                            *overlay,
+                        ],
+                    )
+                )
         for source in sources:
             sections.append(source_section(source, _slug(source.label, taken), work))
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")

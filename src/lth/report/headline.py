@@ -1,15 +1,15 @@
 """The headline of a run or a study experiment: the best ticket (the sparsest level within
 :data:`TICKET_TOLERANCE` of the dense network), the most accurate level, and the controls there."""
+
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from lth.plots import Source
 from lth.report.blocks import Heading, Table, Text, pct
-
 
 #: The metric the headline ranks levels by: test accuracy at the early-stopping iteration.
 HEADLINE_METRIC = "test_accuracy_at_early_stop"
@@ -24,7 +24,7 @@ class Value:
     half-width (``ci``; None for one trial or a run)."""
 
     value: float
-    ci: Optional[float] = None
+    ci: float | None = None
 
 
 @dataclass(frozen=True)
@@ -42,19 +42,23 @@ class Level:
 class Headline:
     """What a run or a study experiment found (see :func:`pick_headline`)."""
 
-    dense: Optional[Level]
-    best_ticket: Optional[Level]
-    best_accuracy: Optional[Level]
-    trials: Optional[int] = None  # a study's: the trials each value is the mean of
-    experiment: Optional[str] = None
+    dense: Level | None
+    best_ticket: Level | None
+    best_accuracy: Level | None
+    trials: int | None = None  # a study's: the trials each value is the mean of
+    experiment: str | None = None
 
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def pick_headline(lines: Mapping[str, Sequence[Mapping[str, Any]]], tolerance: float = TICKET_TOLERANCE,
-                  trials: Optional[int] = None, experiment: Optional[str] = None) -> Optional[Headline]:
+def pick_headline(
+    lines: Mapping[str, Sequence[Mapping[str, Any]]],
+    tolerance: float = TICKET_TOLERANCE,
+    trials: int | None = None,
+    experiment: str | None = None,
+) -> Headline | None:
     """The headline of ``lines`` (``ticket`` and its controls), each a list of levels: mappings
     with ``round``, ``weights_remaining``, ``value`` and optionally ``ci`` and ``label``.
 
@@ -62,6 +66,7 @@ def pick_headline(lines: Mapping[str, Sequence[Mapping[str, Any]]], tolerance: f
     whose ticket value is at least the dense value minus ``tolerance`` (the later round on a tie;
     None without a dense level or when no pruned level is that good); ``best_accuracy`` the
     level of the highest ticket value (the sparser on a tie). None without ticket levels."""
+
     def level(row: Mapping[str, Any]) -> Level:
         controls = {}
         for name, rows in lines.items():
@@ -70,8 +75,13 @@ def pick_headline(lines: Mapping[str, Sequence[Mapping[str, Any]]], tolerance: f
             match = next((r for r in rows if r["round"] == row["round"]), None)
             if match is not None:
                 controls[name] = Value(match["value"], match.get("ci"))
-        return Level(int(row["round"]), row.get("label") or f"round {row['round']}", row["weights_remaining"],
-                     Value(row["value"], row.get("ci")), controls)
+        return Level(
+            int(row["round"]),
+            row.get("label") or f"round {row['round']}",
+            row["weights_remaining"],
+            Value(row["value"], row.get("ci")),
+            controls,
+        )
 
     ticket = [r for r in lines.get("ticket", []) if _number(r.get("value")) and _number(r.get("weights_remaining"))]
     if not ticket:
@@ -80,20 +90,30 @@ def pick_headline(lines: Mapping[str, Sequence[Mapping[str, Any]]], tolerance: f
     dense = level(first) if first is not None else None
     best_ticket = None
     if first is not None:
-        good = [r for r in ticket if r["weights_remaining"] < first["weights_remaining"]
-                and r["value"] - first["value"] >= -tolerance - 1e-12]  # 1e-12: 0.5 points exactly counts
+        good = [
+            r
+            for r in ticket
+            if r["weights_remaining"] < first["weights_remaining"] and r["value"] - first["value"] >= -tolerance - 1e-12
+        ]  # 1e-12: 0.5 points exactly counts
         if good:
             best_ticket = level(min(good, key=lambda r: (r["weights_remaining"], -r["round"])))
     best = max(ticket, key=lambda r: (r["value"], -r["weights_remaining"]))
     return Headline(dense, best_ticket, level(best), trials, experiment)
 
 
-def run_headline(source: Source) -> Optional[Headline]:
+def run_headline(source: Source) -> Headline | None:
     """A ticket run's headline from its recorded rounds (``rounds.json``) and controls."""
     lines = {"ticket": source.rounds, **source.controls}
-    return pick_headline({name: [{"round": r["round"], "weights_remaining": r.get("weights_remaining"),
-                                  "value": r.get(HEADLINE_METRIC)} for r in rows if _number(r.get(HEADLINE_METRIC))]
-                          for name, rows in lines.items()})
+    return pick_headline(
+        {
+            name: [
+                {"round": r["round"], "weights_remaining": r.get("weights_remaining"), "value": r.get(HEADLINE_METRIC)}
+                for r in rows
+                if _number(r.get(HEADLINE_METRIC))
+            ]
+            for name, rows in lines.items()
+        }
+    )
 
 
 def study_headlines(summary: Sequence[Mapping[str, Any]]) -> list[Headline]:
@@ -112,8 +132,14 @@ def study_headlines(summary: Sequence[Mapping[str, Any]]) -> list[Headline]:
             ci = r["ci95_high"] - r["mean"] if _number(r.get("ci95_high")) else None
             label = f"round {r['round']}" + (f" (keep {100 * r['keep']:g}%)" if "keep" in r else "")
             lines.setdefault(r.get("line", TICKET_LINE), []).append(
-                {"round": r["round"], "weights_remaining": r["weights_remaining"], "value": r["mean"], "ci": ci,
-                 "label": label})
+                {
+                    "round": r["round"],
+                    "weights_remaining": r["weights_remaining"],
+                    "value": r["mean"],
+                    "ci": ci,
+                    "label": label,
+                }
+            )
         trials = max((int(r["trials"]) for r in mine if _number(r.get("trials"))), default=None)
         headline = pick_headline(lines, trials=trials, experiment=experiment)
         if headline is not None:
@@ -137,19 +163,26 @@ def _where(level: Level) -> str:
 
 
 def _controls(level: Level) -> str:
-    return "".join(f"; {name} control {_acc(v)} ({_diff(v.value, level.ticket.value)} vs the ticket)"
-                   for name, v in level.controls.items())
+    return "".join(
+        f"; {name} control {_acc(v)} ({_diff(v.value, level.ticket.value)} vs the ticket)"
+        for name, v in level.controls.items()
+    )
 
 
-def headline_definition(study: Optional[bool] = False) -> Text:
+def headline_definition(study: bool | None = False) -> Text:
     """The sentence that defines the headline's levels: of a run (``study`` False), of a study
     (True: means over trials), or of both (None)."""
     level = "round" if study is False else "level"
-    means = {False: "", True: " Accuracies are means over the trials; ± is the 95% confidence interval's half-width.",
-             None: " A study's accuracies are means over its trials; ± is the 95% confidence interval's half-width."}
-    return Text(f"Best ticket: the sparsest pruned {level} whose ticket test accuracy at early stop is at most "
-                f"{100 * TICKET_TOLERANCE:g} points below the dense network's (round 0), or above it; best accuracy: "
-                f"the {level} with the highest ticket test accuracy at early stop.{means[study]}")
+    means = {
+        False: "",
+        True: " Accuracies are means over the trials; ± is the 95% confidence interval's half-width.",
+        None: " A study's accuracies are means over its trials; ± is the 95% confidence interval's half-width.",
+    }
+    return Text(
+        f"Best ticket: the sparsest pruned {level} whose ticket test accuracy at early stop is at most "
+        f"{100 * TICKET_TOLERANCE:g} points below the dense network's (round 0), or above it; best accuracy: "
+        f"the {level} with the highest ticket test accuracy at early stop.{means[study]}"
+    )
 
 
 def headline_text(headline: Headline, named: bool = False) -> str:
@@ -158,11 +191,15 @@ def headline_text(headline: Headline, named: bool = False) -> str:
     out = []
     dense, ticket, best = headline.dense, headline.best_ticket, headline.best_accuracy
     if ticket is not None and dense is not None:
-        out.append(f"Best ticket: {_where(ticket)}, test accuracy {_acc(ticket.ticket)} vs dense "
-                   f"{_acc(dense.ticket)} ({_diff(ticket.ticket.value, dense.ticket.value)}){_controls(ticket)}.")
+        out.append(
+            f"Best ticket: {_where(ticket)}, test accuracy {_acc(ticket.ticket)} vs dense "
+            f"{_acc(dense.ticket)} ({_diff(ticket.ticket.value, dense.ticket.value)}){_controls(ticket)}."
+        )
     elif dense is not None:
-        out.append(f"No pruned level stays within {100 * TICKET_TOLERANCE:g} points of the dense accuracy "
-                   f"({_acc(dense.ticket)}).")
+        out.append(
+            f"No pruned level stays within {100 * TICKET_TOLERANCE:g} points of the dense accuracy "
+            f"({_acc(dense.ticket)})."
+        )
     else:
         out.append("No dense round 0 (all the weights) to compare with.")
     if best is not None:
@@ -172,8 +209,7 @@ def headline_text(headline: Headline, named: bool = False) -> str:
             out.append(f"Best accuracy: the dense network ({dense.label}).")
         else:
             versus = f" ({_diff(best.ticket.value, dense.ticket.value)} vs dense)" if dense is not None else ""
-            out.append(f"Best accuracy: {_where(best)}, test accuracy {_acc(best.ticket)}{versus}"
-                       f"{_controls(best)}.")
+            out.append(f"Best accuracy: {_where(best)}, test accuracy {_acc(best.ticket)}{versus}{_controls(best)}.")
     text = " ".join(out)
     if headline.trials is not None:
         prefix = f"Experiment {headline.experiment}, mean" if named else "Mean"
@@ -184,21 +220,41 @@ def headline_text(headline: Headline, named: bool = False) -> str:
 def headline_table(headlines: Sequence[Headline]) -> Table:
     """Dense, best ticket and best accuracy of each headline, with every control at those levels."""
     study = len(headlines) > 1  # a study's experiments, one row group each
-    controls = list(dict.fromkeys(name for h in headlines for lv in (h.dense, h.best_ticket, h.best_accuracy)
-                                  if lv is not None for name in lv.controls))
+    controls = list(
+        dict.fromkeys(
+            name
+            for h in headlines
+            for lv in (h.dense, h.best_ticket, h.best_accuracy)
+            if lv is not None
+            for name in lv.controls
+        )
+    )
     mean = any(h.trials is not None for h in headlines)
     headers = (["experiment"] if study else []) + [
-        "", "level", "weights left", "ticket test acc @ES" + (" (mean ± 95% CI)" if mean else ""),
-        "vs dense (points)", *(f"{name} test acc @ES" for name in controls)]
+        "",
+        "level",
+        "weights left",
+        "ticket test acc @ES" + (" (mean ± 95% CI)" if mean else ""),
+        "vs dense (points)",
+        *(f"{name} test acc @ES" for name in controls),
+    ]
     rows = []
     for h in headlines:
         for name, lv in (("dense", h.dense), ("best ticket", h.best_ticket), ("best accuracy", h.best_accuracy)):
             if lv is None:
                 continue
             versus = f"{100 * (lv.ticket.value - h.dense.ticket.value):+.2f}" if h.dense is not None else ""
-            rows.append(([h.experiment or ""] if study else []) + [
-                name, lv.label, pct(lv.weights_remaining), _acc(lv.ticket), versus,
-                *(_acc(lv.controls[c]) if c in lv.controls else "" for c in controls)])
+            rows.append(
+                ([h.experiment or ""] if study else [])
+                + [
+                    name,
+                    lv.label,
+                    pct(lv.weights_remaining),
+                    _acc(lv.ticket),
+                    versus,
+                    *(_acc(lv.controls[c]) if c in lv.controls else "" for c in controls),
+                ]
+            )
     return Table(headers, rows)
 
 
@@ -206,5 +262,9 @@ def headline_blocks(headlines: Sequence[Headline], study: bool = False) -> list[
     if not headlines:
         return []
     named = len(headlines) > 1
-    return [Heading("Headline"), *(Text(headline_text(h, named), strong=True) for h in headlines),
-            headline_definition(study), headline_table(headlines)]
+    return [
+        Heading("Headline"),
+        *(Text(headline_text(h, named), strong=True) for h in headlines),
+        headline_definition(study),
+        headline_table(headlines),
+    ]

@@ -1,5 +1,6 @@
 """A report as one self-contained HTML file: inline CSS, figures as base64 PNG data URIs, no
 scripts and no external resources (it opens offline, from anywhere)."""
+
 from __future__ import annotations
 
 import base64
@@ -49,14 +50,18 @@ def _table(table: Table) -> str:
     caption = f"<caption>{escape(table.caption)}</caption>" if table.caption else ""
     head = "".join(f"<th>{escape(h)}</th>" for h in table.headers)
     body = "\n".join("<tr>" + "".join(_cell(str(c), not settings) for c in row) + "</tr>" for row in table.rows)
-    return (f'<div class="scroll"><table{css}>{caption}<thead><tr>{head}</tr></thead>\n'
-            f"<tbody>\n{body}\n</tbody></table></div>")
+    return (
+        f'<div class="scroll"><table{css}>{caption}<thead><tr>{head}</tr></thead>\n'
+        f"<tbody>\n{body}\n</tbody></table></div>"
+    )
 
 
 def _figure(figure: Figure) -> str:
     data = base64.b64encode(figure.png).decode("ascii")
-    return (f'<figure id="{escape(figure.name)}"><img src="data:image/png;base64,{data}" '
-            f'alt="{escape(figure.caption)}"><figcaption>{escape(figure.caption)}</figcaption></figure>')
+    return (
+        f'<figure id="{escape(figure.name)}"><img src="data:image/png;base64,{data}" '
+        f'alt="{escape(figure.caption)}"><figcaption>{escape(figure.caption)}</figcaption></figure>'
+    )
 
 
 def _blocks(blocks: list) -> list[str]:

@@ -1,4 +1,5 @@
 """A report as Markdown (GitHub pipe tables) with its figures as PNG files in a folder beside it."""
+
 from __future__ import annotations
 
 from html import escape
@@ -44,9 +45,19 @@ def _blocks(blocks: list, image_dir: str) -> list[str]:
         elif isinstance(block, Table):
             parts += [_table(block), ""]
         elif isinstance(block, Figure):
-            parts += [f"![{_escape(block.caption)}]({image_dir}/{image_name(block)})", "",
-                      f"*{_escape(block.caption)}*", ""]
+            parts += [
+                f"![{_escape(block.caption)}]({image_dir}/{image_name(block)})",
+                "",
+                f"*{_escape(block.caption)}*",
+                "",
+            ]
         elif isinstance(block, Details):
-            parts += ["<details>", f"<summary>{escape(block.summary)}</summary>", "",
-                      *_blocks(block.blocks, image_dir), "</details>", ""]
+            parts += [
+                "<details>",
+                f"<summary>{escape(block.summary)}</summary>",
+                "",
+                *_blocks(block.blocks, image_dir),
+                "</details>",
+                "",
+            ]
     return parts

@@ -1,4 +1,5 @@
 """Side-by-side comparison of runs: config differences and a metric per weights-remaining level."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,8 +44,9 @@ def compare_runs(root: Path, rows: list[dict[str, Any]], metric: str) -> dict[st
     rows of runs under ``root``: one column per line of results of each run and study experiment."""
     configs = [row["config"] for row in rows]
     keys = sorted(set().union(*configs) - _NOT_COMPARED)
-    differences = {key: [c.get(key) for c in configs] for key in keys
-                   if any(c.get(key) != configs[0].get(key) for c in configs)}
+    differences = {
+        key: [c.get(key) for c in configs] for key in keys if any(c.get(key) != configs[0].get(key) for c in configs)
+    }
     described: dict[str, Column] = {}
     for row in rows:
         described.update(_lines(root / row["path"], row["id"], metric))
@@ -58,6 +60,12 @@ def compare_runs(root: Path, rows: list[dict[str, Any]], metric: str) -> dict[st
         }
         for r in rounds
     ]
-    return {"runs": [row["id"] for row in rows], "metric": metric, "config_differences": differences,
-            "columns": list(columns), "column_groups": [group for group, _, _ in described.values()],
-            "column_lines": [line for _, line, _ in described.values()], "levels": levels}
+    return {
+        "runs": [row["id"] for row in rows],
+        "metric": metric,
+        "config_differences": differences,
+        "columns": list(columns),
+        "column_groups": [group for group, _, _ in described.values()],
+        "column_lines": [line for _, line, _ in described.values()],
+        "levels": levels,
+    }

@@ -1,17 +1,27 @@
 """What each file of a run directory must hold: the checks its readers apply (a damaged file is
 one LthError line naming it, see :mod:`lth.documents`)."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from lth.documents import brief, damaged, is_number
 
 METRIC_FIELDS = ("round", "iteration", "split", "loss", "accuracy")
 ROUND_FIELDS = {  # what every rounds.json entry holds (what `lth show` prints)
     "round": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    **{name: is_number for name in ("weights_remaining", "early_stop_iteration", "val_accuracy_at_early_stop",
-                                    "test_accuracy_at_early_stop", "final_test_accuracy")},
+    **{
+        name: is_number
+        for name in (
+            "weights_remaining",
+            "early_stop_iteration",
+            "val_accuracy_at_early_stop",
+            "test_accuracy_at_early_stop",
+            "final_test_accuracy",
+        )
+    },
 }
 
 
@@ -29,12 +39,15 @@ def metric_row(path: Path, line: int, row: dict[str, Any]) -> dict[str, Any]:
     return {name: typed[name] for name in METRIC_FIELDS}
 
 
-def status_problem(status: dict[str, Any]) -> Optional[str]:
+def status_problem(status: dict[str, Any]) -> str | None:
     """What is wrong with the content of a ``status.json``, or None."""
     if not isinstance(status.get("status", ""), str):
         return f"its status is {brief(status['status'], 40)}, not a word"
-    wrong = [key for key in ("runs_total", "runs_complete", "runs_failed")
-             if key in status and not (is_int(status[key]) or status[key] is None)]
+    wrong = [
+        key
+        for key in ("runs_total", "runs_complete", "runs_failed")
+        if key in status and not (is_int(status[key]) or status[key] is None)
+    ]
     return f"its {wrong[0]} is {brief(status[wrong[0]], 40)}, not a whole number" if wrong else None
 
 
@@ -44,7 +57,7 @@ def _is_tensor(value: Any) -> bool:
     return isinstance(value, torch.Tensor)
 
 
-def tensor_map_problem(data: Any) -> Optional[str]:
+def tensor_map_problem(data: Any) -> str | None:
     """What keeps ``data`` from being a mapping of names to tensors, or None."""
     if not isinstance(data, dict):
         return f"it holds a {type(data).__name__}, not a mapping of names to tensors"
@@ -73,24 +86,37 @@ def _is_line(value: Any) -> bool:  # one line of results: {"rounds": [...], "met
 #: The format number of a find-ticket run's ``checkpoint.pt`` (written by ticket_search._Search).
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_FIELDS: dict[str, Callable[[Any], bool]] = {  # what a checkpoint.pt holds (see ticket_search._Search)
-    "format": is_int, "round": is_int, "stage": lambda v: isinstance(v, str),
-    "mask": _is_tensor_map, "control_mask": _optional(_is_tensor_map), "w_final": _is_tensor_map,
+    "format": is_int,
+    "round": is_int,
+    "stage": lambda v: isinstance(v, str),
+    "mask": _is_tensor_map,
+    "control_mask": _optional(_is_tensor_map),
+    "w_final": _is_tensor_map,
     "rewind_state": _optional(_is_tensor_map),
-    "generator": _is_tensor, "torch_rng": _is_tensor,
+    "generator": _is_tensor,
+    "torch_rng": _is_tensor,
     "snapshots": lambda v: isinstance(v, dict) and all(_is_tensor_map(s) for s in v.values()),
     "masks": lambda v: isinstance(v, list) and all(_is_tensor_map(m) for m in v),
-    "ticket": _is_line, "controls": lambda v: isinstance(v, dict) and all(_is_line(c) for c in v.values()),
+    "ticket": _is_line,
+    "controls": lambda v: isinstance(v, dict) and all(_is_line(c) for c in v.values()),
     "training": _optional(lambda v: isinstance(v, dict)),
-    "started": lambda v: isinstance(v, str), "resumed": is_int,
+    "started": lambda v: isinstance(v, str),
+    "resumed": is_int,
 }
 TRAINING_FIELDS: dict[str, Callable[[Any], bool]] = {  # an interrupted training (TrainProgress.as_dict)
-    "iteration": is_int, "model": _is_tensor_map, "optimizer": lambda v: isinstance(v, dict),
-    "metrics": lambda v: isinstance(v, list), "running": _is_tensor, "seen": is_int,
-    "best_loss": is_number, "best_state": _optional(_is_tensor_map), "seconds": is_number,
+    "iteration": is_int,
+    "model": _is_tensor_map,
+    "optimizer": lambda v: isinstance(v, dict),
+    "metrics": lambda v: isinstance(v, list),
+    "running": _is_tensor,
+    "seen": is_int,
+    "best_loss": is_number,
+    "best_state": _optional(_is_tensor_map),
+    "seconds": is_number,
 }
 
 
-def checkpoint_problem(state: Any) -> Optional[str]:
+def checkpoint_problem(state: Any) -> str | None:
     """What is wrong with a loaded checkpoint (missing keys, values of the wrong type), or None.
 
     A checkpoint of another format is left for the resuming code to refuse by its number."""

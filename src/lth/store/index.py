@@ -7,6 +7,7 @@ of runs instant. It is updated whenever a run writes its status (start, resume, 
 runs root at once: SQLite serialises the writes (WAL journal, generous busy timeout), and a
 run's row is written only by that run.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,10 +16,11 @@ import os
 import sqlite3
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 import yaml
 
@@ -27,13 +29,27 @@ from lth.errors import LthError
 from lth.store.ownership import check_owned, remove_owned
 from lth.store.run_dir import STATUS_LISTENERS, RunDir, runs_root
 from lth.store.stability_rows import read_entries
-from lth.store.supermask_rows import read_rows
 from lth.store.study_dir import StudyDir
+from lth.store.supermask_rows import read_rows
 
 INDEX_FILE = "lth-index.sqlite"
 SCHEMA_VERSION = 1
-_COLUMNS = ("id", "path", "kind", "name", "model", "dataset", "status", "started", "finished", "duration",
-            "weights_remaining", "test_accuracy", "config", "metrics")
+_COLUMNS = (
+    "id",
+    "path",
+    "kind",
+    "name",
+    "model",
+    "dataset",
+    "status",
+    "started",
+    "finished",
+    "duration",
+    "weights_remaining",
+    "test_accuracy",
+    "config",
+    "metrics",
+)
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -68,23 +84,35 @@ def run_id(relative_path: str) -> str:
     return hashlib.sha1(relative_path.encode()).hexdigest()[:8]
 
 
-def describe_run(path: Path) -> Optional[dict[str, Any]]:
+def describe_run(path: Path) -> dict[str, Any] | None:
     """The index row of a run or study directory, read from its files; None if it is neither."""
     if StudyDir.is_study(path):
         study = StudyDir(path)
         description, status = study.study(), study.status()
         first = description["experiments"][0]["runs"][0]["config"] if description["experiments"] else {}
         config = {"kind": description["kind"], "name": description.get("name"), **description.get("spec", {})}
-        summary = [r for r in study.summary()  # the tickets' (not their controls') accuracy
-                   if r["metric"] == "test_accuracy_at_early_stop" and r["line"] == "ticket"]
+        summary = [
+            r
+            for r in study.summary()  # the tickets' (not their controls') accuracy
+            if r["metric"] == "test_accuracy_at_early_stop" and r["line"] == "ticket"
+        ]
         last = max((r["round"] for r in summary), default=None)
         best = [r for r in summary if r["round"] == last]
-        metrics = {"runs_total": status.get("runs_total"), "runs_complete": status.get("runs_complete"),
-                   "experiments": len(description["experiments"])}
-        row = dict(kind=description["kind"], name=description.get("name"), model=first.get("model"),
-                   dataset=first.get("dataset"), config=config, metrics=metrics,
-                   weights_remaining=best[0]["weights_remaining"] if best else None,
-                   test_accuracy=max(r["mean"] for r in best) if best else None)
+        metrics = {
+            "runs_total": status.get("runs_total"),
+            "runs_complete": status.get("runs_complete"),
+            "experiments": len(description["experiments"]),
+        }
+        row = dict(
+            kind=description["kind"],
+            name=description.get("name"),
+            model=first.get("model"),
+            dataset=first.get("dataset"),
+            config=config,
+            metrics=metrics,
+            weights_remaining=best[0]["weights_remaining"] if best else None,
+            test_accuracy=max(r["mean"] for r in best) if best else None,
+        )
     elif (path / "config.yaml").is_file():
         run = RunDir(path)
         try:
@@ -102,9 +130,12 @@ def describe_run(path: Path) -> Optional[dict[str, Any]]:
             if rounds:
                 last = rounds[-1]
                 weights_remaining, test_accuracy = last["weights_remaining"], last["test_accuracy_at_early_stop"]
-                metrics = {"rounds": len(rounds), "final_test_accuracy": last["final_test_accuracy"],
-                           "early_stop_iteration": last["early_stop_iteration"],
-                           "dense_test_accuracy": rounds[0]["test_accuracy_at_early_stop"]}
+                metrics = {
+                    "rounds": len(rounds),
+                    "final_test_accuracy": last["final_test_accuracy"],
+                    "early_stop_iteration": last["early_stop_iteration"],
+                    "dense_test_accuracy": rounds[0]["test_accuracy_at_early_stop"],
+                }
         elif kind == "supermask-train":
             summary_path = path / "supermask_train.json"
             if summary_path.is_file():
@@ -119,24 +150,40 @@ def describe_run(path: Path) -> Optional[dict[str, Any]]:
                 metrics = {"best": {k: best[k] for k in ("criterion", "keep", "weights")}, "cells": len(rows)}
         elif kind == "stability":
             entries = read_entries(run)
-            metrics = {"entries": len(entries), "stable": sum(bool(e.get("stable")) for e in entries),
-                       "max_instability_test": max((e["instability_test"] for e in entries), default=None)}
+            metrics = {
+                "entries": len(entries),
+                "stable": sum(bool(e.get("stable")) for e in entries),
+                "max_instability_test": max((e["instability_test"] for e in entries), default=None),
+            }
             if entries:
                 # the sparsest level, at its latest rewind point: the children's mean test accuracy
                 sparsest = min(entries, key=lambda e: (e["weights_remaining"], -e["rewind_iteration"]))
                 weights_remaining = sparsest["weights_remaining"]
                 error = sparsest.get("child_test_error")
                 test_accuracy = 1 - error if isinstance(error, (int, float)) and not isinstance(error, bool) else None
-        row = dict(kind=kind, name=config.get("name"), model=config.get("model"), dataset=config.get("dataset"),
-                   config=config, metrics=metrics, weights_remaining=weights_remaining, test_accuracy=test_accuracy)
+        row = dict(
+            kind=kind,
+            name=config.get("name"),
+            model=config.get("model"),
+            dataset=config.get("dataset"),
+            config=config,
+            metrics=metrics,
+            weights_remaining=weights_remaining,
+            test_accuracy=test_accuracy,
+        )
     else:
         return None
     started, finished = status.get("started"), status.get("finished")
     duration = None
     if started and finished:
         duration = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
-    return {**row, "status": status.get("status", "unknown"), "started": started, "finished": finished,
-            "duration": duration}
+    return {
+        **row,
+        "status": status.get("status", "unknown"),
+        "started": started,
+        "finished": finished,
+        "duration": duration,
+    }
 
 
 class RunIndex:
@@ -170,8 +217,10 @@ class RunIndex:
             connection.close()
             if repairing:
                 raise
-            raise LthError(f"results index {str(self.path)!r} is corrupt or not an lth index; "
-                           f"rebuild it with `lth runs reindex --root {self.root}`") from None
+            raise LthError(
+                f"results index {str(self.path)!r} is corrupt or not an lth index; "
+                f"rebuild it with `lth runs reindex --root {self.root}`"
+            ) from None
         return connection
 
     def _rows(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
@@ -183,8 +232,10 @@ class RunIndex:
                 names = [c[0] for c in cursor.description]
                 rows = [dict(zip(names, values)) for values in cursor.fetchall()]
             except sqlite3.DatabaseError:
-                raise LthError(f"results index {str(self.path)!r} is corrupt; rebuild it with "
-                               f"`lth runs reindex --root {self.root}`") from None
+                raise LthError(
+                    f"results index {str(self.path)!r} is corrupt; rebuild it with "
+                    f"`lth runs reindex --root {self.root}`"
+                ) from None
         for row in rows:
             bad = None
             for column in ("config", "metrics"):
@@ -198,8 +249,10 @@ class RunIndex:
             bad = bad or next((c for c in numbers if not isinstance(row.get(c), (int, float, type(None)))), None)
             bad = bad or next((c for c in ("id", "path", "kind") if not isinstance(row.get(c), str)), None)
             if bad:
-                raise LthError(f"results index {str(self.path)!r} is damaged: the {bad} of run {row.get('path')!r} "
-                               f"is not what lth writes; rebuild it with `lth runs reindex --root {self.root}`")
+                raise LthError(
+                    f"results index {str(self.path)!r} is damaged: the {bad} of run {row.get('path')!r} "
+                    f"is not what lth writes; rebuild it with `lth runs reindex --root {self.root}`"
+                )
         return rows
 
     # -- writing ----------------------------------------------------------------------
@@ -208,7 +261,7 @@ class RunIndex:
         resolved, root = Path(run_path).resolve(), self.root.resolve()
         return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(resolved)
 
-    def register(self, run_path: str | Path) -> Optional[str]:
+    def register(self, run_path: str | Path) -> str | None:
         """Insert or update the row of the run at ``run_path`` (inside this root or elsewhere); return its id."""
         run_path = Path(run_path)
         row = describe_run(run_path)
@@ -226,8 +279,13 @@ class RunIndex:
 
     @staticmethod
     def _upsert(connection: sqlite3.Connection, relative: str, row: dict[str, Any]) -> None:
-        values = {**row, "id": run_id(relative), "path": relative,
-                  "config": jsonio.dumps(row["config"], default=str), "metrics": jsonio.dumps(row["metrics"], default=str)}
+        values = {
+            **row,
+            "id": run_id(relative),
+            "path": relative,
+            "config": jsonio.dumps(row["config"], default=str),
+            "metrics": jsonio.dumps(row["metrics"], default=str),
+        }
         placeholders = ", ".join("?" for _ in _COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "id")
         connection.execute(
@@ -249,7 +307,9 @@ class RunIndex:
             return _retry(self._rebuild)
         except sqlite3.DatabaseError as error:
             if isinstance(error, sqlite3.OperationalError) and ("locked" in str(error) or "busy" in str(error)):
-                raise LthError(f"results index {str(self.path)!r} stayed locked by another process; try again") from None
+                raise LthError(
+                    f"results index {str(self.path)!r} stayed locked by another process; try again"
+                ) from None
             self._set_aside()
             return _retry(self._rebuild)
 
@@ -307,8 +367,11 @@ class RunIndex:
             source = Path(str(self.path) + suffix)
             if source.exists():
                 os.replace(source, source.with_name(f"{source.name}.corrupt-{stamp}"))
-        print(f"lth: warning: the results index {str(self.path)!r} could not be opened; kept it as "
-              f"{INDEX_FILE}.corrupt-{stamp} and built a new one", file=sys.stderr)
+        print(
+            f"lth: warning: the results index {str(self.path)!r} could not be opened; kept it as "
+            f"{INDEX_FILE}.corrupt-{stamp} and built a new one",
+            file=sys.stderr,
+        )
 
     def remove(self, identifier: str) -> tuple[dict[str, Any], list[Path]]:
         """Delete a run: lth's files in its directory, then its row; return (row, entries kept).
@@ -320,22 +383,34 @@ class RunIndex:
         target = self.root / row["path"]
         root = self.root.resolve()
         if os.path.isabs(row["path"]) or not target.resolve().is_relative_to(root) or target.resolve() == root:
-            raise LthError(f"run {row['id']} is at {str(target)!r}, outside the runs root {str(self.root)!r}; "
-                           "lth runs rm deletes only runs inside the root (delete it yourself, then run "
-                           "`lth runs reindex`)")
-        if any(part.is_symlink() for part in [target, *target.parents] if part.resolve().is_relative_to(root)
-               and part.resolve() != root):
-            raise LthError(f"run {row['id']} is at {str(target)!r}, reached through a symbolic link; "
-                           "lth runs rm deletes only real directories")
+            raise LthError(
+                f"run {row['id']} is at {str(target)!r}, outside the runs root {str(self.root)!r}; "
+                "lth runs rm deletes only runs inside the root (delete it yourself, then run "
+                "`lth runs reindex`)"
+            )
+        if any(
+            part.is_symlink()
+            for part in [target, *target.parents]
+            if part.resolve().is_relative_to(root) and part.resolve() != root
+        ):
+            raise LthError(
+                f"run {row['id']} is at {str(target)!r}, reached through a symbolic link; "
+                "lth runs rm deletes only real directories"
+            )
         kept: list[Path] = []
         if target.exists():
             layout = check_owned(target, "run directory")
             kept = remove_owned(target, layout)
         # Runs inside it (a study's trials, a search's branches) are gone with it, unless kept.
-        inside = [r["id"] for r in self._rows("SELECT * FROM runs")
-                  if r["path"].startswith(row["path"].rstrip("/") + "/") and not (self.root / r["path"]).exists()]
+        inside = [
+            r["id"]
+            for r in self._rows("SELECT * FROM runs")
+            if r["path"].startswith(row["path"].rstrip("/") + "/") and not (self.root / r["path"]).exists()
+        ]
         with closing(self._connect()) as connection:
-            _retry(lambda: connection.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in [row["id"], *inside]]))
+            _retry(
+                lambda: connection.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in [row["id"], *inside]])
+            )
         return row, kept
 
     # -- reading ----------------------------------------------------------------------
@@ -362,8 +437,10 @@ class RunIndex:
         exact = [r for r in rows if identifier in (r["id"], r["path"], r["name"])]
         matches = exact or [r for r in rows if r["id"].startswith(identifier)]
         if not matches:
-            raise LthError(f"no run {identifier!r} in the index of {str(self.root)!r}; "
-                           "`lth runs list` shows the ids (or `lth runs reindex` if runs are missing)")
+            raise LthError(
+                f"no run {identifier!r} in the index of {str(self.root)!r}; "
+                "`lth runs list` shows the ids (or `lth runs reindex` if runs are missing)"
+            )
         if len(matches) > 1:
             raise LthError(f"run id {identifier!r} is ambiguous: it matches {', '.join(r['id'] for r in matches)}")
         return matches[0]

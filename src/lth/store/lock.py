@@ -9,15 +9,16 @@ locking is missing (not POSIX, a filesystem without locks, a directory we cannot
 there is no lock and no error. A process may take the lock of a directory it already holds
 (a trial run inside a study driver's call stack): the lock is per process, not per call.
 """
+
 from __future__ import annotations
 
 import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
 
 from lth.atomic import current_umask
 from lth.errors import LthError
@@ -39,7 +40,7 @@ def _key(path: Path) -> str:
     return os.path.realpath(path)
 
 
-def _held_here(key: str) -> Optional[list[int]]:
+def _held_here(key: str) -> list[int] | None:
     entry = _HELD.get(key)
     return entry if entry is not None and entry[0] == os.getpid() else None  # not a lock inherited by fork
 
@@ -56,7 +57,7 @@ def _read_holder(fd: int) -> str:
     return "pid unknown"
 
 
-def _open(file: Path) -> Optional[int]:
+def _open(file: Path) -> int | None:
     try:
         return os.open(file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~current_umask())
     except OSError:
@@ -66,7 +67,7 @@ def _open(file: Path) -> Optional[int]:
             return None
 
 
-def _acquire(path: Path) -> Optional[int]:
+def _acquire(path: Path) -> int | None:
     """The locked descriptor of ``path/.lth-lock``; None where locking is impossible; LthError if held."""
     file = path / LOCK_FILE
     attempt = swaps = 0
@@ -84,8 +85,9 @@ def _acquire(path: Path) -> Optional[int]:
                 continue
             holder = _read_holder(fd)
             os.close(fd)
-            raise LthError(f"{path} is in use by another lth process ({holder}); "
-                           "wait for it to finish, or stop it first") from None
+            raise LthError(
+                f"{path} is in use by another lth process ({holder}); wait for it to finish, or stop it first"
+            ) from None
         except OSError:  # ENOLCK, EOPNOTSUPP...: a filesystem without locks
             os.close(fd)
             return None
@@ -167,7 +169,7 @@ def relock(path: Path) -> None:
             entry[1] = fd
 
 
-def lock_holder(path: str | Path) -> Optional[str]:
+def lock_holder(path: str | Path) -> str | None:
     """``'pid N on HOST'`` while another process holds the lock of ``path``, else None (this process: None)."""
     file = Path(path) / LOCK_FILE
     if fcntl is None or not file.is_file():

@@ -5,15 +5,17 @@ lth's marker file (:data:`MARKER`, with lth's format version), only while no lth
 it, and then only the entries that lth itself writes there (config, tables, masks, weights,
 plots, ...). Anything else found inside (a user's notes, a symbolic link) is kept.
 """
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Literal, Optional, TypeVar
+from typing import Literal, TypeVar
 
 from lth import jsonio
 from lth.atomic import atomic_write_text
@@ -26,9 +28,11 @@ Kind = Literal["run", "study"]
 T = TypeVar("T")
 
 _TEMP = r"\..+\.tmp"  # files of atomic writes a kill interrupted
-_PLOTS = (r"(accuracy_vs_weights_remaining|learning_curves|early_stop_iteration|first_layer_mask|"
-          r"layers_weights_remaining|supermask_accuracy_vs_kept|supermask_heatmap|weights_scatter|weights_hist)"
-          r"[\w.-]*\.(png|pdf|svg)")
+_PLOTS = (
+    r"(accuracy_vs_weights_remaining|learning_curves|early_stop_iteration|first_layer_mask|"
+    r"layers_weights_remaining|supermask_accuracy_vs_kept|supermask_heatmap|weights_scatter|weights_hist)"
+    r"[\w.-]*\.(png|pdf|svg)"
+)
 _LOCK = re.escape(LOCK_FILE)
 
 
@@ -37,12 +41,12 @@ class Layout:
     """The entries lth writes in one kind of directory: file name patterns, and sub-directories by name."""
 
     files: str
-    dirs: dict[str, Callable[[Path], Optional["Layout"]]] = field(default_factory=dict)
+    dirs: dict[str, Callable[[Path], Layout | None]] = field(default_factory=dict)
 
     def owns_file(self, name: str) -> bool:
         return re.fullmatch(self.files, name) is not None
 
-    def sub_layout(self, path: Path) -> Optional["Layout"]:
+    def sub_layout(self, path: Path) -> Layout | None:
         for pattern, layout in self.dirs.items():
             if re.fullmatch(pattern, path.name):
                 return layout(path)
@@ -57,9 +61,23 @@ _MASKS = Layout(_files(r"round_\d+\.pt", r"current\.pt", _TEMP))
 _WEIGHTS = Layout(_files(r"[\w.-]+\.pt", _TEMP))
 _TENSORBOARD = Layout(_files(r"events\.out\.tfevents\..+", _TEMP))
 _RUN_FILES = _files(
-    re.escape(MARKER), _LOCK, _TEMP, _PLOTS, r"config\.yaml", r"status\.json", r"metrics\.csv", r"rounds\.json",
-    r"logged\.json", r"checkpoint\.pt", r"trial\.log", r"mlflow_run_id", r"supermask_eval\.(json|csv)",
-    r"supermask_train\.json", r"mask\.pt", r"stability\.(json|csv)", r"prune_at_init\.json",
+    re.escape(MARKER),
+    _LOCK,
+    _TEMP,
+    _PLOTS,
+    r"config\.yaml",
+    r"status\.json",
+    r"metrics\.csv",
+    r"rounds\.json",
+    r"logged\.json",
+    r"checkpoint\.pt",
+    r"trial\.log",
+    r"mlflow_run_id",
+    r"supermask_eval\.(json|csv)",
+    r"supermask_train\.json",
+    r"mask\.pt",
+    r"stability\.(json|csv)",
+    r"prune_at_init\.json",
 )
 
 
@@ -67,24 +85,35 @@ def _run_layout(path: Path) -> Layout:
     return RUN
 
 
-def _marked_run(path: Path) -> Optional[Layout]:
+def _marked_run(path: Path) -> Layout | None:
     return RUN if read_marker(path, "run") is not None else None
 
 
-RUN = Layout(_RUN_FILES, {
-    "masks": lambda p: _MASKS,
-    "weights": lambda p: _WEIGHTS,
-    "tensorboard": lambda p: _TENSORBOARD,
-    "controls": lambda p: Layout(_TEMP, {r"[\w.-]+": _run_layout}),
-    "dense": _marked_run,  # the dense run inside a supermask evaluation
-    "branches": lambda p: Layout(_TEMP, {r"[\w.-]+": _marked_run}),  # lth branch: runs off this search
-    "stability": _marked_run,  # lth stability --from this search: its default output
-})
+RUN = Layout(
+    _RUN_FILES,
+    {
+        "masks": lambda p: _MASKS,
+        "weights": lambda p: _WEIGHTS,
+        "tensorboard": lambda p: _TENSORBOARD,
+        "controls": lambda p: Layout(_TEMP, {r"[\w.-]+": _run_layout}),
+        "dense": _marked_run,  # the dense run inside a supermask evaluation
+        "branches": lambda p: Layout(_TEMP, {r"[\w.-]+": _marked_run}),  # lth branch: runs off this search
+        "stability": _marked_run,  # lth stability --from this search: its default output
+    },
+)
 _EXPERIMENT = Layout(_TEMP, {r"trial_\d+": _marked_run})
 DENSE_STORE = Layout(_files(r"[0-9a-f]{64}\.pt", _TEMP))  # lth.experiments.dense_trunk.DenseStore's files
 STUDY = Layout(
-    _files(re.escape(MARKER), _LOCK, _TEMP, _PLOTS, r"study\.yaml", r"status\.json", r"summary\.(json|csv)",
-           r"\.lth-probe-[0-9a-f]+"),
+    _files(
+        re.escape(MARKER),
+        _LOCK,
+        _TEMP,
+        _PLOTS,
+        r"study\.yaml",
+        r"status\.json",
+        r"summary\.(json|csv)",
+        r"\.lth-probe-[0-9a-f]+",
+    ),
     # a robust study's trials sit at the top (trial_NN), a session's one level down (EXPERIMENT/trial_NN);
     # dense/ is the shared dense trunk (lth.experiments.dense_trunk; experiments' names start with digits)
     {r"trial_\d+": _marked_run, r"dense": lambda p: DENSE_STORE, r"[^.].*": lambda p: _EXPERIMENT},
@@ -96,12 +125,16 @@ def write_marker(path: str | Path, kind: Kind) -> None:
     """Mark ``path`` as an lth directory of ``kind`` (written first, removed last)."""
     from lth import __version__
 
-    marker = {"lth": kind, "format": FORMAT_VERSION, "version": __version__,
-              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    marker = {
+        "lth": kind,
+        "format": FORMAT_VERSION,
+        "version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     atomic_write_text(Path(path) / MARKER, jsonio.dumps(marker, indent=2) + "\n")
 
 
-def read_marker(path: str | Path, kind: Optional[Kind] = None) -> Optional[dict]:
+def read_marker(path: str | Path, kind: Kind | None = None) -> dict | None:
     """The marker of an lth directory (of ``kind``, when given); None when there is none or it is not lth's."""
     file = Path(path) / MARKER
     if file.is_symlink() or not file.is_file():
@@ -120,22 +153,28 @@ def read_marker(path: str | Path, kind: Optional[Kind] = None) -> Optional[dict]
 def check_owned(path: Path, what: str) -> Layout:
     """The layout of ``path`` if lth may replace or delete it now; LthError naming the reason otherwise."""
     if path.is_symlink():
-        raise LthError(f"{what} {str(path)!r} is a symbolic link; lth replaces or deletes only real directories "
-                       "it created (give the link's target, or another path)")
+        raise LthError(
+            f"{what} {str(path)!r} is a symbolic link; lth replaces or deletes only real directories "
+            "it created (give the link's target, or another path)"
+        )
     marker = read_marker(path)
     if marker is None:
-        raise LthError(f"{what} {str(path)!r} was not created by lth (it has no {MARKER} marker); lth replaces or "
-                       "deletes only its own run and study directories: move it away yourself or choose another path")
+        raise LthError(
+            f"{what} {str(path)!r} was not created by lth (it has no {MARKER} marker); lth replaces or "
+            "deletes only its own run and study directories: move it away yourself or choose another path"
+        )
     if marker["format"] > FORMAT_VERSION:
-        raise LthError(f"{what} {str(path)!r} was written by a newer lth (format {marker['format']}); upgrade lth "
-                       "to replace or delete it")
+        raise LthError(
+            f"{what} {str(path)!r} was written by a newer lth (format {marker['format']}); upgrade lth "
+            "to replace or delete it"
+        )
     holder = lock_holder(path)
     if holder is not None:
         raise LthError(f"{what} {str(path)!r} is in use by a running lth process ({holder}); stop it first")
     return LAYOUTS[marker["lth"]]
 
 
-def remove_owned(path: str | Path, layout: Optional[Layout] = None, keep_lock: bool = False) -> list[Path]:
+def remove_owned(path: str | Path, layout: Layout | None = None, keep_lock: bool = False) -> list[Path]:
     """Delete the entries lth wrote in the lth directory ``path`` and return those it kept.
 
     Symbolic links are never followed, unknown entries are kept, and the marker goes last (it
@@ -193,8 +232,11 @@ def claim_directory(path: str | Path, kind: Kind, overwrite: bool) -> Path:
         raise LthError(f"output path {str(path)!r} exists and is not a directory")
     if path.is_dir() and any(path.iterdir()):
         if not overwrite:
-            hint = "pass --overwrite to replace it" if kind == "run" else \
-                "pass --resume to continue it or --overwrite to replace it"
+            hint = (
+                "pass --overwrite to replace it"
+                if kind == "run"
+                else "pass --resume to continue it or --overwrite to replace it"
+            )
             raise LthError(f"{what} {str(path)!r} already exists; {hint}")
         layout = check_owned(path, what)
         try:
@@ -202,8 +244,11 @@ def claim_directory(path: str | Path, kind: Kind, overwrite: bool) -> Path:
         except OSError as error:
             raise LthError(f"cannot replace {what} {str(path)!r}: {error.strerror} ({error.filename})") from None
         if kept:
-            print(f"lth: warning: kept {len(kept)} entries in {str(path)!r} that lth did not write: "
-                  f"{describe_kept(kept)}", file=sys.stderr)
+            print(
+                f"lth: warning: kept {len(kept)} entries in {str(path)!r} that lth did not write: "
+                f"{describe_kept(kept)}",
+                file=sys.stderr,
+            )
     elif path.is_symlink() and overwrite:
         raise LthError(f"{what} {str(path)!r} is a symbolic link; give the link's target")
     try:

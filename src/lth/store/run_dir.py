@@ -1,22 +1,28 @@
 """The layout of one run directory; the only code that knows file names."""
+
 from __future__ import annotations
 
 import csv
 import json
 import os
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from lth.documents import damaged, read_document, row_problem
 from lth import jsonio
-from lth.errors import LthError
 from lth.atomic import atomic_torch_save, atomic_write_csv, atomic_write_text
-
+from lth.documents import damaged, read_document, row_problem
+from lth.errors import LthError
 from lth.store.file_checks import (
-    METRIC_FIELDS, ROUND_FIELDS, checkpoint_problem, metric_row, status_problem, tensor_map_problem,
+    METRIC_FIELDS,
+    ROUND_FIELDS,
+    checkpoint_problem,
+    metric_row,
+    status_problem,
+    tensor_map_problem,
 )
 
 if TYPE_CHECKING:  # torch is imported by the methods that read or write tensors: reading a run's
@@ -65,7 +71,7 @@ class RunDir:
 
     # -- creation ---------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, overwrite: bool = False) -> "RunDir":
+    def create(cls, path: str | Path, overwrite: bool = False) -> RunDir:
         """Make a fresh run directory, marked as lth's; refuse an existing non-empty one unless
         ``overwrite``, and then replace only an lth run's own files (see :mod:`lth.store.ownership`)."""
         from lth.store.ownership import claim_directory
@@ -73,7 +79,7 @@ class RunDir:
         return cls(claim_directory(path, "run", overwrite))
 
     @classmethod
-    def open(cls, path: str | Path) -> "RunDir":
+    def open(cls, path: str | Path) -> RunDir:
         run = cls(path)
         if not (run.path / "config.yaml").is_file():
             raise LthError(f"{str(path)!r} is not an lth run directory (no config.yaml)")
@@ -146,7 +152,7 @@ class RunDir:
         for debris in self.path.glob(".*.tmp"):
             debris.unlink(missing_ok=True)
 
-    def control(self, name: str) -> "RunDir":
+    def control(self, name: str) -> RunDir:
         """The sub-directory holding one control's results (same layout as the ticket's)."""
         return RunDir(self.path / "controls" / name)
 
@@ -158,7 +164,7 @@ class RunDir:
             return {}
         return {path.name: RunDir(path).rounds() for path in sorted(root.iterdir()) if path.is_dir()}
 
-    def branch(self, name: str) -> "RunDir":
+    def branch(self, name: str) -> RunDir:
         """The sub-directory holding one branch run off this ticket search (same layout as a run)."""
         return RunDir(self.path / "branches" / name)
 
@@ -168,8 +174,11 @@ class RunDir:
         root = self.path / "branches"
         if not root.is_dir():
             return {}
-        return {path.name: RunDir(path).rounds() for path in sorted(root.iterdir())
-                if path.is_dir() and not path.is_symlink() and (path / "config.yaml").is_file()}
+        return {
+            path.name: RunDir(path).rounds()
+            for path in sorted(root.iterdir())
+            if path.is_dir() and not path.is_symlink() and (path / "config.yaml").is_file()
+        }
 
     def lines(self) -> dict[str, list[dict[str, Any]]]:
         """Every line of results of this run, by name: ``ticket``, each control (``reinit``,
@@ -182,7 +191,7 @@ class RunDir:
     def checkpoint_path(self) -> Path:
         return self.path / "checkpoint.pt"
 
-    def load_checkpoint(self) -> Optional[dict[str, Any]]:
+    def load_checkpoint(self) -> dict[str, Any] | None:
         """The latest resume point, or None if the run never wrote one."""
         if not self.checkpoint_path.is_file():
             return None
@@ -191,8 +200,10 @@ class RunDir:
 
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         except Exception as error:  # a checkpoint is only ever replaced atomically; this is foreign damage
-            raise LthError(f"checkpoint {str(self.checkpoint_path)!r} cannot be read ({type(error).__name__}); "
-                           "the run cannot be resumed") from None
+            raise LthError(
+                f"checkpoint {str(self.checkpoint_path)!r} cannot be read ({type(error).__name__}); "
+                "the run cannot be resumed"
+            ) from None
         problem = checkpoint_problem(state)
         if problem:
             raise damaged(self.checkpoint_path, problem, "the run cannot be resumed")
@@ -203,7 +214,8 @@ class RunDir:
 
     def config(self) -> dict[str, Any]:
         """``config.yaml``: a mapping naming at least the model and the dataset (LthError if damaged)."""
-        def check(config: dict[str, Any]) -> Optional[str]:
+
+        def check(config: dict[str, Any]) -> str | None:
             missing = [key for key in ("model", "dataset") if not isinstance(config.get(key), str)]
             return f"it has no {missing[0]!r} name" if missing else None
 
@@ -235,8 +247,9 @@ class RunDir:
                     raise damaged(path, "it is empty")
                 missing = [name for name in METRIC_FIELDS if name not in (reader.fieldnames or ())]
                 if missing:
-                    raise damaged(path, f"its header lacks the column {missing[0]!r} "
-                                  f"(expected {','.join(METRIC_FIELDS)})")
+                    raise damaged(
+                        path, f"its header lacks the column {missing[0]!r} (expected {','.join(METRIC_FIELDS)})"
+                    )
                 rows = []
                 for line, row in enumerate(reader, start=2):
                     rows.append(metric_row(path, line, row))
@@ -271,11 +284,11 @@ class RunDir:
         return os.fspath(self.path)
 
 
-_CHECKPOINT_LISTENERS: list[Callable[["RunDir"], Any]] = []
+_CHECKPOINT_LISTENERS: list[Callable[[RunDir], Any]] = []
 
 
 @contextmanager
-def checkpoint_listener(listener: Callable[["RunDir"], Any]) -> Iterator[None]:
+def checkpoint_listener(listener: Callable[[RunDir], Any]) -> Iterator[None]:
     """Call ``listener(run)`` after every checkpoint any run directory writes while the context is open."""
     _CHECKPOINT_LISTENERS.append(listener)
     try:
@@ -295,8 +308,10 @@ def check_name(name: str, what: str = "run name") -> str:
     if not isinstance(name, str) or not name.strip():
         raise LthError(f"{what} {name!r} is empty; give a name such as my-run")
     if "/" in name or "\\" in name or "\0" in name or name in (".", "..") or name != name.strip():
-        raise LthError(f"{what} {name!r} is not a single directory name: no '/', '\\', NUL, leading or trailing "
-                       "spaces, '.' or '..' (use --out DIR to write elsewhere)")
+        raise LthError(
+            f"{what} {name!r} is not a single directory name: no '/', '\\', NUL, leading or trailing "
+            "spaces, '.' or '..' (use --out DIR to write elsewhere)"
+        )
     if len(name.encode()) > 200:
         raise LthError(f"{what} {name[:40]!r}... is {len(name.encode())} bytes long; at most 200 are allowed")
     return name

@@ -4,9 +4,10 @@
 Written by :mod:`lth.experiments.stability`; read by the plots, the results index, ``lth show``
 and the reports, none of which need the analysis itself.
 """
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from lth import jsonio
 from lth.atomic import atomic_write_csv, atomic_write_text
@@ -23,11 +24,17 @@ def write_rows(run: RunDir, entries: list[dict[str, Any]], rows: list[dict[str, 
     atomic_write_text(run.path / ROWS_JSON, jsonio.dumps(entries, indent=2) + "\n")
 
 
-def _entry_problem(entry: Any) -> Optional[str]:
+def _entry_problem(entry: Any) -> str | None:
     if not isinstance(entry, dict):
         return f"an entry is a {type(entry).__name__}, not a mapping"
-    for key in ("level", "weights_remaining", "rewind_iteration", "instability_test", "instability_train",
-                "loss_barrier_test"):
+    for key in (
+        "level",
+        "weights_remaining",
+        "rewind_iteration",
+        "instability_test",
+        "instability_train",
+        "loss_barrier_test",
+    ):
         if not is_number(entry.get(key)):
             return f"an entry's {key!r} is not a number"
     path = entry.get("path")
@@ -42,7 +49,7 @@ def read_entries(run: RunDir) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
 
-    def check(entries: list) -> Optional[str]:
+    def check(entries: list) -> str | None:
         for entry in entries:
             problem = _entry_problem(entry)
             if problem:

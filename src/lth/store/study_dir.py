@@ -1,10 +1,11 @@
 """The layout of a study directory: many ticket searches (trials x experiments) and their statistics."""
+
 from __future__ import annotations
 
 import hashlib
 import pickle
 from pathlib import Path, PurePath
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -21,7 +22,7 @@ _PARSED: dict[bytes, bytes] = {}  # study.yaml contents read or written here: SH
 _PARSED_MAX = 4
 
 
-def _digest(path: Path) -> Optional[bytes]:
+def _digest(path: Path) -> bytes | None:
     """The SHA-1 of the file's bytes (None if unreadable: read_document then says why)."""
     try:
         return hashlib.sha1(path.read_bytes()).digest()
@@ -41,9 +42,16 @@ def _number_or_none(value: Any) -> bool:
 
 
 SUMMARY_FIELDS = {  # what every summary.json entry holds (lth.experiments.statistics.summarise_trials)
-    "experiment": lambda v: isinstance(v, str), "round": is_int, "metric": lambda v: isinstance(v, str),
-    "weights_remaining": _number_or_none, "trials": is_int, "mean": _number_or_none, "min": _number_or_none,
-    "max": _number_or_none, "ci95_low": _number_or_none, "ci95_high": _number_or_none,  # None: NaN written as null
+    "experiment": lambda v: isinstance(v, str),
+    "round": is_int,
+    "metric": lambda v: isinstance(v, str),
+    "weights_remaining": _number_or_none,
+    "trials": is_int,
+    "mean": _number_or_none,
+    "min": _number_or_none,
+    "max": _number_or_none,
+    "ci95_low": _number_or_none,
+    "ci95_high": _number_or_none,  # None: NaN written as null
 }
 #: The ticket's line in a summary (``line`` of an entry; entries written before lines were
 #: summarised have none, and are the ticket's). Controls are named as such, branches ``branch:NAME``.
@@ -65,12 +73,12 @@ def line_order(name: str) -> tuple[int, int, str]:
     if name.startswith(ABLATION_PREFIX):  # after the method's own line, in the order they were named
         from lth.init_pruning.ablations import ABLATIONS
 
-        ablation = name[len(ABLATION_PREFIX):]
+        ablation = name[len(ABLATION_PREFIX) :]
         return (1, ABLATIONS.index(ablation) if ablation in ABLATIONS else len(ABLATIONS), name)
     return (1, CONTROL_NAMES.index(name) if name in CONTROL_NAMES else len(CONTROL_NAMES), name)
 
 
-def _summary_problem(rows: list[Any]) -> Optional[str]:
+def _summary_problem(rows: list[Any]) -> str | None:
     """What is wrong with the first bad ``summary.json`` entry (``line`` optional), or None."""
     problem = row_problem(rows, SUMMARY_FIELDS, "entry")
     if problem is None:
@@ -79,10 +87,16 @@ def _summary_problem(rows: list[Any]) -> Optional[str]:
     return problem
 
 
-_EXPERIMENT_FIELDS = {"name": lambda v: isinstance(v, str), "settings": lambda v: isinstance(v, dict),
-                      "runs": lambda v: isinstance(v, list) and len(v) > 0}
-_RUN_FIELDS = {"trial": is_int, "path": lambda v: isinstance(v, str) and _inside(v),
-               "config": lambda v: isinstance(v, dict)}
+_EXPERIMENT_FIELDS = {
+    "name": lambda v: isinstance(v, str),
+    "settings": lambda v: isinstance(v, dict),
+    "runs": lambda v: isinstance(v, list) and len(v) > 0,
+}
+_RUN_FIELDS = {
+    "trial": is_int,
+    "path": lambda v: isinstance(v, str) and _inside(v),
+    "config": lambda v: isinstance(v, dict),
+}
 
 
 def _inside(relative: str) -> bool:
@@ -91,7 +105,7 @@ def _inside(relative: str) -> bool:
     return bool(relative) and not path.is_absolute() and ".." not in path.parts
 
 
-def _study_problem(study: dict[str, Any]) -> Optional[str]:
+def _study_problem(study: dict[str, Any]) -> str | None:
     """What is wrong with the content of a ``study.yaml``, or None."""
     if not isinstance(study.get("kind"), str):
         return "it names no kind (robust or session)"
@@ -129,7 +143,7 @@ class StudyDir:
         return (Path(path) / STUDY_FILE).is_file()
 
     @classmethod
-    def create(cls, path: str | Path, overwrite: bool = False) -> "StudyDir":
+    def create(cls, path: str | Path, overwrite: bool = False) -> StudyDir:
         """Make a fresh study directory, marked as lth's; refuse an existing non-empty one unless
         ``overwrite``, and then replace only an lth study's own files (see :mod:`lth.store.ownership`)."""
         from lth.store.ownership import claim_directory
@@ -137,7 +151,7 @@ class StudyDir:
         return cls(claim_directory(path, "study", overwrite))
 
     @classmethod
-    def open(cls, path: str | Path) -> "StudyDir":
+    def open(cls, path: str | Path) -> StudyDir:
         if not cls.is_study(path):
             raise LthError(f"{str(path)!r} is not an lth study directory (no {STUDY_FILE})")
         return cls(path)

@@ -3,6 +3,7 @@
 Written by :mod:`lth.supermasks.evaluate`; read by the plots, the results index, ``lth show``
 and the reports, none of which need the evaluation itself.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,7 +16,13 @@ from lth.store.run_dir import RunDir
 ROWS_CSV = "supermask_eval.csv"
 ROWS_JSON = "supermask_eval.json"
 ROW_FIELDS = (
-    "criterion", "keep", "weights", "test_accuracy", "train_accuracy", "test_loss", "train_loss",
+    "criterion",
+    "keep",
+    "weights",
+    "test_accuracy",
+    "train_accuracy",
+    "test_loss",
+    "train_loss",
     "weights_remaining",
 )
 
@@ -31,6 +38,7 @@ def read_rows(run: RunDir) -> list[dict[str, Any]]:
     path = run.path / ROWS_JSON
     if not path.is_file():
         return []
-    fields = {name: (lambda v: isinstance(v, str)) if name in ("criterion", "weights") else is_number
-              for name in ROW_FIELDS}
+    fields = {
+        name: (lambda v: isinstance(v, str)) if name in ("criterion", "weights") else is_number for name in ROW_FIELDS
+    }
     return read_document(path, list, lambda rows: row_problem(rows, fields, "entry"))  # LthError if damaged

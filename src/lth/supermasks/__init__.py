@@ -1,4 +1,5 @@
 """Supermasks (Zhou et al. 2019): masks that make untrained networks perform."""
+
 from lth.supermasks.evaluate import (
     DEFAULT_KEEPS,
     DEFAULT_WEIGHTS,
@@ -23,4 +24,12 @@ __all__ = [
 from lth.supermasks.learned import METHODS, WEIGHTS, SupermaskNet  # noqa: E402
 from lth.supermasks.train import SupermaskResult, SupermaskRun, run_supermask_training, train_supermask  # noqa: E402
 
-__all__ += ["METHODS", "WEIGHTS", "SupermaskNet", "SupermaskResult", "SupermaskRun", "run_supermask_training", "train_supermask"]
+__all__ += [
+    "METHODS",
+    "WEIGHTS",
+    "SupermaskNet",
+    "SupermaskResult",
+    "SupermaskRun",
+    "run_supermask_training",
+    "train_supermask",
+]

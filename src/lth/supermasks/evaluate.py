@@ -5,6 +5,7 @@ from the criterion's scores of (w_i, w_f), the kept weights set from w_i by the 
 = the initial values, or any mask-1 action such as ``signed_constant``), pruned weights 0, all
 other parameters and buffers at their initial values; then accuracy and loss WITHOUT training.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -31,7 +32,11 @@ from lth.store import RunDir
 from lth.store.ownership import created_and_locked, remove_owned
 from lth.store.run_dir import check_name, runs_root
 from lth.store.supermask_rows import (  # noqa: F401  (re-exported)
-    ROW_FIELDS, ROWS_CSV, ROWS_JSON, read_rows, write_rows,
+    ROW_FIELDS,
+    ROWS_CSV,
+    ROWS_JSON,
+    read_rows,
+    write_rows,
 )
 from lth.training.evaluate import evaluate
 
@@ -49,7 +54,7 @@ SCOPES = ("layerwise", "global")
 # ------------------------------------------------------------------ validation
 
 
-def resolve_criteria(names: Optional[Sequence[str]]) -> list[str]:
+def resolve_criteria(names: Sequence[str] | None) -> list[str]:
     """Canonical criterion names (aliases resolved, duplicates dropped); default RANKED_CRITERIA."""
     if names is None:
         return list(RANKED_CRITERIA)
@@ -62,7 +67,7 @@ def resolve_criteria(names: Optional[Sequence[str]]) -> list[str]:
     return list(dict.fromkeys(ALIASES.get(name, name) for name in names))
 
 
-def check_keeps(keeps: Optional[Sequence[float]]) -> list[float]:
+def check_keeps(keeps: Sequence[float] | None) -> list[float]:
     """Fractions kept, each in (0, 1] (duplicates dropped); default DEFAULT_KEEPS."""
     if keeps is None:
         return list(DEFAULT_KEEPS)
@@ -74,7 +79,7 @@ def check_keeps(keeps: Optional[Sequence[float]]) -> list[float]:
     return list(dict.fromkeys(float(k) for k in keeps))
 
 
-def check_weights(names: Optional[Sequence[str]], options: Mask1Options = Mask1Options()) -> list[str]:
+def check_weights(names: Sequence[str] | None, options: Mask1Options = Mask1Options()) -> list[str]:
     """Weights transforms (``init`` or a mask-1 name), checked with ``options``; default DEFAULT_WEIGHTS."""
     if names is None:
         names = DEFAULT_WEIGHTS
@@ -132,7 +137,13 @@ class SupermaskGrid:
         batch_size: int = 60,
     ) -> None:
         MODELS.get(model_name)
-        self.model_name, self.data, self.seed, self.options, self.batch_size = model_name, data, seed, options, batch_size
+        self.model_name, self.data, self.seed, self.options, self.batch_size = (
+            model_name,
+            data,
+            seed,
+            options,
+            batch_size,
+        )
         device = data.train_x.device
         self.model = build_model(model_name, data.input_shape, data.num_classes, seed=seed).to(device)
         self.init_state = {key: value.to(device) for key, value in w_init.items()}
@@ -140,9 +151,7 @@ class SupermaskGrid:
             self.model.load_state_dict(self.init_state)
         except RuntimeError as error:
             lines = str(error).splitlines()
-            raise LthError(
-                f"the initial weights do not fit model {model_name!r}: {lines[-1].strip()}"
-            ) from None
+            raise LthError(f"the initial weights do not fit model {model_name!r}: {lines[-1].strip()}") from None
         self.names = list(prunable_parameters(self.model, prune_biases, ignore_layers))
         missing = [name for name in self.names if name not in w_final]
         if missing:
@@ -152,7 +161,7 @@ class SupermaskGrid:
         self.ones = Mask.ones(self.w_init)
         self._scores: dict[str, dict[str, torch.Tensor]] = {}
         self._derivatives: dict[str, dict[str, torch.Tensor]] = {}
-        self._fresh: Optional[dict[str, torch.Tensor]] = None
+        self._fresh: dict[str, torch.Tensor] | None = None
 
     def derivatives(self, criterion: str) -> dict[str, dict[str, torch.Tensor]]:
         """What a model-based criterion (snip, grad, grasp, synflow) needs at w_i, on the first
@@ -166,8 +175,9 @@ class SupermaskGrid:
         if field not in self._derivatives:
             self.model.load_state_dict(self.init_state)
             batch = Batcher(self.data.train_x, self.data.train_y, self.batch_size, seed=self.seed).batch(0)
-            self._derivatives.update(criterion_derivatives(criterion, self.model, self.names, [batch],
-                                                           self.data.input_shape))
+            self._derivatives.update(
+                criterion_derivatives(criterion, self.model, self.names, [batch], self.data.input_shape)
+            )
         return {field: self._derivatives[field]}
 
     def fresh(self) -> dict[str, torch.Tensor]:
@@ -183,8 +193,9 @@ class SupermaskGrid:
         if name not in self._scores:
             derivatives = self.derivatives(name)
             generator = _generator(self.seed, "scores", name)
-            self._scores[name] = compute_scores(name, self.w_init, self.w_final, self.ones, generator,
-                                                derivatives=derivatives)
+            self._scores[name] = compute_scores(
+                name, self.w_init, self.w_final, self.ones, generator, derivatives=derivatives
+            )
         return self._scores[name]
 
     def mask(self, criterion: str, keep: float, scope: str = "layerwise") -> Mask:
@@ -195,8 +206,13 @@ class SupermaskGrid:
         """
         check_keeps([keep])
         rates = {name: 1.0 - keep for name in self.names}
-        return prune(self.scores(criterion), self.ones, rates, check_scope(scope),
-                     _generator(self.seed, "ties", resolve_criteria([criterion])[0]))
+        return prune(
+            self.scores(criterion),
+            self.ones,
+            rates,
+            check_scope(scope),
+            _generator(self.seed, "ties", resolve_criteria([criterion])[0]),
+        )
 
     def state(self, mask: Mapping[str, torch.Tensor], transform: str) -> dict[str, torch.Tensor]:
         """The full state dict of a cell: transformed w_i on kept entries, 0 on pruned, the rest w_i."""
@@ -205,8 +221,13 @@ class SupermaskGrid:
         fresh = self.fresh() if _needs_fresh(transform) else None
         state = dict(self.init_state)
         for name in self.names:
-            layer = LayerState(self.w_init[name], self.w_final[name], mask[name].bool(), generator,
-                               fresh=(lambda n=name: fresh[n]) if fresh is not None else None)
+            layer = LayerState(
+                self.w_init[name],
+                self.w_final[name],
+                mask[name].bool(),
+                generator,
+                fresh=(lambda n=name: fresh[n]) if fresh is not None else None,
+            )
             state[name] = mask1_values(_action(transform), layer, self.options)
         return state
 
@@ -227,9 +248,9 @@ def evaluate_supermasks(
     data: DataBundle,
     w_init: Mapping[str, torch.Tensor],
     w_final: Mapping[str, torch.Tensor],
-    criteria: Optional[Sequence[str]] = None,
-    keeps: Optional[Sequence[float]] = None,
-    weights: Optional[Sequence[str]] = None,
+    criteria: Sequence[str] | None = None,
+    keeps: Sequence[float] | None = None,
+    weights: Sequence[str] | None = None,
     scope: str = "layerwise",
     seed: int = 0,
     *,
@@ -248,12 +269,27 @@ def evaluate_supermasks(
     """
     criteria, keeps = resolve_criteria(criteria), check_keeps(keeps)
     weights, scope = check_weights(weights, options), check_scope(scope)
-    grid = SupermaskGrid(model_name, data, w_init, w_final, seed, options=options, prune_biases=prune_biases,
-                         ignore_layers=ignore_layers, batch_size=batch_size)
+    grid = SupermaskGrid(
+        model_name,
+        data,
+        w_init,
+        w_final,
+        seed,
+        options=options,
+        prune_biases=prune_biases,
+        ignore_layers=ignore_layers,
+        batch_size=batch_size,
+    )
     cells: list[tuple[str, float, str, float]] = []
     metrics: list[torch.Tensor] = []
-    bar = progress_bar(total=len(criteria) * len(keeps) * len(weights), desc="supermasks", disable=not progress,
-               unit="cell", dynamic_ncols=True, mininterval=0.5)
+    bar = progress_bar(
+        total=len(criteria) * len(keeps) * len(weights),
+        desc="supermasks",
+        disable=not progress,
+        unit="cell",
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
     for criterion in criteria:
         for keep in keeps:
             mask = grid.mask(criterion, keep, scope)
@@ -265,8 +301,16 @@ def evaluate_supermasks(
     bar.close()
     values = torch.stack(metrics).cpu().tolist()
     return [
-        {"criterion": c, "keep": k, "weights": w, "test_accuracy": test_acc, "train_accuracy": train_acc,
-         "test_loss": test_loss, "train_loss": train_loss, "weights_remaining": d}
+        {
+            "criterion": c,
+            "keep": k,
+            "weights": w,
+            "test_accuracy": test_acc,
+            "train_accuracy": train_acc,
+            "test_loss": test_loss,
+            "train_loss": train_loss,
+            "weights_remaining": d,
+        }
         for (c, k, w, d), (train_loss, train_acc, test_loss, test_acc) in zip(cells, values)
     ]
 
@@ -278,7 +322,9 @@ def is_supermask_run(run: RunDir) -> bool:
     return run.config().get("kind") == KIND
 
 
-def load_finished_run(path: str | Path) -> tuple[RunDir, dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def load_finished_run(
+    path: str | Path,
+) -> tuple[RunDir, dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(run, config, w_i, w_f) of a finished ticket run: weights/init.pt and weights/final_round_00.pt."""
     if not Path(path).is_dir():
         raise LthError(f"--from {str(path)!r} is not a directory; give a finished find-ticket run directory")
@@ -322,12 +368,12 @@ def dense_store_path() -> Path:
 
 
 def run_supermask_eval(
-    config: Optional[TicketConfig],
-    criteria: Optional[Sequence[str]] = None,
-    keeps: Optional[Sequence[float]] = None,
-    weights: Optional[Sequence[str]] = None,
+    config: TicketConfig | None,
+    criteria: Sequence[str] | None = None,
+    keeps: Sequence[float] | None = None,
+    weights: Sequence[str] | None = None,
     scope: str = "layerwise",
-    seed: Optional[int] = None,
+    seed: int | None = None,
     options: Mask1Options = Mask1Options(),
     from_run: str | Path | None = None,
     out: str | Path | None = None,
@@ -351,7 +397,7 @@ def run_supermask_eval(
     """
     criteria, keeps = resolve_criteria(criteria), check_keeps(keeps)
     weights, scope = check_weights(weights, options), check_scope(scope)
-    source: Optional[RunDir] = None
+    source: RunDir | None = None
     if from_run is not None:
         source, stored, w_init, w_final = load_finished_run(from_run)
         stored = {k: v for k, v in stored.items() if k in TicketConfig.model_fields}
@@ -398,16 +444,35 @@ def run_supermask_eval(
             **config.model_dump(),
             "name": name,
             "supermask": {
-                "criteria": criteria, "keeps": keeps, "weights": weights, "scope": scope, "seed": seed,
-                "keep_sign": options.keep_sign, "rescale": options.rescale, "jitter_sd": options.jitter_sd,
-                "constant": options.constant, "source": str(source.path), "train_eval_limit": TRAIN_EVAL_LIMIT,
+                "criteria": criteria,
+                "keeps": keeps,
+                "weights": weights,
+                "scope": scope,
+                "seed": seed,
+                "keep_sign": options.keep_sign,
+                "rescale": options.rescale,
+                "jitter_sd": options.jitter_sd,
+                "constant": options.constant,
+                "source": str(source.path),
+                "train_eval_limit": TRAIN_EVAL_LIMIT,
             },
         }
         run.write_config(written)
         run.write_status(status="running", started=started, device=str(device))
         rows = evaluate_supermasks(
-            config.model, data, w_init, w_final, criteria, keeps, weights, scope, seed, options=options,
-            prune_biases=config.prune_biases, ignore_layers=config.ignore_layers, batch_size=batch_size,
+            config.model,
+            data,
+            w_init,
+            w_final,
+            criteria,
+            keeps,
+            weights,
+            scope,
+            seed,
+            options=options,
+            prune_biases=config.prune_biases,
+            ignore_layers=config.ignore_layers,
+            batch_size=batch_size,
             progress=progress,
         )
         write_rows(run, rows)

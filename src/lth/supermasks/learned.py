@@ -33,6 +33,7 @@ Weights (``weights``): ``init`` = the wrapped model's current values; ``signed_c
 ``dynamic_scaling`` multiplies each layer's masked weight by ``numel / sum(m)`` (``sum(m)``
 clamped to >= 1); the factor is computed from the mask value and carries no gradient.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -143,7 +144,9 @@ class SupermaskNet(nn.Module):
             keep = 0.5 if keep is None else keep
             check_keep(keep)
             if score_init != 0.0:
-                raise LthError("score_init applies to the bernoulli method only (edge-popup scores start Kaiming uniform)")
+                raise LthError(
+                    "score_init applies to the bernoulli method only (edge-popup scores start Kaiming uniform)"
+                )
         elif keep is not None:
             raise LthError("keep applies to the edge-popup method only")
         self.model = model
@@ -239,7 +242,7 @@ class SupermaskNet(nn.Module):
         return dict(zip(masks, values))
 
     @contextlib.contextmanager
-    def fixed_mask(self, masks: Mapping[str, Tensor]) -> Iterator["SupermaskNet"]:
+    def fixed_mask(self, masks: Mapping[str, Tensor]) -> Iterator[SupermaskNet]:
         """Inside the block, every forward uses ``masks`` (e.g. one sampled mask for a whole test set)."""
         previous = self._fixed
         with torch.no_grad():
@@ -260,5 +263,7 @@ class SupermaskNet(nn.Module):
 
     def extra_repr(self) -> str:
         keep = f", keep={self.keep}" if self.method == "edge-popup" else ""
-        return (f"method={self.method!r}, weights={self.weights_kind!r}{keep}, "
-                f"dynamic_scaling={self.dynamic_scaling}, layers={len(self.names)}")
+        return (
+            f"method={self.method!r}, weights={self.weights_kind!r}{keep}, "
+            f"dynamic_scaling={self.dynamic_scaling}, layers={len(self.names)}"
+        )

@@ -10,6 +10,7 @@ mask (edge-popup). The final report adds, for bernoulli, the test accuracy of
 ``num_samples`` (10) masks sampled from ``Bernoulli(sigmoid(s))`` with a generator seeded by
 ``seed`` (mean and sample standard deviation), and the learned mask's density.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,16 +23,16 @@ from pathlib import Path
 import torch
 
 from lth import jsonio
-from lth.config import MAX_ITERATIONS, check_budget, check_seed
 from lth.atomic import atomic_write_text
+from lth.config import MAX_ITERATIONS, check_budget, check_seed
 from lth.data import DataBundle
 from lth.errors import LthError
 from lth.masks import Mask
 from lth.store import RunDir
 from lth.store.ownership import created_and_locked
 from lth.supermasks.learned import SupermaskNet, check_keep, check_method, check_weights
-from lth.training.evaluate import evaluate
 from lth.training import Trainer
+from lth.training.evaluate import evaluate
 from lth.training.optim import OptimizerSettings, check_settings
 
 
@@ -123,8 +124,8 @@ def train_supermask(
         std = accuracies.std() if num_samples > 1 else torch.zeros((), dtype=accuracies.dtype, device=device)
         values = torch.cat([accuracies, accuracies.mean()[None], std[None], kept.to(accuracies)]).tolist()
         result.test_accuracy_sampled = values[:num_samples]
-        result.test_accuracy_sampled_mean, result.test_accuracy_sampled_std = values[num_samples:num_samples + 2]
-        counts = values[num_samples + 2:]
+        result.test_accuracy_sampled_mean, result.test_accuracy_sampled_std = values[num_samples : num_samples + 2]
+        counts = values[num_samples + 2 :]
     else:
         counts = kept.tolist()
     result.mask = mask.cpu()
@@ -202,8 +203,9 @@ def resolve_settings(
     if iterations is not None and iterations < 1:
         raise LthError(f"iterations {iterations} is invalid; it must be >= 1")
     if iterations is not None and iterations > MAX_ITERATIONS:
-        raise LthError(f"iterations {iterations} is invalid; it must be at most {MAX_ITERATIONS} "
-                       "(lth.config.MAX_ITERATIONS)")
+        raise LthError(
+            f"iterations {iterations} is invalid; it must be at most {MAX_ITERATIONS} (lth.config.MAX_ITERATIONS)"
+        )
     if epochs is not None and not (math.isfinite(epochs) and epochs > 0):
         raise LthError(f"epochs {epochs!r} is invalid; it must be > 0")
     if eval_every < 1:
@@ -211,9 +213,17 @@ def resolve_settings(
     if iterations is None and epochs is None:
         iterations = DEFAULT_ITERATIONS
     return {
-        "method": method, "weights": weights, "score_init": float(score_init or 0.0), "keep": keep,
-        "optimizer": optimizer, "lr": float(lr), "momentum": float(momentum), "batch_size": batch_size,
-        "iterations": iterations, "epochs": epochs, "eval_every": eval_every,
+        "method": method,
+        "weights": weights,
+        "score_init": float(score_init or 0.0),
+        "keep": keep,
+        "optimizer": optimizer,
+        "lr": float(lr),
+        "momentum": float(momentum),
+        "batch_size": batch_size,
+        "iterations": iterations,
+        "epochs": epochs,
+        "eval_every": eval_every,
     }
 
 
@@ -252,25 +262,41 @@ def run_supermask_training(
     from lth.models import MODELS, build_model
 
     check_seed(seed, "--seed")
-    config = resolve_settings(method, weights, score_init, keep, optimizer, lr, momentum,
-                              batch_size, iterations, epochs, eval_every)
+    config = resolve_settings(
+        method, weights, score_init, keep, optimizer, lr, momentum, batch_size, iterations, epochs, eval_every
+    )
     MODELS.get(model)
     DATASETS.get(dataset)
     dev = resolve_device(device)
     data = load_dataset(dataset, data_dir=data_dir, device=dev)
     n = data.train_x.shape[0]
     if config["batch_size"] > n:
-        raise LthError(f"batch size {config['batch_size']} is invalid; it must be between 1 and {n} "
-                       "(the number of training examples)")
+        raise LthError(
+            f"batch size {config['batch_size']} is invalid; it must be between 1 and {n} "
+            "(the number of training examples)"
+        )
     if config["iterations"] is None:
         config["iterations"] = max(1, int(round(config["epochs"] * (n // config["batch_size"]))))
         check_budget(config["iterations"], f"--epochs {config['epochs']:g}")
     net = SupermaskNet(
-        build_model(model, data.input_shape, data.num_classes, seed=seed), method, config["weights"],
-        score_init=config["score_init"], keep=config["keep"], dynamic_scaling=dynamic_scaling, seed=seed,
+        build_model(model, data.input_shape, data.num_classes, seed=seed),
+        method,
+        config["weights"],
+        score_init=config["score_init"],
+        keep=config["keep"],
+        dynamic_scaling=dynamic_scaling,
+        seed=seed,
     ).to(dev)
-    config = {"kind": "supermask-train", "model": model, "dataset": dataset, **config,
-              "dynamic_scaling": dynamic_scaling, "seed": seed, "device": str(dev), "data_dir": data_dir}
+    config = {
+        "kind": "supermask-train",
+        "model": model,
+        "dataset": dataset,
+        **config,
+        "dynamic_scaling": dynamic_scaling,
+        "seed": seed,
+        "device": str(dev),
+        "data_dir": data_dir,
+    }
     run = None
     started = _now()
     with ExitStack() as held:  # the run directory's lock (one writer per run) while it is written
@@ -279,9 +305,17 @@ def run_supermask_training(
             run.write_config(config)
             run.write_status(status="running", started=started, device=str(dev))
         settings = OptimizerSettings(config["optimizer"], config["lr"], config["momentum"])
-        result = train_supermask(net, data, settings, config["batch_size"], config["iterations"], seed=seed,
-                                 eval_every=eval_every, progress=progress,
-                                 description=f"supermask {method} {model} {dataset}")
+        result = train_supermask(
+            net,
+            data,
+            settings,
+            config["batch_size"],
+            config["iterations"],
+            seed=seed,
+            eval_every=eval_every,
+            progress=progress,
+            description=f"supermask {method} {model} {dataset}",
+        )
         if run is not None:
             run.write_metrics([{"round": 0, **row} for row in result.metrics])
             result.mask.save(run.path / MASK_FILE)

@@ -5,11 +5,13 @@ All three are off by default, so results stay bit-for-bit reproducible in float3
 GPU (tensor cores, fused kernels, cuDNN's NHWC convolutions); on a CPU they mostly do not (see
 the README's performance section for figures measured on this project's machine).
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ContextManager
+from typing import ContextManager
 
 import torch
 from torch import nn

@@ -1,7 +1,8 @@
 """Evaluation in large batches without autograd."""
+
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -11,9 +12,14 @@ from lth.training.acceleration import DEFAULT, Acceleration
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2500,
-             acceleration: Acceleration = DEFAULT,
-             forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 2500,
+    acceleration: Acceleration = DEFAULT,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Mean loss and accuracy of ``model`` on (x, y) as a 2-element tensor on the data's device.
 
     Returns a tensor (not floats) so that callers can batch several evaluations per host sync.
@@ -25,8 +31,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     totals = torch.zeros(2, dtype=torch.float64, device=x.device)  # exact counts, accurate sums
     for start in range(0, x.shape[0], batch_size):
         with acceleration.autocast(x.device):
-            logits = forward(acceleration.batch(x[start:start + batch_size])).float()
-        target = y[start:start + batch_size]
+            logits = forward(acceleration.batch(x[start : start + batch_size])).float()
+        target = y[start : start + batch_size]
         totals[0] += F.cross_entropy(logits, target, reduction="sum")
         totals[1] += (logits.argmax(1) == target).sum()
     model.train(was_training)

@@ -3,18 +3,19 @@
 The network at ``alpha`` on the path from ``a`` to ``b`` has the floating-point entries
 ``(1 - alpha) * a + alpha * b``, computed so that alpha 0 and 1 give ``a`` and ``b`` bit for bit
 and an entry equal in ``a`` and ``b`` keeps that value all along (two identical networks give a
-constant path: barrier exactly 0), times the mask: pruned weights are exactly 0 at every point (the path lies in the mask's
-subspace). Integer buffers (BatchNorm's step count) are taken from ``a``.
+constant path: barrier exactly 0), times the mask: pruned weights are exactly 0 at every point
+(the path lies in the mask's subspace). Integer buffers (BatchNorm's step count) are taken from ``a``.
 
 BatchNorm running statistics do not interpolate meaningfully (the mean of two networks'
 statistics is not the statistics of the mean network), so by default they are recomputed at
 every point: reset, then one pass over training data in training mode with a cumulative
 average (``momentum=None``), without gradients.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -32,8 +33,9 @@ def alphas(points: int) -> list[float]:
 
 
 @torch.no_grad()
-def interpolate(a: Mapping[str, Tensor], b: Mapping[str, Tensor], alpha: float,
-                mask: Optional[Mapping[str, Tensor]] = None) -> dict[str, Tensor]:
+def interpolate(
+    a: Mapping[str, Tensor], b: Mapping[str, Tensor], alpha: float, mask: Mapping[str, Tensor] | None = None
+) -> dict[str, Tensor]:
     """The state ``(1 - alpha) * a + alpha * b`` (masked entries exactly 0; integer entries from ``a``)."""
     state = {}
     for name, x in a.items():
@@ -66,7 +68,7 @@ def recompute_batch_norm(model: nn.Module, x: Tensor, batch_size: int = 500) -> 
         m.momentum = None  # cumulative moving average: every batch counts equally
     model.train()
     for start in range(0, x.shape[0], batch_size):
-        model(x[start:start + batch_size])
+        model(x[start : start + batch_size])
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.train(was_training)
@@ -90,10 +92,10 @@ def evaluate_path(
     model: nn.Module,
     a: Mapping[str, Tensor],
     b: Mapping[str, Tensor],
-    mask: Optional[Mapping[str, Tensor]],
+    mask: Mapping[str, Tensor] | None,
     points: Sequence[float],
     splits: Mapping[str, tuple[Tensor, Tensor]],
-    batch_norm_data: Optional[Tensor] = None,
+    batch_norm_data: Tensor | None = None,
 ) -> PathResult:
     """Evaluate ``model`` at each point of the linear path from state ``a`` to state ``b``.
 

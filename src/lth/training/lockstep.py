@@ -11,11 +11,13 @@ of each round cost about one vectorised training.
 Everything is deterministic: each program's computations do not depend on the others, and the
 vectorised training equals training alone up to float rounding.
 """
+
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,36 +33,63 @@ from lth.training.vectorized import VectorTrainer, same_architecture
 
 @dataclass
 class _Request:
-    trainer: "LockstepTrainer"
+    trainer: LockstepTrainer
     model: nn.Module
-    mask: Optional[Mask]
+    mask: Mask | None
     start: int
     stop: int
     capture: tuple[int, ...]
-    on_capture: Optional[Callable[[int, nn.Module], None]]
+    on_capture: Callable[[int, nn.Module], None] | None
     zero_pruned: bool
     keep_best: bool
     description: str
     program: int = 0  # the index of the program that asked: fixes the order of a group
-    result: Optional[RoundResult] = None
-    error: Optional[BaseException] = None
+    result: RoundResult | None = None
+    error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
     def key(self) -> tuple:
         t = self.trainer
         shapes = tuple((k, tuple(v.shape)) for k, v in self.model.state_dict().items())
-        return (id(t.data), t.batch_size, t.optimizer, t.eval_every, t.acceleration, type(self.model), shapes,
-                self.start, self.stop, self.capture, self.zero_pruned, self.keep_best)
+        return (
+            id(t.data),
+            t.batch_size,
+            t.optimizer,
+            t.eval_every,
+            t.acceleration,
+            type(self.model),
+            shapes,
+            self.start,
+            self.stop,
+            self.capture,
+            self.zero_pruned,
+            self.keep_best,
+        )
 
 
 class LockstepTrainer:
     """Stands in for :class:`Trainer` inside one program of a :class:`Lockstep` run."""
 
-    def __init__(self, coordinator: "Lockstep", data: DataBundle, batch_size: int, optimizer: OptimizerSettings,
-                 seed: int, eval_every: int = 100, progress: bool = True, leave: bool = True,
-                 acceleration: Acceleration = DEFAULT) -> None:
+    def __init__(
+        self,
+        coordinator: Lockstep,
+        data: DataBundle,
+        batch_size: int,
+        optimizer: OptimizerSettings,
+        seed: int,
+        eval_every: int = 100,
+        progress: bool = True,
+        leave: bool = True,
+        acceleration: Acceleration = DEFAULT,
+    ) -> None:
         self.coordinator = coordinator
-        self.data, self.batch_size, self.optimizer, self.seed, self.eval_every = data, batch_size, optimizer, seed, eval_every
+        self.data, self.batch_size, self.optimizer, self.seed, self.eval_every = (
+            data,
+            batch_size,
+            optimizer,
+            seed,
+            eval_every,
+        )
         self.acceleration = acceleration
         self.alone = Trainer(data, batch_size, optimizer, seed, eval_every, progress=False, acceleration=acceleration)
 
@@ -72,11 +101,22 @@ class LockstepTrainer:
     def iterations_per_epoch(self) -> int:
         return self.alone.iterations_per_epoch
 
-    def train(self, model: nn.Module, mask: Optional[Mask], start: int, stop: int, capture: Iterable[int] = (),
-              on_capture: Optional[Callable[[int, nn.Module], None]] = None, description: str = "",
-              postfix: Optional[dict] = None, zero_pruned: bool = True, keep_best: bool = False,
-              checkpoint_every: int = 0, on_checkpoint: Optional[Callable[[TrainProgress], None]] = None,
-              resume: Optional[TrainProgress] = None) -> RoundResult:
+    def train(
+        self,
+        model: nn.Module,
+        mask: Mask | None,
+        start: int,
+        stop: int,
+        capture: Iterable[int] = (),
+        on_capture: Callable[[int, nn.Module], None] | None = None,
+        description: str = "",
+        postfix: dict | None = None,
+        zero_pruned: bool = True,
+        keep_best: bool = False,
+        checkpoint_every: int = 0,
+        on_checkpoint: Callable[[TrainProgress], None] | None = None,
+        resume: TrainProgress | None = None,
+    ) -> RoundResult:
         """As :meth:`Trainer.train`, trained together with the other programs' waiting models.
 
         No checkpoints are taken inside a vectorised training (``checkpoint_every`` is ignored);
@@ -84,11 +124,26 @@ class LockstepTrainer:
         acceleration cannot be vectorised (bf16).
         """
         if resume is not None or not self.acceleration.vectorizable:
-            return self.coordinator.alone(lambda: self.alone.train(
-                model, mask, start, stop, capture, on_capture, description, postfix, zero_pruned, keep_best,
-                checkpoint_every, on_checkpoint, resume))
-        request = _Request(self, model, mask, start, stop, tuple(sorted(set(capture))), on_capture, zero_pruned,
-                           keep_best, description)
+            return self.coordinator.alone(
+                lambda: self.alone.train(
+                    model,
+                    mask,
+                    start,
+                    stop,
+                    capture,
+                    on_capture,
+                    description,
+                    postfix,
+                    zero_pruned,
+                    keep_best,
+                    checkpoint_every,
+                    on_checkpoint,
+                    resume,
+                )
+            )
+        request = _Request(
+            self, model, mask, start, stop, tuple(sorted(set(capture))), on_capture, zero_pruned, keep_best, description
+        )
         return self.coordinator.submit(request)
 
 
@@ -135,7 +190,7 @@ class Lockstep:
     def run(self, programs: Sequence[Callable[[], Any]]) -> list[Any]:
         """Run every program (in threads); return their results in order, or raise the first error."""
         results: list[Any] = [None] * len(programs)
-        errors: list[Optional[BaseException]] = [None] * len(programs)
+        errors: list[BaseException | None] = [None] * len(programs)
 
         def body(i: int, program: Callable[[], Any]) -> None:
             self._program.index = i
@@ -183,7 +238,7 @@ class Lockstep:
             groups.setdefault(request.key(), []).append(request)
         for members in groups.values():
             for start in range(0, len(members), self.group_size):
-                self._train(members[start:start + self.group_size])
+                self._train(members[start : start + self.group_size])
 
     def _train(self, group: list[_Request]) -> None:
         first = group[0]
@@ -191,8 +246,15 @@ class Lockstep:
         try:
             if not same_architecture([r.model for r in group]):
                 raise AssertionError("grouped models differ")  # the key makes this impossible
-            vector = VectorTrainer(t.data, t.batch_size, t.optimizer, [r.trainer.seed for r in group], t.eval_every,
-                                   progress=self.progress, acceleration=t.acceleration)
+            vector = VectorTrainer(
+                t.data,
+                t.batch_size,
+                t.optimizer,
+                [r.trainer.seed for r in group],
+                t.eval_every,
+                progress=self.progress,
+                acceleration=t.acceleration,
+            )
 
             def capture(k: int, step: int, state: dict[str, torch.Tensor]) -> None:
                 request = group[k]
@@ -203,9 +265,17 @@ class Lockstep:
                     request.model.load_state_dict(saved)
 
             label = first.description if len(group) == 1 else f"{first.description} x{len(group)}"
-            results = vector.train([r.model for r in group], [r.mask for r in group], first.start, first.stop,
-                                   capture=first.capture, on_capture=capture, description=label,
-                                   zero_pruned=first.zero_pruned, keep_best=first.keep_best)
+            results = vector.train(
+                [r.model for r in group],
+                [r.mask for r in group],
+                first.start,
+                first.stop,
+                capture=first.capture,
+                on_capture=capture,
+                description=label,
+                zero_pruned=first.zero_pruned,
+                keep_best=first.keep_best,
+            )
             for request, result in zip(group, results):
                 request.result = result
         except BaseException as error:  # noqa: BLE001 - every waiting program gets it

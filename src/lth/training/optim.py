@@ -1,9 +1,10 @@
 """Optimizers (Adam, SGD with momentum/Nesterov/weight decay) and the LR schedule."""
+
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import torch
 

@@ -7,12 +7,14 @@ to the masked gradient), so their Adam moments and SGD momentum stay exactly 0, 
 is exactly 0, and they keep their starting value (0, or e.g. their initial value for the
 ``freeze_init`` mask-0 actions) bit for bit with Adam or SGD (tests check this).
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,10 +40,10 @@ class RoundResult:
     final_val_accuracy: float = 0.0
     final_test_accuracy: float = 0.0
     final_test_loss: float = 0.0
-    best_state: Optional[dict] = None  # state at the early-stopping evaluation, when asked for
+    best_state: dict | None = None  # state at the early-stopping evaluation, when asked for
     seconds: float = 0.0  # training time, summed over interruptions
 
-    def row(self, round_index: int, mask: Mask, seconds: Optional[float] = None) -> dict:
+    def row(self, round_index: int, mask: Mask, seconds: float | None = None) -> dict:
         """The per-round summary (as in ``rounds.json``) of this training under ``mask``."""
         return {
             "round": round_index,
@@ -85,34 +87,43 @@ class TrainProgress:
     running: torch.Tensor  # (loss sum, correct) since the last evaluation
     seen: int
     best_loss: float
-    best_state: Optional[dict[str, torch.Tensor]]
+    best_state: dict[str, torch.Tensor] | None
     seconds: float  # training time spent before the interruption
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainProgress":
+    def from_dict(cls, values: dict[str, Any]) -> TrainProgress:
         return cls(**values)
 
     def portable(self) -> dict[str, Any]:
         """The fields with every tensor moved to the CPU: what a checkpoint stores (see :meth:`restored`)."""
-        return {**self.as_dict(), "model": _on(self.model, "cpu"), "best_state": _on(self.best_state, "cpu"),
-                "running": self.running.detach().cpu()}
+        return {
+            **self.as_dict(),
+            "model": _on(self.model, "cpu"),
+            "best_state": _on(self.best_state, "cpu"),
+            "running": self.running.detach().cpu(),
+        }
 
     @classmethod
-    def restored(cls, values: dict[str, Any], device: torch.device | str) -> "TrainProgress":
+    def restored(cls, values: dict[str, Any], device: torch.device | str) -> TrainProgress:
         """The progress stored by :meth:`portable`, its tensors on ``device``."""
-        return cls.from_dict({**values, "model": _on(values["model"], device),
-                              "best_state": _on(values.get("best_state"), device),
-                              "running": values["running"].to(device)})
+        return cls.from_dict(
+            {
+                **values,
+                "model": _on(values["model"], device),
+                "best_state": _on(values.get("best_state"), device),
+                "running": values["running"].to(device),
+            }
+        )
 
 
-def _on(state: Optional[dict[str, torch.Tensor]], device: torch.device | str) -> Optional[dict[str, torch.Tensor]]:
+def _on(state: dict[str, torch.Tensor] | None, device: torch.device | str) -> dict[str, torch.Tensor] | None:
     return None if state is None else {k: v.detach().to(device) for k, v in state.items()}
 
 
-def check_finite(rows: list[dict], iteration: int, start: int, network: str = "", index: Optional[int] = None) -> None:
+def check_finite(rows: list[dict], iteration: int, start: int, network: str = "", index: int | None = None) -> None:
     """Raise :class:`~lth.errors.TrainingDiverged` if a loss of this evaluation is NaN or infinite.
 
     Called where the trainers read their losses anyway (every evaluation): the running training
@@ -131,7 +142,7 @@ class MaskEnforcer:
     optimizer, which would otherwise move frozen non-zero weights.
     """
 
-    def __init__(self, model: nn.Module, mask: Optional[Mask], weight_decay: float = 0.0) -> None:
+    def __init__(self, model: nn.Module, mask: Mask | None, weight_decay: float = 0.0) -> None:
         params = dict(model.named_parameters())
         pairs = [
             (params[name], m.to(params[name].device, params[name].dtype))
@@ -193,27 +204,29 @@ class Trainer:
     def evaluate(self, model: nn.Module) -> tuple[list[float], list[float]]:
         """(loss, accuracy) on validation and test, with one host sync."""
         forward, a = self.forward(model), self.acceleration
-        both = torch.stack([
-            evaluate(model, self.data.val_x, self.data.val_y, acceleration=a, forward=forward),
-            evaluate(model, self.data.test_x, self.data.test_y, acceleration=a, forward=forward),
-        ]).tolist()
+        both = torch.stack(
+            [
+                evaluate(model, self.data.val_x, self.data.val_y, acceleration=a, forward=forward),
+                evaluate(model, self.data.test_x, self.data.test_y, acceleration=a, forward=forward),
+            ]
+        ).tolist()
         return both[0], both[1]
 
     def train(
         self,
         model: nn.Module,
-        mask: Optional[Mask],
+        mask: Mask | None,
         start: int,
         stop: int,
         capture: Iterable[int] = (),
-        on_capture: Optional[Callable[[int, nn.Module], None]] = None,
+        on_capture: Callable[[int, nn.Module], None] | None = None,
         description: str = "",
-        postfix: Optional[dict] = None,
+        postfix: dict | None = None,
         zero_pruned: bool = True,
         keep_best: bool = False,
         checkpoint_every: int = 0,
-        on_checkpoint: Optional[Callable[[TrainProgress], None]] = None,
-        resume: Optional[TrainProgress] = None,
+        on_checkpoint: Callable[[TrainProgress], None] | None = None,
+        resume: TrainProgress | None = None,
     ) -> RoundResult:
         """Train from iteration ``start`` to ``stop`` with a fresh optimizer.
 
@@ -258,8 +271,14 @@ class Trainer:
             seen, best_loss, first, spent = resume.seen, resume.best_loss, resume.iteration, resume.seconds
         current_lr = None
         bar = progress_bar(
-            total=stop - start, initial=first - start, desc=description, disable=not self.progress,
-            leave=self.leave, unit="it", dynamic_ncols=True, mininterval=0.5,
+            total=stop - start,
+            initial=first - start,
+            desc=description,
+            disable=not self.progress,
+            leave=self.leave,
+            unit="it",
+            dynamic_ncols=True,
+            mininterval=0.5,
         )
 
         def record(t: int) -> None:
@@ -271,8 +290,7 @@ class Trainer:
             ]
             if seen:
                 loss_sum, correct = running.tolist()
-                rows.insert(0, {"iteration": t, "split": "train", "loss": loss_sum / seen,
-                                "accuracy": correct / seen})
+                rows.insert(0, {"iteration": t, "split": "train", "loss": loss_sum / seen, "accuracy": correct / seen})
             try:
                 check_finite(rows, t, start)
             except TrainingDiverged:
@@ -288,9 +306,15 @@ class Trainer:
 
         def progress_now(done: int) -> TrainProgress:
             return TrainProgress(
-                iteration=done, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                metrics=result.metrics, running=running, seen=seen, best_loss=best_loss,
-                best_state=result.best_state, seconds=spent + time.perf_counter() - tic,
+                iteration=done,
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                metrics=result.metrics,
+                running=running,
+                seen=seen,
+                best_loss=best_loss,
+                best_state=result.best_state,
+                seconds=spent + time.perf_counter() - tic,
             )
 
         if resume is None:

@@ -13,10 +13,11 @@ them one at a time (:class:`~lth.training.Trainer`). Of the :class:`~lth.trainin
 options, ``compile`` applies (to the vectorised forward pass); bf16 autocast does not reach inside
 ``vmap``, so it is refused; channels-last is a lone-training layout and is ignored here.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +51,7 @@ def check_vectorizable(model: nn.Module) -> None:
             )
 
 
-def parse_vectorize(value: int | str, name: str = "--vectorize") -> Optional[int]:
+def parse_vectorize(value: int | str, name: str = "--vectorize") -> int | None:
     """How many networks to train side by side: a number >= 1, ``off`` (1) or ``auto`` (None)."""
     if isinstance(value, str):
         text = value.strip().lower()
@@ -71,6 +72,7 @@ def parse_vectorize(value: int | str, name: str = "--vectorize") -> Optional[int
 
 def same_architecture(models: Sequence[nn.Module]) -> bool:
     """True if every model has the same parameter and buffer names, shapes and dtypes."""
+
     def signature(m: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
         return [(k, tuple(v.shape), v.dtype) for k, v in m.state_dict().items()]
 
@@ -124,12 +126,14 @@ class VectorTrainer:
 
     # -- evaluation ------------------------------------------------------------------
     @torch.inference_mode()
-    def _evaluate(self, forward: Callable, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _evaluate(
+        self, forward: Callable, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
         """(K, 2): mean loss and accuracy of every model on (x, y), the data shared, not copied."""
         k = self.size
         totals = torch.zeros(k, 2, dtype=torch.float64, device=x.device)
         for start in range(0, x.shape[0], self.eval_batch_size):
-            xb, yb = x[start:start + self.eval_batch_size], y[start:start + self.eval_batch_size]
+            xb, yb = x[start : start + self.eval_batch_size], y[start : start + self.eval_batch_size]
             logits = torch.vmap(forward, in_dims=(0, 0, None))(params, buffers, xb)  # (K, n, C)
             target = yb.expand(k, -1)
             losses = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(k, -1)
@@ -141,11 +145,11 @@ class VectorTrainer:
     def train(
         self,
         models: Sequence[nn.Module],
-        masks: Sequence[Optional[Mask]],
+        masks: Sequence[Mask | None],
         start: int,
         stop: int,
         capture: Iterable[int] = (),
-        on_capture: Optional[Callable[[int, int, dict[str, torch.Tensor]], None]] = None,
+        on_capture: Callable[[int, int, dict[str, torch.Tensor]], None] | None = None,
         description: str = "",
         zero_pruned: bool = True,
         keep_best: bool = False,
@@ -172,10 +176,16 @@ class VectorTrainer:
         masked = {}
         for name in names:
             if any(m is not None and name in m for m in masks):
-                stacked = torch.stack([
-                    (m[name] if m is not None and name in m else torch.ones_like(params[name][0], dtype=torch.bool))
-                    .to(device) for m in masks
-                ])
+                stacked = torch.stack(
+                    [
+                        (
+                            m[name]
+                            if m is not None and name in m
+                            else torch.ones_like(params[name][0], dtype=torch.bool)
+                        ).to(device)
+                        for m in masks
+                    ]
+                )
                 if not bool(stacked.all()):
                     masked[name] = stacked.to(params[name].dtype)
         if zero_pruned and masked:
@@ -199,25 +209,39 @@ class VectorTrainer:
         seen = 0
         best_loss = [float("inf")] * k
         capture = set(capture)
-        bar = progress_bar(total=stop - start, desc=description, disable=not self.progress, leave=True, unit="it",
-                   dynamic_ncols=True, mininterval=0.5)
+        bar = progress_bar(
+            total=stop - start,
+            desc=description,
+            disable=not self.progress,
+            leave=True,
+            unit="it",
+            dynamic_ncols=True,
+            mininterval=0.5,
+        )
 
         def state_of(i: int) -> dict[str, torch.Tensor]:
-            return {**{n: p[i].detach().clone() for n, p in params.items()},
-                    **{n: b[i].clone() for n, b in buffers.items()}}
+            return {
+                **{n: p[i].detach().clone() for n, p in params.items()},
+                **{n: b[i].clone() for n, b in buffers.items()},
+            }
 
         def record(t: int) -> None:
             nonlocal seen
             template.eval()
-            both = torch.stack([
-                self._evaluate(forward, params, buffers, self.data.val_x, self.data.val_y),
-                self._evaluate(forward, params, buffers, self.data.test_x, self.data.test_y),
-            ], dim=1).tolist()  # (K, 2 splits, 2)
+            both = torch.stack(
+                [
+                    self._evaluate(forward, params, buffers, self.data.val_x, self.data.val_y),
+                    self._evaluate(forward, params, buffers, self.data.test_x, self.data.test_y),
+                ],
+                dim=1,
+            ).tolist()  # (K, 2 splits, 2)
             template.train()
             train = (running / max(1, seen)).tolist() if seen else None
             for i, ((val_loss, val_acc), (test_loss, test_acc)) in enumerate(both):
-                rows = [{"iteration": t, "split": "val", "loss": val_loss, "accuracy": val_acc},
-                        {"iteration": t, "split": "test", "loss": test_loss, "accuracy": test_acc}]
+                rows = [
+                    {"iteration": t, "split": "val", "loss": val_loss, "accuracy": val_acc},
+                    {"iteration": t, "split": "test", "loss": test_loss, "accuracy": test_acc},
+                ]
                 if train is not None:
                     rows.insert(0, {"iteration": t, "split": "train", "loss": train[i][0], "accuracy": train[i][1]})
                 try:
