@@ -150,9 +150,11 @@ def differenced(train: Callable[[int], None], lengths: tuple[int, int]) -> float
     return (times[1] - times[0]) / (lengths[1] - lengths[0])
 
 
-def single_step(
-    name: str, data: DataBundle, lengths: tuple[int, int], acceleration: Acceleration = Acceleration()
-) -> Measure:
+#: The default options: float32, no compile, default memory layout.
+FP32 = Acceleration()
+
+
+def single_step(name: str, data: DataBundle, lengths: tuple[int, int], acceleration: Acceleration = FP32) -> Measure:
     net = models_for(name, data, 1)[0].to(DEVICE)
     trainer = Trainer(data, BATCH, ADAM, seed=0, eval_every=10**9, progress=False, acceleration=acceleration)
     trainer.train(net, None, 0, 2)  # warm-up; compiles the model once with torch.compile

@@ -204,3 +204,14 @@ def result_dirs(tmp_path_factory) -> dict[str, Path]:
         progress=False,
     )
     return dirs
+
+
+@pytest.fixture(scope="session")
+def executed_docs(tmp_path_factory) -> Path:
+    """A copy of the documentation (``mkdocs.yml`` + ``docs/``) whose tutorial notebooks have been
+    executed, outputs saved: shared by the tutorial tests and the site build, which run in one
+    xdist worker (``@pytest.mark.xdist_group("docs")``; scripts/test.sh uses ``--dist loadgroup``),
+    so the notebooks run once per test session."""
+    from docs_build import executed_docs_copy
+
+    return executed_docs_copy(tmp_path_factory.mktemp("docs"))

@@ -118,7 +118,8 @@ def test_ray_backend_equals_local(ray_instance, reference, spec_file, tmp_path, 
 
 
 def kill_mid_trial(victim: Path) -> tuple[threading.Thread, threading.Event, list[int]]:
-    """A thread that SIGKILLs the process running ``victim`` (its pid is in the trial's log) once it has checkpointed."""
+    """A thread that SIGKILLs the process running ``victim`` (its pid is in the trial's log) once it has
+    checkpointed."""
     killed: list[int] = []
     stop = threading.Event()
 

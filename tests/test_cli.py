@@ -523,4 +523,4 @@ def test_lth_exports_resolve():
     for name in lth.__all__:
         assert getattr(lth, name) is not None
     with pytest.raises(AttributeError, match="no_such_name"):
-        lth.no_such_name
+        _ = lth.no_such_name

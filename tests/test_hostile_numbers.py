@@ -182,7 +182,8 @@ def test_extreme_seeds_within_range_run(capsys, tmp_path):
     [
         (
             ["supermask", "train", "lenet-300-100", "digits", "--iterations", 20, "--seed", "99999999999999999999999"],
-            "--seed must be an integer from -2^63 to 2^64-1 (what torch.manual_seed accepts), got 99999999999999999999999",
+            "--seed must be an integer from -2^63 to 2^64-1 (what torch.manual_seed accepts), "
+            "got 99999999999999999999999",
         ),
         (
             ["supermask", "train", "lenet-300-100", "digits", "--iterations", "99999999999999999999"],
@@ -587,8 +588,8 @@ def test_torch_runtime_error_with_enospc_cause_is_recognised(monkeypatch, tmp_pa
     def failing_save(obj, handle):
         try:
             raise OSError(errno.ENOSPC, "No space left on device")
-        except OSError:
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+        except OSError as error:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from error
 
     monkeypatch.setattr(torch, "save", failing_save)
     with pytest.raises(LthError, match="^no space left on device while writing"):

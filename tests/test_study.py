@@ -207,8 +207,8 @@ def test_bad_robust_input(tmp_path, capsys):
 
 
 def _same_up_to_rounding(a: Path, b: Path) -> None:
-    """The same masks but for at most 0.2% of each layer's entries or 6 entries (weights tied at the pruning threshold up
-    to rounding: the strong check, as another data order or mask would change far more); accuracies within
+    """The same masks but for at most 0.2% of each layer's entries or 6 entries (weights tied at the pruning threshold
+    up to rounding: the strong check, as another data order or mask would change far more); accuracies within
     2% (6 of digits' 300 validation / 397 test images; 1e-4 would forbid any flip: vectorised products sum
     in another order, and after some training a rounding difference can move a few borderline images or
     the early-stop point; CI saw 2 test and, once, 3 validation images move).

@@ -29,7 +29,7 @@ def test_controls_leave_the_ticket_unchanged_and_have_the_ticket_shape(tmp_path)
     run = RunDir.open(tmp_path / "run")
     controls = run.controls()
     assert sorted(controls) == ["random-prune", "reinit"]
-    for name, rounds in controls.items():
+    for rounds in controls.values():
         assert [r["round"] for r in rounds] == [1, 2]
         assert set(rounds[0]) == set(with_controls.rounds[0])
     for r in (1, 2):

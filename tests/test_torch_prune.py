@@ -217,7 +217,7 @@ def test_large_final_matches_torch_prune_over_rounds(scope):
         final = {k: torch.randn(v.shape, generator=g) for k, v in init.items()}  # "training" = new weights
         mask = compute_mask(init, final, "large_final", prune_rate=rate, scope=scope, prev_mask=mask)
         with torch.no_grad():  # torch prunes on |w_final| among the entries it still keeps
-            for module, name in layers:
+            for module, _name in layers:
                 key = {net[0]: "0", net[2]: "2", net[4]: "4"}[module] + ".weight"
                 target = module.weight_orig if hasattr(module, "weight_orig") else module.weight
                 target.copy_(final[key])

@@ -9,7 +9,7 @@ the CPU and moved to the layer's device, so results do not depend on the device.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +28,11 @@ class LayerState:
     mask: Tensor  # bool, True = kept
     generator: torch.Generator  # seeded CPU generator; all randomness comes from it
     fresh: Callable[[], Tensor] | None = None  # a fresh draw from the layer's initializer (reinit)
+
+
+def fresh_draw(fresh: Mapping[str, Tensor], name: str) -> Callable[[], Tensor]:
+    """A :attr:`LayerState.fresh` callback for parameter ``name``: its value in the fresh state ``fresh``."""
+    return lambda: fresh[name]
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,8 @@ class _Recorder:
     """A file handle that remembers the OSError of a failed write, whatever torch raises over it."""
 
     def __init__(self, handle: Any) -> None:
-        self.handle, self.error = handle, None
+        self.handle = handle
+        self.error: OSError | None = None
 
     def write(self, data: Any) -> int:
         try:

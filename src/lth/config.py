@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -40,6 +40,7 @@ CONTROL_NAMES = ("reinit", "random-prune")
 LOGGER_NAMES = ("tensorboard", "mlflow")
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]  # prune rates and momentum: [0, 1)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(it|ep)?\s*$")
+_T = TypeVar("_T")
 
 
 def check_seed(seed: Any, name: str = "seed") -> int:
@@ -314,6 +315,11 @@ class TicketConfig(BaseModel):
         return TicketConfig(**values)
 
     def budget_iterations(self, iterations_per_epoch: int) -> int:
+        """The training budget of one round, in iterations.
+
+        ``iterations``, or ``epochs`` times ``iterations_per_epoch`` (at least 1); LthError when
+        neither is set or the budget is above :data:`MAX_ITERATIONS`.
+        """
         if self.iterations is not None:
             return self.iterations
         if self.epochs is None:
@@ -339,6 +345,18 @@ def validation_message(error: ValidationError) -> str:
     if not first["loc"]:  # a rule across several keys: its message names them
         return message
     return f"bad value {brief(first.get('input'))} for {field}: {message}"  # bounded: the input may be huge
+
+
+def resolved(value: _T | None, key: str) -> _T:
+    """``value``, the setting ``key`` of a config whose model recipe is filled in.
+
+    :meth:`TicketConfig.with_recipe` (hence :func:`lth.experiments.ticket_search.check_config`)
+    sets every recipe key (``batch_size``, ``optimizer``, ``lr``, ``scope``, the prune rates...),
+    so a resolved config holds no None there: this states that invariant, for readers and for the
+    type checker.
+    """
+    assert value is not None, f"config key {key!r} is unset; fill in the model's recipe first (with_recipe)"
+    return value
 
 
 def make_config(values: dict[str, Any]) -> TicketConfig:

@@ -34,12 +34,15 @@ class Mask(dict[str, torch.Tensor]):
 
     @classmethod
     def ones(cls, params: Mapping[str, torch.Tensor]) -> Mask:
+        """The dense mask of ``params``: every entry kept (a bool tensor of each parameter's shape)."""
         return cls({name: torch.ones_like(p, dtype=torch.bool) for name, p in params.items()})
 
     def kept(self) -> int:
+        """The number of entries kept, over all masked parameters."""
         return int(sum(int(m.sum()) for m in self.values()))
 
     def size(self) -> int:
+        """The number of masked entries, kept or pruned, over all masked parameters."""
         return int(sum(m.numel() for m in self.values()))
 
     def density(self) -> float:
@@ -48,12 +51,15 @@ class Mask(dict[str, torch.Tensor]):
         return self.kept() / size if size else 1.0
 
     def layer_density(self) -> dict[str, float]:
+        """The fraction kept of each masked parameter, by name."""
         return {name: float(m.sum()) / m.numel() for name, m in self.items()}
 
     def to(self, device: torch.device | str) -> Mask:
+        """A copy of the mask on ``device``."""
         return Mask({name: m.to(device) for name, m in self.items()})
 
     def cpu(self) -> Mask:
+        """A copy of the mask on the CPU."""
         return self.to("cpu")
 
     @torch.no_grad()
@@ -65,10 +71,15 @@ class Mask(dict[str, torch.Tensor]):
         return model
 
     def save(self, path: str | Path) -> None:
+        """Write the mask to ``path`` with ``torch.save`` (on the CPU; atomically: readers never see half a file)."""
         atomic_torch_save({name: m.detach().cpu() for name, m in self.items()}, path)
 
     @classmethod
     def load(cls, path: str | Path) -> Mask:
+        """Read a mask saved by :meth:`save` (or any file of name -> 0/1 or bool tensors), on the CPU.
+
+        LthError for a missing, damaged or foreign file, or an entry that is not a keep flag.
+        """
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:

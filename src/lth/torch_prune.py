@@ -25,8 +25,9 @@ def _target(model: nn.Module, name: str) -> tuple[nn.Module, str, Tensor]:
     except AttributeError:
         module = None
     if module is not None:
-        if param in module._parameters and module._parameters[param] is not None:
-            return module, param, module._parameters[param]
+        value = module._parameters.get(param)
+        if value is not None:
+            return module, param, value
         orig = module._parameters.get(f"{param}_orig")
         if orig is not None and f"{param}_mask" in module._buffers:  # already pruned by torch
             return module, param, orig

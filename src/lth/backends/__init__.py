@@ -84,9 +84,12 @@ def choose_backend(
     return "process", {"workers": min(cpus, trials)}
 
 
-def get_backend(name: str, **options: Any) -> Backend:
-    """The backend called ``name`` (not ``auto``: see :func:`choose_backend`) with its options (None
-    values are left out); LthError for a misuse."""
+def get_backend(name: str | None, **options: Any) -> Backend:
+    """The backend called ``name`` with its options (None values are left out); LthError for a misuse.
+
+    ``name`` None means ``$LTH_BACKEND``, else ``auto``; ``auto`` picks as :func:`choose_backend`
+    does for a single trial without a GPU (a study first chooses with its real counts).
+    """
     options = {k: v for k, v in options.items() if v is not None}
     key = check_options(name, options)
     if key == "auto":

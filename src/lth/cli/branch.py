@@ -71,7 +71,7 @@ def branch_command(
     Example: lth branch runs/lenet shuffle-mask --levels 1-5
     """
     from lth.errors import LthError
-    from lth.experiments.branches import branch
+    from lth.experiments.branches import BranchResult, branch
     from lth.store.study_dir import StudyDir
 
     if resume and overwrite:
@@ -104,4 +104,5 @@ def branch_command(
         click.echo(jsonio.dumps(run_json(trunk), indent=2))
     elif not quiet:
         print_table(trunk)
+        assert isinstance(result, BranchResult)  # one run (not a study): one branch
         click.echo(f"branch {result.name} in {result.run_dir.path}/")

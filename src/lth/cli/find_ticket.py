@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -124,7 +124,15 @@ _CONFIG_OPTIONS = [
     ),
     click.option("--name", type=str, help="Run name (default: MODEL-DATASET-TIMESTAMP)."),
 ]
-CONFIG_KEYS = [option(lambda: None).__click_params__[0].name for option in _CONFIG_OPTIONS]
+
+
+def _option_name(option: Callable[[Any], Any]) -> str:
+    """The parameter name of a ``click.option(...)`` decorator (click records it on the function)."""
+    decorated: Any = option(lambda: None)
+    return decorated.__click_params__[0].name
+
+
+CONFIG_KEYS = [_option_name(option) for option in _CONFIG_OPTIONS]
 
 
 def config_options(function: Any, keys: Sequence[str] | None = None) -> Any:

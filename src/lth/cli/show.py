@@ -100,7 +100,8 @@ def print_stability_table(run: RunDir) -> None:
         "stable",
     ]
     config = run.config()
-    settings = config.get("stability") if isinstance(config.get("stability"), dict) else {}
+    stability = config.get("stability")
+    settings = stability if isinstance(stability, dict) else {}
     threshold = 100 * float(settings.get("stable_threshold", 0.02))
     source = f" of {settings['from']}" if settings.get("from") else ""
     click.echo(

@@ -298,7 +298,7 @@ def print_study(study: Any) -> None:
         "final test acc",
         "early-stop it",
     ]
-    align = ("left", "left") + ("right",) * 7
+    align: tuple[str, ...] = ("left", "left") + ("right",) * 7
     if len(experiments) == 1:  # a robust study: one experiment, no column for it
         table, headers, align = [row[1:] for row in table], headers[1:], align[1:]
     click.echo(tabulate(table, headers=headers, colalign=align))

@@ -53,7 +53,8 @@ def dense_options(function: Callable[..., Any]) -> Callable[..., Any]:
     order = {key: index for index, key in enumerate(DENSE_KEYS + TRANSFORM_KEYS)}
     probe = config_options(lambda: None)
     params = sorted((p for p in probe.__click_params__ if p.name in order), key=lambda p: order[p.name])
-    # click keeps decorator-added parameters in reverse order of declaration.
+    # click keeps decorator-added parameters in reverse order of declaration, in an attribute it
+    # adds to the function (unknown to the type of a plain callable).
     function.__click_params__ = getattr(function, "__click_params__", []) + params[::-1]  # type: ignore[attr-defined]
     return function
 
@@ -173,7 +174,7 @@ def eval_command(
             raise LthError("give both MODEL and DATASET, or neither with --from")
         from lth.supermasks.evaluate import load_finished_run
 
-        _, stored, _, _ = load_finished_run(from_run)
+        stored = load_finished_run(from_run)[1]
         if model is not None and (model, dataset) != (stored.get("model"), stored.get("dataset")):
             raise LthError(
                 f"--from {from_run!r} is a run of {stored.get('model')} on {stored.get('dataset')}, "

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lth.config import TicketConfig, make_config
+from lth.config import TicketConfig, make_config, resolved
 from lth.data import DATASETS, shared_dataset
 from lth.errors import LthError
 from lth.experiments.branch_kinds import BRANCH_KINDS, BranchLevel, level_seed
@@ -291,6 +291,7 @@ class _Branch:
         if problem:
             from lth.documents import damaged
 
+            assert self.run is not None  # a checkpoint is read from the branch's run directory
             raise damaged(self.run.checkpoint_path, problem, "the branch cannot be resumed")
         self.rows, self.metrics = list(state["rows"]), list(state["metrics"])
         torch.set_rng_state(state["torch_rng"])
@@ -316,7 +317,7 @@ class _Branch:
         ipe = data.train_x.shape[0] // config.batch_size
         trainer = Trainer(
             data,
-            config.batch_size,
+            resolved(config.batch_size, "batch_size"),
             optimizer_settings(config, ipe, budget),
             config.seed,
             config.eval_every,

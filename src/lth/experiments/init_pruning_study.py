@@ -125,7 +125,7 @@ def build_experiments(
         values.pop(key, None)
     seed = int(values.get("seed") or 0)
     study_name = values.pop("name", None) or KIND
-    experiments = []
+    experiments: list[Experiment] = []
     for method, keep, ablation in cells:
         slug = experiment_slug(method, keep, ablation)
         settings = {"method": method, "keep": keep, "ablation": ablation}

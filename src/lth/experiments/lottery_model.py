@@ -77,7 +77,7 @@ from lth.training import Trainer
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure, SubFigure
 
 __all__ = [  # with the names other modules import from here
     "DEFAULT_ITERATIONS",
@@ -292,8 +292,10 @@ class LotteryModel:
         }
 
     def lines(self) -> dict[str, list[dict]]:
-        """The per-round rows of every line: ``ticket`` (:attr:`rows`), then each control of the
-        ``controls`` setting (and any other with rows) by name, rows sorted by round."""
+        """The per-round rows of every line, by name, each sorted by round.
+
+        ``ticket`` (:attr:`rows`) comes first, then each control of the ``controls`` setting (and
+        any other with rows)."""
         names = [*self._settings.controls, *(n for n in self._control_rows if n not in self._settings.controls)]
         return {
             "ticket": self.rows,
@@ -326,6 +328,7 @@ class LotteryModel:
         start = 0 if self._round == 0 else self._settings.rewind_iteration
         capture = self._round == 0 and self._settings.rewind_iteration > 0
         check_stop(start, stop, self._settings.rewind_iteration if capture else None)
+        assert stop is not None  # check_stop refused anything but an integer
         if self._needs_start:
             self.reinit()
         return train_round(self, trainer, start, stop, capture)
@@ -455,8 +458,10 @@ class LotteryModel:
         jitter_sd: float = 0.01,
         constant: float | None = None,
     ) -> pd.DataFrame:
-        """One-shot pruning: train (dense, if not yet), prune once to ``keep`` of all weights, reinit, train
-        (and the ``controls`` setting's controls, :meth:`train_controls`)."""
+        """One-shot pruning: train once, prune once to ``keep`` of all weights, train again.
+
+        Trains the dense network (if not yet), prunes it once to ``keep`` of all weights, reinits,
+        trains the ticket (and the ``controls`` setting's controls, :meth:`train_controls`)."""
         options = Mask1Options(keep_sign=keep_sign, rescale=rescale, jitter_sd=jitter_sd, constant=constant)
         check_procedure(criterion, scope, mask1, mask0, options)
         require_data(self, "a ticket search")
@@ -521,9 +526,10 @@ class LotteryModel:
 
         return pd.DataFrame([dict(m) for m in self._metrics], columns=list(METRIC_KEYS))
 
-    def plot_accuracy(self, ax: Axes | None = None) -> Figure:
-        """Test accuracy at early stop and at the end against weights remaining (log x): the ticket
-        solid, each control (:meth:`lines`) dashed."""
+    def plot_accuracy(self, ax: Axes | None = None) -> Figure | SubFigure:
+        """Test accuracy at early stop and at the end against weights remaining (log x).
+
+        The ticket is drawn solid, each control (:meth:`lines`) dashed."""
         from lth.plots import draw_accuracy
 
         lines = {name: rows for name, rows in self.lines().items() if rows or name == "ticket"}
@@ -533,7 +539,7 @@ class LotteryModel:
             dashed=[f"{name} control" for name in lines if name != "ticket"],
         )
 
-    def plot_learning_curves(self, ax: Axes | None = None) -> Figure:
+    def plot_learning_curves(self, ax: Axes | None = None) -> Figure | SubFigure:
         """Test accuracy against training iteration, one line per round."""
         from lth.plots import draw_learning_curves
 

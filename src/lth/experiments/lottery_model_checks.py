@@ -101,8 +101,9 @@ def fresh_initialisation(module: nn.Module, seed: int, initializer: Initializer 
         with torch.no_grad():
             if initializer is None:
                 for sub in fresh.modules():
-                    if callable(getattr(sub, "reset_parameters", None)):
-                        sub.reset_parameters()
+                    reset = getattr(sub, "reset_parameters", None)
+                    if callable(reset):
+                        reset()
             elif isinstance(initializer, str):
                 INITIALIZERS.get(initializer)(fresh)
             else:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from lth.actions import LayerState, Mask1Options, round_start_values
+from lth.actions import LayerState, Mask1Options, fresh_draw, round_start_values
 from lth.criteria import NEEDS_DERIVATIVE, compute_scores
 from lth.data.batcher import epoch_seed
 from lth.errors import LthError
@@ -91,11 +91,13 @@ def _keep_rates(mask: Mask, keep: float, scope: str) -> dict[str, float]:
 def pruned_mask(experiment: LotteryModel, criterion: str, rates: Mapping[str, float], scope: str) -> Mask:
     """The current mask with the lowest-scoring kept weights removed at ``rates``: ``criterion``
     compares the rewind point with the trained weights; ties are broken with the seeded generator."""
-    w_init = {name: experiment._rewind_state[name] for name in experiment._groups}
+    rewind, w_final = experiment._rewind_state, experiment._w_final
+    assert rewind is not None and w_final is not None  # prune() checks the round was trained
+    w_init = {name: rewind[name] for name in experiment._groups}
     scores = compute_scores(
         criterion,
         w_init,
-        experiment._w_final,
+        w_final,
         experiment._mask,
         experiment._generator,
         derivatives=criterion_inputs(experiment, criterion),
@@ -111,6 +113,7 @@ def criterion_inputs(experiment: LotteryModel, criterion: str) -> dict[str, dict
     if criterion not in NEEDS_DERIVATIVE:
         return {}
     trainer = require_data(experiment, "a gradient criterion")
+    assert experiment._rewind_state is not None  # a trained round has its rewind point
     scratch = copy.deepcopy(experiment._module)
     scratch.load_state_dict(experiment._rewind_state)
     experiment._mask.apply_(scratch)
@@ -144,7 +147,7 @@ def start_state(experiment: LotteryModel, mask1: str, mask0: str, options: Mask1
             w_final=w_final[name],
             mask=m,
             generator=experiment._generator,
-            fresh=(lambda n=name: fresh[n]) if fresh is not None else None,
+            fresh=fresh_draw(fresh, name) if fresh is not None else None,
         )
         state[name] = round_start_values(mask1, mask0, layer, options)
     return state

@@ -91,21 +91,24 @@ def train_control(experiment: LotteryModel, name: str, trainer: Trainer) -> dict
     """Train control ``name`` of the current round once, record its row and mask; return the row."""
     model, round_index = experiment._module, experiment._round
     settings = experiment._settings
+    rewind_state = experiment._rewind_state
+    assert rewind_state is not None  # train_controls checks it (a trained, pruned round)
 
     def control_state(seed: int) -> dict[str, torch.Tensor]:
         """The reinit control's start: a fresh draw under ``seed`` (the rest at its rewind values)."""
-        model.load_state_dict(experiment._rewind_state)
+        model.load_state_dict(rewind_state)
         drawn = fresh_initialisation(model, seed, settings.initializer)
         return state_to(drawn.state_dict(), experiment._device)
 
     ticket_state = clone_state(model.state_dict())
     start, stop = settings.rewind_iteration, experiment._budget
+    assert stop is not None  # an experiment with data (hence a trainer) has its budget
     try:
         mask = prepare_control(
             name,
             model,
             experiment._mask,
-            experiment._rewind_state,
+            rewind_state,
             control_state,
             control_generator(settings.seed, name, round_index),
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from torch import nn
 
@@ -36,7 +36,9 @@ from lth.training.vectorized import check_vectorizable, parse_vectorize
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure, SubFigure
+
+    from lth.training import Trainer
 
 ModelSource = nn.Module | Callable[[int], nn.Module]
 #: The LotteryModel procedures :meth:`LotteryRobust.run` can repeat.
@@ -50,6 +52,11 @@ def model_lines(model: LotteryModel) -> dict[str, list[dict]]:
     lines = getattr(model, "lines", None)
     lines = dict(lines() if callable(lines) else lines) if lines is not None else {}
     return {"ticket": model.rows, **{name: rows for name, rows in lines.items() if name != "ticket"}}
+
+
+def _procedure(trial: LotteryModel, method: str, kwargs: dict[str, Any]) -> Callable[[], Any]:
+    """A program of a :class:`Lockstep` run: ``trial.method(**kwargs)``."""
+    return lambda: getattr(trial, method)(**kwargs)
 
 
 class LotteryRobust:
@@ -82,12 +89,15 @@ class LotteryRobust:
         )
         check_setting_names(list(settings))
         checked = make_settings(seed=seed, **settings)
+        factory: Callable[[int], nn.Module]
         if isinstance(model, nn.Module):
             if checked.initializer is None:
                 check_resettable(model, [name for name, _ in model.named_parameters()])
 
-            def factory(s: int) -> nn.Module:
+            def fresh(s: int) -> nn.Module:
                 return fresh_initialisation(model, s, checked.initializer)
+
+            factory = fresh
         elif callable(model):
             factory = model
         else:
@@ -133,7 +143,8 @@ class LotteryRobust:
             try:
                 for trial, alone in zip(chunk, originals):
                     assert alone is not None
-                    trial._trainer = lockstep.trainer_factory()(
+                    # A LockstepTrainer stands in for the trial's Trainer (the same interface).
+                    trial._trainer = cast("Callable[..., Trainer]", lockstep.trainer_factory())(
                         alone.data,
                         alone.batcher.batch_size,
                         alone.optimizer,
@@ -142,7 +153,7 @@ class LotteryRobust:
                         acceleration=alone.acceleration,
                     )
                     trial._lockstep = True
-                lockstep.run([lambda trial=trial: getattr(trial, method)(**kwargs) for trial in chunk])
+                lockstep.run([_procedure(trial, method, kwargs) for trial in chunk])
             finally:
                 for trial, alone in zip(chunk, originals):
                     trial._trainer, trial._lockstep = alone, False
@@ -154,7 +165,7 @@ class LotteryRobust:
         auto = wanted is None
         if wanted == 1 or len(self.models) < 2:
             return 1
-        if auto:  # on a GPU only (on a CPU a vectorised step does not beat K steps alone)
+        if wanted is None:  # auto: on a GPU only (on a CPU a vectorised step does not beat K steps alone)
             if self.models[0]._device.type != "cuda":
                 return 1
             wanted = 16
@@ -179,10 +190,12 @@ class LotteryRobust:
         return [trial.rows for trial in self.models]
 
     def trial_lines(self) -> list[dict[str, list[dict]]]:
-        """Each trial's lines of per-round rows, by name, as :meth:`lth.store.RunDir.lines` gives a
-        run's: ``ticket`` (:meth:`trial_summaries`), and the lines a trial exposes beside it through
-        a ``lines`` mapping or method (the controls of the ``controls`` setting,
-        :meth:`LotteryModel.lines`; branches)."""
+        """Each trial's lines of per-round rows, by name.
+
+        As :meth:`lth.store.RunDir.lines` gives a run's: ``ticket`` (:meth:`trial_summaries`), and
+        the lines a trial exposes beside it through a ``lines`` mapping or method (the controls of
+        the ``controls`` setting, :meth:`LotteryModel.lines`; branches).
+        """
         return [model_lines(trial) for trial in self.models]
 
     def summary(self, metrics: Sequence[str] | None = None) -> pd.DataFrame:
@@ -197,18 +210,22 @@ class LotteryRobust:
         return summary_frame(summarise_lines(self.trial_lines(), metrics))
 
     def pivot(self, metrics: Sequence[str] | None = None, value: str = "mean", ci: bool = True) -> pd.DataFrame:
-        """:meth:`summary` as one row per line and round (index ``line``, ``round``), one column per
-        metric under a short name, to read at 80 columns: ``weights`` (mean fraction remaining),
-        ``test`` and ``test_ci`` (mean test accuracy at early stop and its 95% CI half-width),
-        ``test_end`` (final test accuracy), ``es_iter`` (early-stop iteration). ``metrics``: others
-        of the summary (names in :data:`lth.experiments.statistics.SHORT_NAMES`); ``value``: the
-        statistic shown (mean, median, min, max or std); see
-        :func:`~lth.experiments.statistics.pivot_summary`."""
+        """The summary as one row per line and round, one column per metric: it reads at 80 columns.
+
+        :meth:`summary` with index (``line``, ``round``) and the metrics under short names:
+        ``weights`` (mean fraction remaining), ``test`` and ``test_ci`` (mean test accuracy at early
+        stop and its 95% CI half-width), ``test_end`` (final test accuracy), ``es_iter`` (early-stop
+        iteration). ``metrics``: others of the summary (names in
+        :data:`lth.experiments.statistics.SHORT_NAMES`); ``value``: the statistic shown (mean,
+        median, min, max or std); see :func:`~lth.experiments.statistics.pivot_summary`.
+        """
         return pivot_summary(self.summary(), metrics, value, ci)
 
-    def plot_accuracy(self, ax: Axes | None = None, metric: str = "test_accuracy_at_early_stop") -> Figure:
-        """The mean of ``metric`` against weights remaining with its 95% CI band (and a lighter min-max
-        band), per line (:meth:`trial_lines`): the ticket solid, controls dashed."""
+    def plot_accuracy(self, ax: Axes | None = None, metric: str = "test_accuracy_at_early_stop") -> Figure | SubFigure:
+        """The mean of ``metric`` against weights remaining, with its 95% CI band, per line.
+
+        A lighter band shows the min-max; the lines are those of :meth:`trial_lines`: the ticket
+        solid, controls dashed."""
         from lth.plots import draw_trials_accuracy
 
         rows = summarise_lines(self.trial_lines(), [metric])

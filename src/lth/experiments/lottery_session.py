@@ -36,7 +36,7 @@ from lth.store.run_dir import check_name
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure, SubFigure
 
 
 class LotterySession:
@@ -109,10 +109,12 @@ class LotterySession:
         self._network = fresh_initialisation(self._network, seed, initializer)
 
     def summary(self) -> pd.DataFrame:
-        """Every trained experiment's summary in one DataFrame, with ``experiment`` and ``line``
-        columns first: ``line`` is ``ticket``, or a control or branch line an experiment exposes
-        beside it (:func:`~lth.experiments.lottery_robust.model_lines`: the controls of the ``controls``
-        setting, :meth:`LotteryModel.lines`)."""
+        """Every trained experiment's summary in one DataFrame.
+
+        The ``experiment`` and ``line`` columns come first: ``line`` is ``ticket``, or a control or
+        branch line an experiment exposes beside it (:func:`~lth.experiments.lottery_robust.model_lines`:
+        the controls of the ``controls`` setting, :meth:`LotteryModel.lines`).
+        """
         import pandas as pd
 
         from lth.experiments.lottery_robust import model_lines
@@ -132,11 +134,14 @@ class LotterySession:
         return frame[["experiment", "line", *[c for c in frame.columns if c not in ("experiment", "line")]]]
 
     def pivot(self, metrics: Sequence[str] | None = None) -> pd.DataFrame:
-        """:meth:`summary` to read at 80 columns: one row per experiment, line and round (the
-        index), one column per metric under a short name (``weights`` = weights remaining,
-        ``test`` = test accuracy at early stop, ``test_end`` = final test accuracy, ``es_iter`` =
-        early-stop iteration by default; ``metrics``: others of :meth:`summary`'s columns, named as
-        in :data:`lth.experiments.statistics.SHORT_NAMES`). Values are the summary's own."""
+        """The summary in a shape that reads at 80 columns: one row per experiment, line and round.
+
+        :meth:`summary` with those as the index and one column per metric under a short name
+        (``weights`` = weights remaining, ``test`` = test accuracy at early stop, ``test_end`` =
+        final test accuracy, ``es_iter`` = early-stop iteration by default; ``metrics``: others of
+        :meth:`summary`'s columns, named as in :data:`lth.experiments.statistics.SHORT_NAMES`).
+        Values are the summary's own.
+        """
         from lth.experiments.statistics import pivot_metrics, short_name
 
         frame = self.summary()
@@ -145,9 +150,11 @@ class LotterySession:
         chosen = ["weights_remaining", *pivot_metrics(present, metrics, "LotterySession.summary()")]
         return frame.set_index(keys)[chosen].rename(columns={c: short_name(c) for c in chosen})
 
-    def plot_accuracy(self, ax: Axes | None = None) -> Figure:
-        """Test accuracy against weights remaining, every trained experiment (and every other line
-        it exposes, as ``EXPERIMENT: LINE``, dashed: its controls) on one axis."""
+    def plot_accuracy(self, ax: Axes | None = None) -> Figure | SubFigure:
+        """Test accuracy against weights remaining of every trained experiment, on one axis.
+
+        Every other line an experiment exposes is drawn too, as ``EXPERIMENT: LINE``, dashed (its
+        controls)."""
         from lth.experiments.lottery_robust import model_lines
         from lth.plots import draw_accuracy
 

@@ -67,8 +67,8 @@ class SessionSpec(BaseModel):
         :data:`~lth.experiments.limits.MAX_RUNS`) LthError, before any config is built.
         """
         allowed = TicketConfig.model_fields
-        for where, keys in (("base", self.base), ("grid", self.grid)):
-            for key in keys:
+        for where, given in (("base", self.base), ("grid", self.grid)):
+            for key in given:
                 if key not in allowed:
                     raise LthError(
                         f"unknown config key {key!r} in the session's {where}; allowed keys: {', '.join(allowed)}"
@@ -78,8 +78,8 @@ class SessionSpec(BaseModel):
                 "the session's grid is empty; give at least one key with a list of values "
                 "(for repeated trials of one config use `lth robust`)"
             )
-        for key, values in self.grid.items():
-            if not values:
+        for key, choices in self.grid.items():
+            if not choices:
                 raise LthError(f"grid key {key!r} has no values; give a non-empty list")
             if key in self.base:
                 raise LthError(f"{key!r} is both in the base and in the grid; keep it in one place")

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lth.config import TicketConfig, make_config, parse_duration
+from lth.config import TicketConfig, make_config, parse_duration, resolved
 from lth.errors import LthError
 from lth.experiments.branch_kinds import level_seed
 from lth.masks import Mask
@@ -341,8 +341,10 @@ class _Analysis:
             return build_model(
                 self.config.model, data.input_shape, data.num_classes, seed=self.trial_seed(trial)
             ).state_dict()
-        start = self.trunk.level_start(level.index, level.mask)
-        return {k: v.mul(level.mask[k].to(v.dtype)) if k in level.mask else v for k, v in start.items()}
+        mask = level.mask
+        assert mask is not None  # the levels of a trunk all have masks (see _levels)
+        start = self.trunk.level_start(level.index, mask)
+        return {k: v.mul(mask[k].to(v.dtype)) if k in mask else v for k, v in start.items()}
 
     # -- files --------------------------------------------------------------------------
     @staticmethod
@@ -437,7 +439,7 @@ class _Analysis:
         config = self.config
         return (factory or Trainer)(
             self.data,
-            config.batch_size,
+            resolved(config.batch_size, "batch_size"),
             self.optimizer,
             seed,
             config.eval_every,

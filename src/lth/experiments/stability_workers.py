@@ -40,7 +40,7 @@ def _train_child(job: ChildJob) -> Any:
     import torch
 
     from lth.atomic import atomic_torch_save
-    from lth.config import make_config
+    from lth.config import make_config, resolved
     from lth.data import shared_dataset
     from lth.experiments.ticket_search import optimizer_settings, resolve_device
     from lth.masks import Mask
@@ -59,7 +59,7 @@ def _train_child(job: ChildJob) -> Any:
         torch.manual_seed(job.dropout_seed)
         trainer = Trainer(
             data,
-            config.batch_size,
+            resolved(config.batch_size, "batch_size"),
             settings,
             job.data_seed,
             config.eval_every,

@@ -136,10 +136,11 @@ def continue_study(
     study was started with. Only the ``local`` backend vectorises.
 
     ``backend`` (None: ``$LTH_BACKEND``, else ``auto``): ``auto`` (the process pool when there
-    are 2 CPUs and 2 pending trials and no GPU, else this process: :func:`lth.backends.choose_backend`), ``local`` (this process),
-    ``process`` (a process pool) or ``ray`` (a Ray cluster), with ``backend_options`` (see
-    :func:`lth.backends.get_backend`). The results are
-    the same on every backend; this process keeps the progress bar and the study's status.
+    are 2 CPUs and 2 pending trials and no GPU, else this process:
+    :func:`lth.backends.choose_backend`), ``local`` (this process), ``process`` (a process pool)
+    or ``ray`` (a Ray cluster), with ``backend_options`` (see :func:`lth.backends.get_backend`).
+    The results are the same on every backend; this process keeps the progress bar and the
+    study's status.
     Trials that fail are reported together at the end (LthError); ``lth resume`` retries them.
 
     ``share_trunk`` (None: the setting the study was started with, default on): trials whose
@@ -174,7 +175,7 @@ def _continue_study(
     study: StudyDir,
     progress: bool,
     vectorize: int | str | None,
-    backend: str,
+    backend: str | None,
     backend_options: dict[str, Any] | None,
     share_trunk: bool | None = None,
 ) -> StudyResult:
@@ -389,7 +390,7 @@ def study_summary(study: StudyDir) -> list[dict[str, Any]]:
     Rows: ``experiment``, ``line``, ``round``, ``weights_remaining``, ``metric``, ``trials``, ``mean``, ..."""
     if study.study().get("kind") == PRUNE_AT_INIT:  # one line per method and ablation, a level per keep
         return summarise_study(study)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for experiment in study.study()["experiments"]:
         trials = [study.run(r["path"]).lines() for r in experiment["runs"]]
         rows.extend({"experiment": experiment["name"], **row} for row in summarise_lines(trials))

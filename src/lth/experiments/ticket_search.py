@@ -18,12 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import overload
 
 import torch
 from torch import nn
 
-from lth.actions import LayerState, Mask1Options, round_start_values, validate_actions
-from lth.config import TicketConfig, make_config, parse_duration
+from lth.actions import LayerState, Mask1Options, fresh_draw, round_start_values, validate_actions
+from lth.config import TicketConfig, make_config, parse_duration, resolved
 from lth.criteria import CRITERIA, NEEDS_DERIVATIVE, compute_scores
 from lth.data import DATASETS, Batcher, shared_dataset
 from lth.errors import LthError, TrainingDiverged, warn
@@ -128,7 +129,7 @@ def _start_round(
             w_final=w_final[name],
             mask=m,
             generator=generator,
-            fresh=(lambda n=name: fresh[n]) if fresh is not None else None,
+            fresh=fresh_draw(fresh, name) if fresh is not None else None,
         )
         params[name].copy_(round_start_values(config.mask1, config.mask0, state, options))
 
@@ -144,14 +145,14 @@ def optimizer_settings(config: TicketConfig, iterations_per_epoch: int, budget: 
     iterations; LthError for a bad value, a warning for a warmup longer than the budget."""
     ipe = iterations_per_epoch
     settings = OptimizerSettings(
-        name=config.optimizer,
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-        weight_decay=config.weight_decay,
-        milestones=tuple(parse_duration(m, ipe, budget) for m in config.milestones),
-        gamma=config.gamma,
-        warmup=parse_duration(config.warmup, ipe, budget),
+        name=resolved(config.optimizer, "optimizer"),
+        lr=resolved(config.lr, "lr"),
+        momentum=resolved(config.momentum, "momentum"),
+        nesterov=resolved(config.nesterov, "nesterov"),
+        weight_decay=resolved(config.weight_decay, "weight_decay"),
+        milestones=tuple(parse_duration(m, ipe, budget) for m in resolved(config.milestones, "milestones")),
+        gamma=resolved(config.gamma, "gamma"),
+        warmup=parse_duration(resolved(config.warmup, "warmup"), ipe, budget),
     )
     check_settings(settings)
     if settings.warmup > budget:
@@ -257,11 +258,18 @@ class _Search:
         groups = prunable_parameters(self.model, config.prune_biases, config.ignore_layers)
         self.prunable = list(groups)
         if config.scope == "layerwise":
-            self.rates = layer_rates(groups, config.prune_rate_fc, config.prune_rate_conv, config.prune_rate_output)
+            self.rates = layer_rates(
+                groups,
+                resolved(config.prune_rate_fc, "prune_rate_fc"),
+                resolved(config.prune_rate_conv, "prune_rate_conv"),
+                resolved(config.prune_rate_output, "prune_rate_output"),
+            )
         else:
-            self.rates = {name: config.prune_rate for name in self.prunable}
+            rate = resolved(config.prune_rate, "prune_rate")
+            self.rates = {name: rate for name in self.prunable}
 
-        self.batcher = Batcher(data.train_x, data.train_y, config.batch_size, seed=config.seed)
+        batch_size = resolved(config.batch_size, "batch_size")
+        self.batcher = Batcher(data.train_x, data.train_y, batch_size, seed=config.seed)
         ipe = self.batcher.iterations_per_epoch
         self.budget = budget = config.budget_iterations(ipe)
         self.rewind_at = parse_duration(config.rewind, ipe, budget)
@@ -284,7 +292,7 @@ class _Search:
         self.vectorizable = _vectorizable(self.model)
         self.trainer = (trainer_factory or Trainer)(
             data,
-            config.batch_size,
+            batch_size,
             settings,
             config.seed,
             config.eval_every,
@@ -341,7 +349,7 @@ class _Search:
             config.init_keep,
             batches=batches,
             input_shape=self.data.input_shape,
-            scope=config.scope,
+            scope=resolved(config.scope, "scope"),
             iterations=config.prune_iterations,
             names=self.prunable,
             seed=level_seed(config.seed, "prune-at-init", 0),
@@ -555,17 +563,22 @@ class _Search:
     def prepare_round(self) -> None:
         """Prune by the criterion, then give kept and pruned weights their next-round start."""
         config, prunable = self.config, self.prunable
-        w_init = {name: self.rewind_state[name] for name in prunable}
-        self.model.load_state_dict(self.rewind_state)
+        rewind_state = self.rewind_state
+        assert rewind_state is not None  # kept from round 0 on (captured at the rewind point)
+        w_init = {name: rewind_state[name] for name in prunable}
+        self.model.load_state_dict(rewind_state)
         derivatives = {}
         if config.criterion in NEEDS_DERIVATIVE:
             self.mask.apply_(self.model)
             derivatives = _derivatives(config.criterion, self.model, self.batcher, prunable, self.data.input_shape)
-            self.model.load_state_dict(self.rewind_state)
+            self.model.load_state_dict(rewind_state)
         scores = compute_scores(
             config.criterion, w_init, self.w_final, self.mask, self.generator, derivatives=derivatives
         )
-        before, self.mask = self.mask, prune(scores, self.mask, self.rates, config.scope, self.generator)
+        before, self.mask = (
+            self.mask,
+            prune(scores, self.mask, self.rates, resolved(config.scope, "scope"), self.generator),
+        )
         warn_emptied(before, self.mask, self.round, "lower --prune-rate or --rounds")
         fresh = None
         if "reinit" in config.mask1:
@@ -638,6 +651,7 @@ class _Search:
         result.best_state = _to(result.best_state, dev)
         torch.set_rng_state(entry.torch_rng)
         if cuda:
+            assert entry.cuda_rng is not None  # the store's load checks it is there when cuda
             torch.cuda.set_rng_state(entry.cuda_rng, dev)
         self.dense = "reused"
         return result
@@ -662,12 +676,14 @@ class _Search:
             self.w_final = {name: self.params[name].detach().clone() for name in self.prunable}
         else:
             source = result.best_state if final_at == -1 else self.snapshots[final_at]
+            assert source is not None  # final_at == -1 trains with keep_best, which sets best_state
             self.w_final = {name: source[name].clone() for name in self.prunable}
         self.snapshots = {}
         self.ticket.add(r, self.mask, result)
         self.masks.append(self.mask.cpu())
         if run is not None:
             if r == 0 and rewind_at > 0:
+                assert self.rewind_state is not None  # just taken from the snapshots
                 run.save_weights("rewind", self.rewind_state)
             if r == 0 and final_at is not None:  # w_f is not the end state: keep it for one-shot branches
                 run.save_weights("w_final_round_00", self.w_final)
@@ -676,11 +692,14 @@ class _Search:
     def train_control(self, name: str) -> None:
         if self.pending is None:
             self.control_mask = self.prepare_control(name, self.model)
-        result = self.train(name, self.control_mask, [], False)
-        self.controls[name].add(self.round, self.control_mask, result)
+        control_mask = self.control_mask
+        assert control_mask is not None  # prepared above, or restored with the pending training
+        result = self.train(name, control_mask, [], False)
+        self.controls[name].add(self.round, control_mask, result)
 
     def prepare_control(self, name: str, model: nn.Module) -> Mask:
         """Load the control's starting weights into ``model``; return its mask."""
+        assert self.rewind_state is not None  # controls train from round 1 on
         mask = prepare_control(
             name,
             model,
@@ -759,6 +778,12 @@ def _to_cpu(state: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | 
     return None if state is None else {k: v.detach().cpu() for k, v in state.items()}
 
 
+@overload
+def _to(state: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]: ...
+@overload
+def _to(state: None, device: torch.device) -> None: ...
+@overload
+def _to(state: dict[str, torch.Tensor] | None, device: torch.device) -> dict[str, torch.Tensor] | None: ...
 def _to(state: dict[str, torch.Tensor] | None, device: torch.device) -> dict[str, torch.Tensor] | None:
     return None if state is None else {k: v.to(device) for k, v in state.items()}
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lth.config import TicketConfig, make_config, parse_duration
+from lth.config import TicketConfig, make_config, parse_duration, resolved
 from lth.data import DATASETS, shared_dataset
 from lth.errors import LthError
 from lth.experiments.branch_kinds import masked
@@ -124,9 +124,15 @@ class Trunk:
         model = build_model(config.model, source.input_shape, source.num_classes, seed=0)
         groups = prunable_parameters(model, config.prune_biases, config.ignore_layers)
         if config.scope == "layerwise":
-            rates = layer_rates(groups, config.prune_rate_fc, config.prune_rate_conv, config.prune_rate_output)
+            rates = layer_rates(
+                groups,
+                resolved(config.prune_rate_fc, "prune_rate_fc"),
+                resolved(config.prune_rate_conv, "prune_rate_conv"),
+                resolved(config.prune_rate_output, "prune_rate_output"),
+            )
         else:
-            rates = {name: config.prune_rate for name in groups}
+            rate = resolved(config.prune_rate, "prune_rate")
+            rates = {name: rate for name in groups}
         return [name for name in groups if rates.get(name, 0.0) > 0.0]
 
     def dense_scores(self, generator: torch.Generator) -> dict[str, Tensor]:

@@ -10,7 +10,7 @@ returns ``{parameter name: tensor}`` for the ``names`` asked for. The criteria i
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -42,7 +42,7 @@ def _scratch(model: nn.Module, seed: int, train: bool) -> Iterator[nn.Module]:
         yield scratch
 
 
-def _params(model: nn.Module, names: Sequence[str]) -> list[nn.Parameter]:
+def _params(model: nn.Module, names: Collection[str]) -> list[nn.Parameter]:
     params = dict(model.named_parameters())
     missing = [name for name in names if name not in params]
     if missing:
@@ -60,7 +60,7 @@ def _check_batches(batches: Sequence[Batch] | None, what: str) -> Sequence[Batch
 
 
 def loss_gradient(
-    model: nn.Module, names: Sequence[str], batches: Sequence[Batch] | None, seed: int = 0
+    model: nn.Module, names: Collection[str], batches: Sequence[Batch] | None, seed: int = 0
 ) -> dict[str, Tensor]:
     """g = dL/dw, L the cross-entropy averaged over ``batches`` (the model in train mode)."""
     batches = _check_batches(batches, "a gradient criterion (snip, grad)")
@@ -77,7 +77,7 @@ def loss_gradient(
 
 def hessian_gradient(
     model: nn.Module,
-    names: Sequence[str],
+    names: Collection[str],
     batches: Sequence[Batch] | None,
     seed: int = 0,
     temperature: float = GRASP_TEMPERATURE,
@@ -111,7 +111,7 @@ def hessian_gradient(
         return {name: (t / len(batches)).detach() for name, t in zip(names, hg)}
 
 
-def flow_gradient(model: nn.Module, names: Sequence[str], input_shape: Sequence[int]) -> dict[str, Tensor]:
+def flow_gradient(model: nn.Module, names: Collection[str], input_shape: Sequence[int]) -> dict[str, Tensor]:
     """dR/d|w| (SynFlow): in float64, every parameter replaced by its absolute value and every
     bias (and BatchNorm shift, and running mean) by 0, the model in eval mode, R = the sum of the
     outputs on one all-ones input of ``input_shape`` (channels first, no batch dimension)."""
@@ -126,8 +126,9 @@ def flow_gradient(model: nn.Module, names: Sequence[str], input_shape: Sequence[
                 else:
                     p.abs_()
             for module in scratch.modules():
-                if isinstance(module, _NORMS) and getattr(module, "running_mean", None) is not None:
-                    module.running_mean.zero_()
+                running_mean = getattr(module, "running_mean", None) if isinstance(module, _NORMS) else None
+                if running_mean is not None:
+                    running_mean.zero_()
         params = _params(scratch, names)
         device = params[0].device if params else torch.device("cpu")
         ones = torch.ones((1, *map(int, input_shape)), dtype=torch.float64, device=device)
@@ -146,7 +147,7 @@ def model_dtype(model: nn.Module) -> torch.dtype:
 def criterion_derivatives(
     criterion: str,
     model: nn.Module,
-    names: Sequence[str],
+    names: Collection[str],
     batches: Sequence[Batch] | None = None,
     input_shape: Sequence[int] | None = None,
     seed: int = 0,

@@ -160,16 +160,18 @@ def prune_at_init(
     progress: bool = False,
     warn_collapsed: bool = True,
 ) -> InitPruning:
-    """A mask keeping ``keep`` of ``model``'s prunable weights, chosen by ``method`` at the
-    model's current weights (the model itself is not changed).
+    """A mask keeping ``keep`` of ``model``'s prunable weights, chosen by ``method`` at its current weights.
+
+    The model itself is not changed.
 
     ``batches``: (inputs, labels) pairs for the data-driven methods (snip, grasp): a list, or any
     iterable such as a DataLoader, of which the first ``score_batches`` (default: all of a list,
     10 of another iterable) are used; the scores use their mean loss. ``input_shape`` (SynFlow):
-    the shape of one input, e.g. ``(1, 28, 28)`` (default: that of the first batch). ``iterations``: default 100 for synflow, 1 for the
-    others. ``names``: the parameters to prune (default: the Linear/Conv weights, see
-    :func:`lth.pruning.prunable_parameters` with ``prune_biases`` and ``ignore``). ``seed`` (or a
-    ``generator``) breaks ties and draws random scores.
+    the shape of one input, e.g. ``(1, 28, 28)`` (default: that of the first batch).
+    ``iterations``: default 100 for synflow, 1 for the others. ``names``: the parameters to prune
+    (default: the Linear/Conv weights, see :func:`lth.pruning.prunable_parameters` with
+    ``prune_biases`` and ``ignore``). ``seed`` (or a ``generator``) breaks ties and draws random
+    scores.
     """
     check_method_arguments(method, keep, scope, iterations)
     keep = float(keep)

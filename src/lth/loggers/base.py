@@ -12,7 +12,7 @@ Tags (TensorBoard) and metric keys (MLflow) are the same strings:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 TICKET = "ticket"  # the line name of the ticket itself; controls use their own names
@@ -37,7 +37,7 @@ class Logger(Protocol):
     """True when the destination holds nothing of this run yet: the search then replays the
     rounds it recorded before (a resumed run whose earlier log cannot be found)."""
 
-    def log_round(self, line: str, summary: Mapping[str, Any], metrics: list[Mapping[str, Any]]) -> None:
+    def log_round(self, line: str, summary: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]) -> None:
         """Record one finished round of ``line`` (``ticket`` or a control): its summary and metric rows."""
 
     def close(self, status: str = "complete") -> None:
@@ -45,7 +45,7 @@ class Logger(Protocol):
 
 
 def round_scalars(
-    line: str, summary: Mapping[str, Any], metrics: list[Mapping[str, Any]]
+    line: str, summary: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]
 ) -> list[tuple[str, float, int]]:
     """The (tag, value, step) triples that mirror one round of ``line``."""
     r = int(summary["round"])

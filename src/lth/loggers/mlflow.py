@@ -19,7 +19,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -143,7 +143,7 @@ class MlflowLogger:
         for start in range(0, len(params), _PARAM_BATCH):
             self.client.log_batch(self.run_id, params=params[start : start + _PARAM_BATCH])
 
-    def log_round(self, line: str, summary: Mapping[str, Any], metrics: list[Mapping[str, Any]]) -> None:
+    def log_round(self, line: str, summary: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

@@ -8,7 +8,7 @@ run loses nothing it has recorded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +49,13 @@ class TensorBoardLogger:
         self.writer.add_text("config", "".join(f"    {line}\n" for line in text.splitlines()), 0)
         values = {k: v for k, v in flatten(config).items() if isinstance(v, (bool, int, float, str))}
         metrics = {f"{TICKET}/{key}": None for key in ("test_accuracy_at_early_stop", "weights_remaining")}
+        file_writer = self.writer.file_writer
+        assert file_writer is not None  # a SummaryWriter has one from its creation until closed
         for summary in hparams(values, metrics):
-            self.writer.file_writer.add_summary(summary)
+            file_writer.add_summary(summary)
         self.writer.flush()
 
-    def log_round(self, line: str, summary: Mapping[str, Any], metrics: list[Mapping[str, Any]]) -> None:
+    def log_round(self, line: str, summary: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]) -> None:
         for tag, value, step in round_scalars(line, summary, metrics):
             self.writer.add_scalar(tag, value, step)
         self.writer.flush()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -10,10 +12,10 @@ from lth.models.init import initialize
 from lth.models.registry import GLOBAL_RNG_LOCK, MODELS, InputShape
 
 
-def _check_shape(name: str, input_shape: object) -> InputShape:
+def _check_shape(name: str, input_shape: Any) -> InputShape:
     try:
-        shape = tuple(int(s) for s in input_shape)  # type: ignore[union-attr]
-        ok = len(shape) == 3 and all(s >= 1 for s in shape) and shape == tuple(input_shape)  # type: ignore[arg-type]
+        shape = tuple(int(s) for s in input_shape)
+        ok = len(shape) == 3 and all(s >= 1 for s in shape) and shape == tuple(input_shape)
     except (TypeError, ValueError):
         ok = False
     if not ok:
@@ -21,7 +23,8 @@ def _check_shape(name: str, input_shape: object) -> InputShape:
             f"input shape {input_shape!r} for model {name!r} is invalid; use "
             f"(channels, height, width) with positive integers"
         )
-    return shape  # type: ignore[return-value]
+    channels, height, width = shape
+    return channels, height, width
 
 
 def build_model(name: str, input_shape: InputShape, num_classes: int, seed: int) -> nn.Module:

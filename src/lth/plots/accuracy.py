@@ -33,7 +33,7 @@ from lth.store.study_dir import ABLATION_PREFIX, BRANCH_PREFIX, TICKET_LINE, lin
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure, SubFigure
 
 CONTROL_MARKERS = "^vDPX"
 BRANCH_MARKERS = "<>hp*"
@@ -234,6 +234,7 @@ def draw_metric(
         if y is not None:
             refs.append((y, f"dense{at}" if single else f"{source.label}: dense", colour))
         if both:
+            assert end_metric is not None  # both: a single run and an end_metric
             ax.plot(
                 x,
                 [r[end_metric] for r in rounds],
@@ -354,7 +355,7 @@ def draw_accuracy(
     title: str | None = None,
     dashed: Sequence[str] = (),
     dense: bool = True,
-) -> Figure:
+) -> Figure | SubFigure:
     """Test accuracy at early stop (solid) and at the end of training (dashed) against weights
     remaining (log x), one colour per line of per-round rows; returns the figure. The lines named
     in ``dashed`` (controls) are drawn dashed at early stop and dotted at the end. ``dense`` adds

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import matplotlib
 
@@ -47,7 +47,11 @@ SOURCE_KINDS = (TICKET, STUDY, SUPERMASK_EVAL, SUPERMASK_TRAIN, STABILITY)
 # ------------------------------------------------------------------ figures and files
 
 
-def new_figure(width: float = SIZE[0], height: float = SIZE[1], layout: str | None = "constrained") -> Figure:
+def new_figure(
+    width: float = SIZE[0],
+    height: float = SIZE[1],
+    layout: Literal["constrained", "compressed", "tight"] | None = "constrained",
+) -> Figure:
     """A figure no pyplot state tracks (nothing to close, nothing leaks), drawn by Agg."""
     return Figure(figsize=(width, height), layout=layout)
 
@@ -123,7 +127,7 @@ class PercentFormatter(Formatter):
     def __init__(self) -> None:
         self.decimals: int | None = None
 
-    def set_locs(self, locs: Sequence[float]) -> None:
+    def set_locs(self, locs: list[float]) -> None:
         super().set_locs(locs)
         self.decimals = percent_decimals(locs)
 
@@ -163,7 +167,7 @@ class LevelFormatter(Formatter):
     def __init__(self) -> None:
         self.digits = 3
 
-    def set_locs(self, locs: Sequence[float]) -> None:
+    def set_locs(self, locs: list[float]) -> None:
         super().set_locs(locs)
         self.digits = level_digits(locs)
 
@@ -222,10 +226,14 @@ def metric_bounds(metric: str) -> tuple[float | None, float | None]:
     return None, None
 
 
-def clip(values: Iterable[float | None], bounds: tuple[float | None, float | None]) -> list[float | None]:
+@overload
+def clip(values: Iterable[float], bounds: tuple[float | None, float | None]) -> list[float]: ...
+@overload
+def clip(values: Iterable[float | None], bounds: tuple[float | None, float | None]) -> list[float | None]: ...
+def clip(values: Iterable[float | None], bounds: tuple[float | None, float | None]) -> list[Any]:
     """``values`` clipped into ``bounds`` (None values stay None)."""
     low, high = bounds
-    out: list[float | None] = []
+    out: list[Any] = []  # list[float] when no value is None (see the overloads)
     for value in values:
         if value is not None:
             value = value if low is None else max(low, value)
@@ -266,7 +274,7 @@ def fit_ylim(
     point, band or marker sits on or past the edge, and no fixed range (0-100%) flattens the data.
     A log axis gets its margin in log space. ``min_span`` (data units) keeps a flat series from
     filling the axes. Returns the limits."""
-    axes = [axes] if hasattr(axes, "get_yscale") else list(axes)
+    axes = [cast("Axes", axes)] if hasattr(axes, "get_yscale") else list(axes)
     if not axes:
         return None
     values = [v for ax in axes for v in drawn_y(ax)] + [float(v) for v in include]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -38,7 +38,8 @@ def input_shape(source: Source) -> tuple[int, int, int] | None:
     from lth.data import DATASETS
 
     try:
-        return tuple(DATASETS.get(str(source.config.get("dataset"))).input_shape)  # type: ignore[return-value]
+        # tuple(): a copy, whatever sequence the dataset was registered with (three numbers).
+        return cast("tuple[int, int, int]", tuple(DATASETS.get(str(source.config.get("dataset"))).input_shape))
     except Exception:  # a user data set, or a name no longer registered
         return None
 
@@ -93,7 +94,9 @@ def check_first_layer(source: Source, chosen: int | None) -> str | None:
 
 def _draw(source: Source, chosen: int | None) -> Any:
     masks = _masks(source, chosen)
-    channels, height, width = input_shape(source)  # type: ignore[misc]
+    shape = input_shape(source)
+    assert shape is not None  # drawn only for sources that the kind's check let through (a registered dataset)
+    channels, height, width = shape
     name, first = _layer(masks[0][1])
     conv = first.dim() == 4
     if conv:

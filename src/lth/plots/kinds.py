@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from lth.errors import LthError
 from lth.plots.accuracy import plot_accuracy, plot_early_stop
@@ -242,9 +243,9 @@ def make_plots(
     sources that do not fit are skipped (and listed in the result).
     """
     if paths and all(isinstance(p, Source) for p in paths):
-        sources: list[Source] = list(paths)  # type: ignore[arg-type]
+        sources = [p for p in paths if isinstance(p, Source)]  # all of them
     else:
-        sources = open_sources(paths)  # type: ignore[arg-type]
+        sources = open_sources(cast("Sequence[str | Path]", paths))  # directories
     explicit = kinds is not None and ALL not in [n.strip() for k in kinds for n in k.split(",")]
     names = resolve_kinds(kinds)
     formats = check_formats(formats)

@@ -5,9 +5,9 @@ marked; one block of panels per run when several runs are drawn."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from matplotlib import colormaps
 from matplotlib.lines import Line2D
@@ -28,7 +28,7 @@ from lth.plots.common import (
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure, SubFigure
 
 LEARNING_CURVES_FILE = "learning_curves"
 #: At most this many rounds on one axes (evenly spread, first and last always); more lines are unreadable.
@@ -37,7 +37,9 @@ MOST_ROUNDS = 8
 ROUNDS_PER_PANEL = 4
 MOST_PANELS = 4
 #: How the early-stopping iteration is marked on each curve.
-EARLY_STOP_MARKER = dict(marker="*", s=90, edgecolors="black", linewidths=0.5, zorder=3.5, clip_on=False)
+EARLY_STOP_MARKER: dict[str, Any] = dict(
+    marker="*", s=90, edgecolors="black", linewidths=0.5, zorder=3.5, clip_on=False
+)
 EARLY_STOP_LABEL = "early stop (min. val loss)"
 DENSE_REFERENCE = "0.55"
 
@@ -140,7 +142,7 @@ def draw_rounds(
             color=colour,
             label=label if labels else None,
         )
-        stop = stops.get(round_index)
+        stop: Any = stops.get(round_index)  # a number, or None / NaN when the round has none
         if early_stop and _finite(stop):
             value = _value_at(points, float(stop), key)
             if value is not None:
@@ -179,7 +181,7 @@ def _loss_axis(axes: Sequence[Axes]) -> str:
     """Loss on a log axis (the first evaluations would squash the rest) when every loss is
     positive, its range fitted to the data; returns ' (log scale)' for the label, or ''."""
     lines = [line for ax in axes for line in ax.lines]
-    log = bool(lines) and all(min(line.get_ydata(), default=1) > 0 for line in lines)
+    log = bool(lines) and all(min(cast("Iterable[float]", line.get_ydata()), default=1) > 0 for line in lines)
     if log:
         for ax in axes:
             ax.set_yscale("log")
@@ -364,7 +366,7 @@ def draw_learning_curves(
     early_stop: bool = True,
     loss_ax: Axes | None = None,
     loss_split: str = "val",
-) -> Figure:
+) -> Figure | SubFigure:
     """Accuracy on ``split`` against training iteration, one line per round (metrics rows hold
     round, iteration, split, loss, accuracy); returns the figure. ``select`` names the rounds to
     draw (default: all, evenly thinned to ``most``, the first and last always); ``early_stop``

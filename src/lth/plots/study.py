@@ -24,7 +24,7 @@ from lth.store.study_dir import TICKET_LINE, line_order
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure, SubFigure
 
     from lth.store.study_dir import StudyDir
 
@@ -38,7 +38,7 @@ def draw_trials_accuracy(
     ax: Axes | None = None,
     label: str | None = None,
     title: str | None = None,
-) -> Figure:
+) -> Figure | SubFigure:
     """Mean of ``metric`` over trials against weights remaining, with its 95% CI band and a
     lighter min-max band; ``summary`` holds ``summarise_trials`` rows. Rows that name their
     ``line`` (``summarise_lines``: the ticket, its controls, its branches) give one mean and
@@ -98,7 +98,7 @@ def draw_trials_accuracy(
     dense = dense_value(ticket, "mean")
     if dense is not None:  # the dense network (round 0) as a reference across the axes
         reference = reference_line(ax, dense, f"{label + ': ' if label else ''}dense (mean)", DENSE_COLOUR)
-        entries.append((reference, reference.get_label()))
+        entries.append((reference, str(reference.get_label())))
     remaining_axis(ax, levels)
     if bounds == (0.0, 1.0):
         percent_axis(ax.yaxis)

@@ -124,7 +124,10 @@ def checkpoint_problem(state: Any) -> str | None:
         return f"it holds a {type(state).__name__}, not a mapping"
     if "format" in state and state["format"] != CHECKPOINT_FORMAT:
         return None
-    parts = ((CHECKPOINT_FIELDS, state, ""), (TRAINING_FIELDS, state.get("training"), "training "))
+    parts: tuple[tuple[dict[str, Callable[[Any], bool]], Any, str], ...] = (
+        (CHECKPOINT_FIELDS, state, ""),
+        (TRAINING_FIELDS, state.get("training"), "training "),
+    )
     for fields, values, where in parts:
         if values is None and where:
             continue

@@ -98,7 +98,7 @@ def describe_run(path: Path) -> dict[str, Any] | None:
         ]
         last = max((r["round"] for r in summary), default=None)
         best = [r for r in summary if r["round"] == last]
-        metrics = {
+        metrics: dict[str, Any] = {
             "runs_total": status.get("runs_total"),
             "runs_complete": status.get("runs_complete"),
             "experiments": len(description["experiments"]),
@@ -123,7 +123,7 @@ def describe_run(path: Path) -> dict[str, Any] | None:
             return None
         status = run.status()
         kind = config.get("kind", "find-ticket")
-        metrics: dict[str, Any] = {}
+        metrics = {}
         weights_remaining = test_accuracy = None
         if kind in ("find-ticket", "branch"):
             rounds = run.rounds()
@@ -145,9 +145,9 @@ def describe_run(path: Path) -> dict[str, Any] | None:
         elif kind == "supermask-eval":
             rows = read_rows(run) if (path / "supermask_eval.json").is_file() else []
             if rows:
-                best = max(rows, key=lambda r: r["test_accuracy"])
-                test_accuracy, weights_remaining = best["test_accuracy"], best["weights_remaining"]
-                metrics = {"best": {k: best[k] for k in ("criterion", "keep", "weights")}, "cells": len(rows)}
+                top = max(rows, key=lambda r: r["test_accuracy"])
+                test_accuracy, weights_remaining = top["test_accuracy"], top["weights_remaining"]
+                metrics = {"best": {k: top[k] for k in ("criterion", "keep", "weights")}, "cells": len(rows)}
         elif kind == "stability":
             entries = read_entries(run)
             metrics = {
@@ -448,7 +448,7 @@ class RunIndex:
 
 def _signature(path: Path) -> tuple:
     """What changes when a run writes: the (mtime, size, inode) of the files its row is read from."""
-    out = []
+    out: list[tuple[int, int, int] | None] = []
     for name in ("status.json", "config.yaml", "rounds.json", "study.yaml", "summary.json", "stability.json"):
         try:
             stat = (path / name).stat()

@@ -28,7 +28,7 @@ LOCK_FILE = ".lth-lock"
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: no locking
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # None stands for the missing module
 
 _ATTEMPTS = 4  # a holder that is only probing (lock_holder) lets go within microseconds
 _PAUSE = 0.05

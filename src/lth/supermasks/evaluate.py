@@ -17,7 +17,15 @@ from typing import Any
 
 import torch
 
-from lth.actions import MASK1_COMBINATIONS, MASK1_NAMES, LayerState, Mask1Options, mask1_values, validate_actions
+from lth.actions import (
+    MASK1_COMBINATIONS,
+    MASK1_NAMES,
+    LayerState,
+    Mask1Options,
+    fresh_draw,
+    mask1_values,
+    validate_actions,
+)
 from lth.config import TicketConfig, make_config
 from lth.criteria import ALIASES, CRITERIA, CRITERION_NAMES, RANKED_CRITERIA, compute_scores
 from lth.data import Batcher, DataBundle, load_dataset
@@ -49,6 +57,8 @@ DEFAULT_WEIGHTS: list[str] = ["init", "signed_constant", "rand_signed_constant"]
 #: ``init`` (the initial values on the kept positions) and every mask-1 action name.
 WEIGHT_TRANSFORMS: list[str] = ["init", *MASK1_NAMES]
 SCOPES = ("layerwise", "global")
+#: The mask-1 modifiers used when none are given: every option at its default.
+DEFAULT_OPTIONS = Mask1Options()
 
 
 # ------------------------------------------------------------------ validation
@@ -79,7 +89,7 @@ def check_keeps(keeps: Sequence[float] | None) -> list[float]:
     return list(dict.fromkeys(float(k) for k in keeps))
 
 
-def check_weights(names: Sequence[str] | None, options: Mask1Options = Mask1Options()) -> list[str]:
+def check_weights(names: Sequence[str] | None, options: Mask1Options = DEFAULT_OPTIONS) -> list[str]:
     """Weights transforms (``init`` or a mask-1 name), checked with ``options``; default DEFAULT_WEIGHTS."""
     if names is None:
         names = DEFAULT_WEIGHTS
@@ -131,7 +141,7 @@ class SupermaskGrid:
         w_final: Mapping[str, torch.Tensor],
         seed: int = 0,
         *,
-        options: Mask1Options = Mask1Options(),
+        options: Mask1Options = DEFAULT_OPTIONS,
         prune_biases: bool = False,
         ignore_layers: Sequence[str] = (),
         batch_size: int = 60,
@@ -226,7 +236,7 @@ class SupermaskGrid:
                 self.w_final[name],
                 mask[name].bool(),
                 generator,
-                fresh=(lambda n=name: fresh[n]) if fresh is not None else None,
+                fresh=fresh_draw(fresh, name) if fresh is not None else None,
             )
             state[name] = mask1_values(_action(transform), layer, self.options)
         return state
@@ -254,7 +264,7 @@ def evaluate_supermasks(
     scope: str = "layerwise",
     seed: int = 0,
     *,
-    options: Mask1Options = Mask1Options(),
+    options: Mask1Options = DEFAULT_OPTIONS,
     prune_biases: bool = False,
     ignore_layers: Sequence[str] = (),
     batch_size: int = 60,
@@ -374,7 +384,7 @@ def run_supermask_eval(
     weights: Sequence[str] | None = None,
     scope: str = "layerwise",
     seed: int | None = None,
-    options: Mask1Options = Mask1Options(),
+    options: Mask1Options = DEFAULT_OPTIONS,
     from_run: str | Path | None = None,
     out: str | Path | None = None,
     overwrite: bool = False,
@@ -434,6 +444,7 @@ def run_supermask_eval(
                     run.path.mkdir(parents=True, exist_ok=True)
                 raise
             source, config = ticket.run_dir, ticket.config
+            assert source is not None  # find_ticket was given a directory (out=...)
             w_init, w_final = source.load_weights("init"), source.load_weights("final_round_00")
             how = ticket.dense or "trained"
         else:

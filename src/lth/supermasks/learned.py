@@ -74,11 +74,11 @@ class _StraightThrough(torch.autograd.Function):
     """Returns ``mask`` forward; passes the incoming gradient unchanged to ``source`` backward."""
 
     @staticmethod
-    def forward(ctx: Any, source: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, source: Tensor, mask: Tensor) -> Tensor:
         return mask
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         return grad, None
 
 
@@ -207,7 +207,8 @@ class SupermaskNet(nn.Module):
     def _layer_mask(self, s: Tensor, mode: str, generator: torch.Generator | None = None) -> Tensor:
         """One layer's float mask; straight-through when ``mode == "train"``."""
         if self.method == "edge-popup":
-            m = top_k_mask(s, self.keep)  # type: ignore[arg-type]
+            assert self.keep is not None  # edge-popup always has its fraction kept (default 0.5)
+            m = top_k_mask(s, self.keep)
             return straight_through(s.abs(), m) if mode == "train" else m
         if mode == "expected":
             return (torch.sigmoid(s.detach()) > 0.5).to(s.dtype)

@@ -276,8 +276,9 @@ def run_supermask_training(
             "(the number of training examples)"
         )
     if config["iterations"] is None:
-        config["iterations"] = max(1, int(round(config["epochs"] * (n // config["batch_size"]))))
-        check_budget(config["iterations"], f"--epochs {config['epochs']:g}")
+        budget = max(1, int(round(config["epochs"] * (n // config["batch_size"]))))
+        config["iterations"] = budget
+        check_budget(budget, f"--epochs {config['epochs']:g}")
     net = SupermaskNet(
         build_model(model, data.input_shape, data.num_classes, seed=seed),
         method,

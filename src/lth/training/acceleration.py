@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import ContextManager
 
 import torch
 from torch import nn
@@ -43,7 +43,7 @@ class Acceleration:
         inside ``vmap``, so bf16 trainings run one at a time.)"""
         return self.precision == "fp32"
 
-    def autocast(self, device: torch.device) -> ContextManager:
+    def autocast(self, device: torch.device) -> AbstractContextManager[None]:
         """The context for forward passes on ``device``."""
         if self.precision == "fp32":
             return contextlib.nullcontext()
@@ -52,7 +52,8 @@ class Acceleration:
     def prepare(self, model: nn.Module) -> nn.Module:
         """Put ``model`` in the memory layout wanted (in place; parameters keep their identity)."""
         if self.channels_last and _has_conv(model):
-            model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format at run time; torch's type stubs lack that keyword.
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return model
 
     def batch(self, x: torch.Tensor) -> torch.Tensor:

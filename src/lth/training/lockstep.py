@@ -225,9 +225,9 @@ class Lockstep:
             self._train_groups(waiting)
         for thread in threads:
             thread.join()
-        for error in errors:
-            if error is not None:
-                raise error
+        for failure in errors:
+            if failure is not None:
+                raise failure
         return results
 
     def _train_groups(self, requests: list[_Request]) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -32,9 +33,9 @@ def learning_rate(settings: OptimizerSettings, iteration: int) -> float:
 
 
 def build_optimizer(
-    params: Iterable[torch.nn.Parameter],
+    params: Iterable[torch.Tensor],
     settings: OptimizerSettings,
-    params_without_decay: Iterable[torch.nn.Parameter] = (),
+    params_without_decay: Iterable[torch.Tensor] = (),
 ) -> torch.optim.Optimizer:
     """A fresh optimizer; the fastest implementation available for the parameters' device.
 
@@ -42,8 +43,13 @@ def build_optimizer(
     it to their kept entries only).
     """
     check_settings(settings)
-    groups = [{"params": list(params)}, {"params": list(params_without_decay), "weight_decay": 0.0}]
+    groups: list[dict[str, Any]] = [
+        {"params": list(params)},
+        {"params": list(params_without_decay), "weight_decay": 0.0},
+    ]
     groups = [group for group in groups if group["params"]]
+    kind: Callable[..., torch.optim.Optimizer]
+    options: dict[str, Any]
     if settings.name == "adam":
         kind, options = torch.optim.Adam, {"weight_decay": settings.weight_decay}
     else:

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -149,13 +149,13 @@ class MaskEnforcer:
             for name, m in (mask or {}).items()
             if not bool(m.all())
         ]
-        self.params = [p for p, _ in pairs]
+        self.params: list[torch.Tensor] = [p for p, _ in pairs]
         self.masks = [m for _, m in pairs]
         self.weight_decay = weight_decay
 
     def mask_grads(self) -> None:
         if self.params:
-            grads = [p.grad for p in self.params]
+            grads = cast("list[torch.Tensor]", [p.grad for p in self.params])  # all set by the backward pass
             torch._foreach_mul_(grads, self.masks)
             if self.weight_decay:
                 torch._foreach_addcmul_(grads, [p.detach() for p in self.params], self.masks, value=self.weight_decay)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -275,7 +276,7 @@ class VectorTrainer:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if masked_params:
-                grads = [p.grad for p in masked_params]
+                grads = cast("list[torch.Tensor]", [p.grad for p in masked_params])  # all set by backward()
                 torch._foreach_mul_(grads, mask_values)
                 if weight_decay:
                     torch._foreach_addcmul_(grads, [p.detach() for p in masked_params], mask_values, value=weight_decay)
