@@ -26,8 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 #: Seconds one cell may run (the slowest cell takes a few seconds on 2 CPU cores).
 CELL_TIMEOUT = 300
-#: Notebooks executed at once. On 2 shared, busy cores (2026-12-02) two at a time took 185 s for
-#: the four, one at a time 256 s (each kernel trains on one thread).
+#: Notebooks executed at once (each kernel trains on one thread). Measured for the four on 2 shared
+#: cores (2026-12-02): 94 s two at a time against 105 s one at a time (load ~3.5); 185 s against
+#: 256 s (load ~12).
 JOBS = 2
 KERNEL_NAME = "lth-docs-python"
 #: Where the execution times are written, in the copy (seconds per notebook, by file name).

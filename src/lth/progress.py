@@ -11,7 +11,6 @@ import sys
 import time
 from typing import Any
 
-from tqdm.auto import tqdm as live_tqdm
 from tqdm.std import tqdm as plain_tqdm
 
 LOG_EVERY = 60.0  # seconds between the lines of a bar that is still running
@@ -19,7 +18,12 @@ LOG_EVERY = 60.0  # seconds between the lines of a bar that is still running
 
 def progress_bar(*args: Any, **kwargs: Any) -> plain_tqdm:
     """A tqdm bar (same arguments) suited to where the output goes."""
+    if kwargs.get("disable"):
+        return plain_tqdm(*args, **kwargs)
     if _interactive():
+        # Imported here: in a Jupyter kernel without ipywidgets, importing tqdm.auto warns.
+        from tqdm.auto import tqdm as live_tqdm
+
         return live_tqdm(*args, **kwargs)
     return LogLines(*args, **kwargs)
 
