@@ -417,7 +417,12 @@ def _run_shell(script: str, page: _Page) -> int:
         return 0
     with page.out_log.open("ab") as out, page.err_log.open("ab") as err:
         shell = subprocess.Popen(
-            ["bash", "-c", script], cwd=page.cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True
+            ["bash", "-c", script],
+            cwd=page.cwd,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             return shell.wait(timeout=page.timeout)

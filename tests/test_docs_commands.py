@@ -39,9 +39,11 @@ Conventions for writers of these pages (this docstring is their reference):
 
 Every page runs with ``$LTH_RUNS_ROOT`` = ``SCRATCH/runs``, ``LTH_BACKEND=local``,
 ``OMP_NUM_THREADS=1``, ``MPLBACKEND=Agg`` and no network: ``$LTH_DATA_DIR`` holds small
-stand-ins of MNIST (IDX gz) and CIFAR-10 (the python pickle batches, 100 images each, with 100
-held out for validation), and Fashion-MNIST is the real one in /usr/share/datasets/fashion-mnist
-where installed (else a stand-in); digits is bundled with scikit-learn.
+stand-ins of MNIST (IDX gz: 6,000 training images of which 5,000 are held out for validation,
+500 test images) and CIFAR-10 (the python pickle batches of 100 images each, 100 held out for
+validation), and Fashion-MNIST is the real one in /usr/share/datasets/fashion-mnist where
+installed (else, or with ``LTH_DOCS_REAL_FASHION=0``, a stand-in like MNIST's); digits is
+bundled with scikit-learn.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from pathlib import Path
 
 import click
 import pytest
+
 from docs_blocks import (
     REPO,
     RUN,
@@ -80,6 +83,9 @@ FASHION_FILES = (
     "t10k-images-idx3-ubyte.gz",
     "t10k-labels-idx1-ubyte.gz",
 )
+#: Whether pages train on the real Fashion-MNIST where /usr/share/datasets has it (else a stand-in).
+REAL_FASHION_MNIST = os.environ.get("LTH_DOCS_REAL_FASHION", "1") != "0"
+MNIST_TRAIN, MNIST_TEST = 6000, 500  # stand-ins: 5,000 of the training images are held out for validation
 CIFAR_ROWS = 100  # images per stand-in batch file; 100 of the 500 training images held out
 STEP_TIMEOUT_S = 120  # a command or python block that runs longer fails: it trains at a paper budget
 PAGE_TIMEOUT_S = 900
@@ -141,20 +147,40 @@ socket.socket.connect = _local_only
 '''
 
 
+def write_mnist_like(directory: Path, seed: int, train: int = MNIST_TRAIN, test: int = MNIST_TEST) -> None:
+    """The four MNIST files (IDX, gzip) of ``train`` and ``test`` 28x28 images whose labels show in
+    their brightness (as tests/test_branches.py's ``_fake_mnist``, with other sizes)."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True)
+    for prefix, count in (("train", train), ("t10k", test)):
+        labels = rng.integers(0, 10, count).astype(np.uint8)
+        images = (rng.integers(0, 60, (count, 28, 28)) + labels[:, None, None] * 19).astype(np.uint8)
+        (directory / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
+            gzip.compress(struct.pack(">HBB", 0, 8, 3) + struct.pack(">III", count, 28, 28) + images.tobytes(), 1)
+        )
+        (directory / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(
+            gzip.compress(struct.pack(">HBB", 0, 8, 1) + struct.pack(">I", count) + labels.tobytes(), 1)
+        )
+
+
 @pytest.fixture(scope="session")
 def docs_support(tmp_path_factory) -> dict[str, Path]:
     """The data directory of stand-ins and the directory of the sitecustomize module."""
     import numpy as np
-    from test_branches import _fake_mnist
-    from test_data import write_batch
 
     from lth.data import cifar
+    from test_data import write_batch
 
     root = tmp_path_factory.mktemp("docs-support")
     data = root / "data"
-    _fake_mnist(data / "mnist", 0)
-    if not all((FASHION_SYSTEM / name).is_file() for name in FASHION_FILES):
-        _fake_mnist(data / "fashion-mnist", 1)
+    write_mnist_like(data / "mnist", 0)
+    if not REAL_FASHION_MNIST or not all((FASHION_SYSTEM / name).is_file() for name in FASHION_FILES):
+        write_mnist_like(data / "fashion-mnist", 1)
     batches = data / "cifar10" / cifar.BATCHES_DIRNAME
     batches.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -259,9 +285,14 @@ def test_page_commands_run(page: str, tmp_path: Path, docs_support):
     plan = {"page": page, "cwd": str(scratch), "work": str(work), "steps": [step for _, step in steps]}
     plan["step_timeout"] = STEP_TIMEOUT_S
     (work / "plan.json").write_text(json.dumps(plan))
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), _children_cpu()
     driver = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("docs_blocks.py")), str(work / "plan.json"), str(work / "result.json")],
+        [
+            sys.executable,
+            str(Path(__file__).with_name("docs_blocks.py")),
+            str(work / "plan.json"),
+            str(work / "result.json"),
+        ],
         cwd=scratch,
         env=page_env(scratch, docs_support),
         capture_output=True,
@@ -289,8 +320,19 @@ def test_page_commands_run(page: str, tmp_path: Path, docs_support):
             f"--- last lines of its stdout ---\n{_tail(failed['stdout'], 8)}",
             pytrace=False,
         )
-    slow = sorted(zip(result["times"], (item.line for item, _ in steps)), reverse=True)[:3]
-    print(f"{page}: {len(steps)} steps in {time.perf_counter() - started:.1f} s; slowest (s, line): {slow}")
+    slow = sorted(zip(result["times"], (item.line for item, _ in steps)), reverse=True)[:4]
+    print(
+        f"{page}: {len(steps)} steps in {time.perf_counter() - started:.1f} s wall, "
+        f"{_children_cpu() - cpu_before:.1f} s CPU; slowest (s, line): {slow}"
+    )
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (the page's driver and what it started)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # ------------------------------------------------------------------ the parser and the rewriting
@@ -383,8 +425,19 @@ def test_page_plan_steps():
         {
             "kind": "lth",
             "argv": [
-                "robust", "lenet-300-100", "fashion-mnist", "--trials", "5",
-                "--iterations", "20", "--eval-every", "10", "--rounds", "2", "--trials", "2",
+                "robust",
+                "lenet-300-100",
+                "fashion-mnist",
+                "--trials",
+                "5",
+                "--iterations",
+                "20",
+                "--eval-every",
+                "10",
+                "--rounds",
+                "2",
+                "--trials",
+                "2",
             ],
         },  # fmt: skip
         {"kind": "python", "line": 22, "code": "import lth\nprint(lth.__version__)\n"},
@@ -396,7 +449,8 @@ def test_small_budget_rewriting():
     assert small_budget_argv(["find-ticket", "lenet-300-100", "mnist", "--rounds", "1", "--eval-every=5"]) == [
         "find-ticket", "lenet-300-100", "mnist", "--rounds", "1", "--eval-every=5", "--iterations", "20",
     ]  # fmt: skip
-    assert small_budget_argv(["--threads", "2", "stability", "lenet-300-100", "fashion-mnist", "--rewind", "0,0.1"]) == [
+    stability = ["--threads", "2", "stability", "lenet-300-100", "fashion-mnist", "--rewind", "0,0.1"]
+    assert small_budget_argv(stability) == [
         "--threads", "2", "stability", "lenet-300-100", "fashion-mnist", "--rewind", "0,0.1",
         "--iterations", "20", "--eval-every", "10", "--points", "5", "--path-train-size", "500",
     ]  # fmt: skip
@@ -418,7 +472,6 @@ def test_small_budget_rewriting():
 def test_the_last_value_of_a_budget_option_wins_in_click():
     """The rewriting appends: click must take the last of two values for every budget option."""
     from docs_blocks import BUDGET, _option
-
     from lth.cli.main import _register_commands, cli
 
     _register_commands()
@@ -457,7 +510,12 @@ def test_setup_lines_are_checked(tmp_path):
     assert setup_problem("bash scripts/setup.sh --fast", repo) is None
     assert setup_problem("bash scripts/nope.sh", repo) == "scripts/nope.sh does not exist in the repository"
     assert setup_problem("mkdocs serve", repo) == "mkdocs.yml does not exist in the repository"
-    for line in ("git clone https://example.org/lth.git", "cd lth", "python3 -m venv .venv", "source .venv/bin/activate"):
+    for line in (
+        "git clone https://example.org/lth.git",
+        "cd lth",
+        "python3 -m venv .venv",
+        "source .venv/bin/activate",
+    ):
         assert setup_problem(line, repo) is None, line
 
 
@@ -503,7 +561,10 @@ echo never
     [
         {"kind": "shell", "text": "sleep 30"},
         {"kind": "python", "line": 1, "code": "import time\ntime.sleep(30)\n"},
-        {"kind": "lth", "argv": ["find-ticket", "lenet-300-100", "digits", "--iterations", "100000", "-q", "--out", "r"]},
+        {
+            "kind": "lth",
+            "argv": ["find-ticket", "lenet-300-100", "digits", "--iterations", "100000", "-q", "--out", "r"],
+        },
     ],
     ids=["shell", "python", "lth"],
 )

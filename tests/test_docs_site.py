@@ -31,7 +31,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")) if p and Path(p).is_file()), None)
+CHROMIUM = next(
+    (
+        p
+        for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
+        if p and Path(p).is_file()
+    ),
+    None,
+)
 MKDOCS = Path(sys.executable).with_name("mkdocs")
 
 pytestmark = pytest.mark.xdist_group("docs")
@@ -50,13 +57,19 @@ def built_site(executed_docs: Path, tmp_path_factory) -> dict:
     started = time.perf_counter()
     build = subprocess.run(
         [str(MKDOCS), "build", "--strict", "-f", str(executed_docs / "mkdocs.yml"), "-d", str(site)],
-        cwd=executed_docs,  # pymdownx.snippets: base_path "." is the working directory (README.md, CONTRIBUTING.md are copied there)
+        # pymdownx.snippets: base_path "." is the working directory (README.md, CONTRIBUTING.md are copied there)
+        cwd=executed_docs,
         env=env,
         capture_output=True,
         text=True,
         timeout=900,
     )
-    return {"rc": build.returncode, "log": build.stdout + build.stderr, "site": site, "seconds": time.perf_counter() - started}
+    return {
+        "rc": build.returncode,
+        "log": build.stdout + build.stderr,
+        "site": site,
+        "seconds": time.perf_counter() - started,
+    }
 
 
 @pytest.fixture(scope="module")
