@@ -6,7 +6,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 bin="${LTH_VENV:-$repo/.venv}/bin"
 status=0
-echo "check: ruff check"; "$bin/ruff" check src tests benchmarks scripts || status=1
-echo "check: ruff format --check"; "$bin/ruff" format --check --quiet src tests benchmarks scripts || status=1
+echo "check: ruff check"; "$bin/ruff" check src tests benchmarks scripts docs/_hooks || status=1
+echo "check: ruff format --check"; "$bin/ruff" format --check --quiet src tests benchmarks scripts docs/_hooks || status=1
 echo "check: mypy"; "$bin/mypy" || status=1
 exit "$status"
