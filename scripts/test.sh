@@ -7,11 +7,18 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LTH_EXTRAS=test,docs,lint,tensorboard,mlflow,ray bash "$repo/scripts/setup.sh"
 cd "$repo"
-checks=0
-bash scripts/check.sh || checks=$?
+# The code checks run beside the tests (they fill the cores the tests leave idle); their output
+# follows the tests'.
+check_log="$(mktemp)"
+trap 'rm -f "$check_log"' EXIT
+bash scripts/check.sh >"$check_log" 2>&1 &
+checker=$!
 # -n auto --maxprocesses 4: one worker per core, at most 4 (each test's torch uses one thread);
 # --dist loadgroup: the documentation's tests share one worker (its notebooks execute once).
 tests=0
 .venv/bin/python -m pytest -m "slow or not slow" -n auto --maxprocesses 4 --dist loadgroup --durations=10 "$@" || tests=$?
+checks=0
+wait "$checker" || checks=$?
+cat "$check_log"
 [ "$checks" -eq 0 ] || echo "test.sh: the code checks failed (scripts/check.sh)" >&2
 exit $(( tests != 0 ? tests : checks ))

@@ -47,7 +47,7 @@ pytestmark = pytest.mark.xdist_group("docs")
 # ------------------------------------------------------------------ the build
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def built_site(executed_docs: Path, tmp_path_factory) -> dict:
     """``mkdocs build --strict`` of the executed copy, once: {"rc", "log", "site", "seconds"}."""
     if not (executed_docs / "src").exists():  # mkdocstrings: ``paths: [src]``, relative to mkdocs.yml
@@ -72,7 +72,7 @@ def built_site(executed_docs: Path, tmp_path_factory) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def site(built_site: dict) -> Path:
     if built_site["rc"] != 0:
         pytest.fail("the site did not build (see test_mkdocs_build_strict)", pytrace=False)
@@ -266,7 +266,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def serve():
     """``serve(directory)``: the base URL of an HTTP server of ``directory`` on a free port."""
     servers = []
@@ -284,7 +284,7 @@ def serve():
         server.server_close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser(tmp_path_factory) -> Iterator[Browser]:
     if CHROMIUM is None:
         pytest.skip("chromium is not installed")
