@@ -40,6 +40,8 @@ def _runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     variables of :data:`NUMERIC_ENV` are as they were when the suite started, whatever it set."""
     monkeypatch.setenv("LTH_RUNS_ROOT", str(tmp_path / "runs"))
     yield
+    if torch.get_num_threads() != 1:  # e.g. an in-process `lth --threads N`: the next test trains on 1
+        torch.set_num_threads(1)
     for name, value in NUMERIC_ENV.items():
         if value is None:
             os.environ.pop(name, None)
