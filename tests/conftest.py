@@ -209,11 +209,30 @@ def result_dirs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def executed_docs(tmp_path_factory) -> Path:
+def executed_docs(request, tmp_path_factory) -> Path:
     """A copy of the documentation (``mkdocs.yml`` + ``docs/``) whose tutorial notebooks have been
     executed, outputs saved: shared by the tutorial tests and the site build, which run in one
     xdist worker (``@pytest.mark.xdist_group("docs")``; scripts/test.sh uses ``--dist loadgroup``),
     so the notebooks run once per test session."""
     from docs_build import executed_docs_copy
 
+    _only_one_worker_builds_the_docs(request.config, tmp_path_factory)
     return executed_docs_copy(tmp_path_factory.mktemp("docs"))
+
+
+def _only_one_worker_builds_the_docs(config: pytest.Config, tmp_path_factory) -> None:
+    """Under ``--dist loadgroup``, fail if another xdist worker of this run executed the notebooks too:
+    the grouping broke (pytest 9.2 with pytest-xdist 3.8 did), and every worker pays ~85 s for them."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker or config.getoption("dist", None) != "loadgroup":
+        return
+    shared = tmp_path_factory.getbasetemp().parent  # one folder per worker under it
+    (shared / f"docs-executed-by-{worker}").touch()
+    others = sorted(p.name.removeprefix("docs-executed-by-") for p in shared.glob("docs-executed-by-*"))
+    others.remove(worker)
+    if others:
+        pytest.fail(
+            f"the docs were executed on xdist workers {worker} and {', '.join(others)}: `--dist loadgroup` did not "
+            "keep the xdist_group('docs') tests together (see the pytest cap in constraints/ci.txt)",
+            pytrace=False,
+        )

@@ -364,6 +364,24 @@ def test_digits_bundle():
     assert torch.allclose(std, torch.ones(1, dtype=torch.float64), atol=1e-4)
 
 
+def test_digits_read_from_the_bundled_file_equal_scikit_learns_loader(monkeypatch):
+    """lth reads scikit-learn's digits.csv.gz itself (no 2 s import of scikit-learn); the splits are
+    exactly those built from ``sklearn.datasets.load_digits``, which is the fallback."""
+    import sys
+
+    from lth.data import digits
+
+    assert digits._bundled_file() is not None and digits._locate(None) == "bundled with scikit-learn"
+    direct = digits._load(None, False)
+    monkeypatch.setattr(digits, "_bundled_file", lambda: None)
+    through_sklearn = digits._load(None, False)
+    for a, b in zip(direct, through_sklearn):
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+    assert direct.train_x.shape == (1400, 1, 8, 8) and direct.test_y.shape == (397,)
+    assert sorted(np.unique(direct.train_x).tolist())[-1] == 255.0  # 16 * 255 / 16
+    assert "sklearn" in sys.modules  # the fallback imported it (the direct read need not)
+
+
 def test_split_is_deterministic_and_seeded():
     a, b, c = load_dataset("digits"), load_dataset("digits"), load_dataset("digits", split_seed=1)
     assert torch.equal(a.val_x, b.val_x) and torch.equal(a.train_y, b.train_y)

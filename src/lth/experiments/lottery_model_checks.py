@@ -21,8 +21,8 @@ from lth.criteria import CRITERIA
 from lth.data import DataBundle
 from lth.errors import LthError, TrainingDiverged, warn
 from lth.experiments.lottery_settings import Initializer, LotterySettings, is_int, is_number
+from lth.global_rng import GLOBAL_RNG_LOCK
 from lth.models.init import INITIALIZERS
-from lth.models.registry import GLOBAL_RNG_LOCK
 from lth.pruning import prunable_parameters
 
 #: Training budget when neither ``iterations`` nor ``epochs`` is given.

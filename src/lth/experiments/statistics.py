@@ -6,12 +6,11 @@ grouped by ``"round"``; only rounds that every trial reached are summarised.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-
-from scipy.stats import t as student_t
 
 from lth.errors import LthError
 
@@ -83,7 +82,7 @@ def describe(values: Sequence[float]) -> dict[str, float | None]:
     }
     if n > 1:
         std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-        half = float(student_t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+        half = _t975(n - 1) * std / math.sqrt(n)
         out.update(std=std, ci95_low=mean - half, ci95_high=mean + half)
     return out
 
@@ -261,3 +260,11 @@ def pivot_summary(
     )
     frame = pd.DataFrame([table[k] for k in table], index=index, columns=columns)
     return frame.astype({c: float for c in columns})
+
+
+@functools.cache
+def _t975(dof: int) -> float:
+    """Student's t quantile at 0.975 for ``dof`` degrees of freedom (scipy, imported on first use: 1.5 s)."""
+    from scipy.stats import t as student_t
+
+    return float(student_t.ppf(0.975, dof))

@@ -30,6 +30,7 @@ from lth.data import DATASETS, Batcher, shared_dataset
 from lth.errors import LthError, TrainingDiverged, warn
 from lth.experiments.controls import control_generator, prepare_control
 from lth.experiments.dense_trunk import DenseStore
+from lth.global_rng import seed_global_rng, set_global_rng_state
 from lth.loggers import TICKET, Logger, check_loggers, close_loggers, make_loggers
 from lth.masks import Mask
 from lth.models import MODELS, build_model
@@ -253,7 +254,7 @@ class _Search:
         self.options = _mask1_options(config)
         self.device = device = resolve_device(config.device)
         self.data = data = shared_dataset(config.dataset, data_dir=config.data_dir, device=device)
-        torch.manual_seed(config.seed)
+        seed_global_rng(config.seed)  # threads of a vectorised study: never amid another's seeded draws
         self.model = build_model(config.model, data.input_shape, data.num_classes, seed=config.seed).to(device)
         groups = prunable_parameters(self.model, config.prune_biases, config.ignore_layers)
         self.prunable = list(groups)
@@ -418,7 +419,7 @@ class _Search:
         self.w_final = _to(state["w_final"], dev)
         self.rewind_state = _to(state["rewind_state"], dev)
         self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        set_global_rng_state(state["torch_rng"])
         self.snapshots = {t: _to(s, dev) for t, s in state["snapshots"].items()}
         self.masks = [Mask(m) for m in state["masks"]]
         self.ticket.restore(state["ticket"])
@@ -649,7 +650,7 @@ class _Search:
         self.snapshots = {t: _to(state, dev) for t, state in entry.snapshots.items()}
         result = entry.result
         result.best_state = _to(result.best_state, dev)
-        torch.set_rng_state(entry.torch_rng)
+        set_global_rng_state(entry.torch_rng)
         if cuda:
             assert entry.cuda_rng is not None  # the store's load checks it is there when cuda
             torch.cuda.set_rng_state(entry.cuda_rng, dev)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from lth.criteria import NEEDS_DATA, NEEDS_DERIVATIVE
 from lth.errors import LthError
+from lth.global_rng import GLOBAL_RNG_LOCK
 
 Batch = tuple[Tensor, Tensor]
 
@@ -32,7 +33,9 @@ def _scratch(model: nn.Module, seed: int, train: bool) -> Iterator[nn.Module]:
     """A copy of ``model`` in train (or eval) mode, gradients on, global RNG forked and seeded."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     devices = [device] if device.type == "cuda" else []
-    with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=devices):
+    # The lock: the searches of a vectorised study score in threads, and seeding the shared global
+    # RNG could land amid another thread's seeded draws (lth.global_rng).
+    with GLOBAL_RNG_LOCK, torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         scratch = copy.deepcopy(model)
         scratch.train(train)

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from lth.errors import LthError
+from lth.global_rng import GLOBAL_RNG_LOCK
 from lth.models.init import initialize
-from lth.models.registry import GLOBAL_RNG_LOCK, MODELS, InputShape
+from lth.models.registry import MODELS, InputShape
 
 
 def _check_shape(name: str, input_shape: Any) -> InputShape:

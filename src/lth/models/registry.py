@@ -8,7 +8,6 @@ torch, and a builder's module is imported the first time a model is built.
 from __future__ import annotations
 
 import importlib
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -76,9 +75,6 @@ def register_model(
         return builder
 
     return decorator
-
-
-GLOBAL_RNG_LOCK = threading.RLock()  # held while a forked global RNG is seeded and drawn from
 
 
 def spatial_after(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
