@@ -168,6 +168,26 @@ def test_api_draw_functions_still_return_figures(result_dirs):
     assert draw_trials_accuracy(StudyDir(result_dirs["study"]).summary()).axes[0].get_xscale() == "log"
 
 
+def test_drawn_into_a_subfigure_returns_the_root_figure(result_dirs, tmp_path):
+    """Axes inside a SubFigure: the draw functions return the top-level Figure (typed ``Figure``), which saves."""
+    from matplotlib.figure import Figure
+
+    from lth.plots import draw_accuracy, draw_learning_curves, draw_trials_accuracy
+    from lth.store.study_dir import StudyDir
+
+    run = RunDir(result_dirs["ticket"])
+    root = Figure()
+    left, right, third = (sub.subplots() for sub in root.subfigures(1, 3))
+    drawn = [
+        draw_accuracy({"a": run.rounds()}, ax=left),
+        draw_learning_curves(run.rounds(), run.metrics(), ax=right),
+        draw_trials_accuracy(StudyDir(result_dirs["study"]).summary(), ax=third),
+    ]
+    assert all(figure is root for figure in drawn)
+    drawn[0].savefig(tmp_path / "three.png")
+    assert (tmp_path / "three.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 # ------------------------------------------------------------------ the command line
 
 

@@ -77,7 +77,7 @@ from lth.training import Trainer
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure, SubFigure
+    from matplotlib.figure import Figure
 
 __all__ = [  # with the names other modules import from here
     "DEFAULT_ITERATIONS",
@@ -526,7 +526,7 @@ class LotteryModel:
 
         return pd.DataFrame([dict(m) for m in self._metrics], columns=list(METRIC_KEYS))
 
-    def plot_accuracy(self, ax: Axes | None = None) -> Figure | SubFigure:
+    def plot_accuracy(self, ax: Axes | None = None) -> Figure:
         """Test accuracy at early stop and at the end against weights remaining (log x).
 
         The ticket is drawn solid, each control (:meth:`lines`) dashed."""
@@ -539,7 +539,7 @@ class LotteryModel:
             dashed=[f"{name} control" for name in lines if name != "ticket"],
         )
 
-    def plot_learning_curves(self, ax: Axes | None = None) -> Figure | SubFigure:
+    def plot_learning_curves(self, ax: Axes | None = None) -> Figure:
         """Test accuracy against training iteration, one line per round."""
         from lth.plots import draw_learning_curves
 

@@ -36,7 +36,7 @@ from lth.training.vectorized import check_vectorizable, parse_vectorize
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure, SubFigure
+    from matplotlib.figure import Figure
 
     from lth.training import Trainer
 
@@ -221,7 +221,7 @@ class LotteryRobust:
         """
         return pivot_summary(self.summary(), metrics, value, ci)
 
-    def plot_accuracy(self, ax: Axes | None = None, metric: str = "test_accuracy_at_early_stop") -> Figure | SubFigure:
+    def plot_accuracy(self, ax: Axes | None = None, metric: str = "test_accuracy_at_early_stop") -> Figure:
         """The mean of ``metric`` against weights remaining, with its 95% CI band, per line.
 
         A lighter band shows the min-max; the lines are those of :meth:`trial_lines`: the ticket

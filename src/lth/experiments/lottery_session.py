@@ -36,7 +36,7 @@ from lth.store.run_dir import check_name
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure, SubFigure
+    from matplotlib.figure import Figure
 
 
 class LotterySession:
@@ -150,7 +150,7 @@ class LotterySession:
         chosen = ["weights_remaining", *pivot_metrics(present, metrics, "LotterySession.summary()")]
         return frame.set_index(keys)[chosen].rename(columns={c: short_name(c) for c in chosen})
 
-    def plot_accuracy(self, ax: Axes | None = None) -> Figure | SubFigure:
+    def plot_accuracy(self, ax: Axes | None = None) -> Figure:
         """Test accuracy against weights remaining of every trained experiment, on one axis.
 
         Every other line an experiment exposes is drawn too, as ``EXPERIMENT: LINE``, dashed (its

@@ -26,6 +26,7 @@ from lth.plots.common import (
     percent_axis,
     reference_line,
     remaining_axis,
+    root_figure,
     save,
     subject,
 )
@@ -33,7 +34,7 @@ from lth.store.study_dir import ABLATION_PREFIX, BRANCH_PREFIX, TICKET_LINE, lin
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure, SubFigure
+    from matplotlib.figure import Figure
 
 CONTROL_MARKERS = "^vDPX"
 BRANCH_MARKERS = "<>hp*"
@@ -355,7 +356,7 @@ def draw_accuracy(
     title: str | None = None,
     dashed: Sequence[str] = (),
     dense: bool = True,
-) -> Figure | SubFigure:
+) -> Figure:
     """Test accuracy at early stop (solid) and at the end of training (dashed) against weights
     remaining (log x), one colour per line of per-round rows; returns the figure. The lines named
     in ``dashed`` (controls) are drawn dashed at early stop and dotted at the end. ``dense`` adds
@@ -402,4 +403,4 @@ def draw_accuracy(
     ax.set_ylabel("test accuracy")
     ax.set_title(title or "test accuracy of the pruned networks")
     ax.legend(fontsize="small")
-    return ax.figure
+    return root_figure(ax)

@@ -56,6 +56,14 @@ def new_figure(
     return Figure(figsize=(width, height), layout=layout)
 
 
+def root_figure(ax: Axes) -> Figure:
+    """The top-level Figure that ``ax`` is drawn in, also when it lives in a SubFigure (one to ``savefig``)."""
+    figure: Any = ax.figure
+    while not isinstance(figure, Figure):  # a SubFigure: its .figure is the root
+        figure = figure.figure
+    return figure
+
+
 def axes_or_new(ax: Axes | None) -> Axes:
     """The given axes, or the axes of a new pyplot-free figure (for the Python API's draw_*)."""
     return ax if ax is not None else new_figure(layout=None).subplots()

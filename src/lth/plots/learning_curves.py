@@ -23,12 +23,13 @@ from lth.plots.common import (
     percent_axis,
     pick_rounds,
     plain_log_axis,
+    root_figure,
     save,
 )
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure, SubFigure
+    from matplotlib.figure import Figure
 
 LEARNING_CURVES_FILE = "learning_curves"
 #: At most this many rounds on one axes (evenly spread, first and last always); more lines are unreadable.
@@ -366,7 +367,7 @@ def draw_learning_curves(
     early_stop: bool = True,
     loss_ax: Axes | None = None,
     loss_split: str = "val",
-) -> Figure | SubFigure:
+) -> Figure:
     """Accuracy on ``split`` against training iteration, one line per round (metrics rows hold
     round, iteration, split, loss, accuracy); returns the figure. ``select`` names the rounds to
     draw (default: all, evenly thinned to ``most``, the first and last always); ``early_stop``
@@ -394,4 +395,4 @@ def draw_learning_curves(
         loss_ax.set_xlabel("training iteration")
         loss_ax.set_ylabel(f"{'validation' if loss_split == 'val' else loss_split} loss{suffix}")
         loss_ax.grid(True, alpha=0.3)
-    return ax.figure
+    return root_figure(ax)

@@ -18,13 +18,14 @@ from lth.plots.common import (
     percent_axis,
     reference_line,
     remaining_axis,
+    root_figure,
     save,
 )
 from lth.store.study_dir import TICKET_LINE, line_order
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure, SubFigure
+    from matplotlib.figure import Figure
 
     from lth.store.study_dir import StudyDir
 
@@ -38,7 +39,7 @@ def draw_trials_accuracy(
     ax: Axes | None = None,
     label: str | None = None,
     title: str | None = None,
-) -> Figure | SubFigure:
+) -> Figure:
     """Mean of ``metric`` over trials against weights remaining, with its 95% CI band and a
     lighter min-max band; ``summary`` holds ``summarise_trials`` rows. Rows that name their
     ``line`` (``summarise_lines``: the ticket, its controls, its branches) give one mean and
@@ -115,7 +116,7 @@ def draw_trials_accuracy(
         )
     else:
         ax.legend(fontsize="small")
-    return ax.figure
+    return root_figure(ax)
 
 
 def study_figure(study: StudyDir) -> Figure:
