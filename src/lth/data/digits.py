@@ -39,7 +39,7 @@ def _load(data_dir: Path | None, allow_download: bool) -> RawSplits:
     else:
         table = np.loadtxt(path, delimiter=",", dtype=np.float32)
         pixels, labels = table[:, :64], table[:, 64]
-    x = (pixels.astype(np.float32).reshape(-1, 1, 8, 8) * (255.0 / 16.0)).astype(np.float32)  # (N, 1, 8, 8), 0..255
+    x = pixels.astype(np.float32).reshape(-1, 1, 8, 8) * (255.0 / 16.0)  # (N, 1, 8, 8), 0..255, float32
     y = labels.astype(np.int64)
     order = np.random.default_rng(SPLIT_SEED).permutation(len(y))
     test, train = np.sort(order[:TEST_SIZE]), np.sort(order[TEST_SIZE:])
